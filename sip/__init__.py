@@ -1,0 +1,80 @@
+"""The SIP stack: messages, URIs, SDP and digest auth (pure), transactions, dialogs,
+transports and the asyncio user agent."""
+
+from .auth import (
+    AuthResult,
+    Challenge,
+    Credentials,
+    DigestClient,
+    DigestServer,
+    parse_challenge,
+    parse_credentials,
+)
+from .errors import ParseError, SipUsageError
+from .framing import StreamFramer
+from .headers import Contact, CSeq, Headers, NameAddr, Via, parse_name_addr, parse_via
+from .message import (
+    MAX_MESSAGE_SIZE,
+    REASONS,
+    Message,
+    Request,
+    Response,
+    make_response,
+    parse,
+)
+from .offer_answer import (
+    G722,
+    PCMA,
+    PCMU,
+    TELEPHONE_EVENT,
+    AudioStream,
+    Codec,
+    answer,
+    make_offer,
+    process_answer,
+)
+from .sdp import Connection, Media, Origin, SessionDescription, parse_sdp
+from .uri import URI, parse_uri
+
+__all__ = [
+    "G722",
+    "MAX_MESSAGE_SIZE",
+    "PCMA",
+    "PCMU",
+    "REASONS",
+    "TELEPHONE_EVENT",
+    "URI",
+    "AudioStream",
+    "AuthResult",
+    "CSeq",
+    "Challenge",
+    "Codec",
+    "Connection",
+    "Contact",
+    "Credentials",
+    "DigestClient",
+    "DigestServer",
+    "Headers",
+    "Media",
+    "Message",
+    "NameAddr",
+    "Origin",
+    "ParseError",
+    "Request",
+    "Response",
+    "SessionDescription",
+    "SipUsageError",
+    "StreamFramer",
+    "Via",
+    "answer",
+    "make_offer",
+    "make_response",
+    "parse",
+    "parse_challenge",
+    "parse_credentials",
+    "parse_name_addr",
+    "parse_sdp",
+    "parse_uri",
+    "parse_via",
+    "process_answer",
+]

@@ -1,0 +1,421 @@
+"""SIP requests and responses: ``parse(bytes)`` and ``bytes(message)``.
+
+``parse`` validates the start line and the header fields every SIP element relies on
+(Via, From, To, Call-ID, CSeq, Max-Forwards, Content-Length, Contact, ...), so a message
+that comes out of it can be handled without further syntax checks. Anything else raises
+:class:`ParseError`, never another exception.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Final
+
+from . import grammar
+from .errors import ParseError
+from .headers import (
+    Contact,
+    CSeq,
+    Headers,
+    NameAddr,
+    Via,
+    canonical_name,
+    parse_contact,
+    parse_cseq,
+    parse_name_addr,
+    parse_uint,
+    parse_via,
+)
+from .uri import URI, parse_uri
+
+MAX_MESSAGE_SIZE: Final = 65535
+MAX_HEADER_LINES: Final = 256
+SIP_VERSION: Final = "SIP/2.0"
+
+REASONS: Final[dict[int, str]] = {
+    100: "Trying",
+    180: "Ringing",
+    181: "Call Is Being Forwarded",
+    182: "Queued",
+    183: "Session Progress",
+    200: "OK",
+    202: "Accepted",
+    204: "No Notification",
+    300: "Multiple Choices",
+    301: "Moved Permanently",
+    302: "Moved Temporarily",
+    305: "Use Proxy",
+    380: "Alternative Service",
+    400: "Bad Request",
+    401: "Unauthorized",
+    402: "Payment Required",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    406: "Not Acceptable",
+    407: "Proxy Authentication Required",
+    408: "Request Timeout",
+    410: "Gone",
+    413: "Request Entity Too Large",
+    414: "Request-URI Too Long",
+    415: "Unsupported Media Type",
+    416: "Unsupported URI Scheme",
+    420: "Bad Extension",
+    421: "Extension Required",
+    423: "Interval Too Brief",
+    480: "Temporarily Unavailable",
+    481: "Call/Transaction Does Not Exist",
+    482: "Loop Detected",
+    483: "Too Many Hops",
+    484: "Address Incomplete",
+    485: "Ambiguous",
+    486: "Busy Here",
+    487: "Request Terminated",
+    488: "Not Acceptable Here",
+    489: "Bad Event",
+    491: "Request Pending",
+    493: "Undecipherable",
+    500: "Server Internal Error",
+    501: "Not Implemented",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+    504: "Server Time-out",
+    505: "Version Not Supported",
+    513: "Message Too Large",
+    600: "Busy Everywhere",
+    603: "Decline",
+    604: "Does Not Exist Anywhere",
+    606: "Not Acceptable",
+}
+
+_HEAD_END = re.compile(rb"\r?\n\r?\n")
+_FOLD = re.compile(r"\n([ \t])")
+# One header field per line: name, optional whitespace, colon, value (trailing WSP dropped).
+_FIELDS = re.compile(r"^([A-Za-z0-9\-.!%*_+`'~]+)[ \t]*:[ \t]*([^\n]*?)[ \t]*$", re.M)
+_STATUS_LINE = re.compile(r"SIP/2\.0 ([1-6][0-9][0-9])(?: (.*))?\Z", re.S)
+_DATE = re.compile(
+    r"(Mon|Tue|Wed|Thu|Fri|Sat|Sun), [0-9]{2} "
+    r"(Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) [0-9]{4} "
+    r"[0-2][0-9]:[0-5][0-9]:[0-6][0-9] GMT\Z"
+)
+_WARNING = re.compile(r"[0-9]{3} [^ \t]+ \"(?:[^\"\\]|\\.)*\"\Z")
+# Headers that may occur once only (RFC 3261 §20 and RFC 4475 §3.3.8/§3.3.9).
+_SINGLETONS = ("Call-ID", "From", "To", "CSeq", "Content-Length", "Max-Forwards", "Expires")
+_REQUIRED = ("Via", "From", "To", "Call-ID", "CSeq")
+_CRLF_CHARS = b"\r\n"
+
+
+class Message:
+    """Common part of :class:`Request` and :class:`Response`."""
+
+    __slots__ = ("body", "headers")
+
+    def __init__(self, headers: Headers | None = None, body: bytes = b"") -> None:
+        self.headers = headers if headers is not None else Headers()
+        self.body = body
+
+    # -- typed views of the core headers ------------------------------------------------
+    @property
+    def via(self) -> list[Via]:
+        return self.headers.typed("Via", _typed_vias)
+
+    @property
+    def from_(self) -> NameAddr:
+        return self.headers.typed("From", _typed_name_addr)
+
+    @property
+    def to(self) -> NameAddr:
+        return self.headers.typed("To", _typed_name_addr)
+
+    @property
+    def call_id(self) -> str:
+        value = self.headers.get("Call-ID")
+        if value is None:
+            raise ParseError("missing Call-ID")
+        return value
+
+    @property
+    def cseq(self) -> CSeq:
+        return self.headers.typed("CSeq", _typed_cseq)
+
+    @property
+    def contact(self) -> list[Contact]:
+        return self.headers.typed("Contact", _typed_contacts)
+
+    @property
+    def route(self) -> list[NameAddr]:
+        return self.headers.typed("Route", _typed_name_addr_list)
+
+    @property
+    def record_route(self) -> list[NameAddr]:
+        return self.headers.typed("Record-Route", _typed_name_addr_list)
+
+    @property
+    def max_forwards(self) -> int | None:
+        value = self.headers.get("Max-Forwards")
+        return None if value is None else parse_uint(value, "Max-Forwards", 255)
+
+    @property
+    def expires(self) -> int | None:
+        value = self.headers.get("Expires")
+        return None if value is None else parse_uint(value, "Expires")
+
+    @property
+    def content_type(self) -> str | None:
+        """Media type without parameters, lower case (``application/sdp``)."""
+        value = self.headers.get("Content-Type")
+        if value is None:
+            return None
+        return value.split(";", 1)[0].strip().lower()
+
+    def _start_line(self) -> str:
+        raise NotImplementedError
+
+    def __bytes__(self) -> bytes:
+        lines = [self._start_line()]
+        length_written = False
+        for name, value in self.headers:
+            if name == "Content-Length":
+                if length_written:
+                    continue
+                value = str(len(self.body))
+                length_written = True
+            lines.append(f"{name}: {value}")
+        if not length_written:
+            lines.append(f"Content-Length: {len(self.body)}")
+        lines.append("\r\n")
+        return "\r\n".join(lines).encode("utf-8", "surrogateescape") + self.body
+
+
+class Request(Message):
+    __slots__ = ("method", "uri")
+
+    def __init__(
+        self,
+        method: str,
+        uri: URI | str,
+        headers: Headers | None = None,
+        body: bytes = b"",
+    ) -> None:
+        super().__init__(headers, body)
+        self.method = method
+        self.uri = parse_uri(uri) if isinstance(uri, str) else uri
+
+    def _start_line(self) -> str:
+        return f"{self.method} {self.uri} {SIP_VERSION}"
+
+    def __repr__(self) -> str:
+        return f"<Request {self.method} {self.uri}>"
+
+
+class Response(Message):
+    __slots__ = ("reason", "status")
+
+    def __init__(
+        self,
+        status: int,
+        reason: str | None = None,
+        headers: Headers | None = None,
+        body: bytes = b"",
+    ) -> None:
+        super().__init__(headers, body)
+        self.status = status
+        self.reason = REASONS.get(status, "Unknown") if reason is None else reason
+
+    def _start_line(self) -> str:
+        return f"{SIP_VERSION} {self.status} {self.reason}"
+
+    def __repr__(self) -> str:
+        return f"<Response {self.status} {self.reason}>"
+
+
+# -- typed header parsers (cached by Headers.typed) -----------------------------------------
+
+
+def _typed_vias(h: Headers, name: str) -> list[Via]:
+    values = h.values(name)
+    if any(not v for v in values):
+        raise ParseError("empty value in Via list")
+    return [parse_via(v) for v in values]
+
+
+def _typed_name_addr(h: Headers, name: str) -> NameAddr:
+    value = h.get(name)
+    if value is None:
+        raise ParseError(f"missing {name} header")
+    return parse_name_addr(value, canonical_name(name))
+
+
+def _typed_cseq(h: Headers, name: str) -> CSeq:
+    value = h.get(name)
+    if value is None:
+        raise ParseError("missing CSeq header")
+    return parse_cseq(value)
+
+
+def _typed_contacts(h: Headers, name: str) -> list[Contact]:
+    values = h.values(name)
+    if any(not v for v in values):
+        raise ParseError("empty value in Contact list")
+    contacts = [parse_contact(v) for v in values]
+    if len(contacts) > 1 and any(c.star for c in contacts):
+        raise ParseError("Contact '*' must stand alone")
+    return contacts
+
+
+def _typed_name_addr_list(h: Headers, name: str) -> list[NameAddr]:
+    values = h.values(name)
+    if any(not v for v in values):
+        raise ParseError(f"empty value in {name} list")
+    return [parse_name_addr(v, name) for v in values]
+
+
+# -- parsing --------------------------------------------------------------------------------
+
+
+def parse(data: bytes) -> Request | Response:
+    """Parse one SIP message from a datagram (or a framed stream message).
+
+    Raises :class:`ParseError` for anything that is not a valid SIP message.
+    """
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise ParseError(f"expected bytes, got {type(data).__name__}")
+    data = bytes(data)
+    if len(data) > MAX_MESSAGE_SIZE:
+        raise ParseError(f"message of {len(data)} bytes exceeds {MAX_MESSAGE_SIZE}", status=513)
+    data = data.lstrip(_CRLF_CHARS)  # RFC 3261 §7.5: ignore CRLFs before the start line
+    end = _HEAD_END.search(data)
+    if end is None:
+        raise ParseError("no empty line after the header fields")
+    head = data[: end.start()].decode("utf-8", "surrogateescape")
+    body = data[end.end() :]
+    head = _FOLD.sub(r"\1", head.replace("\r\n", "\n"))
+    start_line, _, fields = head.partition("\n")
+    message = _parse_start_line(start_line)
+    found = _FIELDS.findall(fields)
+    expected = fields.count("\n") + 1 if fields else 0
+    if len(found) != expected:
+        _raise_bad_line(fields)
+    if expected > MAX_HEADER_LINES:
+        raise ParseError(f"more than {MAX_HEADER_LINES} header lines")
+    message.headers._items = [(canonical_name(n), v) for n, v in found]
+    _validate(message)
+    message.body = _body(message.headers, body)
+    return message
+
+
+def _raise_bad_line(fields: str) -> None:
+    for number, line in enumerate(fields.split("\n"), start=2):
+        if grammar.HEADER_LINE.match(line) is None:
+            raise ParseError(f"line {number}: not a header field: {line[:60]!r}")
+    raise ParseError("malformed header section")
+
+
+def _parse_start_line(line: str) -> Request | Response:
+    if line.startswith("SIP/"):
+        m = _STATUS_LINE.match(line)
+        if m is None:
+            if not line.startswith("SIP/2.0 "):
+                raise ParseError(f"unsupported SIP version in {line[:40]!r}", status=505)
+            raise ParseError(f"bad status line {line[:60]!r}: expected 'SIP/2.0 NNN reason'")
+        return Response(int(m.group(1)), m.group(2) or "")
+    parts = line.split(" ")
+    if len(parts) != 3:
+        raise ParseError(
+            f"bad request line {line[:80]!r}: expected 'METHOD URI SIP/2.0' with single spaces"
+        )
+    method, uri_text, version = parts
+    if not grammar.is_token(method):
+        raise ParseError(f"bad method {method[:40]!r} in request line")
+    if version != SIP_VERSION:
+        if version.upper().startswith("SIP/"):
+            raise ParseError(f"unsupported SIP version {version[:20]!r}", status=505)
+        raise ParseError(f"bad SIP version {version[:20]!r} in request line")
+    uri = parse_uri(uri_text)
+    if uri.is_sip and uri.headers:
+        raise ParseError(f"Request-URI must not carry headers: {uri_text[:80]!r}")
+    return Request(method, uri)
+
+
+def _validate(message: Request | Response) -> None:
+    headers = message.headers
+    counts: dict[str, int] = {}
+    first: dict[str, str] = {}
+    for name, value in headers:
+        if name in counts:
+            counts[name] += 1
+        else:
+            counts[name] = 1
+            first[name] = value
+    for name in _REQUIRED:
+        if name not in counts:
+            raise ParseError(f"missing {name} header")
+    for name in _SINGLETONS:
+        if counts.get(name, 0) > 1:
+            raise ParseError(f"{name} header must occur once")
+    call_id = first["Call-ID"]
+    if grammar.CALL_ID_FULL.match(call_id) is None:
+        raise ParseError(f"bad Call-ID {call_id[:60]!r}")
+    _ = message.via, message.from_, message.to
+    cseq = message.cseq
+    if isinstance(message, Request) and cseq.method != message.method:
+        raise ParseError(f"CSeq method {cseq.method!r} differs from {message.method!r}")
+    for name, limit in (("Max-Forwards", 255), ("Expires", 2**32 - 1)):
+        if name in first:
+            parse_uint(first[name], name, limit)
+    if "Contact" in counts:
+        _ = message.contact
+    if "Route" in counts:
+        _ = message.route
+    if "Record-Route" in counts:
+        _ = message.record_route
+    if "Warning" in counts:
+        for value in headers.values("Warning"):
+            if _WARNING.match(value) is None:
+                raise ParseError(f"bad Warning {value[:60]!r}: expected 'NNN agent \"text\"'")
+    retry = first.get("Retry-After")
+    if retry is not None:
+        parse_uint(retry.split(";", 1)[0].split("(", 1)[0], "Retry-After")
+    date = first.get("Date")
+    if date is not None and _DATE.match(date) is None:
+        raise ParseError(f"bad Date {date[:60]!r}: expected RFC 1123 date in GMT")
+
+
+def _body(headers: Headers, body: bytes) -> bytes:
+    length_text = headers.get("Content-Length")
+    if length_text is None:
+        return body  # datagram without Content-Length: the rest of the packet
+    length = parse_uint(length_text, "Content-Length", MAX_MESSAGE_SIZE)
+    if length > len(body):
+        raise ParseError(f"Content-Length {length} larger than the {len(body)} body bytes")
+    return body[:length]  # extra octets in a datagram are ignored (RFC 4475 §3.1.1.8)
+
+
+# -- building -------------------------------------------------------------------------------
+
+_RESPONSE_COPIED = ("Via", "From", "To", "Call-ID", "CSeq")
+
+
+def make_response(
+    request: Request,
+    status: int,
+    reason: str | None = None,
+    *,
+    to_tag: str | None = None,
+    body: bytes = b"",
+) -> Response:
+    """A response to ``request`` with Via, From, To, Call-ID, CSeq copied (RFC 3261 §8.2.6).
+
+    ``to_tag`` is added to To when it has none (not for 100 Trying).
+    """
+    headers = Headers()
+    for name in _RESPONSE_COPIED:
+        for value in request.headers.get_lines(name):
+            headers.add(name, value)
+    if to_tag is not None and status > 100 and request.to.tag is None:
+        to = request.to.copy()
+        to.params["tag"] = to_tag
+        headers.set("To", to)
+    if status == 100 and "Timestamp" in request.headers:
+        headers.add("Timestamp", request.headers.get("Timestamp"))
+    return Response(status, reason, headers, body)

@@ -1,0 +1,287 @@
+"""RFC 3264 offer/answer for audio over RTP/AVP.
+
+Codecs are named as in SDP; this module knows their payload types and clock rates, not
+how to encode them (that is :mod:`media`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .errors import ParseError
+from .sdp import Connection, Media, Origin, RtpMap, SessionDescription
+
+
+@dataclass(frozen=True, slots=True)
+class Codec:
+    """An RTP payload format as SDP names it (``clock_rate`` is the RTP clock)."""
+
+    name: str
+    clock_rate: int
+    static_pt: int | None = None
+    channels: int = 1
+    fmtp: str | None = None
+
+    def matches(self, pt: int, rtpmap: RtpMap | None) -> bool:
+        if rtpmap is None:
+            return self.static_pt is not None and pt == self.static_pt
+        return (
+            rtpmap.encoding.lower() == self.name.lower()
+            and rtpmap.clock_rate == self.clock_rate
+            and rtpmap.channels == self.channels
+        )
+
+
+PCMU = Codec("PCMU", 8000, 0)
+PCMA = Codec("PCMA", 8000, 8)
+# G.722 samples at 16 kHz but its RTP clock is 8000 by a historical error (RFC 3551 §4.5.2).
+G722 = Codec("G722", 8000, 9)
+TELEPHONE_EVENT = Codec("telephone-event", 8000, None, fmtp="0-16")
+CODECS_BY_NAME = {c.name.lower(): c for c in (PCMU, PCMA, G722)}
+DEFAULT_DTMF_PT = 101
+
+# offer direction -> our wish -> answer direction (RFC 3264 §6.1)
+_ANSWER_DIRECTION: dict[str, dict[str, str]] = {
+    "sendrecv": {d: d for d in ("sendrecv", "sendonly", "recvonly", "inactive")},
+    "sendonly": {
+        "sendrecv": "recvonly",
+        "recvonly": "recvonly",
+        "sendonly": "inactive",
+        "inactive": "inactive",
+    },
+    "recvonly": {
+        "sendrecv": "sendonly",
+        "sendonly": "sendonly",
+        "recvonly": "inactive",
+        "inactive": "inactive",
+    },
+    "inactive": {d: "inactive" for d in ("sendrecv", "sendonly", "recvonly", "inactive")},
+}
+_REVERSE = {
+    "sendrecv": "sendrecv",
+    "sendonly": "recvonly",
+    "recvonly": "sendonly",
+    "inactive": "inactive",
+}
+
+
+@dataclass(slots=True)
+class AudioStream:
+    """What one side must do after offer/answer for the audio stream."""
+
+    codec: Codec
+    payload_type: int
+    remote_address: str
+    remote_port: int
+    direction: str  # ours: sendrecv / sendonly / recvonly / inactive
+    dtmf_payload_type: int | None = None
+    ptime: int = 20
+    media_index: int = 0
+    remote_hold: bool = False  # the peer put us on hold (sendonly/inactive or c=0.0.0.0)
+    codecs: list[tuple[int, Codec]] = field(default_factory=list)  # all agreed, best first
+
+    @property
+    def sends(self) -> bool:
+        return self.direction in ("sendrecv", "sendonly")
+
+    @property
+    def receives(self) -> bool:
+        return self.direction in ("sendrecv", "recvonly")
+
+
+def _offered_codecs(media: Media) -> list[tuple[int, RtpMap | None]]:
+    maps = media.rtpmaps
+    out: list[tuple[int, RtpMap | None]] = []
+    for fmt in media.formats:
+        if fmt.isdigit() and int(fmt) <= 127:
+            out.append((int(fmt), maps.get(int(fmt))))
+    return out
+
+
+def _audio_media(media: Media) -> bool:
+    return media.media == "audio" and media.proto.upper() in ("RTP/AVP", "RTP/AVPF")
+
+
+def _remote_direction(sdp: SessionDescription, media: Media) -> tuple[str, bool]:
+    """The peer's direction for ``media`` and whether it means hold."""
+    direction = sdp.media_direction(media)
+    connection = sdp.media_connection(media)
+    legacy_hold = connection is not None and connection.is_hold
+    if legacy_hold and direction == "sendrecv":
+        direction = "sendonly"  # RFC 2543 hold: the peer does not want our media
+    return direction, direction in ("sendonly", "inactive")
+
+
+def _audio_section(
+    port: int,
+    codecs: list[tuple[int, Codec]],
+    dtmf_pt: int | None,
+    direction: str,
+    ptime: int,
+) -> Media:
+    media = Media("audio", port, "RTP/AVP", [str(pt) for pt, _ in codecs])
+    for pt, codec in codecs:
+        channels = f"/{codec.channels}" if codec.channels != 1 else ""
+        media.attributes.append(("rtpmap", f"{pt} {codec.name}/{codec.clock_rate}{channels}"))
+        if codec.fmtp:
+            media.attributes.append(("fmtp", f"{pt} {codec.fmtp}"))
+    if dtmf_pt is not None:
+        media.formats.append(str(dtmf_pt))
+        media.attributes.append(("rtpmap", f"{dtmf_pt} telephone-event/8000"))
+        media.attributes.append(("fmtp", f"{dtmf_pt} {TELEPHONE_EVENT.fmtp}"))
+    media.attributes.append(("ptime", str(ptime)))
+    media.set_direction(direction)
+    return media
+
+
+def _addrtype(address: str) -> str:
+    return "IP6" if ":" in address else "IP4"
+
+
+def make_offer(
+    address: str,
+    port: int,
+    codecs: tuple[Codec, ...] | list[Codec] = (PCMU, PCMA),
+    *,
+    dtmf: bool = True,
+    direction: str = "sendrecv",
+    ptime: int = 20,
+    session_id: int = 0,
+    session_version: int = 0,
+    username: str = "-",
+) -> SessionDescription:
+    """An SDP offer for one audio stream."""
+    numbered: list[tuple[int, Codec]] = []
+    next_dynamic = 96
+    for codec in codecs:
+        if codec.static_pt is not None:
+            numbered.append((codec.static_pt, codec))
+        else:
+            numbered.append((next_dynamic, codec))
+            next_dynamic += 1
+    addrtype = _addrtype(address)
+    return SessionDescription(
+        origin=Origin(username, session_id, session_version, "IN", addrtype, address),
+        name="softswitch",
+        connection=Connection(address, addrtype),
+        media=[_audio_section(port, numbered, DEFAULT_DTMF_PT if dtmf else None, direction, ptime)],
+    )
+
+
+def _match_codecs(
+    media: Media, supported: tuple[Codec, ...] | list[Codec]
+) -> tuple[list[tuple[int, Codec]], int | None]:
+    """Offered payload types we support, in the offerer's order, and its DTMF type."""
+    agreed: list[tuple[int, Codec]] = []
+    dtmf_pt: int | None = None
+    for pt, rtpmap in _offered_codecs(media):
+        if TELEPHONE_EVENT.matches(pt, rtpmap):
+            if dtmf_pt is None:
+                dtmf_pt = pt
+            continue
+        for codec in supported:
+            if codec.matches(pt, rtpmap) and all(c != codec for _, c in agreed):
+                agreed.append((pt, codec))
+                break
+    return agreed, dtmf_pt
+
+
+def answer(
+    offer: SessionDescription,
+    address: str,
+    port: int,
+    codecs: tuple[Codec, ...] | list[Codec] = (PCMU, PCMA),
+    *,
+    dtmf: bool = True,
+    direction: str = "sendrecv",
+    session_id: int = 0,
+    session_version: int = 0,
+    username: str = "-",
+) -> tuple[SessionDescription, AudioStream | None]:
+    """Answer ``offer``: accept the first audio stream with a common codec.
+
+    Every other media line is refused with port 0, as RFC 3264 §6 requires. Returns the
+    answer and the negotiated stream (``None`` when nothing was acceptable; the caller
+    should then send 488).
+    """
+    addrtype = _addrtype(address)
+    result = SessionDescription(
+        origin=Origin(username, session_id, session_version, "IN", addrtype, address),
+        name="softswitch",
+        connection=Connection(address, addrtype),
+    )
+    stream: AudioStream | None = None
+    for index, media in enumerate(offer.media):
+        agreed: list[tuple[int, Codec]] = []
+        dtmf_pt: int | None = None
+        if stream is None and media.port != 0 and _audio_media(media):
+            agreed, dtmf_pt = _match_codecs(media, codecs)
+        connection = offer.media_connection(media)
+        if not agreed or connection is None:
+            refused = Media(media.media, 0, media.proto, list(media.formats) or ["0"])
+            result.media.append(refused)
+            continue
+        remote_dir, hold = _remote_direction(offer, media)
+        ours = _ANSWER_DIRECTION[remote_dir][direction]
+        ptime = media.ptime or 20
+        if not dtmf:
+            dtmf_pt = None
+        # Answer with just the chosen codec: simpler for peers, no mid-call switching.
+        result.media.append(_audio_section(port, agreed[:1], dtmf_pt, ours, ptime))
+        pt, codec = agreed[0]
+        stream = AudioStream(
+            codec,
+            pt,
+            connection.address,
+            media.port,
+            ours,
+            dtmf_pt,
+            ptime,
+            index,
+            hold,
+            agreed,
+        )
+    return result, stream
+
+
+def process_answer(offer: SessionDescription, answer_sdp: SessionDescription) -> AudioStream:
+    """The offerer's view after the answer arrives. Raises :class:`ParseError` if the
+    answer does not fit the offer (no audio accepted, or a codec that was not offered)."""
+    if len(answer_sdp.media) != len(offer.media):
+        raise ParseError("SDP answer has a different number of media lines than the offer")
+    for index, (ours, theirs) in enumerate(zip(offer.media, answer_sdp.media, strict=True)):
+        if theirs.port == 0 or not _audio_media(theirs) or ours.port == 0:
+            continue
+        offered = {pt: codec for pt, codec in _numbered(ours)}
+        agreed, dtmf_pt = _match_codecs(theirs, list(offered.values()))
+        if not agreed:
+            raise ParseError("SDP answer accepted no codec that was offered")
+        connection = answer_sdp.media_connection(theirs)
+        if connection is None:
+            raise ParseError("SDP answer without a connection address")
+        remote_dir, hold = _remote_direction(answer_sdp, theirs)
+        pt, codec = agreed[0]
+        return AudioStream(
+            codec,
+            pt,
+            connection.address,
+            theirs.port,
+            _REVERSE[remote_dir],
+            dtmf_pt,
+            theirs.ptime or ours.ptime or 20,
+            index,
+            hold,
+            agreed,
+        )
+    raise ParseError("SDP answer refused every audio stream")
+
+
+def _numbered(media: Media) -> list[tuple[int, Codec]]:
+    out: list[tuple[int, Codec]] = []
+    for pt, rtpmap in _offered_codecs(media):
+        name = rtpmap.encoding.lower() if rtpmap else None
+        if name is None:
+            out.extend((pt, c) for c in CODECS_BY_NAME.values() if c.static_pt == pt)
+        elif name in CODECS_BY_NAME:
+            out.append((pt, CODECS_BY_NAME[name]))
+    return out

@@ -1,0 +1,1 @@
+"""The PBX: configuration, registrar, routing, calls and features, and the daemon."""

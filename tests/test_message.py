@@ -1,0 +1,180 @@
+from __future__ import annotations
+
+import contextlib
+
+import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+import sip
+from sip import Headers, ParseError, Request, Response
+
+from . import torture
+from .strategies import messages
+
+INVITE = torture.msg(
+    "INVITE sip:bob@biloxi.example.com SIP/2.0",
+    "Via: SIP/2.0/UDP pc33.atlanta.example.com;branch=z9hG4bK776asdhds;rport",
+    "Max-Forwards: 70",
+    'To: "Bob" <sip:bob@biloxi.example.com>',
+    'From: "Alice" <sip:alice@atlanta.example.com>;tag=1928301774',
+    "Call-ID: a84b4c76e66710@pc33.atlanta.example.com",
+    "CSeq: 314159 INVITE",
+    "Contact: <sip:alice@pc33.atlanta.example.com>",
+    "Content-Type: application/sdp",
+    f"Content-Length: {len(torture.SDP_SMALL)}",
+    body=torture.SDP_SMALL,
+)
+
+
+@given(messages())
+@settings(suppress_health_check=[HealthCheck.too_slow])
+def test_serialise_parse_is_stable(message: Request | Response) -> None:
+    data = bytes(message)
+    parsed = sip.parse(data)
+    assert bytes(parsed) == data
+    assert type(parsed) is type(message)
+    assert parsed.call_id == message.call_id
+    assert parsed.cseq == message.cseq
+    assert parsed.body == message.body
+    assert [str(v) for v in parsed.via] == [str(v) for v in message.via]
+    assert parsed.from_.uri == message.from_.uri
+    assert parsed.from_.display == message.from_.display
+    assert parsed.to.params == message.to.params
+    if isinstance(message, Request):
+        assert isinstance(parsed, Request)
+        assert parsed.method == message.method and parsed.uri == message.uri
+    else:
+        assert isinstance(parsed, Response)
+        assert (parsed.status, parsed.reason) == (message.status, message.reason)
+
+
+@given(st.binary(max_size=2048))
+@example(b"")
+@example(b"\r\n\r\n")
+@example(b"SIP/2.0 200 OK\r\n\r\n")
+@example(b"INVITE sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP [::1:5060\r\n\r\n")
+@example(b"\xff\xfe\x00" * 30)
+def test_arbitrary_bytes_only_raise_parse_error(data: bytes) -> None:
+    with contextlib.suppress(ParseError):
+        sip.parse(data)
+
+
+@given(
+    st.sampled_from(sorted(torture.VALID) + sorted(torture.INVALID)),
+    st.lists(
+        st.tuples(st.integers(0, 10_000), st.binary(max_size=4), st.integers(0, 4)),
+        min_size=1,
+        max_size=6,
+    ),
+)
+@settings(max_examples=400)
+def test_mutated_messages_only_raise_parse_error(
+    name: str, edits: list[tuple[int, bytes, int]]
+) -> None:
+    data = bytearray(torture.VALID[name] if name in torture.VALID else torture.INVALID[name][0])
+    for pos, insert, delete in edits:
+        pos %= len(data) + 1
+        data[pos : pos + delete] = insert
+    try:
+        message = sip.parse(bytes(data))
+    except ParseError:
+        return
+    # whatever parsed must also serialise and parse again
+    sip.parse(bytes(message))
+
+
+def test_parse_typed_views_and_compact_forms() -> None:
+    m = sip.parse(INVITE)
+    assert isinstance(m, Request)
+    assert m.via[0].branch == "z9hG4bK776asdhds" and m.via[0].rport is None
+    assert "rport" in m.via[0].params
+    assert m.to.display == "Bob" and m.from_.tag == "1928301774"
+    assert m.contact[0].uri.user == "alice"
+    compact = sip.parse(
+        b"OPTIONS sip:a@b.example SIP/2.0\r\nv: SIP/2.0/TCP h;branch=z9hG4bKx\r\n"
+        b"f: <sip:c@d>;tag=1\r\nt: sip:a@b.example\r\ni: x\r\nCSeq: 1 OPTIONS\r\n"
+        b"k: replaces, 100rel\r\nm: <sip:c@h>\r\nl: 0\r\n\r\n"
+    )
+    assert compact.headers.values("Supported") == ["replaces", "100rel"]
+    assert b"\r\nSupported: replaces, 100rel\r\n" in bytes(compact)
+    assert compact.contact[0].uri.host == "h"
+
+
+def test_headers_container() -> None:
+    h = Headers()
+    h.add("via", "SIP/2.0/UDP a;branch=z9hG4bK1, SIP/2.0/UDP b;branch=z9hG4bK2")
+    h.add("v", "SIP/2.0/UDP c;branch=z9hG4bK3")
+    h.add("X-Foo", "1")
+    assert "VIA" in h and "x-foo" in h and "Route" not in h
+    assert len(h.values("Via")) == 3
+    h.remove_first_value("Via")
+    assert [v.split()[1].split(";")[0] for v in h.values("Via")] == ["b", "c"]
+    h.prepend("Via", "SIP/2.0/TCP z;branch=z9hG4bK0")
+    assert h.values("Via")[0].startswith("SIP/2.0/TCP z")
+    h.set("x-foo", "2")
+    assert h.get_lines("X-Foo") == ["2"]
+    h.remove("Via")
+    assert list(h) == [("X-Foo", "2")]
+
+
+def test_typed_cache_follows_changes() -> None:
+    m = sip.parse(INVITE)
+    assert m.to.tag is None
+    to = m.to.copy()
+    to.params["tag"] = "abc"
+    m.headers.set("To", to)
+    assert m.to.tag == "abc"
+
+
+def test_content_length_written_from_body() -> None:
+    m = sip.parse(INVITE)
+    m.body = b"hello"
+    data = bytes(m)
+    assert b"Content-Length: 5\r\n" in data and data.endswith(b"\r\n\r\nhello")
+    r = Response(200)
+    assert bytes(r).startswith(b"SIP/2.0 200 OK\r\nContent-Length: 0\r\n\r\n")
+
+
+def test_make_response_copies_headers() -> None:
+    req = sip.parse(INVITE)
+    assert isinstance(req, Request)
+    resp = sip.make_response(req, 180, to_tag="xyz")
+    assert resp.reason == "Ringing"
+    assert resp.headers.get_lines("Via") == req.headers.get_lines("Via")
+    assert resp.to.tag == "xyz" and resp.from_.tag == "1928301774"
+    assert resp.cseq == req.cseq and resp.call_id == req.call_id
+    assert sip.make_response(req, 100, to_tag="xyz").to.tag is None
+
+
+@pytest.mark.parametrize(
+    ("data", "status"),
+    [
+        (b"X" * 70000, 513),
+        (INVITE.replace(b"\r\n\r\n", b"\r\n"), 400),  # no end of headers
+        (INVITE.replace(b"Max-Forwards: 70", b"Max-Forwards: 256"), 400),
+        (INVITE.replace(b"Max-Forwards: 70", b"Max-Forwards 70"), 400),
+        (INVITE.replace(b"CSeq: 314159 INVITE", b"CSeq: INVITE"), 400),
+        (INVITE.replace(b"Call-ID: a84b", b"Call-ID: a 84b"), 400),
+        (INVITE.replace(b";rport", b";rport=99999"), 400),
+        (INVITE.replace(b"Contact: <", b"Contact: *, <"), 400),
+        (INVITE.replace(b"SIP/2.0/UDP", b"HTTP/1.1/UDP"), 400),
+    ],
+)
+def test_bad_messages(data: bytes, status: int) -> None:
+    with pytest.raises(ParseError) as info:
+        sip.parse(data)
+    assert info.value.status == status
+
+
+def test_header_count_bound() -> None:
+    many = INVITE.replace(b"Max-Forwards: 70\r\n", b"X-A: 1\r\n" * 300 + b"Max-Forwards: 70\r\n")
+    with pytest.raises(ParseError, match="header lines"):
+        sip.parse(many)
+
+
+def test_leading_crlf_and_bare_lf_tolerated() -> None:
+    head, _, body = INVITE.partition(b"\r\n\r\n")
+    m = sip.parse(b"\r\n\r\n" + head.replace(b"\r\n", b"\n") + b"\n\n" + body)
+    assert isinstance(m, Request) and m.method == "INVITE"
+    assert m.body == torture.SDP_SMALL.encode()
