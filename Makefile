@@ -33,6 +33,7 @@ test: $(STAMP) system-deps
 
 bench: $(STAMP) system-deps
 	$(PY) benchmarks/sip_parse.py
+	$(PY) benchmarks/sip_cps.py
 
 format: $(STAMP)
 	$(VENV)/bin/ruff format .

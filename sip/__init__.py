@@ -78,3 +78,27 @@ __all__ = [
     "parse_via",
     "process_answer",
 ]
+
+from .call import Call, CallState, IncomingCall, OutgoingCall, RequestRefused
+from .dialog import Dialog
+from .registration import Registration, RegistrationFailed
+from .subscription import ServerSubscription, Subscription
+from .transaction import Timers
+from .ua import IncomingRequest, RequestFailed, UserAgent
+
+__all__ += [
+    "Call",
+    "CallState",
+    "Dialog",
+    "IncomingCall",
+    "IncomingRequest",
+    "OutgoingCall",
+    "Registration",
+    "RegistrationFailed",
+    "RequestFailed",
+    "RequestRefused",
+    "ServerSubscription",
+    "Subscription",
+    "Timers",
+    "UserAgent",
+]

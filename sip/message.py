@@ -419,3 +419,42 @@ def make_response(
     if status == 100 and "Timestamp" in request.headers:
         headers.add("Timestamp", request.headers.get("Timestamp"))
     return Response(status, reason, headers, body)
+
+
+_SALVAGED = ("Via", "From", "To", "Call-ID", "CSeq")
+
+
+def error_response(data: bytes, error: ParseError) -> Response | None:
+    """The response to send for a request ``parse`` refused, if one can be formed.
+
+    RFC 3261 wants a 400 (or the status the error carries) whenever the request is
+    recognisable enough to be answered: its start line names a method other than ACK and
+    the header fields a response copies are present. The reason phrase says what was
+    wrong. Returns None for responses and unanswerable garbage (drop those).
+    """
+    try:
+        text = bytes(data[:MAX_MESSAGE_SIZE]).decode("utf-8", "replace")
+    except Exception:
+        return None
+    text = _FOLD.sub(r"\1", text.lstrip("\r\n").replace("\r\n", "\n"))
+    head = text.split("\n\n", 1)[0]
+    lines = head.split("\n")
+    method = lines[0].split(" ", 1)[0]
+    if not lines[0] or method.startswith("SIP/") or method == "ACK":
+        return None
+    found: dict[str, list[str]] = {}
+    for line in lines[1 : MAX_HEADER_LINES + 1]:
+        m = grammar.HEADER_LINE.match(line)
+        if m is not None:
+            name = canonical_name(m.group(1))
+            if name in _SALVAGED:
+                found.setdefault(name, []).append(m.group(2).strip())
+    if any(name not in found for name in _SALVAGED):
+        return None
+    headers = Headers()
+    for name in _SALVAGED:
+        for value in found[name] if name == "Via" else found[name][:1]:
+            headers.add(name, value)
+    reason = REASONS.get(error.status, "Bad Request")
+    detail = " ".join(str(error).split())[:100].encode("ascii", "replace").decode()
+    return Response(error.status, f"{reason} ({detail})", headers)

@@ -1,0 +1,136 @@
+"""Test helpers: a lossy UDP relay, free ports, subprocess daemons."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port(kind: int = socket.SOCK_DGRAM, host: str = "127.0.0.1") -> int:
+    """A port free for both UDP and TCP on ``host``."""
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+            u.bind((host, 0))
+            port = int(u.getsockname()[1])
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
+                try:
+                    t.bind((host, port))
+                except OSError:
+                    continue
+            return port
+    raise RuntimeError("no free port")
+
+
+@dataclass
+class Seen:
+    at: float
+    direction: str  # "up" (client -> server) or "down"
+    first_line: str
+    dropped: bool
+
+
+@dataclass
+class LossyRelay:
+    """Forwards UDP between one client and ``server``; drops the first ``drop`` datagrams
+    of each direction and records every datagram with its arrival time."""
+
+    server: tuple[str, int]
+    drop: int
+    seen: list[Seen] = field(default_factory=list)
+    port: int = 0
+    _client: tuple[str, int] | None = None
+    _counts: dict[str, int] = field(default_factory=lambda: {"up": 0, "down": 0})
+    _front: asyncio.DatagramTransport | None = None
+    _back: asyncio.DatagramTransport | None = None
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        relay = self
+
+        class Front(asyncio.DatagramProtocol):
+            def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+                relay._client = addr
+                relay._forward("up", data)
+
+        class Back(asyncio.DatagramProtocol):
+            def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+                relay._forward("down", data)
+
+        front, _ = await loop.create_datagram_endpoint(Front, local_addr=("127.0.0.1", 0))
+        back, _ = await loop.create_datagram_endpoint(Back, local_addr=("127.0.0.1", 0))
+        self._front = front
+        self._back = back
+        self.port = self._front.get_extra_info("sockname")[1]
+
+    def _forward(self, direction: str, data: bytes) -> None:
+        self._counts[direction] += 1
+        dropped = self._counts[direction] <= self.drop
+        line = data.split(b"\r\n", 1)[0].decode(errors="replace")
+        self.seen.append(Seen(asyncio.get_running_loop().time(), direction, line, dropped))
+        if dropped:
+            return
+        if direction == "up":
+            assert self._back is not None
+            self._back.sendto(data, self.server)
+        elif self._client is not None:
+            assert self._front is not None
+            self._front.sendto(data, self._client)
+
+    def times(self, direction: str, prefix: str) -> list[float]:
+        return [
+            s.at for s in self.seen if s.direction == direction and s.first_line.startswith(prefix)
+        ]
+
+    def close(self) -> None:
+        for t in (self._front, self._back):
+            if t is not None:
+                t.close()
+
+
+@contextlib.contextmanager
+def daemon(args: list[str], ready: str, timeout: float = 15.0) -> Iterator[subprocess.Popen[str]]:
+    """Run ``python args...`` until its stdout prints a line containing ``ready``."""
+    proc = subprocess.Popen(
+        [sys.executable, *args],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert proc.stdout is not None
+    deadline = time.monotonic() + timeout
+    lines: list[str] = []
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        if ready in line:
+            break
+    else:
+        proc.kill()
+        raise RuntimeError(f"{args} did not start: {''.join(lines)}")
+    if proc.poll() is not None:
+        raise RuntimeError(f"{args} exited: {''.join(lines)}")
+    # keep draining output so the daemon never blocks on a full pipe
+    drain = threading.Thread(target=lambda: lines.extend(proc.stdout or ()), daemon=True)
+    drain.start()
+    try:
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
