@@ -34,6 +34,8 @@ test: $(STAMP) system-deps
 bench: $(STAMP) system-deps
 	$(PY) benchmarks/sip_parse.py
 	$(PY) benchmarks/sip_cps.py
+	$(PY) benchmarks/mixer.py
+	$(PY) benchmarks/rtp_fanout.py
 
 format: $(STAMP)
 	$(VENV)/bin/ruff format .

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import socket
 import subprocess
 import sys
@@ -97,8 +98,25 @@ class LossyRelay:
                 t.close()
 
 
+@dataclass
+class Daemon:
+    proc: subprocess.Popen[str]
+    lines: list[str]
+
+    def wait_for(self, pattern: str, timeout: float = 10.0) -> re.Match[str]:
+        """The first output line matching ``pattern`` (waits for it)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for line in list(self.lines):
+                m = re.search(pattern, line)
+                if m is not None:
+                    return m
+            time.sleep(0.05)
+        raise AssertionError(f"no line matching {pattern!r} in: {''.join(self.lines)[-2000:]}")
+
+
 @contextlib.contextmanager
-def daemon(args: list[str], ready: str, timeout: float = 15.0) -> Iterator[subprocess.Popen[str]]:
+def daemon(args: list[str], ready: str, timeout: float = 15.0) -> Iterator[Daemon]:
     """Run ``python args...`` until its stdout prints a line containing ``ready``."""
     proc = subprocess.Popen(
         [sys.executable, *args],
@@ -126,7 +144,7 @@ def daemon(args: list[str], ready: str, timeout: float = 15.0) -> Iterator[subpr
     drain = threading.Thread(target=lambda: lines.extend(proc.stdout or ()), daemon=True)
     drain.start()
     try:
-        yield proc
+        yield Daemon(proc, lines)
     finally:
         proc.terminate()
         try:

@@ -1,0 +1,349 @@
+"""An RTP session on an asyncio datagram endpoint, with RTCP on port+1.
+
+- Symmetric RTP (RFC 4961): the peer's real address is learnt from its packets, so a
+  phone behind NAT is reached where it really is, not where its SDP says.
+- A new SSRC from the peer (a re-INVITE, a transfer) restarts the jitter buffer and the
+  statistics instead of confusing them.
+- Packets carry payloads; codecs are the business of :mod:`media`. RFC 4733 events
+  (``dtmf_pt``) are taken out of the stream and reported as digits.
+- RTCP: SR (while we send) or RR, with SDES CNAME, at the RFC 3550 interval; the
+  peer's reports are kept (what it says of our stream's loss and jitter).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import secrets
+import socket
+import struct
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .dtmf import DtmfReceiver, DtmfSender
+from .jitter import JitterBuffer, Status
+from .packet import (
+    Bye,
+    PacketError,
+    ReceiverReport,
+    ReportBlock,
+    RtcpPacket,
+    SenderReport,
+    SourceDescription,
+    build_compound,
+    parse_rtcp,
+    parse_rtp,
+)
+from .stats import ReceiverStats, ntp_timestamp, rtcp_interval
+
+log = logging.getLogger(__name__)
+_HEADER = struct.Struct("!BBHII")
+
+Address = tuple[str, int]
+
+
+@dataclass(slots=True)
+class Counters:
+    sent: int = 0
+    sent_octets: int = 0
+    received: int = 0
+    malformed: int = 0
+    foreign: int = 0  # wrong payload type, or not from the peer once latched
+    ssrc_changes: int = 0
+    dtmf_received: int = 0
+    rtcp_sent: int = 0
+    rtcp_received: int = 0
+
+
+class PortAllocator:
+    """Even RTP ports in ``[start, end)``; RTCP takes port+1 (RFC 3550 §11)."""
+
+    def __init__(self, start: int = 16384, end: int = 32768) -> None:
+        if start % 2 or end <= start + 2:
+            raise ValueError("port range must start even and hold at least one pair")
+        self.start, self.end = start, end
+        self._next = start
+        self._used: set[int] = set()
+
+    @property
+    def in_use(self) -> int:
+        return len(self._used)
+
+    def candidates(self) -> list[int]:
+        """Free even ports, starting after the last one handed out (spreads reuse)."""
+        span = range(self.start, self.end, 2)
+        count = len(span)
+        first = (self._next - self.start) // 2
+        return [p for p in (span[(first + i) % count] for i in range(count)) if p not in self._used]
+
+    def take(self, port: int) -> None:
+        self._used.add(port)
+        self._next = port + 2 if port + 2 < self.end else self.start
+
+    def release(self, port: int) -> None:
+        self._used.discard(port)
+
+
+class _RtpProtocol(asyncio.DatagramProtocol):
+    def __init__(self, handler: Callable[[bytes, Address], None]) -> None:
+        self.handler = handler
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.handler(data, (addr[0], addr[1]))
+
+
+class Session:
+    """One RTP stream pair (send and receive) with its RTCP."""
+
+    def __init__(
+        self,
+        *,
+        payload_type: int,
+        clock_rate: int = 8000,
+        frame_ticks: int = 160,
+        dtmf_pt: int | None = 101,
+        remote: Address | None = None,
+        symmetric: bool = True,
+        jitter_depth: int = 3,
+        cname: str | None = None,
+        rtcp: bool = True,
+        rtcp_bandwidth: float = 500.0,  # bytes/s (5 % of 80 kbit/s)
+    ) -> None:
+        self.payload_type = payload_type
+        self.accepted_pts: set[int] = {payload_type}
+        self.clock_rate = clock_rate
+        self.frame_ticks = frame_ticks
+        self.dtmf_pt = dtmf_pt
+        self.remote = remote  # where we send (learnt from the peer's packets if symmetric)
+        self.remote_rtcp: Address | None = (remote[0], remote[1] + 1) if remote else None
+        self.symmetric = symmetric
+        self.ssrc = secrets.randbits(32)
+        self.cname = cname or f"{secrets.token_hex(6)}@softswitch"
+        self.counters = Counters()
+        self.stats = ReceiverStats(clock_rate)
+        self.jitter = JitterBuffer(frame_ticks=frame_ticks, depth=jitter_depth)
+        self.dtmf_sender = DtmfSender(frame_ticks)
+        self.dtmf_receiver = DtmfReceiver()
+        self.on_dtmf: Callable[[str], None] | None = None
+        self.on_bye: Callable[[], None] | None = None
+        self.peer_report: ReportBlock | None = None  # the peer's view of our stream
+        self.local: Address | None = None
+        self._rtcp_enabled = rtcp
+        self._rtcp_bandwidth = rtcp_bandwidth
+        self._transport: asyncio.DatagramTransport | None = None
+        self._rtcp_transport: asyncio.DatagramTransport | None = None
+        self._rtcp_timer: asyncio.TimerHandle | None = None
+        self._latched = False
+        self._peer_ssrc: int | None = None
+        self._seq = secrets.randbits(16)
+        self._timestamp = secrets.randbits(32)
+        self._event_timestamp = 0
+        self._header = bytearray(12)
+        self._rtcp_initial = True
+        self.closed = False
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    async def open(self, host: str, port: int = 0) -> Address:
+        """Bind RTP on ``host:port`` (and RTCP on port+1 when enabled)."""
+        loop = asyncio.get_running_loop()
+        transport, _ = await loop.create_datagram_endpoint(
+            lambda: _RtpProtocol(self._on_rtp), local_addr=(host, port)
+        )
+        self._transport = transport
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 18)
+        bound = transport.get_extra_info("sockname")
+        self.local = (bound[0], bound[1])
+        if self._rtcp_enabled:
+            try:
+                rtcp, _ = await loop.create_datagram_endpoint(
+                    lambda: _RtpProtocol(self._on_rtcp), local_addr=(host, bound[1] + 1)
+                )
+            except OSError:
+                transport.close()
+                raise
+            self._rtcp_transport = rtcp
+            self._schedule_rtcp()
+        return self.local
+
+    async def open_from(self, allocator: PortAllocator, host: str) -> Address:
+        """Bind the first free even port of ``allocator`` (and its RTCP port)."""
+        for port in allocator.candidates():
+            try:
+                address = await self.open(host, port)
+            except OSError:
+                continue
+            allocator.take(port)
+            self._allocator = allocator
+            return address
+        raise OSError(f"no free RTP port pair in {allocator.start}-{allocator.end}")
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        if self._rtcp_transport is not None and self.remote_rtcp is not None:
+            self._send_rtcp(bye=True)
+        if self._rtcp_timer is not None:
+            self._rtcp_timer.cancel()
+        for t in (self._transport, self._rtcp_transport):
+            if t is not None:
+                t.close()
+        allocator = getattr(self, "_allocator", None)
+        if allocator is not None and self.local is not None:
+            allocator.release(self.local[1])
+
+    def set_remote(self, address: Address, rtcp: Address | None = None) -> None:
+        """Where to send (from SDP); a later packet from elsewhere re-latches (NAT)."""
+        self.remote = address
+        self.remote_rtcp = rtcp or (address[0], address[1] + 1)
+        self._latched = False
+
+    # -- receiving --------------------------------------------------------------------
+
+    def _on_rtp(self, data: bytes, addr: Address) -> None:
+        try:
+            packet = parse_rtp(data)
+        except PacketError:
+            self.counters.malformed += 1
+            return
+        if self.symmetric and addr != self.remote:
+            if self._latched and packet.ssrc == self._peer_ssrc:
+                self.counters.foreign += 1  # a stray sender, not our peer moving
+                return
+            self.remote = addr
+            self.remote_rtcp = (addr[0], addr[1] + 1)
+        self._latched = True
+        if packet.ssrc != self._peer_ssrc:
+            if self._peer_ssrc is not None:
+                self.counters.ssrc_changes += 1
+                self.jitter = JitterBuffer(frame_ticks=self.frame_ticks, depth=self.jitter.depth)
+            self._peer_ssrc = packet.ssrc
+        self.counters.received += 1
+        if packet.payload_type == self.dtmf_pt:
+            digit = self.dtmf_receiver.receive(packet.ssrc, packet.timestamp, packet.payload)
+            if digit is not None:
+                self.counters.dtmf_received += 1
+                if self.on_dtmf is not None:
+                    self.on_dtmf(digit)
+            return
+        if packet.payload_type not in self.accepted_pts:
+            self.counters.foreign += 1
+            return
+        self.stats.update(packet.sequence, packet.timestamp, time.monotonic(), packet.ssrc)
+        self.jitter.put(packet.sequence, packet.timestamp, packet.payload, packet.marker)
+
+    def pop(self) -> tuple[Status, bytes]:
+        """This tick's payload from the jitter buffer."""
+        return self.jitter.pop()
+
+    # -- sending ----------------------------------------------------------------------
+
+    def send(self, payload: bytes, *, marker: bool = False, ticks: int | None = None) -> None:
+        """Send one frame's payload (a DTMF event packet instead, while one is queued)."""
+        step = self.frame_ticks if ticks is None else ticks
+        if self.dtmf_sender.active and self.dtmf_pt is not None:
+            event, starting = self.dtmf_sender.next_packet()
+            if event is not None:
+                if starting:
+                    self._event_timestamp = self._timestamp
+                self._emit(self.dtmf_pt, event.payload, event.marker, self._event_timestamp)
+                self._timestamp = (self._timestamp + step) & 0xFFFFFFFF
+                return
+        self._emit(self.payload_type, payload, marker, self._timestamp)
+        self._timestamp = (self._timestamp + step) & 0xFFFFFFFF
+
+    def skip(self, ticks: int | None = None) -> None:
+        """Advance the timestamp without sending (silence, hold)."""
+        self._timestamp = (self._timestamp + (ticks or self.frame_ticks)) & 0xFFFFFFFF
+
+    def send_dtmf(self, digits: str, duration_ms: int = 100) -> None:
+        if self.dtmf_pt is None:
+            raise ValueError("the peer did not negotiate telephone-event")
+        self.dtmf_sender.queue(digits, duration_ms)
+
+    def _emit(self, pt: int, payload: bytes, marker: bool, timestamp: int) -> None:
+        if self._transport is None or self.remote is None or self.closed:
+            return
+        header = self._header
+        _HEADER.pack_into(
+            header, 0, 0x80, (0x80 if marker else 0) | pt, self._seq, timestamp, self.ssrc
+        )
+        self._seq = (self._seq + 1) & 0xFFFF
+        self._transport.sendto(bytes(header) + payload, self.remote)
+        self.counters.sent += 1
+        self.counters.sent_octets += len(payload)
+
+    # -- RTCP -------------------------------------------------------------------------
+
+    def _schedule_rtcp(self) -> None:
+        interval = rtcp_interval(
+            members=2,
+            senders=1 if self.counters.sent else 0,
+            rtcp_bandwidth=self._rtcp_bandwidth,
+            we_sent=self.counters.sent > 0,
+            avg_rtcp_size=100.0,
+            initial=self._rtcp_initial,
+            rng=random.Random(),
+        )
+        self._rtcp_initial = False
+        self._rtcp_timer = asyncio.get_running_loop().call_later(interval, self._rtcp_due)
+
+    def _rtcp_due(self) -> None:
+        if self.closed:
+            return
+        self._send_rtcp()
+        self._schedule_rtcp()
+
+    def rtcp_packets(self, *, bye: bool = False) -> list[RtcpPacket]:
+        now = time.monotonic()
+        blocks = (self.stats.report_block(now),) if self.stats.received else ()
+        report: SenderReport | ReceiverReport
+        if self.counters.sent:
+            report = SenderReport(
+                self.ssrc,
+                ntp_timestamp(time.time()),
+                self._timestamp,
+                self.counters.sent,
+                self.counters.sent_octets,
+                blocks,
+            )
+        else:
+            report = ReceiverReport(self.ssrc, blocks)
+        packets: list[RtcpPacket] = [
+            report,
+            SourceDescription(((self.ssrc, ((1, self.cname.encode()),)),)),
+        ]
+        if bye:
+            packets.append(Bye((self.ssrc,)))
+        return packets
+
+    def _send_rtcp(self, *, bye: bool = False) -> None:
+        if self._rtcp_transport is None or self.remote_rtcp is None:
+            return
+        data = build_compound(self.rtcp_packets(bye=bye))
+        self._rtcp_transport.sendto(data, self.remote_rtcp)
+        self.counters.rtcp_sent += 1
+
+    def _on_rtcp(self, data: bytes, addr: Address) -> None:
+        try:
+            packets = parse_rtcp(data)
+        except PacketError:
+            self.counters.malformed += 1
+            return
+        self.counters.rtcp_received += 1
+        if self.symmetric:
+            self.remote_rtcp = addr
+        for packet in packets:
+            if isinstance(packet, SenderReport):
+                self.stats.on_sender_report(packet.ntp_timestamp, time.monotonic())
+            if isinstance(packet, SenderReport | ReceiverReport):
+                for block in packet.reports:
+                    if block.ssrc == self.ssrc:
+                        self.peer_report = block
+            elif isinstance(packet, Bye) and self.on_bye is not None:
+                self.on_bye()
