@@ -24,6 +24,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import contextlib
+
 from rtp import RtpPacket, Session
 from rtp.packet import parse_rtp
 
@@ -47,10 +49,8 @@ def generator(ports: list[int], seconds: float) -> None:
         for target in targets:
             packet[2:4] = (seq & 0xFFFF).to_bytes(2, "big")
             packet[4:8] = ((seq * 160) & 0xFFFFFFFF).to_bytes(4, "big")
-            try:
+            with contextlib.suppress(OSError):
                 sock.sendto(packet, target)
-            except OSError:
-                pass
         seq += 1
 
 
