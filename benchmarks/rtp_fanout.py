@@ -178,10 +178,10 @@ def main() -> None:
         f"{'path':28} {'sessions':>8} {'recv/s':>9} {'sent/s':>9} {'pps':>9} {'cpu %':>6} "
         f"{'ratio':>6}"
     )
-    for r in rows:
+    for row in rows:
         print(
-            f"{r['path']:28} {r['sessions']:8d} {r['received']:9.0f} {r['sent']:9.0f} "
-            f"{r['pps']:9.0f} {r['cpu_pct']:6.1f} {r['ratio']:6.3f}"
+            f"{row['path']:28} {row['sessions']:8d} {row['received']:9.0f} {row['sent']:9.0f} "
+            f"{row['pps']:9.0f} {row['cpu_pct']:6.1f} {row['ratio']:6.3f}"
         )
     print("pps = received + sent per second; ratio = pps / blocking socket loop's, same run")
     if args.json:
