@@ -59,6 +59,7 @@ class Call:
         self.on_refer: Callable[[Call, IncomingRequest], Awaitable[None] | None] | None = None
         self.on_request: Callable[[Call, IncomingRequest], Awaitable[None] | None] | None = None
         self.on_end: Callable[[Call], None] | None = None
+        self.on_dtmf: Callable[[str], None] | None = None  # digits received by SIP INFO
         self._acks: dict[int, Request] = {}  # ACKs we sent, by CSeq: resent on 2xx repeats
         self._reinvite_pending = False
         self._awaiting_ack: int | None = None  # CSeq of a 2xx we repeat until its ACK
@@ -184,8 +185,11 @@ class Call:
             await self._on_reinvite(incoming)
         elif method == "INFO" and self.on_request is None:
             digit = _dtmf_from_info(request)
-            if digit is not None and not self.dtmf.full():
-                self.dtmf.put_nowait(digit)
+            if digit is not None:
+                if self.on_dtmf is not None:
+                    self.on_dtmf(digit)
+                elif not self.dtmf.full():
+                    self.dtmf.put_nowait(digit)
             incoming.respond(200)
         elif method == "REFER" and self.on_refer is not None:
             result = self.on_refer(self, incoming)

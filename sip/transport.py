@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,6 +26,14 @@ log = logging.getLogger(__name__)
 MessageHandler = Callable[[Request | Response, Address, "Listener"], None]
 KEEPALIVES = (b"\r\n", b"\r\n\r\n", b"\x00\x00\x00\x00")
 MAX_CONNECTIONS = 10_000
+# SOFTSWITCH_SIP_TRACE=1 logs whole messages at debug level, not just their first line.
+_FULL_TRACE = os.environ.get("SOFTSWITCH_SIP_TRACE") == "1"
+
+
+def _trace(data: bytes) -> str:
+    if _FULL_TRACE:
+        return "\n" + data.decode("utf-8", "replace")
+    return repr(data.split(b"\r\n", 1)[0][:120])
 
 
 @dataclass
@@ -209,6 +218,8 @@ class TransportLayer:
                 self.stats.answered_400 += 1
                 self.send(reply, source)
             return
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("event=recv from=%s:%s:%s %s", *source, _trace(data))
         if isinstance(message, Request):
             _with_received(message, source)
         try:
@@ -219,6 +230,8 @@ class TransportLayer:
     def send(self, message: Request | Response, destination: Address) -> None:
         """Send now (UDP, open stream) or once a stream connection to it is open."""
         data = bytes(message)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("event=send to=%s:%s:%s %s", *destination, _trace(data))
         self.send_bytes(data, destination)
 
     def send_bytes(self, data: bytes, destination: Address) -> None:

@@ -1,4 +1,8 @@
-"""``softswitch`` command line: ``run`` starts the daemon, ``check`` validates a config."""
+"""``softswitch`` command line: ``run`` starts the PBX daemon, ``check`` validates a config.
+
+The CLI only builds a :class:`~softswitch.config.Config` and hands it to the
+:class:`~softswitch.pbx.Pbx` (start, serve until SIGINT/SIGTERM, stop).
+"""
 
 from __future__ import annotations
 
@@ -7,34 +11,77 @@ import asyncio
 import logging
 import signal
 import sys
+from pathlib import Path
+
+from . import config as cfg
 
 log = logging.getLogger("softswitch")
 
 
-async def _serve(listen: str) -> None:
+def _listen_specs(listen: str) -> list[str]:
+    """``HOST:PORT`` means UDP and TCP there; ``udp:HOST:PORT`` one transport."""
+    if listen.split(":", 1)[0].lower() in ("udp", "tcp", "tls"):
+        return [listen]
+    return [f"udp:{listen}", f"tcp:{listen}"]
+
+
+async def _serve(config: cfg.Config, demo: bool) -> None:
+    from .pbx import Pbx, print_demo_accounts
+
+    pbx = Pbx(config)
+    await pbx.start()
+    if demo:
+        print_demo_accounts(config, ", ".join(config.server.listen))
+    print("softswitch running", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    log.info("event=listening address=%s", listen)
     await stop.wait()
-    log.info("event=stopped")
+    log.info("event=stopping")
+    await pbx.stop()
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="softswitch", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="start the PBX daemon")
-    run.add_argument("--listen", default="127.0.0.1:5060", help="SIP address (host:port)")
+    run.add_argument("--config", type=Path, help="TOML file (default: the embedded demo office)")
+    run.add_argument("--listen", help="HOST:PORT (UDP and TCP) or udp:/tcp:HOST:PORT")
+    run.add_argument("--data-dir", type=Path, help="voicemail, recordings, state")
     run.add_argument("--log-level", default="info", help="debug, info, warning, error")
+    check = sub.add_parser("check", help="validate a configuration file")
+    check.add_argument("file", type=Path)
     args = parser.parse_args(argv)
+
+    if args.command == "check":
+        try:
+            config = cfg.load(args.file)
+        except cfg.ConfigError as exc:
+            print(exc, file=sys.stderr)
+            return 1
+        print(f"{args.file}: OK ({len(config.users)} users, {len(config.trunks)} trunks)")
+        return 0
+
     logging.basicConfig(
         level=args.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
         stream=sys.stderr,
     )
-    if args.command == "run":
-        asyncio.run(_serve(args.listen))
+    try:
+        config = cfg.load(args.config) if args.config else cfg.demo()
+    except cfg.ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    server = config.server
+    updates: dict[str, object] = {}
+    if args.listen:
+        updates["listen"] = _listen_specs(args.listen)
+    if args.data_dir:
+        updates["data_dir"] = args.data_dir
+    if updates:
+        config = config.model_copy(update={"server": server.model_copy(update=updates)})
+    asyncio.run(_serve(config, demo=args.config is None))
     return 0
 
 

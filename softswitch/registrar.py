@@ -66,6 +66,14 @@ class Registrar:
         live = [b for b in self._bindings.get(aor, []) if b.expires_at > now]
         return sorted(live, key=lambda b: -b.q)
 
+    def remove(self, binding: Binding) -> None:
+        """Drop one binding (its contact stopped answering keep-alives)."""
+        current = self._bindings.get(binding.aor, [])
+        if binding in current:
+            current.remove(binding)
+        if not current:
+            self._bindings.pop(binding.aor, None)
+
     def expire(self, now: float) -> list[Binding]:
         gone: list[Binding] = []
         for aor in list(self._bindings):

@@ -1,0 +1,122 @@
+"""B2BUA calls: parties with anchored media, bridging, hold, transfer.
+
+A :class:`Party` is one side of a call as the PBX sees it: a SIP dialog (incoming or
+outgoing) and the RTP leg anchored for it. Two bridged parties hear each other; a party
+that puts its peer on hold (a re-INVITE with sendonly/inactive) gets no media from us
+while its peer hears the hold music; resuming reconnects them. A REFER moves a party's
+peer to a new party (blind) or to the peer of another of its calls (attended, Replaces).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import sip
+from media.codecs import CODECS
+
+from .config import User
+from .media_engine import LegSource, MediaLeg, Source
+
+log = logging.getLogger(__name__)
+
+SIP_CODECS = {"PCMU": sip.PCMU, "PCMA": sip.PCMA, "G722": sip.G722}
+
+
+def codec_preference(first: str | None = None) -> list[sip.Codec]:
+    """Our codecs for an offer or answer, ``first`` (the other leg's codec) leading so
+    that a bridge rarely needs transcoding."""
+    order = ["PCMU", "PCMA", "G722"]
+    if first in order:
+        order.remove(first)
+        order.insert(0, first)
+    return [SIP_CODECS[name] for name in order if name in CODECS]
+
+
+@dataclass(eq=False)
+class Party:
+    call: sip.Call
+    leg: MediaLeg
+    user: User | None = None
+    label: str = ""
+    offer: sip.SessionDescription | None = None  # an incoming party's SDP offer
+    peer: Party | None = None
+    holding: bool = False  # this party has put its peer on hold
+    hold_source: Callable[[Party], Source] | None = None
+    on_gone: list[Callable[[Party], None]] = field(default_factory=list)
+
+    @property
+    def ended(self) -> bool:
+        return self.call.state is sip.CallState.ENDED
+
+    @property
+    def host(self) -> str:
+        return self.leg.local[0]
+
+    def answer_sdp(
+        self, offer: sip.SessionDescription
+    ) -> tuple[sip.SessionDescription, sip.AudioStream | None]:
+        first = self.leg.codec.name if self.leg.codec else None
+        return sip.answer(offer, self.host, self.leg.local[1], codec_preference(first))
+
+    def __repr__(self) -> str:
+        return f"<Party {self.label} {self.call.call_id}>"
+
+
+def refresh_media(party: Party) -> None:
+    """Set what ``party`` and its peer hear, from who holds whom."""
+    peer = party.peer
+    if peer is None:
+        return
+    for listener, talker in ((party, peer), (peer, party)):
+        if talker.holding and listener.hold_source is not None:
+            listener.leg.source = listener.hold_source(talker)
+        elif listener.holding:
+            listener.leg.source = None  # it asked us not to send (recvonly from us)
+        else:
+            listener.leg.source = LegSource(talker.leg)
+
+
+def bridge(a: Party, b: Party) -> None:
+    a.peer, b.peer = b, a
+    refresh_media(a)
+    log.info(
+        "event=bridged a=%s b=%s codec_a=%s codec_b=%s",
+        a.label,
+        b.label,
+        a.leg.codec.name if a.leg.codec else None,
+        b.leg.codec.name if b.leg.codec else None,
+    )
+
+
+def unbridge(party: Party) -> Party | None:
+    peer = party.peer
+    party.peer = None
+    if peer is not None and peer.peer is party:
+        peer.peer = None
+    return peer
+
+
+async def on_reinvite(party: Party, request: sip.Request) -> bytes | None:
+    """A re-INVITE from ``party``: answer from its leg, follow hold/resume."""
+    if not request.body:
+        return None  # no offer: we keep our SDP (the peer answers in the ACK)
+    try:
+        offer = sip.parse_sdp(request.body)
+    except sip.ParseError as exc:
+        raise sip.RequestRefused(488, f"Not Acceptable Here ({exc})") from None
+    answer, stream = party.answer_sdp(offer)
+    if stream is None:
+        raise sip.RequestRefused(488)
+    party.leg.configure(stream)
+    was = party.holding
+    party.holding = stream.remote_hold
+    if was != party.holding:
+        log.info("event=%s party=%s", "hold" if party.holding else "resume", party.label)
+    refresh_media(party)
+    return bytes(answer)
+
+
+def sipfrag(status: int, reason: str | None = None) -> str:
+    return f"SIP/2.0 {status} {reason or sip.REASONS.get(status, '')}"

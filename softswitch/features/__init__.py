@@ -1,0 +1,1 @@
+"""PBX features, one module each: hold music, voicemail (with MWI), transfer, forwarding."""
