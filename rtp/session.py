@@ -53,6 +53,8 @@ class Counters:
     foreign: int = 0  # wrong payload type, or not from the peer once latched
     ssrc_changes: int = 0
     dtmf_received: int = 0
+    dropped: int = 0  # the socket buffer was full
+    send_errors: int = 0
     rtcp_sent: int = 0
     rtcp_received: int = 0
 
@@ -133,6 +135,7 @@ class Session:
         self._rtcp_enabled = rtcp
         self._rtcp_bandwidth = rtcp_bandwidth
         self._transport: asyncio.DatagramTransport | None = None
+        self._sock: socket.socket | None = None
         self._rtcp_transport: asyncio.DatagramTransport | None = None
         self._rtcp_timer: asyncio.TimerHandle | None = None
         self._latched = False
@@ -140,7 +143,6 @@ class Session:
         self._seq = secrets.randbits(16)
         self._timestamp = secrets.randbits(32)
         self._event_timestamp = 0
-        self._header = bytearray(12)
         self._rtcp_initial = True
         self.closed = False
 
@@ -149,14 +151,23 @@ class Session:
     async def open(self, host: str, port: int = 0) -> Address:
         """Bind RTP on ``host:port`` (and RTCP on port+1 when enabled)."""
         loop = asyncio.get_running_loop()
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 18)
+            sock.bind((host, port))
+            sock.setblocking(False)
+        except OSError:
+            sock.close()
+            raise
         transport, _ = await loop.create_datagram_endpoint(
-            lambda: _RtpProtocol(self._on_rtp), local_addr=(host, port)
+            lambda: _RtpProtocol(self._on_rtp), sock=sock
         )
         self._transport = transport
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 18)
-        bound = transport.get_extra_info("sockname")
+        # Sending goes straight to the socket: asyncio's sendto wrapper costs more than
+        # the system call, and a media packet that would block is better dropped.
+        self._sock = sock
+        bound = sock.getsockname()
         self.local = (bound[0], bound[1])
         if self._rtcp_enabled:
             try:
@@ -267,14 +278,22 @@ class Session:
         self.dtmf_sender.queue(digits, duration_ms)
 
     def _emit(self, pt: int, payload: bytes, marker: bool, timestamp: int) -> None:
-        if self._transport is None or self.remote is None or self.closed:
+        if self._sock is None or self.remote is None or self.closed:
             return
-        header = self._header
-        _HEADER.pack_into(
-            header, 0, 0x80, (0x80 if marker else 0) | pt, self._seq, timestamp, self.ssrc
+        packet = (
+            _HEADER.pack(0x80, (0x80 if marker else 0) | pt, self._seq, timestamp, self.ssrc)
+            + payload
         )
         self._seq = (self._seq + 1) & 0xFFFF
-        self._transport.sendto(bytes(header) + payload, self.remote)
+        try:
+            self._sock.sendto(packet, self.remote)
+        except (BlockingIOError, InterruptedError):
+            self.counters.dropped += 1
+            return
+        except OSError as exc:  # unreachable peer (ICMP), bad address: count, go on
+            self.counters.send_errors += 1
+            log.debug("event=rtp_send_error remote=%s error=%s", self.remote, exc)
+            return
         self.counters.sent += 1
         self.counters.sent_octets += len(payload)
 

@@ -101,6 +101,10 @@ class MediaLeg:
         self.sending = True  # False while the peer holds us (sendonly/inactive from it)
         self.taps: list[Callable[[Samples], None]] = []
         self.dtmf: asyncio.Queue[str] = asyncio.Queue(maxsize=64)
+        # In-band detection costs a Goertzel bank per frame: it runs only while something
+        # listens for digits (IVR, voicemail, conference) and the peer has no RFC 4733.
+        self.listen_dtmf = False
+        self._inband = False
         self._detector: DtmfDetector | None = None
         self._last_rfc4733: float = -1.0
         self.closed = False
@@ -123,10 +127,8 @@ class MediaLeg:
             self.stream = AudioStream(self.session, codec, stream.ptime)
             self.rate = codec.sample_rate
             self.frame_in = np.zeros(self.stream.samples, dtype=np.int16)
-            self._detector = DtmfDetector() if codec.sample_rate == 8000 else None
         self.sending = stream.sends
-        if stream.dtmf_payload_type is not None:
-            self._detector = None  # the peer signals DTMF out of band
+        self._inband = stream.dtmf_payload_type is None and codec.sample_rate == 8000
 
     def _on_rfc4733(self, digit: str) -> None:
         self.push_dtmf(digit)
@@ -138,9 +140,11 @@ class MediaLeg:
     def receive(self) -> None:
         if self.stream is None:
             return
-        self.frame_in = self.stream.read()
-        if self._detector is not None:
-            for digit in self._detector.feed(self.frame_in):
+        self.frame_in = frame = self.stream.read()
+        if self.listen_dtmf and self._inband and frame is not self.stream.silence:
+            if self._detector is None:
+                self._detector = DtmfDetector()
+            for digit in self._detector.feed(frame):
                 self.push_dtmf(digit)
         for tap in self.taps:
             tap(self.frame_in)

@@ -622,6 +622,7 @@ class Pbx:
     async def leave_voicemail(self, caller: Party, user: User) -> None:
         if not await self.answer(caller):
             return
+        caller.leg.listen_dtmf = True  # '#' ends the message
         assert self.store is not None
         who = caller.user.extension if caller.user else (caller.call.invite.from_.uri.user or "")
         message = await vm.deposit(
@@ -641,6 +642,7 @@ class Pbx:
     async def voicemail_access(self, caller: Party, mailbox: str | None) -> None:
         if not await self.answer(caller):
             return
+        caller.leg.listen_dtmf = True
         assert self.store is not None
         pins = {u.extension: u.pin for u in self.config.users if u.voicemail}
         changed = asyncio.Event()

@@ -1,0 +1,131 @@
+"""A PBX daemon (``softswitch run``) started by a test, and baresip phones registered to it."""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import soundfile
+
+from media.tones import sine_mix
+
+from .baresip import Phone
+from .netutil import ROOT, Daemon, daemon, free_port
+
+USERS = {
+    "100": ("Alice", "alice100", "1100"),
+    "101": ("Bob", "bob101", "1101"),
+    "102": ("Carol", "carol102", "1102"),
+}
+
+
+@dataclass
+class Office:
+    tmp: Path
+    extra: str = ""
+    user_extra: dict[str, str] = field(default_factory=dict)
+    port: int = 0
+    rtp: int = 0
+    proc: Daemon | None = None
+    _stack: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
+
+    @property
+    def data_dir(self) -> Path:
+        return self.tmp / "data"
+
+    @property
+    def config_path(self) -> Path:
+        return self.tmp / "office.toml"
+
+    def write_config(self) -> None:
+        text = f"""
+[server]
+listen = ["udp:127.0.0.1:{self.port}", "tcp:127.0.0.1:{self.port}"]
+domain = "office.test"
+data_dir = "{self.data_dir}"
+rtp_ports = [{self.rtp}, {self.rtp + 400}]
+"""
+        text += self.extra
+        for ext, (name, password, pin) in USERS.items():
+            text += f"""
+[[users]]
+extension = "{ext}"
+name = "{name}"
+password = "{password}"
+pin = "{pin}"
+permission = "national"
+{self.user_extra.get(ext, "")}
+"""
+        self.config_path.write_text(text)
+
+    def start(self) -> Daemon:
+        if not self.port:
+            self.port = free_port()
+            self.rtp = random.randrange(30000, 39000, 2)
+            self.write_config()
+        check = subprocess.run(
+            [sys.executable, "-m", "softswitch.cli", "check", str(self.config_path)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+        )
+        assert check.returncode == 0, check.stderr
+        self.proc = self._stack.enter_context(
+            daemon(
+                [
+                    "-m",
+                    "softswitch.cli",
+                    "run",
+                    "--config",
+                    str(self.config_path),
+                    "--log-level",
+                    "info",
+                ],
+                "softswitch running",
+            )
+        )
+        return self.proc
+
+    def stop(self) -> None:
+        self._stack.close()
+        self._stack = contextlib.ExitStack()
+        self.proc = None
+
+    def restart(self) -> Daemon:
+        self.stop()
+        return self.start()
+
+    def phone(
+        self, name: str, ext: str, tone_hz: float, *, answer: str = "auto", mwi: bool = False
+    ) -> Phone:
+        password = USERS[ext][1]
+        account = (
+            f"<sip:{ext}@127.0.0.1:{self.port}>;auth_pass={password};regint=300;"
+            f"answermode={answer};audio_codecs=PCMU,PCMA"
+        )
+        directory = self.tmp / f"phone-{name}"
+        directory.mkdir(parents=True, exist_ok=True)
+        source = directory / f"tone{int(tone_hz)}.wav"
+        soundfile.write(source, sine_mix((tone_hz,), 8000 * 60, 8000, -12), 8000, subtype="PCM_16")
+        sip_port = free_port()
+        return Phone(
+            name,
+            directory,
+            account,
+            source,
+            sip_port,
+            free_port(),
+            random.randrange(40000, 49000, 2),
+            mwi=mwi,
+        )
+
+
+def segment(path: Path, start: float, end: float | None = None) -> tuple[np.ndarray, int]:
+    audio, rate = soundfile.read(path, dtype="int16")
+    stop = None if end is None else int(end * rate)
+    return audio[int(start * rate) : stop], rate
