@@ -28,15 +28,15 @@ def _listen_specs(listen: str) -> list[str]:
 async def _serve(config: cfg.Config, demo: bool) -> None:
     from .pbx import Pbx, print_demo_accounts
 
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
     pbx = Pbx(config)
     await pbx.start()
     if demo:
         print_demo_accounts(config, ", ".join(config.server.listen))
     print("softswitch running", flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     log.info("event=stopping")
     await pbx.stop()

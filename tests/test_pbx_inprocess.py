@@ -1,0 +1,178 @@
+"""The PBX in-process, with this project's UA as phones (attended transfer, daemon life)."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import sip
+from media import codecs
+from media.stream import AudioStream
+from media.tones import sine_mix
+from rtp import Session
+from softswitch import config as cfg
+from softswitch.pbx import Pbx
+
+from .audio import dominant_frequency
+from .netutil import ROOT, free_port
+
+
+class SoftPhone:
+    """A UA with a real RTP stream: sends a tone, keeps what it hears."""
+
+    def __init__(self, ext: str, password: str, pbx_port: int, tone_hz: float) -> None:
+        self.ext, self.password, self.pbx_port = ext, password, pbx_port
+        self.ua = sip.UserAgent("udp:127.0.0.1:0", user=ext)
+        self.tone = sine_mix((tone_hz,), 8000 * 30, 8000, -12)
+        self.heard: list[np.ndarray] = []
+        self.calls: list[sip.Call] = []
+        self._streams: list[AudioStream] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self.ua.start()
+        self.ua.on_invite = self._on_invite
+        await self.ua.register(
+            f"sip:127.0.0.1:{self.pbx_port}",
+            aor=f"sip:{self.ext}@office.test",
+            username=self.ext,
+            password=self.password,
+            expires=300,
+        )
+        self._task = asyncio.create_task(self._media())
+
+    async def _stream(self) -> tuple[Session, bytes]:
+        session = Session(payload_type=0, rtcp=False)
+        local = await session.open("127.0.0.1")
+        return session, bytes(sip.make_offer("127.0.0.1", local[1], (sip.PCMU,)))
+
+    async def _on_invite(self, call: sip.IncomingCall) -> None:
+        session = Session(payload_type=0, rtcp=False)
+        local = await session.open("127.0.0.1")
+        answer, stream = sip.answer(
+            sip.parse_sdp(call.remote_sdp or b""), "127.0.0.1", local[1], (sip.PCMU,)
+        )
+        assert stream is not None
+        session.set_remote((stream.remote_address, stream.remote_port))
+        self._streams.append(AudioStream(session, codecs.PCMU))
+        self.calls.append(call)
+        call.answer(bytes(answer))
+
+    async def call(self, number: str) -> sip.OutgoingCall:
+        session, offer = await self._stream()
+        call = await self.ua.invite(
+            f"sip:{number}@127.0.0.1:{self.pbx_port}",
+            offer,
+            credentials=(self.ext, self.password),
+            timeout=10,
+        )
+        stream = sip.process_answer(sip.parse_sdp(offer), sip.parse_sdp(call.remote_sdp or b""))
+        session.set_remote((stream.remote_address, stream.remote_port))
+        self._streams.append(AudioStream(session, codecs.PCMU))
+        self.calls.append(call)
+        return call
+
+    async def _media(self) -> None:
+        n = 0
+        while True:
+            await asyncio.sleep(0.02)
+            for s in self._streams:
+                s.write(self.tone[(n * 160) % len(self.tone) :][:160])
+                self.heard.append(s.read())
+            n += 1
+
+    def heard_frequency(self, last_seconds: float) -> float:
+        frames = self.heard[-int(last_seconds * 50) :]
+        return dominant_frequency(np.concatenate(frames), 8000)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+        await self.ua.close()
+
+
+@pytest.fixture
+async def pbx(tmp_path: Path) -> AsyncIterator[Pbx]:
+    port = free_port()
+    text = cfg.DEMO.replace(
+        'listen = ["udp:127.0.0.1:5060", "tcp:127.0.0.1:5060"]',
+        f'listen = ["udp:127.0.0.1:{port}"]\nrtp_ports = [33000, 33400]',
+    )
+    config = cfg.parse(text, "test")
+    config = config.model_copy(
+        update={"server": config.server.model_copy(update={"data_dir": tmp_path / "data"})}
+    )
+    p = Pbx(config)
+    await p.start()
+    yield p
+    await p.stop()
+
+
+async def test_attended_transfer_with_replaces(pbx: Pbx) -> None:
+    port = pbx.ua.listeners[0].port
+    alice = SoftPhone("100", "alice100", port, 1000.0)
+    bob = SoftPhone("101", "bob101", port, 600.0)
+    carol = SoftPhone("102", "carol102", port, 800.0)
+    for p in (alice, bob, carol):
+        await p.start()
+    try:
+        to_bob = await alice.call("101")
+        await asyncio.sleep(0.3)
+        await to_bob.reinvite(
+            bytes(sip.make_offer("127.0.0.1", 1, (sip.PCMU,), direction="sendonly"))
+        )  # hold Bob
+        to_carol = await alice.call("102")  # the consultation call
+        await asyncio.sleep(1.0)
+        assert abs(carol.heard_frequency(0.5) - 1000) < 10
+        # Alice transfers Bob to Carol, replacing her call with Carol
+        response = await to_bob.refer(f"sip:102@127.0.0.1:{port}", replaces=to_carol)
+        assert response.status == 202
+        await to_bob.wait_ended(5)
+        await to_carol.wait_ended(5)
+        await asyncio.sleep(1.5)
+        assert abs(bob.heard_frequency(0.8) - 800) < 10  # Bob now hears Carol
+        assert abs(carol.heard_frequency(0.8) - 600) < 10  # and Carol hears Bob
+        assert bob.calls[0].state is sip.CallState.ESTABLISHED
+    finally:
+        for p in (alice, bob, carol):
+            await p.stop()
+
+
+def test_daemon_demo_starts_and_stops_cleanly(tmp_path: Path) -> None:
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "softswitch.cli",
+            "run",
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--data-dir",
+            str(tmp_path / "data"),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert proc.stdout is not None
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if "softswitch running" in line:
+            break
+    text = "".join(lines)
+    assert "extension  100  Alice Martin     password alice100" in text
+    assert (tmp_path / "data" / "voicemail.sqlite").exists()
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=15)
+    assert proc.returncode == 0
+    assert "event=stopped" in out
