@@ -25,14 +25,14 @@ def _listen_specs(listen: str) -> list[str]:
     return [f"udp:{listen}", f"tcp:{listen}"]
 
 
-async def _serve(config: cfg.Config, demo: bool) -> None:
+async def _serve(config: cfg.Config, demo: bool, stats_file: Path | None = None) -> None:
     from .pbx import Pbx, print_demo_accounts
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    pbx = Pbx(config)
+    pbx = Pbx(config, stats_file=stats_file)
     await pbx.start()
     if demo:
         print_demo_accounts(config, ", ".join(config.server.listen))
@@ -50,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--listen", help="HOST:PORT (UDP and TCP) or udp:/tcp:HOST:PORT")
     run.add_argument("--data-dir", type=Path, help="voicemail, recordings, state")
     run.add_argument("--log-level", default="info", help="debug, info, warning, error")
+    run.add_argument("--stats-file", type=Path, help="write counters here (JSON) every second")
     check = sub.add_parser("check", help="validate a configuration file")
     check.add_argument("file", type=Path)
     args = parser.parse_args(argv)
@@ -81,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         updates["data_dir"] = args.data_dir
     if updates:
         config = config.model_copy(update={"server": server.model_copy(update=updates)})
-    asyncio.run(_serve(config, demo=args.config is None))
+    asyncio.run(_serve(config, demo=args.config is None, stats_file=args.stats_file))
     return 0
 
 

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
+import time
 from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,7 @@ from .authguard import AuthGuard
 from .calls import Party, bridge, codec_preference, on_reinvite, refresh_media, sipfrag, unbridge
 from .config import PERMISSION_RANK, Config, Trunk, User
 from .features import voicemail as vm
+from .features.conference.service import ConferenceService
 from .features.hold_music import HoldMusic
 from .media_engine import MediaEngine, Source
 from .registrar import Binding, Registrar
@@ -34,8 +37,9 @@ UNSOLICITED_MWI_DELAY = 3.0
 
 
 class Pbx:
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, *, stats_file: Path | None = None) -> None:
         self.config = config
+        self.stats_file = stats_file
         self.server = config.server
         self.domain = config.server.domain
         self.data_dir = Path(config.server.data_dir)
@@ -78,6 +82,7 @@ class Pbx:
         ua.handlers["SUBSCRIBE"] = self.on_subscribe
         ua.on_invite = self.on_invite
         await ua.start()
+        self.conference = ConferenceService(self)
         self.clock.start()
         for trunk in self.config.trunks:
             if trunk.registers:
@@ -105,6 +110,7 @@ class Pbx:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(sub.close(), 2)
         await self.ua.close()  # BYE to every established call
+        self.conference.close()
         await self.clock.stop()
         self.engine.close()
         if self.store is not None:
@@ -129,14 +135,28 @@ class Pbx:
             "active_calls": sum(1 for p in self.parties if not p.ended) // 2,
             "parties": len(self.parties),
             "late_ticks": self.clock.stats.late,
+            "skipped_ticks": self.clock.stats.skipped,
+            "tick_busy_s": round(self.clock.stats.busy, 3),
             "ticks": self.clock.stats.ticks,
+            "conference_legs": len(self.conference.engine.legs) if self.started.is_set() else 0,
+            "conference_members": self.conference.members() if self.started.is_set() else 0,
             **self.counters,
         }
 
     async def _report(self) -> None:
+        """Counters in the log every minute, and in ``stats_file`` (JSON) every second."""
+        last_log = 0.0
         while True:
-            await asyncio.sleep(60)
-            log.info("event=stats %s", " ".join(f"{k}={v}" for k, v in self.stats.items()))
+            await asyncio.sleep(1.0 if self.stats_file else 60.0)
+            now = self.ua.now()
+            stats = self.stats
+            if self.stats_file is not None:
+                tmp = self.stats_file.with_suffix(".tmp")
+                tmp.write_text(json.dumps({"time": time.time(), **stats}))
+                tmp.replace(self.stats_file)
+            if now - last_log >= 60.0:
+                last_log = now
+                log.info("event=stats %s", " ".join(f"{k}={v}" for k, v in stats.items()))
 
     # -- identities ---------------------------------------------------------------------
 
@@ -146,6 +166,12 @@ class Pbx:
 
     def aor(self, extension: str) -> str:
         return f"sip:{extension}@{self.domain}"
+
+    def _inbound_reachable(self, dialled: str) -> bool:
+        """What a call from a trunk may dial directly: an extension or the bridge."""
+        return self.config.user(dialled) is not None or (
+            dialled == self.config.features.conference_bridge
+        )
 
     def trunk_for(self, source_ip: str) -> Trunk | None:
         for trunk in self.config.trunks:
@@ -316,8 +342,8 @@ class Pbx:
             call.reject(488, "Not Acceptable Here (an SDP offer is required)")
             return
         dialled = call.invite.uri.user or ""
-        if trunk is not None:
-            dialled = dialled if self.config.user(dialled) else (trunk.inbound_extension or "")
+        if trunk is not None and not self._inbound_reachable(dialled):
+            dialled = trunk.inbound_extension or ""
         route = router.route(dialled, caller, self.config)
         log.info(
             "event=invite caller=%s dialled=%s route=%s",
@@ -329,6 +355,9 @@ class Pbx:
             self.counters["refused"] += 1
             call.reject(route.status, route.reason)
             return
+        if isinstance(route, router.ToConference):
+            await self.conference.serve(call, offer)  # conference legs share the bridge port
+            return
         party = await self._party_for_incoming(call, offer, caller)
         if party is None:
             return
@@ -339,8 +368,6 @@ class Pbx:
                 await self.voicemail_access(party, route.mailbox)
             elif isinstance(route, router.ToExternal):
                 await self.call_external(party, route.number, caller)
-            elif isinstance(route, router.ToConference):
-                await self.conference(party)
         finally:
             if party.peer is None and not party.ended:
                 await party.call.hangup()
@@ -654,10 +681,6 @@ class Pbx:
         for box in {mailbox} if mailbox else set(pins):
             if box is not None:
                 self.spawn(self.notify_mwi(box))
-
-    async def conference(self, caller: Party) -> None:
-        if isinstance(caller.call, sip.IncomingCall):
-            caller.call.reject(480, "Temporarily Unavailable (no conference bridge)")
 
     # -- transfer -----------------------------------------------------------------------
 

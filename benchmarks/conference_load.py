@@ -1,0 +1,284 @@
+"""1000 legs in one conference: the daemon under a real load, measured from outside.
+
+The daemon (`softswitch run`, its own process) serves the bridge; a load generator in
+another process (`python -m softswitch.loadgen`, built on this project's sip + rtp) places
+N calls over loopback, each entering the conference code by RFC 4733 and then sending a
+20 ms G.711 packet every tick: 3 legs talk (400, 1000, 1700 Hz tones), the others send
+silence. One listener's received audio is kept and checked for the talkers' tones.
+
+Reported: join time for all legs, the daemon's late media ticks (target < 1 %), its CPU
+as % of one core (target <= 50 %), its RSS, and the listener check; a table, a PNG plot
+over time and, with --json, one JSON object.
+
+    python benchmarks/conference_load.py [--legs 1000] [--seconds 60] [--json]
+                                         [--plot benchmarks/out/conference_load.png]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+TICKS = os.sysconf("SC_CLK_TCK")
+TALKERS = (400.0, 1000.0, 1700.0)
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def read_stats(path: Path) -> dict[str, float]:
+    try:
+        return json.loads(path.read_text())  # type: ignore[no-any-return]
+    except (OSError, ValueError):
+        return {}
+
+
+def tone_level(audio: np.ndarray, freq: float) -> float:
+    x = audio.astype(np.float64)
+    if len(x) < 800:
+        return 0.0
+    spectrum = np.abs(np.fft.rfft(x * np.hanning(len(x))))
+    freqs = np.fft.rfftfreq(len(x), 1 / 8000)
+    near = spectrum[(freqs > freq - 15) & (freqs < freq + 15)]
+    return float(near.max() / (np.sqrt(np.mean(x * x)) * len(x) + 1e-9))
+
+
+def run(legs: int, seconds: float, work: Path) -> dict[str, object]:
+    port = free_port()
+    rtp = random.randrange(30000, 50000, 2)
+    config = work / "load.toml"
+    config.write_text(f"""
+[server]
+listen = ["udp:127.0.0.1:{port}"]
+domain = "load.test"
+data_dir = "{work / "data"}"
+rtp_ports = [{rtp}, {rtp + 200}]
+max_calls = {legs + 100}
+
+[conference]
+max_legs = {legs + 10}
+max_legs_total = {legs + 50}
+
+[[users]]
+extension = "100"
+name = "Host"
+password = "host-secret"
+pin = "1234"
+conference_host_code = "1001"
+conference_code = "2001"
+""")
+    stats_path = work / "stats.json"
+    daemon = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "softswitch.cli",
+            "run",
+            "--config",
+            str(config),
+            "--log-level",
+            "warning",
+            "--stats-file",
+            str(stats_path),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert daemon.stdout is not None
+    for line in daemon.stdout:
+        if "softswitch running" in line:
+            break
+    listener = legs // 2
+    generator = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "softswitch.loadgen",
+            "--target",
+            f"sip:800@127.0.0.1:{port}",
+            "--user",
+            "100",
+            "--password",
+            "host-secret",
+            "--code",
+            "2001",
+            "--host-code",
+            "1001",
+            "--legs",
+            str(legs),
+            "--talkers",
+            "3",
+            "--seconds",
+            str(seconds),
+            "--record",
+            str(listener),
+            "--save-prefix",
+            str(work / "heard-"),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    started = time.monotonic()
+    samples: list[dict[str, float]] = []
+    joined_at = None
+    # (time, daemon CPU seconds, stats) while all legs are in: the steady window measured
+    steady: list[tuple[float, float, dict[str, float]]] = []
+    last_cpu, last_t = cpu_seconds(daemon.pid), time.monotonic()
+    while generator.poll() is None:
+        time.sleep(1.0)
+        now = time.monotonic()
+        cpu = cpu_seconds(daemon.pid)
+        stats = read_stats(stats_path)
+        samples.append(
+            {
+                "t": round(now - started, 2),
+                "cpu_pct": round((cpu - last_cpu) / (now - last_t) * 100, 1),
+                "rss_mb": round(rss_mb(daemon.pid), 1),
+                "members": stats.get("conference_members", 0),
+                "late_ticks": stats.get("late_ticks", 0),
+                "ticks": stats.get("ticks", 0),
+            }
+        )
+        last_cpu, last_t = cpu, now
+        if stats.get("conference_members", 0) >= legs:
+            if joined_at is None:
+                joined_at = now - started
+            steady.append((now, cpu, stats))
+    out = generator.stdout.read() if generator.stdout else ""
+    peak_rss = max((s["rss_mb"] for s in samples), default=0.0)
+    daemon.terminate()
+    try:
+        daemon.wait(30)
+    except subprocess.TimeoutExpired:
+        daemon.kill()
+    result: dict[str, object] = {"legs": legs, "seconds": seconds, "samples": samples}
+    events = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    joined: dict[str, object] = next((e for e in events if e.get("event") == "joined"), {})
+    result["answered"] = joined.get("answered", 0)
+    result["generator_join_s"] = joined.get("seconds")
+    result["join_all_s"] = round(joined_at, 2) if joined_at is not None else None
+    if len(steady) >= 2:
+        (t0, cpu0, stats0), (t1, cpu1, stats1) = steady[0], steady[-1]
+        ticks = stats1.get("ticks", 0) - stats0.get("ticks", 0)
+        late = stats1.get("late_ticks", 0) - stats0.get("late_ticks", 0)
+        result["measured_s"] = round(t1 - t0, 1)
+        result["cpu_pct_of_one_core"] = round((cpu1 - cpu0) / (t1 - t0) * 100, 1)
+        result["ticks"] = ticks
+        result["late_ticks"] = late
+        result["late_pct"] = round(late / ticks * 100, 3) if ticks else None
+        result["skipped_ticks"] = stats1.get("skipped_ticks", 0) - stats0.get("skipped_ticks", 0)
+        result["late_ticks_joining"] = stats0.get("late_ticks", 0)
+    result["peak_rss_mb"] = peak_rss
+    heard_file = work / f"heard-{listener}.npy"
+    if heard_file.exists():
+        heard = np.load(heard_file)
+        result["listener_seconds"] = round(len(heard) / 8000, 1)
+        tail = heard[-8000 * 5 :]
+        levels = {str(int(f)): round(tone_level(tail, f), 3) for f in (*TALKERS, 2300.0)}
+        result["listener_tone_levels"] = levels
+        result["listener_hears_talkers"] = all(levels[str(int(f))] > 0.05 for f in TALKERS)
+    result["generator_output"] = out[-500:]
+    return result
+
+
+def plot(result: dict[str, object], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    samples = result["samples"]
+    assert isinstance(samples, list)
+    t = [s["t"] for s in samples]
+    fig, ax = plt.subplots(3, 1, figsize=(8, 7), sharex=True)
+    ax[0].plot(t, [s["cpu_pct"] for s in samples], color="tab:red")
+    ax[0].axhline(50, color="gray", lw=0.8, ls="--")
+    ax[0].set_ylabel("daemon CPU %\n(one core)")
+    ax[1].plot(t, [s["members"] for s in samples], color="tab:blue")
+    ax[1].set_ylabel("members")
+    ax[2].plot(t, [s["late_ticks"] for s in samples], color="tab:orange")
+    ax[2].set_ylabel("late ticks\n(cumulative)")
+    ax[2].set_xlabel("seconds since the first call")
+    fig.suptitle(f"Conference of {result['legs']} legs, 3 talkers")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--legs", type=int, default=1000)
+    ap.add_argument("--seconds", type=float, default=60.0, help="talking time after joining")
+    ap.add_argument("--plot", default="benchmarks/out/conference_load.png")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        result = run(args.legs, args.seconds, Path(tmp))
+    print(
+        f"legs {result['legs']}: answered {result['answered']}, all joined after "
+        f"{result['join_all_s']} s"
+    )
+    rows = [
+        ("measured (after the join)", f"{result.get('measured_s')} s"),
+        ("daemon CPU, % of one core", f"{result.get('cpu_pct_of_one_core')} (target <= 50)"),
+        (
+            "late ticks (all legs in)",
+            f"{result.get('late_ticks')} of {result.get('ticks')} = "
+            f"{result.get('late_pct')} % (target < 1 %)",
+        ),
+        ("late ticks while joining", f"{result.get('late_ticks_joining')}"),
+        ("skipped ticks", f"{result.get('skipped_ticks')}"),
+        ("peak RSS", f"{result.get('peak_rss_mb')} MB"),
+        (
+            "listener hears the 3 talkers",
+            f"{result.get('listener_hears_talkers')} {result.get('listener_tone_levels')}",
+        ),
+    ]
+    for name, value in rows:
+        print(f"  {name:32} {value}")
+    if args.plot:
+        plot(result, Path(args.plot))
+        print(f"plot: {args.plot}")
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "benchmark": "conference_load",
+                    **{k: v for k, v in result.items() if k != "generator_output"},
+                }
+            )
+        )
+
+
+if __name__ == "__main__":
+    main()

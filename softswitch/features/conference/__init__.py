@@ -1,0 +1,1 @@
+"""The conference bridge: codes, rooms, keypad commands and the batched media engine."""

@@ -1,0 +1,397 @@
+"""The conference media engine: every conference leg on one UDP port, batched per tick.
+
+At a thousand legs the per-packet cost of an asyncio datagram transport per leg is more
+than the whole tick budget (DESIGN.md, "Media hot path"), so conference legs share one
+socket. Their SDP all name the same port; packets are told apart by source address
+(latched from the first packet, as symmetric RTP). Each 20 ms tick:
+
+1. the socket is drained with ``recvfrom_into`` a preallocated buffer; RFC 4733 events
+   become digits, audio payloads queue on their leg (at most four: bursts survive);
+2. G.711 payloads of all legs are decoded in one table look-up and written to the rooms'
+   mixers, which detect talkers and mix (N-1 only for talkers);
+3. every leg gets one packet: its own prompt, the waiting music, its N-1 mix if it talks,
+   or the room's shared mix encoded once per codec.
+
+RTCP is received on port+1 and dropped (the port exists so peers get no ICMP errors).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import socket
+import struct
+from collections import deque
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+import sip
+from media import codecs, g711
+from media.audio import Player, load_audio
+from media.clock import MediaClock
+from media.dtmf_detect import DtmfDetector
+from media.resample import StreamResampler
+from rtp import DtmfReceiver, PortAllocator
+
+log = logging.getLogger(__name__)
+Samples = npt.NDArray[np.int16]
+Address = tuple[str, int]
+_HEADER = struct.Struct("!BBHII")
+RX_QUEUE = 4
+SOUNDS = Path(__file__).resolve().parents[2] / "sounds"
+
+
+class ConfLeg:
+    """One caller on the bridge: its RTP state, digits, and what it hears."""
+
+    def __init__(self, engine: ConferenceEngine, call: sip.Call, stream: sip.AudioStream) -> None:
+        self.engine = engine
+        self.call = call
+        self.expected: Address = (stream.remote_address, stream.remote_port)
+        self.addr: Address | None = None
+        self.codec = codecs.codec(stream.codec.name)
+        self.g711 = self.codec.name in ("PCMU", "PCMA")
+        self.pt = stream.payload_type
+        self.dtmf_pt = stream.dtmf_payload_type
+        self.sending = stream.sends
+        self.ssrc = secrets.randbits(32)
+        self.seq = secrets.randbits(16)
+        self.ts = secrets.randbits(32)
+        self.step = self.codec.rtp_clock * stream.ptime // 1000
+        self.rx: deque[bytes] = deque(maxlen=RX_QUEUE)
+        self.dtmf: asyncio.Queue[str] = asyncio.Queue(maxsize=64)
+        self.on_digit: Callable[[str], None] | None = None
+        self._rfc4733 = DtmfReceiver()
+        self._inband = (
+            DtmfDetector() if self.dtmf_pt is None and self.codec.sample_rate == 8000 else None
+        )
+        self.encoder = self.codec.encoder()
+        self.decoder = self.codec.decoder()
+        # wideband legs join 8 kHz rooms through resamplers, one per direction
+        self._down = StreamResampler(16000, 8000) if self.codec.sample_rate != 8000 else None
+        self._up = StreamResampler(8000, 16000) if self.codec.sample_rate != 8000 else None
+        self.frame_in: Samples | None = None
+        self.player: Player | None = None
+        self._played: asyncio.Event | None = None
+        self._barge_in = False
+        self.waiting = False  # hears the waiting music (before the host)
+        self.room: object | None = None  # a Room, when joined
+        self.mixer_row: int | None = None
+        self.host = False
+        self.self_muted = False
+        self.self_unmuted = False
+        self.received = 0
+        self.closed = False
+
+    # -- digits ---------------------------------------------------------------------------
+
+    def digit(self, digit: str) -> None:
+        if self._barge_in and self.player is not None:
+            self._stop_prompt()  # a key cuts an interruptible prompt short
+        if self.on_digit is not None:
+            self.on_digit(digit)
+        elif not self.dtmf.full():
+            self.dtmf.put_nowait(digit)
+
+    # -- prompts (ivr.Channel) ------------------------------------------------------------
+
+    def play(self, samples: Samples, *, interruptible: bool = False) -> asyncio.Event:
+        """Play ``samples`` (8 kHz) to this leg only, instead of the room."""
+        self._stop_prompt()  # the previous prompt is cut short
+        self.player = Player(samples, 160, loop=False)
+        self._played = asyncio.Event()
+        self._barge_in = interruptible
+        return self._played
+
+    def _stop_prompt(self) -> None:
+        self.player = None
+        if self._played is not None:
+            self._played.set()
+
+    async def play_samples(self, samples: Samples) -> None:
+        await self.play(samples).wait()
+
+    async def play_prompt(self, name: str, *, interruptible: bool = False) -> None:
+        if interruptible and not self.dtmf.empty():
+            return  # the caller typed ahead
+        await self.play(self.engine.prompt(name), interruptible=interruptible).wait()
+
+    async def play_file(self, path: Path) -> None:
+        await self.play_samples(load_audio(path, 8000))
+
+    def say(self, *names: str) -> None:
+        """Queue several prompts as one (does not wait)."""
+        self.play(np.concatenate([self.engine.prompt(n) for n in names]))
+
+    # -- per tick ---------------------------------------------------------------------------
+
+    def decode_one(self, payload: bytes) -> Samples:
+        frame = self.decoder.decode(payload)
+        if self._down is not None:
+            frame = self._down.process(frame)
+        return frame if len(frame) == 160 else np.resize(frame, 160)
+
+    def heard(self, frame: Samples) -> None:
+        """A decoded 8 kHz frame from this caller (for in-band DTMF)."""
+        self.frame_in = frame
+        if self._inband is not None:
+            for d in self._inband.feed(frame):
+                self.digit(d)
+
+    def encode(self, frame: Samples) -> bytes:
+        if self._up is not None:
+            frame = self._up.process(frame)
+        return self.encoder.encode(frame)
+
+    def next_prompt_frame(self) -> Samples | None:
+        player = self.player
+        if player is None:
+            return None
+        if player.done:
+            self.player = None
+            if self._played is not None:
+                self._played.set()
+            return None
+        return player.read()
+
+
+class ConferenceEngine:
+    def __init__(
+        self,
+        clock: MediaClock,
+        host: str,
+        ports: PortAllocator,
+        *,
+        capacity: int = 2000,
+        hold_music: Callable[[], Samples] | None = None,
+    ) -> None:
+        self.clock = clock
+        self.host = host
+        self.capacity = capacity
+        self.legs: list[ConfLeg] = []
+        self.by_addr: dict[Address, ConfLeg] = {}
+        self.rooms: dict[str, object] = {}
+        self._prompts: dict[str, Samples] = {}
+        self._silence: dict[str, bytes] = {}
+        self._hold = Player(hold_music(), 160, loop=True) if hold_music else None
+        self._hold_tick = -1
+        self._hold_frame: Samples = np.zeros(160, np.int16)
+        self._hold_payloads: dict[str, bytes] = {}
+        self.stats = {"received": 0, "sent": 0, "malformed": 0, "strays": 0, "dropped": 0}
+        self._rtp, self._rtcp, self.port = self._bind(ports)
+        self._buf = bytearray(2048)
+        self._view = memoryview(self._buf)
+        self._unsubscribe = clock.subscribe(self._tick, priority=40)
+
+    def _bind(self, ports: PortAllocator) -> tuple[socket.socket, socket.socket, int]:
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        for port in ports.candidates():
+            rtp = socket.socket(family, socket.SOCK_DGRAM)
+            rtcp = socket.socket(family, socket.SOCK_DGRAM)
+            try:
+                rtp.bind((self.host, port))
+                rtcp.bind((self.host, port + 1))
+            except OSError:
+                rtp.close()
+                rtcp.close()
+                continue
+            for s in (rtp, rtcp):
+                s.setblocking(False)
+            # a tick's worth of packets from every leg waits in the kernel between passes
+            for option in (getattr(socket, "SO_RCVBUFFORCE", None), socket.SO_RCVBUF):
+                if option is None:
+                    continue
+                try:
+                    rtp.setsockopt(socket.SOL_SOCKET, option, 8 << 20)
+                    break
+                except OSError:
+                    continue
+            rtp.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
+            ports.take(port)
+            return rtp, rtcp, port
+        raise OSError("no free RTP port for the conference bridge")
+
+    def close(self) -> None:
+        self._unsubscribe()
+        self._rtp.close()
+        self._rtcp.close()
+
+    # -- legs -----------------------------------------------------------------------------
+
+    def add_leg(self, call: sip.Call, stream: sip.AudioStream) -> ConfLeg:
+        if len(self.legs) >= self.capacity:
+            raise OverflowError(f"the bridge holds {self.capacity} legs")
+        leg = ConfLeg(self, call, stream)
+        self.legs.append(leg)
+        return leg
+
+    def remove_leg(self, leg: ConfLeg) -> None:
+        leg.closed = True
+        if leg in self.legs:
+            self.legs.remove(leg)
+        if leg.addr is not None and self.by_addr.get(leg.addr) is leg:
+            del self.by_addr[leg.addr]
+
+    def _latch(self, addr: Address) -> ConfLeg | None:
+        """The leg a packet from a new source belongs to: the one whose SDP named it, else
+        the only unlatched leg at that IP, else the newest unlatched leg (NAT)."""
+        candidates = [leg for leg in self.legs if leg.addr is None]
+        leg = next((c for c in candidates if c.expected == addr), None)
+        if leg is None:
+            same_ip = [c for c in candidates if c.expected[0] == addr[0]]
+            if len(same_ip) == 1:
+                leg = same_ip[0]
+            elif not same_ip and candidates:
+                leg = candidates[-1]
+        if leg is not None:
+            leg.addr = addr
+            self.by_addr[addr] = leg
+        return leg
+
+    def prompt(self, name: str) -> Samples:
+        samples = self._prompts.get(name)
+        if samples is None:
+            samples = self._prompts[name] = load_audio(SOUNDS / f"{name}.flac", 8000)
+        return samples
+
+    # -- the tick -------------------------------------------------------------------------
+
+    def _tick(self, tick: int) -> None:
+        self._receive()
+        self._decode()
+        for room in list(self.rooms.values()):
+            room.mix(tick)  # type: ignore[attr-defined]
+        self._send(tick)
+
+    def _receive(self) -> None:
+        sock, buf, view = self._rtp, self._buf, self._view
+        by_addr = self.by_addr
+        limit = 8 * len(self.legs) + 64
+        received = 0
+        for _ in range(limit):
+            try:
+                nbytes, addr = sock.recvfrom_into(buf)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:
+                continue  # ICMP errors surface here; the packet is gone anyway
+            received += 1
+            first = buf[0]
+            if nbytes < 12 or first >> 6 != 2:
+                self.stats["malformed"] += 1
+                continue
+            leg = by_addr.get(addr)
+            if leg is None:
+                leg = self._latch(addr)
+                if leg is None:
+                    self.stats["strays"] += 1
+                    continue
+            start = 12 + 4 * (first & 0x0F)
+            if first & 0x10:
+                if nbytes < start + 4:
+                    continue
+                start += 4 + 4 * int.from_bytes(buf[start + 2 : start + 4], "big")
+            end = nbytes - (buf[nbytes - 1] if first & 0x20 else 0)
+            if end <= start:
+                continue
+            pt = buf[1] & 0x7F
+            leg.received += 1
+            if pt == leg.pt:
+                leg.rx.append(bytes(view[start:end]))
+            elif pt == leg.dtmf_pt:
+                ssrc = int.from_bytes(buf[8:12], "big")
+                timestamp = int.from_bytes(buf[4:8], "big")
+                d = leg._rfc4733.receive(ssrc, timestamp, bytes(view[start:end]))
+                if d is not None:
+                    leg.digit(d)
+        self.stats["received"] += received
+        while True:  # RTCP: drained and dropped
+            try:
+                self._rtcp.recv(2048)
+            except (BlockingIOError, InterruptedError, OSError):
+                break
+
+    def _decode(self) -> None:
+        ulaw: list[ConfLeg] = []
+        alaw: list[ConfLeg] = []
+        ulaw_data: list[bytes] = []
+        alaw_data: list[bytes] = []
+        for leg in self.legs:
+            if not leg.rx:
+                leg.frame_in = None
+                continue
+            payload = leg.rx.popleft()
+            if leg.g711 and len(payload) == 160:
+                if leg.codec.name == "PCMU":
+                    ulaw.append(leg)
+                    ulaw_data.append(payload)
+                else:
+                    alaw.append(leg)
+                    alaw_data.append(payload)
+            else:
+                leg.heard(leg.decode_one(payload))
+        for legs, data, table in (
+            (ulaw, ulaw_data, g711.ULAW_DECODE),
+            (alaw, alaw_data, g711.ALAW_DECODE),
+        ):
+            if not legs:
+                continue
+            frames = table[np.frombuffer(b"".join(data), dtype=np.uint8).reshape(-1, 160)]
+            for i, leg in enumerate(legs):
+                leg.heard(frames[i])
+
+    def _hold_payload(self, leg: ConfLeg, tick: int) -> bytes:
+        if self._hold is None:
+            return self._silence_payload(leg)
+        if tick != self._hold_tick:
+            self._hold_tick = tick
+            self._hold_frame = self._hold.read()
+            self._hold_payloads.clear()
+        if not leg.codec.stateless:
+            return leg.encode(self._hold_frame)
+        payload = self._hold_payloads.get(leg.codec.name)
+        if payload is None:
+            payload = self._hold_payloads[leg.codec.name] = leg.encoder.encode(self._hold_frame)
+        return payload
+
+    def _silence_payload(self, leg: ConfLeg) -> bytes:
+        if not leg.codec.stateless:
+            return leg.encode(np.zeros(160, np.int16))
+        payload = self._silence.get(leg.codec.name)
+        if payload is None:
+            payload = self._silence[leg.codec.name] = leg.encoder.encode(np.zeros(160, np.int16))
+        return payload
+
+    def _send(self, tick: int) -> None:
+        sock = self._rtp
+        pack = _HEADER.pack
+        sent = dropped = 0
+        for leg in self.legs:
+            addr = leg.addr or leg.expected
+            frame = leg.next_prompt_frame()
+            if frame is not None:
+                payload = leg.encode(frame)
+            elif leg.room is not None and not leg.waiting:
+                payload = leg.room.payload_for(leg)  # type: ignore[attr-defined]
+            elif leg.waiting:
+                payload = self._hold_payload(leg, tick)
+            else:
+                payload = self._silence_payload(leg)
+            seq, ts = leg.seq, leg.ts
+            leg.seq = (seq + 1) & 0xFFFF
+            leg.ts = (ts + leg.step) & 0xFFFFFFFF
+            if not leg.sending or payload is None:
+                continue
+            try:
+                sock.sendto(pack(0x80, leg.pt, seq, ts, leg.ssrc) + payload, addr)
+                sent += 1
+            except (BlockingIOError, InterruptedError):
+                dropped += 1
+            except OSError:
+                dropped += 1
+        self.stats["sent"] += sent
+        self.stats["dropped"] += dropped

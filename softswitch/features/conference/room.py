@@ -1,0 +1,262 @@
+"""One conference: members, host, listening modes, lock, entry/exit tones, recording.
+
+What FEATURES.md asks of the keypad, applied to the mixer's talk flags:
+
+- listening mode 1 (``*2`` once): callers muted, each may unmute itself with ``*#6``;
+  mode 2 (twice): listen only; mode 3 (three times): callers unmuted. The host always talks
+  unless it muted its own line (``*6``).
+- lock (``*5``): nobody else may join; again to open.
+- entry/exit tones (``*4`` 1..4 times): off, entry only, exit only, both.
+- record (``*9``): the room's mix to a WAV file in the data directory; again to stop.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+from media.audio import Player, Recorder
+from media.mixer import Mixer, MixOutput
+from media.tones import sine_mix
+
+from .engine import ConfLeg
+from .keypad import COMMANDS, Pressed, allowed
+
+log = logging.getLogger(__name__)
+Samples = npt.NDArray[np.int16]
+
+ENTRY_TONE = np.concatenate([sine_mix((1400.0,), 1200, 8000, -12), np.zeros(400, np.int16)])
+EXIT_TONE = np.concatenate([sine_mix((700.0,), 1200, 8000, -12), np.zeros(400, np.int16)])
+
+
+class Room:
+    def __init__(
+        self,
+        owner: str,
+        *,
+        max_legs: int,
+        join_before_host: bool,
+        end_with_host: bool,
+        recordings: Path,
+        on_end: Callable[[Room], None] | None = None,
+    ) -> None:
+        self.owner = owner
+        self.max_legs = max_legs
+        self.join_before_host = join_before_host
+        self.end_with_host = end_with_host
+        self.recordings = recordings
+        self.mixer = Mixer(max_legs)
+        self.members: list[ConfLeg] = []
+        self.waiting: list[ConfLeg] = []
+        self.hosts = 0
+        self.locked = False
+        self.mode = 3
+        self.tones = 4
+        self.recorder: Recorder | None = None
+        self.output: MixOutput | None = None
+        self.ended = False
+        self.on_end = on_end
+        self._overlay: list[Player] = []
+        self._encoders: dict[str, object] = {}
+
+    @property
+    def size(self) -> int:
+        return len(self.members) + len(self.waiting)
+
+    # -- joining and leaving ----------------------------------------------------------------
+
+    def admit(self, leg: ConfLeg, *, host: bool) -> str | None:
+        """Join ``leg``; returns the prompt that refuses it, or None."""
+        if self.ended:
+            return "conf-ended"
+        if self.locked and not host:
+            return "conf-locked"
+        if self.size >= self.max_legs:
+            return "conf-full"
+        leg.host = host
+        leg.room = self
+        if host or self.hosts or self.join_before_host:
+            self._enter(leg)
+        else:
+            leg.waiting = True
+            self.waiting.append(leg)
+        return None
+
+    def _enter(self, leg: ConfLeg) -> None:
+        leg.waiting = False
+        leg.mixer_row = self.mixer.add(talk=self._can_talk(leg), listen=True)
+        self.members.append(leg)
+        if leg.host:
+            self.hosts += 1
+            waiting, self.waiting = self.waiting, []
+            for other in waiting:
+                self._enter(other)
+        if self.tones in (2, 4):
+            self._overlay.append(Player(ENTRY_TONE, 160, loop=False))
+        log.info(
+            "event=conference_join room=%s host=%s members=%d",
+            self.owner,
+            leg.host,
+            len(self.members),
+        )
+
+    def leave(self, leg: ConfLeg) -> None:
+        if leg in self.waiting:
+            self.waiting.remove(leg)
+        if leg in self.members:
+            self.members.remove(leg)
+            if leg.mixer_row is not None:
+                self.mixer.remove(leg.mixer_row)
+            if leg.host:
+                self.hosts -= 1
+            if self.tones in (3, 4):
+                self._overlay.append(Player(EXIT_TONE, 160, loop=False))
+        leg.room = None
+        leg.mixer_row = None
+        host_gone = leg.host and self.hosts == 0 and self.end_with_host
+        if host_gone or (not self.members and not self.waiting):
+            self.end()
+
+    def end(self) -> None:
+        if self.ended:
+            return
+        self.ended = True
+        self.stop_recording()
+        if self.on_end is not None:
+            self.on_end(self)
+
+    # -- talking ---------------------------------------------------------------------------
+
+    def _can_talk(self, leg: ConfLeg) -> bool:
+        if leg.self_muted:
+            return False
+        if leg.host:
+            return True
+        if self.mode == 2:
+            return False
+        if self.mode == 1:
+            return leg.self_unmuted
+        return True
+
+    def refresh_talk(self) -> None:
+        for leg in self.members:
+            if leg.mixer_row is not None:
+                self.mixer.talk[leg.mixer_row] = self._can_talk(leg)
+
+    # -- keypad -----------------------------------------------------------------------------
+
+    def command(self, leg: ConfLeg, pressed: Pressed) -> str | None:
+        """Apply a keypad command from ``leg``; returns what happened (for logs and tests),
+        or None when it was not allowed."""
+        command = pressed.command
+        if not allowed(command, host=leg.host):
+            return None
+        name = command.name
+        if name == "count":
+            n = self.size
+            words = [f"num-{n}"] if n <= 20 else [f"num-{d}" for d in str(n)]
+            leg.say("conf-there-are", *words, "conf-participants")
+        elif name == "leave":
+            return "leave"  # the caller hangs up; the PBX ends the call
+        elif name == "menu":
+            leg.say("conf-menu")
+        elif name == "listen_mode":
+            self.mode = min(3, pressed.presses)
+            if self.mode == 1:
+                for other in self.members:
+                    other.self_unmuted = False
+            self.refresh_talk()
+            leg.say(f"conf-mode-{self.mode}")
+        elif name == "mute":
+            if not leg.host and self.mode == 2:
+                return None  # listen-only: no unmuting
+            leg.self_muted = not leg.self_muted
+            if not leg.self_muted and self.mode == 1 and not leg.host:
+                leg.self_unmuted = True
+            self.refresh_talk()
+            leg.say("conf-muted" if leg.self_muted else "conf-unmuted")
+        elif name == "self_unmute":
+            if self.mode != 1:
+                return None
+            leg.self_unmuted = True
+            leg.self_muted = False
+            self.refresh_talk()
+            leg.say("conf-unmuted")
+        elif name == "lock":
+            self.locked = not self.locked
+            leg.say("conf-lock" if self.locked else "conf-unlock")
+        elif name == "tones":
+            self.tones = min(4, pressed.presses)
+            leg.say("conf-tones")
+        elif name == "record":
+            if self.recorder is None:
+                self.start_recording()
+                leg.say("conf-rec-start")
+            else:
+                self.stop_recording()
+                leg.say("conf-rec-stop")
+        log.info(
+            "event=conference_command room=%s key=%s presses=%d host=%s",
+            self.owner,
+            command.key,
+            pressed.presses,
+            leg.host,
+        )
+        return name
+
+    def start_recording(self) -> Path:
+        self.recordings.mkdir(parents=True, exist_ok=True)
+        path = self.recordings / f"conf-{self.owner}-{time.strftime('%Y%m%d-%H%M%S')}.wav"
+        self.recorder = Recorder(path, 8000)
+        log.info("event=conference_recording room=%s file=%s", self.owner, path)
+        return path
+
+    def stop_recording(self) -> None:
+        if self.recorder is not None:
+            self.recorder.close()
+            self.recorder = None
+
+    # -- media -------------------------------------------------------------------------------
+
+    def mix(self, tick: int) -> None:
+        mixer = self.mixer
+        for leg in self.members:
+            frame = leg.frame_in
+            if frame is not None and leg.mixer_row is not None:
+                mixer.inputs[leg.mixer_row] = frame
+                mixer.has_input[leg.mixer_row] = True
+        out = mixer.mix()
+        if self._overlay:
+            tone = np.zeros(160, np.float32)
+            for player in list(self._overlay):
+                tone += player.read()
+                if player.done:
+                    self._overlay.remove(player)
+            out.full = np.clip(out.full + tone, -32768, 32767).astype(np.int16)
+            if len(out.minus_one):
+                out.minus_one = np.clip(out.minus_one + tone, -32768, 32767).astype(np.int16)
+        if self.recorder is not None:
+            self.recorder.write(out.full)
+        self.output = out
+
+    def payload_for(self, leg: ConfLeg) -> bytes | None:
+        out = self.output
+        if out is None or leg.mixer_row is None:
+            return None
+        codec = leg.codec
+        if out.is_talker(leg.mixer_row):
+            return leg.encode(out.frame_for(leg.mixer_row))
+        if not codec.stateless:
+            return leg.encode(out.full)
+        encoder = self._encoders.get(codec.name)
+        if encoder is None:
+            encoder = self._encoders[codec.name] = codec.encoder()
+        return out.shared_payload(codec, encoder)  # type: ignore[arg-type]
+
+
+__all__ = ["COMMANDS", "Room"]

@@ -1,0 +1,189 @@
+"""The conference bridge as the PBX offers it: answer, ask for a code, join, obey keys.
+
+Callers dial the bridge number; the answer's SDP names the engine's shared port. A code
+followed by ``#`` picks the conference and the role (host or participant); wrong codes
+are retried ``code_attempts`` times, then the call ends politely. Limits are explicit:
+the bridge refuses a caller beyond its process-wide capacity with 503 before answering,
+and a full or locked conference says so and hangs up; nobody else is affected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import TYPE_CHECKING
+
+import sip
+from ivr.digits import collect_digits
+
+from ..hold_music import builtin_music
+from .codes import Codes
+from .engine import ConferenceEngine, ConfLeg
+from .keypad import KeypadParser, Pressed
+from .room import Room
+
+if TYPE_CHECKING:
+    from ...pbx import Pbx
+
+log = logging.getLogger(__name__)
+CODECS = (sip.PCMU, sip.PCMA, sip.G722)
+
+
+class ConferenceService:
+    def __init__(self, pbx: Pbx) -> None:
+        self.pbx = pbx
+        self.settings = pbx.config.conference
+        listener = pbx.ua.listeners[0]
+        host = listener.host if listener.host not in ("0.0.0.0", "::") else "0.0.0.0"
+        slots = pbx.config.hold_music
+
+        def music() -> object:
+            from media.audio import load_audio
+
+            path = slots.get("default")
+            return load_audio(path) if path else builtin_music()
+
+        self.engine = ConferenceEngine(
+            pbx.clock,
+            host,
+            pbx.ports,
+            capacity=self.settings.max_legs_total,
+            hold_music=music,  # type: ignore[arg-type]
+        )
+        self.codes = Codes(pbx.config.users, pbx.data_dir)
+        self.rooms: dict[str, Room] = {}
+        log.info(
+            "event=conference_bridge number=%s port=%d capacity=%d",
+            pbx.config.features.conference_bridge,
+            self.engine.port,
+            self.settings.max_legs_total,
+        )
+
+    def close(self) -> None:
+        for room in list(self.rooms.values()):
+            room.stop_recording()
+        self.engine.close()
+
+    def members(self) -> int:
+        return sum(len(r.members) for r in self.rooms.values())
+
+    def room(self, owner: str) -> Room:
+        room = self.rooms.get(owner)
+        if room is None or room.ended:
+            room = Room(
+                owner,
+                max_legs=self.settings.max_legs,
+                join_before_host=self.settings.join_before_host,
+                end_with_host=self.settings.end_with_host,
+                recordings=self.pbx.data_dir / "recordings",
+                on_end=self._ended,
+            )
+            self.rooms[owner] = room
+            self.engine.rooms[owner] = room
+        return room
+
+    def _ended(self, room: Room) -> None:
+        log.info("event=conference_ended room=%s", room.owner)
+        self.rooms.pop(room.owner, None)
+        self.engine.rooms.pop(room.owner, None)
+        for leg in [*room.members, *room.waiting]:
+            self.pbx.spawn(self._goodbye(leg, "conf-ended"))
+
+    async def _goodbye(self, leg: ConfLeg, prompt: str) -> None:
+        if leg.room is not None:
+            leg.room.leave(leg)  # type: ignore[attr-defined]
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(leg.play_prompt(prompt), 10)
+        await leg.call.hangup()
+
+    async def serve(self, call: sip.IncomingCall, offer: sip.SessionDescription) -> None:
+        if len(self.engine.legs) >= self.engine.capacity:
+            call.reject(503, "Service Unavailable (conference bridge full)")
+            return
+        host = self.pbx.ua.local_host(call.incoming.source)
+        answer, stream = sip.answer(offer, host, self.engine.port, CODECS)
+        if stream is None:
+            call.reject(488)
+            return
+        leg = self.engine.add_leg(call, stream)
+        call.on_dtmf = leg.digit
+        call.on_reinvite = lambda c, request: self._reinvite(leg, request)
+        try:
+            call.answer(bytes(answer))
+            await self._session(leg)
+        finally:
+            if leg.room is not None:
+                leg.room.leave(leg)  # type: ignore[attr-defined]
+            self.engine.remove_leg(leg)
+            if call.state is not sip.CallState.ENDED:
+                await call.hangup()
+
+    async def _reinvite(self, leg: ConfLeg, request: sip.Request) -> bytes | None:
+        if not request.body:
+            return None
+        offer = sip.parse_sdp(request.body)
+        answer, stream = sip.answer(offer, self.engine.host, self.engine.port, CODECS)
+        if stream is None:
+            raise sip.RequestRefused(488)
+        leg.sending = stream.sends  # a phone that holds us gets nothing until it resumes
+        return bytes(answer)
+
+    async def _session(self, leg: ConfLeg) -> None:
+        ended = asyncio.ensure_future(leg.call.ended.wait())
+        joining = asyncio.ensure_future(self._join(leg))
+        try:
+            await asyncio.wait({ended, joining}, return_when=asyncio.FIRST_COMPLETED)
+            if joining.done() and joining.result():
+                await ended  # in the conference until the caller (or the room) ends it
+        finally:
+            ended.cancel()
+            joining.cancel()
+
+    async def _join(self, leg: ConfLeg) -> bool:
+        """Code, then admission; True once the caller is in (or waiting for) a room."""
+        access = None
+        for _ in range(self.settings.code_attempts):
+            await leg.play_prompt("conf-enter-code", interruptible=True)
+            code = await collect_digits(leg, max_digits=10, first_timeout=15)
+            access = self.codes.lookup(code)
+            if access is not None:
+                break
+            await leg.play_prompt("conf-invalid")
+        if access is None:
+            await leg.play_prompt("goodbye")
+            return False
+        room = self.room(access.owner)
+        refusal = room.admit(leg, host=access.host)
+        if refusal is not None:
+            log.info("event=conference_refused room=%s reason=%s", room.owner, refusal)
+            await leg.play_prompt(refusal)
+            await leg.play_prompt("goodbye")
+            return False
+        if leg.waiting:
+            leg.say("conf-wait-host")
+        self._keypad(leg, room)
+        return True
+
+    def _keypad(self, leg: ConfLeg, room: Room) -> None:
+        """Keys pressed in the conference go through a keypad parser to the room."""
+        parser = KeypadParser()
+        loop = asyncio.get_running_loop()
+        timer: list[asyncio.TimerHandle] = []
+
+        def apply(events: list[Pressed]) -> None:
+            for pressed in events:
+                if leg.room is None or leg.waiting:
+                    continue
+                if room.command(leg, pressed) == "leave":
+                    self.pbx.spawn(leg.call.hangup())
+            for handle in timer:
+                handle.cancel()
+            timer.clear()
+            deadline = parser.deadline
+            if deadline is not None:
+                timer.append(loop.call_at(deadline, lambda: apply(parser.on_timer(loop.time()))))
+
+        leg.on_digit = lambda d: apply(parser.feed(d, loop.time()))
+        while not leg.dtmf.empty():  # keys typed while the code was checked
+            leg.on_digit(leg.dtmf.get_nowait())

@@ -1,0 +1,270 @@
+"""A conference load generator built on this project's ``sip`` and ``rtp``: many phones in
+one process, dialling the bridge, entering a code by RFC 4733, then talking or listening.
+
+Every leg has its own UDP socket (a phone of its own, as far as the bridge can tell). One
+task sends every leg's packet each 20 ms against absolute deadlines: a tone for talkers,
+silence for the others, DTMF events while keys are being pressed. Legs chosen for
+recording have their received audio decoded and kept.
+
+    python -m softswitch.loadgen --target sip:800@127.0.0.1:5060 --user 100 --password x \\
+        --code 2001 --legs 100 --talkers 3 --seconds 30
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import socket
+import struct
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+import sip
+from media import g711
+from media.tones import sine_mix
+from rtp import DtmfSender
+
+_HEADER = struct.Struct("!BBHII")
+SILENCE = b"\xff" * 160  # µ-law zero
+TALKER_TONES = (400.0, 1000.0, 1700.0, 2300.0, 300.0, 2700.0, 500.0, 1200.0, 1900.0, 2500.0)
+
+
+@dataclass(eq=False)
+class Leg:
+    index: int
+    sock: socket.socket
+    port: int
+    tone: list[bytes] | None = None  # µ-law frames of this leg's voice, cycled
+    remote: tuple[str, int] | None = None
+    call: sip.OutgoingCall | None = None
+    ssrc: int = 0
+    seq: int = 0
+    ts: int = 0
+    dtmf: DtmfSender = field(default_factory=DtmfSender)
+    event_ts: int = 0
+    muted: bool = False
+    record: bool = False
+    heard: list[bytes] = field(default_factory=list)
+    answered_at: float | None = None
+    failed: str | None = None
+
+
+def tone_frames(freq: float, seconds: float = 2.0) -> list[bytes]:
+    samples = sine_mix((freq,), int(8000 * seconds), 8000, -15)
+    return [g711.ulaw_encode(samples[i : i + 160]).tobytes() for i in range(0, len(samples), 160)]
+
+
+class ConferenceLoad:
+    def __init__(
+        self,
+        target: str,
+        *,
+        user: str,
+        password: str,
+        legs: int,
+        talkers: int = 3,
+        record: tuple[int, ...] = (),
+        host: str = "127.0.0.1",
+        concurrency: int = 50,
+    ) -> None:
+        self.target = target
+        self.credentials = (user, password)
+        self.host = host
+        self.concurrency = concurrency
+        self.ua = sip.UserAgent(f"udp:{host}:0", user=user, domain="loadgen")
+        self.legs: list[Leg] = []
+        for i in range(legs):
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            s.bind((host, 0))
+            s.setblocking(False)
+            if i not in record:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # never read
+            leg = Leg(i, s, s.getsockname()[1], record=i in record)
+            leg.ssrc = 0x10000 + i
+            if i < talkers:
+                leg.tone = tone_frames(TALKER_TONES[i % len(TALKER_TONES)])
+            self.legs.append(leg)
+        self.late = 0
+        self.ticks = 0
+        self._sender: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self.ua.start()
+        self._sender = asyncio.create_task(self._media())
+
+    async def call(self, leg: Leg, code: str) -> None:
+        offer = bytes(sip.make_offer(self.host, leg.port, (sip.PCMU,)))
+        try:
+            call = await self.ua.invite(
+                self.target, offer, credentials=self.credentials, timeout=30
+            )
+        except (sip.RequestFailed, TimeoutError, OSError) as exc:
+            leg.failed = repr(exc)
+            return
+        answer = sip.parse_sdp(call.remote_sdp or b"")
+        stream = sip.process_answer(sip.parse_sdp(offer), answer)
+        leg.remote = (stream.remote_address, stream.remote_port)
+        leg.call = call
+        leg.answered_at = time.monotonic()
+        leg.dtmf.queue(code + "#", 80)
+
+    async def join_all(
+        self, code: str, codes: dict[int, str] | None = None, indexes: list[int] | None = None
+    ) -> float:
+        """Dial and enter the code on every leg (or ``indexes``); seconds it took."""
+        started = time.monotonic()
+        limit = asyncio.Semaphore(self.concurrency)
+        chosen = [self.legs[i] for i in indexes] if indexes is not None else self.legs
+
+        async def one(leg: Leg) -> None:
+            async with limit:
+                await self.call(leg, (codes or {}).get(leg.index, code))
+
+        await asyncio.gather(*(one(leg) for leg in chosen))
+        while any(leg.dtmf.active for leg in chosen if leg.call):
+            await asyncio.sleep(0.05)
+        return time.monotonic() - started
+
+    def press(self, index: int, keys: str) -> None:
+        self.legs[index].dtmf.queue(keys, 80)
+
+    async def _media(self) -> None:
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        n = 0
+        pack = _HEADER.pack
+        while True:
+            due = start + n * 0.02
+            delay = due - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            elif delay < -0.01:
+                self.late += 1
+            self.ticks += 1
+            for leg in self.legs:
+                if leg.remote is None:
+                    continue
+                event, starting = leg.dtmf.next_packet() if leg.dtmf.active else (None, False)
+                if event is not None:
+                    if starting:
+                        leg.event_ts = leg.ts
+                    packet = (
+                        pack(
+                            0x80,
+                            (0x80 if event.marker else 0) | 101,
+                            leg.seq,
+                            leg.event_ts,
+                            leg.ssrc,
+                        )
+                        + event.payload
+                    )
+                else:
+                    voice = leg.tone[n % len(leg.tone)] if leg.tone and not leg.muted else SILENCE
+                    packet = pack(0x80, 0, leg.seq, leg.ts, leg.ssrc) + voice
+                leg.seq = (leg.seq + 1) & 0xFFFF
+                leg.ts = (leg.ts + 160) & 0xFFFFFFFF
+                with contextlib.suppress(OSError):
+                    leg.sock.sendto(packet, leg.remote)
+                if leg.record:
+                    self._drain(leg)
+            n += 1
+
+    def _drain(self, leg: Leg) -> None:
+        while True:
+            try:
+                data = leg.sock.recv(2048)
+            except (BlockingIOError, InterruptedError, OSError):
+                return
+            if len(data) > 12 and data[1] & 0x7F == 0:
+                leg.heard.append(data[12:])
+
+    def heard(self, index: int, last_seconds: float | None = None) -> npt.NDArray[np.int16]:
+        frames = self.legs[index].heard
+        if last_seconds is not None:
+            frames = frames[-int(last_seconds * 50) :]
+        data = b"".join(frames)
+        return g711.ulaw_decode(np.frombuffer(data, dtype=np.uint8))
+
+    def mark(self, index: int) -> int:
+        """The number of frames heard so far by a recorded leg (to slice later)."""
+        return len(self.legs[index].heard)
+
+    def heard_since(self, index: int, mark: int, until: int | None = None) -> npt.NDArray[np.int16]:
+        data = b"".join(self.legs[index].heard[mark:until])
+        return g711.ulaw_decode(np.frombuffer(data, dtype=np.uint8))
+
+    async def hangup(self, index: int) -> None:
+        leg = self.legs[index]
+        if leg.call is not None:
+            await leg.call.hangup()
+            leg.remote = None
+
+    async def stop(self) -> None:
+        if self._sender is not None:
+            self._sender.cancel()
+        for leg in self.legs:
+            leg.remote = None
+        await asyncio.gather(
+            *(leg.call.hangup() for leg in self.legs if leg.call), return_exceptions=True
+        )
+        await self.ua.close()
+        for leg in self.legs:
+            leg.sock.close()
+
+
+async def _main(args: argparse.Namespace) -> None:
+    record = tuple(int(x) for x in args.record.split(",")) if args.record else ()
+    load = ConferenceLoad(
+        args.target,
+        user=args.user,
+        password=args.password,
+        legs=args.legs,
+        talkers=args.talkers,
+        record=record,
+    )
+    await load.start()
+    join = await load.join_all(args.code, {0: args.host_code} if args.host_code else None)
+    print(
+        json.dumps(
+            {
+                "event": "joined",
+                "seconds": round(join, 3),
+                "answered": sum(1 for leg in load.legs if leg.call),
+                "failed": [leg.failed for leg in load.legs if leg.failed][:5],
+            }
+        ),
+        flush=True,
+    )
+    await asyncio.sleep(args.seconds)
+    for index in record:
+        audio = load.heard(index, args.seconds)
+        print(json.dumps({"event": "heard", "leg": index, "samples": len(audio)}), flush=True)
+        if args.save_prefix:
+            np.save(f"{args.save_prefix}{index}.npy", audio)
+    print(json.dumps({"event": "done", "late_ticks": load.late, "ticks": load.ticks}), flush=True)
+    await load.stop()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--target", required=True)
+    ap.add_argument("--user", required=True)
+    ap.add_argument("--password", required=True)
+    ap.add_argument("--code", required=True, help="participant code")
+    ap.add_argument("--host-code", help="leg 0 joins with this code (the host)")
+    ap.add_argument("--legs", type=int, default=100)
+    ap.add_argument("--talkers", type=int, default=3)
+    ap.add_argument("--seconds", type=float, default=30.0)
+    ap.add_argument("--record", default="", help="comma-separated leg indexes to record")
+    ap.add_argument("--save-prefix", help="save recorded audio as PREFIX<leg>.npy")
+    args = ap.parse_args()
+    asyncio.run(_main(args))
+
+
+if __name__ == "__main__":
+    main()
