@@ -36,6 +36,8 @@ bench: $(STAMP) system-deps
 	$(PY) benchmarks/sip_cps.py
 	$(PY) benchmarks/mixer.py
 	$(PY) benchmarks/rtp_fanout.py
+	$(PY) benchmarks/moh_fanout.py
+	$(PY) benchmarks/conference_load.py
 
 format: $(STAMP)
 	$(VENV)/bin/ruff format .

@@ -216,3 +216,118 @@ async def test_participants_wait_for_the_host_with_music(pbx: Pbx) -> None:
         await asyncio.wait_for(call.ended.wait(), 15)
     finally:
         await load.stop()
+
+
+async def test_keys_from_a_baresip_leg(pbx: Pbx, tmp_path: Path) -> None:
+    """baresip (not ours) joins by typing the code, talks, and mutes itself with *6."""
+    from media.tones import sine_mix
+
+    from .baresip import Phone
+
+    port = pbx.ua.listeners[0].port
+    tone = tmp_path / "tone600.wav"
+    soundfile.write(tone, sine_mix((600.0,), 8000 * 60, 8000, -12), 8000, subtype="PCM_16")
+    phone = Phone(
+        "conf",
+        tmp_path / "baresip",
+        f"<sip:102@127.0.0.1:{port}>;auth_pass=carol102;regint=0;audio_codecs=PCMU",
+        tone,
+        free_port(),
+        free_port(),
+        47000,
+    )
+    load = ConferenceLoad(
+        bridge(pbx), user="101", password="bob101", legs=2, talkers=1, record=(1,)
+    )
+    await load.start()
+    await phone.start()
+    try:
+        await load.join_all(CODE, {0: HOST_CODE})
+        await members(pbx, 2)
+        await phone.command("dial", bridge(pbx))
+        await phone.wait_event("CALL_ESTABLISHED")
+        await settle(0.5)
+        for key in CODE + "#":
+            await phone.command("sndcode", key)
+            await asyncio.sleep(0.25)
+        await members(pbx, 3)
+        await settle(1.5)
+        assert present(load.heard(1, 0.8), 600)  # the listener hears baresip
+        for key in "*6":
+            await phone.command("sndcode", key)
+            await asyncio.sleep(0.25)
+        await settle(1.5)
+        assert not present(load.heard(1, 0.8), 600)  # muted by its own key
+        assert present(load.heard(1, 0.8), 400)  # the host still talks
+    finally:
+        await phone.stop()
+        await load.stop()
+
+
+async def test_keys_by_sip_info_and_inband_and_a_g722_leg(pbx: Pbx) -> None:
+    """Keys by SIP INFO and by in-band tones work like RFC 4733; a G.722 (16 kHz) leg
+    hears the room and is heard."""
+    import numpy as np
+
+    import sip
+    from media import codecs
+    from media.stream import AudioStream
+    from media.tones import dtmf_tone, sine_mix
+    from rtp import Session
+
+    load = ConferenceLoad(
+        bridge(pbx), user="101", password="bob101", legs=2, talkers=1, record=(1,)
+    )
+    await load.start()
+    async with sip.UserAgent("udp:127.0.0.1:0", user="102") as ua:
+
+        async def phone(codec: sip.Codec, dtmf: bool) -> tuple[sip.OutgoingCall, AudioStream]:
+            session = Session(payload_type=codec.static_pt or 0, rtcp=False)
+            local = await session.open("127.0.0.1")
+            offer = bytes(sip.make_offer("127.0.0.1", local[1], (codec,), dtmf=dtmf))
+            call = await ua.invite(bridge(pbx), offer, credentials=("102", "carol102"))
+            answer = sip.process_answer(sip.parse_sdp(offer), sip.parse_sdp(call.remote_sdp or b""))
+            session.set_remote((answer.remote_address, answer.remote_port))
+            return call, AudioStream(session, codecs.codec(codec.name))
+
+        info_call, info_audio = await phone(sip.PCMU, dtmf=True)
+        band_call, band_audio = await phone(sip.PCMU, dtmf=False)
+        wide_call, wide_audio = await phone(sip.G722, dtmf=True)
+        heard_wide: list[np.ndarray] = []
+        talk = sine_mix((2300.0,), 16000 * 30, 16000, -12)  # the G.722 leg talks at 2300 Hz
+        keys = np.concatenate([dtmf_tone(k, 100, 80) for k in CODE + "#"])
+        n = 0
+
+        async def media() -> None:
+            nonlocal n
+            while True:
+                await asyncio.sleep(0.02)
+                silence = np.zeros(160, np.int16)
+                info_audio.write(silence)
+                band_audio.write(
+                    keys[n * 160 : (n + 1) * 160] if (n + 1) * 160 <= len(keys) else silence
+                )
+                wide_audio.write(talk[(n * 320) % len(talk) :][:320])
+                heard_wide.append(wide_audio.read())
+                info_audio.read()
+                band_audio.read()
+                n += 1
+
+        task = asyncio.create_task(media())
+        try:
+            await load.join_all(CODE, {0: HOST_CODE})
+            for key in CODE + "#":  # SIP INFO keys
+                await info_call.send_dtmf(key)
+                await wide_call.send_dtmf(key)
+            await members(pbx, 5)  # in-band keys arrived too
+            await settle(1.5)
+            assert present(load.heard(1, 0.8), 2300)  # the wideband leg is heard
+            wide = np.concatenate(heard_wide[-40:])
+            spectrum = np.abs(np.fft.rfft(wide.astype(float)))
+            freqs = np.fft.rfftfreq(len(wide), 1 / 16000)
+            assert abs(freqs[int(np.argmax(spectrum))] - 400) < 10  # and hears the host
+            room = pbx.conference.rooms["100"]
+            assert room.size == 5
+        finally:
+            task.cancel()
+            await load.stop()
