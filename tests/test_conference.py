@@ -291,7 +291,7 @@ async def test_keys_by_sip_info_and_inband_and_a_g722_leg(pbx: Pbx) -> None:
             return call, AudioStream(session, codecs.codec(codec.name))
 
         info_call, info_audio = await phone(sip.PCMU, dtmf=True)
-        band_call, band_audio = await phone(sip.PCMU, dtmf=False)
+        _band_call, band_audio = await phone(sip.PCMU, dtmf=False)
         wide_call, wide_audio = await phone(sip.G722, dtmf=True)
         heard_wide: list[np.ndarray] = []
         talk = sine_mix((2300.0,), 16000 * 30, 16000, -12)  # the G.722 leg talks at 2300 Hz
