@@ -75,11 +75,7 @@ class Call:
 
     async def _next_hop(self) -> Address:
         assert self.dialog is not None
-        if self.dialog.route_set:
-            return await self.ua.resolve(self.dialog.route_set[0].uri)
-        if self.destination is not None:
-            return self.destination
-        return await self.ua.resolve(self.dialog.remote_target)
+        return await self.ua.next_hop(self.dialog, self.destination)
 
     async def request(
         self,

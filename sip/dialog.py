@@ -28,6 +28,12 @@ def new_call_id(host: str) -> str:
     return f"{secrets.token_hex(12)}@{host}"
 
 
+def _untagged(address: NameAddr) -> NameAddr:
+    copy = address.copy()
+    copy.params.pop("tag", None)
+    return copy
+
+
 class DialogState(Enum):
     EARLY = "early"
     CONFIRMED = "confirmed"
@@ -69,19 +75,14 @@ class Dialog:
         contacts = response.contact
         if not contacts or contacts[0].star:
             raise ParseError("dialog-creating response without a Contact")
-        routes = [r.copy() for r in reversed(response.record_route)]
-        local = request.from_.copy()
-        local.params.pop("tag", None)
-        remote = request.to.copy()
-        remote.params.pop("tag", None)
         return cls(
             request.call_id,
             local_tag,
             remote_tag,
-            local,
-            remote,
+            _untagged(request.from_),
+            _untagged(request.to),
             contacts[0].uri.copy(),
-            routes,
+            [r.copy() for r in reversed(response.record_route)],
             local_seq=request.cseq.seq,
             secure=request.uri.scheme == "sips",
             state=DialogState.CONFIRMED if response.status >= 200 else DialogState.EARLY,
@@ -97,16 +98,12 @@ class Dialog:
         contacts = request.contact
         if not contacts or contacts[0].star:
             raise ParseError("dialog-creating request without a Contact")
-        local = request.to.copy()
-        local.params.pop("tag", None)
-        remote = request.from_.copy()
-        remote.params.pop("tag", None)
         return cls(
             request.call_id,
             local_tag,
             remote_tag,
-            local,
-            remote,
+            _untagged(request.to),
+            _untagged(request.from_),
             contacts[0].uri.copy(),
             [r.copy() for r in request.record_route],
             local_seq=secrets.randbelow(2**16) + 1,

@@ -151,11 +151,7 @@ class Subscription:
 
     async def _next_hop(self) -> Address:
         assert self.dialog is not None
-        if self.dialog.route_set:
-            return await self.ua.resolve(self.dialog.route_set[0].uri)
-        if self.destination is not None:
-            return self.destination
-        return await self.ua.resolve(self.dialog.remote_target)
+        return await self.ua.next_hop(self.dialog, self.destination)
 
     def _finish(self) -> None:
         self.state = "terminated"

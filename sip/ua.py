@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .auth import DigestClient, parse_challenge
-from .dialog import new_call_id, new_tag
+from .dialog import Dialog, new_call_id, new_tag
 from .errors import ParseError, SipUsageError
 from .headers import Headers, NameAddr
 from .message import Request, Response, make_response
@@ -305,6 +305,15 @@ class UserAgent:
         if self.outbound_proxy is not None:
             return await self.resolve(self.outbound_proxy)
         return await self.resolve(request.uri)
+
+    async def next_hop(self, dialog: Dialog, learned: Address | None) -> Address:
+        """Where an in-dialog request goes: the first route if any, else the address the
+        peer's dialog-creating message came from or went to (NAT-safe), else its target."""
+        if dialog.route_set:
+            return await self.resolve(dialog.route_set[0].uri)
+        if learned is not None:
+            return learned
+        return await self.resolve(dialog.remote_target)
 
     def _stamp(self, request: Request, destination: Address) -> None:
         """Top Via for ``destination`` with a fresh branch; our Contact where needed."""

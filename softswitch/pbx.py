@@ -118,15 +118,11 @@ class Pbx:
         log.info("event=stopped")
 
     def spawn(self, coro: Awaitable[Any]) -> asyncio.Task[Any]:
-        task = asyncio.ensure_future(coro)
+        """A background task of the PBX's, cancelled at stop; failures are logged."""
+        task = self.ua.spawn(coro)
         self._tasks.add(task)
-        task.add_done_callback(self._task_done)
+        task.add_done_callback(self._tasks.discard)
         return task
-
-    def _task_done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("event=task_failed error=%r", task.exception(), exc_info=task.exception())
 
     @property
     def stats(self) -> dict[str, int | float]:
