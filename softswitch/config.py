@@ -54,6 +54,9 @@ class User(Strict):
     forward: Forward = Forward()
     conference_host_code: str | None = Field(None, pattern=r"^[0-9]{4,10}$")
     conference_code: str | None = Field(None, pattern=r"^[0-9]{4,10}$")
+    # this user's conference; unset: the [conference] defaults
+    conference_join_before_host: bool | None = None
+    conference_end_with_host: bool | None = None
 
 
 class Trunk(Strict):

@@ -190,6 +190,30 @@ async def test_limits_are_explicit(tmp_path: Path) -> None:
         await pbx.stop()
 
 
+async def test_a_users_own_conference_settings(tmp_path: Path) -> None:
+    """User 100's conference goes on after its host leaves (a per-conference setting)."""
+    pbx = await make_pbx(tmp_path, "")
+    users = [
+        u.model_copy(update={"conference_end_with_host": False}) if u.extension == "100" else u
+        for u in pbx.config.users
+    ]
+    pbx.config = pbx.config.model_copy(update={"users": users})
+    load = ConferenceLoad(
+        bridge(pbx), user="101", password="bob101", legs=3, talkers=2, record=(2,)
+    )
+    await load.start()
+    try:
+        await load.join_all(CODE, {0: HOST_CODE})
+        await members(pbx, 3)
+        await load.hangup(0)
+        await members(pbx, 2)
+        await settle(1.0)
+        assert present(load.heard(2, 0.8), 1000)  # the others go on talking
+    finally:
+        await load.stop()
+        await pbx.stop()
+
+
 async def test_participants_wait_for_the_host_with_music(pbx: Pbx) -> None:
     load = ConferenceLoad(
         bridge(pbx), user="101", password="bob101", legs=3, talkers=2, record=(2,)
@@ -265,8 +289,8 @@ async def test_keys_from_a_baresip_leg(pbx: Pbx, tmp_path: Path) -> None:
 
 
 async def test_keys_by_sip_info_and_inband_and_a_g722_leg(pbx: Pbx) -> None:
-    """Keys by SIP INFO and by in-band tones work like RFC 4733; a G.722 (16 kHz) leg
-    hears the room and is heard."""
+    """Keys by SIP INFO and by in-band tones (on a PCMA leg) work like RFC 4733; a G.722
+    (16 kHz) leg hears the room and is heard."""
     import numpy as np
 
     import sip
@@ -291,7 +315,7 @@ async def test_keys_by_sip_info_and_inband_and_a_g722_leg(pbx: Pbx) -> None:
             return call, AudioStream(session, codecs.codec(codec.name))
 
         info_call, info_audio = await phone(sip.PCMU, dtmf=True)
-        _band_call, band_audio = await phone(sip.PCMU, dtmf=False)
+        _band_call, band_audio = await phone(sip.PCMA, dtmf=False)  # PCMA beside PCMU
         wide_call, wide_audio = await phone(sip.G722, dtmf=True)
         heard_wide: list[np.ndarray] = []
         talk = sine_mix((2300.0,), 16000 * 30, 16000, -12)  # the G.722 leg talks at 2300 Hz

@@ -71,11 +71,14 @@ class ConferenceService:
     def room(self, owner: str) -> Room:
         room = self.rooms.get(owner)
         if room is None or room.ended:
+            user = self.pbx.config.user(owner)
+            before = user.conference_join_before_host if user else None
+            end = user.conference_end_with_host if user else None
             room = Room(
                 owner,
                 max_legs=self.settings.max_legs,
-                join_before_host=self.settings.join_before_host,
-                end_with_host=self.settings.end_with_host,
+                join_before_host=self.settings.join_before_host if before is None else before,
+                end_with_host=self.settings.end_with_host if end is None else end,
                 recordings=self.pbx.data_dir / "recordings",
                 on_end=self._ended,
             )
