@@ -122,6 +122,7 @@ class Server(Strict):
     registration_min_expires: int = Field(60, ge=10, le=3600)
     registration_max_expires: int = Field(3600, ge=60, le=86400)
     keepalive_interval: float = Field(30.0, ge=1.0, le=3600.0)
+    sip_t1: float = Field(0.5, ge=0.01, le=5.0)  # RFC 3261 T1 (round-trip estimate), seconds
     failed_auth_limit: int = Field(10, ge=1, le=1000)
 
     @field_validator("rtp_ports")

@@ -63,6 +63,7 @@ class Pbx:
             domain=self.domain,
             local_address=self.server.public_address,
             user_agent="softswitch-pbx/0.1",
+            timers=sip.Timers(t1=self.server.sip_t1, t2=8 * self.server.sip_t1),
         )
         self.store: vm.VoicemailStore | None = None
         self.parties: set[Party] = set()

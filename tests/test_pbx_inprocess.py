@@ -145,6 +145,40 @@ async def test_attended_transfer_with_replaces(pbx: Pbx) -> None:
             await p.stop()
 
 
+async def test_keepalive_drops_a_silent_device(tmp_path: Path) -> None:
+    """OPTIONS go to registered contacts; one that stops answering is unregistered."""
+    port = free_port()
+    text = cfg.DEMO.replace(
+        'listen = ["udp:127.0.0.1:5060", "tcp:127.0.0.1:5060"]',
+        f'listen = ["udp:127.0.0.1:{port}"]\nkeepalive_interval = 1.0\nsip_t1 = 0.02',
+    )
+    config = cfg.parse(text, "test")
+    config = config.model_copy(
+        update={"server": config.server.model_copy(update={"data_dir": tmp_path / "data"})}
+    )
+    pbx = Pbx(config)
+    await pbx.start()
+    try:
+        phone = sip.UserAgent("udp:127.0.0.1:0", user="100")
+        await phone.start()
+        await phone.register(
+            f"sip:127.0.0.1:{port}",
+            aor="sip:100@demo.softswitch",
+            username="100",
+            password="alice100",
+            expires=300,
+        )
+        assert len(pbx.registrar.lookup("sip:100@demo.softswitch", pbx.ua.now())) == 1
+        await asyncio.sleep(1.5)  # a keep-alive round: answered, the binding stays
+        assert len(pbx.registrar.lookup("sip:100@demo.softswitch", pbx.ua.now())) == 1
+        phone.registrations.clear()  # the phone vanishes without unregistering
+        await phone.transport.close()
+        await asyncio.sleep(3.5)  # next OPTIONS times out after 64*T1
+        assert pbx.registrar.lookup("sip:100@demo.softswitch", pbx.ua.now()) == []
+    finally:
+        await pbx.stop()
+
+
 def test_daemon_demo_starts_and_stops_cleanly(tmp_path: Path) -> None:
     port = free_port()
     proc = subprocess.Popen(
