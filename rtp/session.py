@@ -144,6 +144,7 @@ class Session:
         self._timestamp = secrets.randbits(32)
         self._event_timestamp = 0
         self._rtcp_initial = True
+        self._allocator: PortAllocator | None = None
         self.closed = False
 
     # -- lifecycle --------------------------------------------------------------------
@@ -204,9 +205,8 @@ class Session:
         for t in (self._transport, self._rtcp_transport):
             if t is not None:
                 t.close()
-        allocator = getattr(self, "_allocator", None)
-        if allocator is not None and self.local is not None:
-            allocator.release(self.local[1])
+        if self._allocator is not None and self.local is not None:
+            self._allocator.release(self.local[1])
 
     def set_remote(self, address: Address, rtcp: Address | None = None) -> None:
         """Where to send (from SDP); a later packet from elsewhere re-latches (NAT)."""

@@ -33,7 +33,10 @@ async def _serve(config: cfg.Config, demo: bool, stats_file: Path | None = None)
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     pbx = Pbx(config, stats_file=stats_file)
-    await pbx.start()
+    try:
+        await pbx.start()
+    except OSError as exc:
+        raise SystemExit(f"softswitch: cannot start: {exc}") from None
     if demo:
         print_demo_accounts(config, ", ".join(config.server.listen))
     print("softswitch running", flush=True)
