@@ -533,6 +533,10 @@ class IncomingCall(Call):
         else:
             await self.bye()
 
+    def _end(self, reason: str) -> None:
+        self.ua.ringing.pop(self.incoming.transaction, None)
+        super()._end(reason)
+
     def _on_cancel(self) -> None:
         if self.state not in (CallState.CALLING, CallState.EARLY):
             return
