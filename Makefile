@@ -8,7 +8,8 @@ PKGS   := sip rtp media ivr softswitch
 .PHONY: run test lint bench venv system-deps format clean
 
 $(STAMP): pyproject.toml constraints.txt
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	test -x $(PY) || $(PYTHON) -m venv $(VENV) || \
+		(rm -rf $(VENV) && scripts/system-deps.sh venv && $(PYTHON) -m venv $(VENV))
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -c constraints.txt -e '.[test,dev,bench]'
 	touch $(STAMP)

@@ -2,10 +2,16 @@
 # Installs the Debian packages the interop tests drive, only when missing.
 set -euo pipefail
 need=()
+if [ "${1:-}" = "venv" ]; then  # Debian's own python3 needs python3-venv for `-m venv`
+    need+=(python3-venv)
+fi
+if [ "${1:-}" != "venv" ]; then
 command -v sipp >/dev/null || need+=(sip-tester)
 command -v baresip >/dev/null || need+=(baresip-core)
 command -v sox >/dev/null || need+=(sox)
 command -v espeak-ng >/dev/null || need+=(espeak-ng)
+command -v openssl >/dev/null || need+=(openssl)
+fi
 [ ${#need[@]} -eq 0 ] && exit 0
 echo "installing Debian packages: ${need[*]}"
 sudo=""
