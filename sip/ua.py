@@ -145,6 +145,7 @@ class UserAgent:
         self.transport = TransportLayer(self._on_message, client_ssl=client_tls_context)
         self.transport.on_send_error = self._on_send_error
         self.handlers: dict[str, RequestHandler] = {}
+        self.supported: set[str] = set()  # option tags a Require may name (none by default)
         self.on_invite: Callable[[IncomingCall], Awaitable[None] | None] | None = None
         self.calls: dict[tuple[str, str, str], Call] = {}
         self.ringing: dict[ServerTransaction, IncomingCall] = {}  # unanswered incoming calls
@@ -572,6 +573,14 @@ class UserAgent:
         incoming = IncomingRequest(self, request, action.source, action.listener, tx)
         if request.method == "CANCEL":
             self._on_cancel(incoming)
+            return
+        unsupported = [
+            option
+            for option in request.headers.values("Require")
+            if option.strip().lower() not in self.supported
+        ]
+        if unsupported:  # RFC 3261 §8.2.2.3: refuse extensions we would not honour
+            incoming.respond(420, headers=[("Unsupported", ", ".join(unsupported))])
             return
         if request.to.tag is not None:
             self._in_dialog(incoming)

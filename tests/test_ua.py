@@ -220,6 +220,21 @@ async def test_options_and_malformed_datagram(pair: tuple[UserAgent, UserAgent])
     assert (await a.request("OPTIONS", uri(b))).status == 200  # still serving
 
 
+async def test_unsupported_require_is_refused(pair: tuple[UserAgent, UserAgent]) -> None:
+    a, b = pair
+    answer_all(b)
+    request = a.new_request(
+        "INVITE",
+        uri(b),
+        headers=[("Require", "100rel, foo")],
+        body=offer(),
+        content_type="application/sdp",
+    )
+    response = await a.send(request)
+    assert response.status == 420
+    assert response.headers.get("Unsupported") == "100rel, foo"
+
+
 async def test_ipv6_call() -> None:
     async with (
         UserAgent("udp:[::1]:0", user="alice", timers=FAST) as a,
