@@ -80,6 +80,7 @@ def refresh_media(party: Party) -> None:
 
 def bridge(a: Party, b: Party) -> None:
     a.peer, b.peer = b, a
+    a.leg.dtmf_peer, b.leg.dtmf_peer = b.leg, a.leg  # keys pass through (RFC 4733 or tones)
     refresh_media(a)
     log.info(
         "event=bridged a=%s b=%s codec_a=%s codec_b=%s",
@@ -93,8 +94,10 @@ def bridge(a: Party, b: Party) -> None:
 def unbridge(party: Party) -> Party | None:
     peer = party.peer
     party.peer = None
+    party.leg.dtmf_peer = None
     if peer is not None and peer.peer is party:
         peer.peer = None
+        peer.leg.dtmf_peer = None
     return peer
 
 

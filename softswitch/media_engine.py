@@ -26,7 +26,7 @@ from media.clock import MediaClock
 from media.dtmf_detect import DtmfDetector
 from media.resample import StreamResampler
 from media.stream import AudioStream
-from media.tones import tone
+from media.tones import dtmf_tone, tone
 from rtp import PortAllocator, Session
 
 log = logging.getLogger(__name__)
@@ -104,6 +104,8 @@ class MediaLeg:
         # In-band detection costs a Goertzel bank per frame: it runs only while something
         # listens for digits (IVR, voicemail, conference) and the peer has no RFC 4733.
         self.listen_dtmf = False
+        self.dtmf_peer: MediaLeg | None = None  # the bridged leg keys are relayed to
+        self._tone: Player | None = None  # an in-band key being played to this phone
         self._inband = False
         self._detector: DtmfDetector | None = None
         self._last_rfc4733: float = -1.0
@@ -134,8 +136,21 @@ class MediaLeg:
         self.push_dtmf(digit)
 
     def push_dtmf(self, digit: str) -> None:
-        if not self.dtmf.full():
+        """A key from this leg's phone: relayed to the bridged peer, else kept for IVRs."""
+        if self.dtmf_peer is not None and not self.listen_dtmf:
+            self.dtmf_peer.send_digit(digit)
+        elif not self.dtmf.full():
             self.dtmf.put_nowait(digit)
+
+    def send_digit(self, digit: str) -> None:
+        """Play a key to this leg's phone: RFC 4733 if it took telephone-event, else a
+        DTMF tone in the audio."""
+        if self.session.dtmf_pt is not None:
+            self.session.send_dtmf(digit, 100)
+        else:
+            self._tone = Player(
+                dtmf_tone(digit, 100, 60, self.rate), self.frame_samples, loop=False
+            )
 
     def receive(self) -> None:
         if self.stream is None:
@@ -167,6 +182,12 @@ class MediaLeg:
             stream.write_payload(source.shared.encoded(self.codec))
             return
         frame = source.frame(self, tick)
+        if self._tone is not None:  # a relayed key replaces the audio while it sounds
+            frame = self._tone.read()
+            if self._tone.done:
+                self._tone = None
+            stream.write(frame)
+            return
         if frame is None:
             self.session.skip()
             return

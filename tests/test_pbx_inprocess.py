@@ -145,6 +145,29 @@ async def test_attended_transfer_with_replaces(pbx: Pbx) -> None:
             await p.stop()
 
 
+async def test_keys_pass_through_a_bridged_call(pbx: Pbx) -> None:
+    """RFC 4733 keys from one phone reach the other (an IVR behind a trunk needs them),
+    and keys sent by SIP INFO are turned into RFC 4733."""
+    port = pbx.ua.listeners[0].port
+    alice = SoftPhone("100", "alice100", port, 1000.0)
+    bob = SoftPhone("101", "bob101", port, 600.0)
+    for p in (alice, bob):
+        await p.start()
+    try:
+        call = await alice.call("101")
+        await asyncio.sleep(0.5)
+        received: list[str] = []
+        bob._streams[0].session.on_dtmf = received.append
+        alice._streams[0].session.send_dtmf("42", 80)
+        await asyncio.sleep(1.0)
+        await call.send_dtmf("#")  # SIP INFO
+        await asyncio.sleep(0.8)
+        assert "".join(received) == "42#"
+    finally:
+        for p in (alice, bob):
+            await p.stop()
+
+
 async def test_keepalive_drops_a_silent_device(tmp_path: Path) -> None:
     """OPTIONS go to registered contacts; one that stops answering is unregistered."""
     port = free_port()
