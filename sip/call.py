@@ -63,6 +63,7 @@ class Call:
         self._acks: dict[int, Request] = {}  # ACKs we sent, by CSeq: resent on 2xx repeats
         self._reinvite_pending = False
         self._awaiting_ack: int | None = None  # CSeq of a 2xx we repeat until its ACK
+        self.acked = asyncio.Event()  # the ACK of our 2xx arrived
 
     @property
     def call_id(self) -> str:
@@ -157,9 +158,11 @@ class Call:
             headers=[("Event", "refer"), ("Subscription-State", state)],
         )
 
-    async def _send_ack(self, cseq: int) -> None:
+    async def _send_ack(self, cseq: int, body: bytes = b"") -> None:
         assert self.dialog is not None
-        ack = self.dialog.make_request("ACK", cseq=cseq)
+        ack = self.dialog.make_request(
+            "ACK", cseq=cseq, body=body, content_type="application/sdp" if body else None
+        )
         self._acks = {cseq: ack}
         self.ua.send_stateless(ack, await self._next_hop())
 
@@ -253,6 +256,7 @@ class Call:
             self._awaiting_ack = None
         if _is_sdp(request):
             self.remote_sdp = request.body  # late offer answered in the ACK
+        self.acked.set()
 
     def _on_2xx_repeat(self, response: Response) -> None:
         """A retransmitted 2xx to our INVITE: send the same ACK again."""
@@ -299,6 +303,8 @@ class OutgoingCall(Call):
         self.credentials = credentials
         self.answered: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
         self.on_progress: Callable[[Response], None] | None = None
+        # for an INVITE without SDP: turns the offer in the 2xx into the answer in the ACK
+        self.on_offer: Callable[[bytes], bytes] | None = None
         self.last_provisional: Response | None = None
         self._cancel_wanted = False
         self._cancelled = False
@@ -384,7 +390,12 @@ class OutgoingCall(Call):
         self.ua.calls[self.dialog.id] = self
         if _is_sdp(response):
             self.remote_sdp = response.body
-        self.ua.spawn(self._send_ack(self.invite.cseq.seq))
+        answer = b""
+        if self.local_sdp is None and self.on_offer is not None and self.remote_sdp:
+            # we sent no offer: the 2xx carries one, and the ACK our answer (RFC 3264)
+            answer = self.on_offer(self.remote_sdp)
+            self.local_sdp = answer
+        self.ua.spawn(self._send_ack(self.invite.cseq.seq, answer))
         if not self.answered.done():
             self.answered.set_result(response)
         if self._cancel_wanted:

@@ -333,11 +333,13 @@ class Pbx:
             call.reject(503, "Service Unavailable (call limit)")
             return
         self.counters["calls"] += 1
-        try:
-            offer = sip.parse_sdp(call.remote_sdp or b"")
-        except sip.ParseError:
-            call.reject(488, "Not Acceptable Here (an SDP offer is required)")
-            return
+        offer: sip.SessionDescription | None = None
+        if call.remote_sdp:
+            try:
+                offer = sip.parse_sdp(call.remote_sdp)
+            except sip.ParseError as exc:
+                call.reject(488, f"Not Acceptable Here ({exc})")
+                return
         dialled = call.invite.uri.user or ""
         if trunk is not None and not self._inbound_reachable(dialled):
             dialled = trunk.inbound_extension or ""
@@ -353,6 +355,9 @@ class Pbx:
             call.reject(route.status, route.reason)
             return
         if isinstance(route, router.ToConference):
+            if offer is None:
+                call.reject(488, "Not Acceptable Here (the bridge needs an SDP offer)")
+                return
             await self.conference.serve(call, offer)  # conference legs share the bridge port
             return
         party = await self._party_for_incoming(call, offer, caller)
@@ -370,7 +375,7 @@ class Pbx:
                 await party.call.hangup()
 
     async def _party_for_incoming(
-        self, call: sip.IncomingCall, offer: sip.SessionDescription, user: User | None
+        self, call: sip.IncomingCall, offer: sip.SessionDescription | None, user: User | None
     ) -> Party | None:
         host = self.ua.local_host(call.incoming.source)
         try:
@@ -416,13 +421,28 @@ class Pbx:
         assert isinstance(call, sip.IncomingCall)
         if call.state not in (sip.CallState.CALLING, sip.CallState.EARLY):
             return call.state is sip.CallState.ESTABLISHED
-        assert party.offer is not None
+        if party.offer is None:
+            return await self._answer_late_offer(party, call)
         answer, stream = party.answer_sdp(party.offer)
         if stream is None:
             call.reject(488)
             return False
         party.leg.configure(stream)
         call.answer(bytes(answer))
+        return True
+
+    async def _answer_late_offer(self, party: Party, call: sip.IncomingCall) -> bool:
+        """An INVITE without SDP: our offer goes in the 200, the answer comes in the ACK."""
+        offer = sip.make_offer(party.host, party.leg.local[1], codec_preference())
+        call.answer(bytes(offer))
+        try:
+            await asyncio.wait_for(call.acked.wait(), 64 * self.server.sip_t1)
+            stream = sip.process_answer(offer, sip.parse_sdp(call.remote_sdp or b""))
+        except (TimeoutError, sip.ParseError) as exc:
+            log.info("event=late_offer_failed call_id=%s error=%s", call.call_id, exc)
+            await call.hangup()
+            return False
+        party.leg.configure(stream)
         return True
 
     # -- ringing users -------------------------------------------------------------------

@@ -168,6 +168,37 @@ async def test_keys_pass_through_a_bridged_call(pbx: Pbx) -> None:
             await p.stop()
 
 
+async def test_late_offer_invite(pbx: Pbx) -> None:
+    """An INVITE without SDP: the PBX offers in its 200, the phone answers in the ACK,
+    and the prompt's audio flows."""
+    port = pbx.ua.listeners[0].port
+    async with sip.UserAgent("udp:127.0.0.1:0", user="100") as ua:
+        session = Session(payload_type=0, rtcp=False)
+        local = await session.open("127.0.0.1")
+
+        def on_offer(body: bytes) -> bytes:
+            answer, stream = sip.answer(sip.parse_sdp(body), "127.0.0.1", local[1], (sip.PCMU,))
+            assert stream is not None
+            session.set_remote((stream.remote_address, stream.remote_port))
+            return bytes(answer)
+
+        call = await ua.invite(
+            f"sip:*97@127.0.0.1:{port}", None, wait=False, credentials=("100", "alice100")
+        )
+        call.on_offer = on_offer
+        await call.wait_answer(5)
+        audio = AudioStream(session, codecs.PCMU)
+        frames = []
+        for _ in range(60):
+            await asyncio.sleep(0.02)
+            audio.write(np.zeros(160, np.int16))
+            frames.append(audio.read())
+        heard = np.concatenate(frames)
+        assert session.counters.received > 20 and np.abs(heard).max() > 1000  # the prompt
+        await call.bye()
+        session.close()
+
+
 async def test_keepalive_drops_a_silent_device(tmp_path: Path) -> None:
     """OPTIONS go to registered contacts; one that stops answering is unregistered."""
     port = free_port()
