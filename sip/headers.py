@@ -135,7 +135,7 @@ class Headers:
     def __contains__(self, name: object) -> bool:
         if not isinstance(name, str):
             return False
-        key = canonical_name(name)
+        key = _canonical_cache.get(name) or canonical_name(name)
         return any(n == key for n, _ in self._items)
 
     def __repr__(self) -> str:
@@ -143,7 +143,7 @@ class Headers:
 
     def get(self, name: str, default: str | None = None) -> str | None:
         """Value of the first line of ``name``, or ``default``."""
-        key = canonical_name(name)
+        key = _canonical_cache.get(name) or canonical_name(name)
         for n, v in self._items:
             if n == key:
                 return v
@@ -151,7 +151,7 @@ class Headers:
 
     def get_lines(self, name: str) -> list[str]:
         """Every line's value for ``name``, in order, unsplit."""
-        key = canonical_name(name)
+        key = _canonical_cache.get(name) or canonical_name(name)
         return [v for n, v in self._items if n == key]
 
     def values(self, name: str) -> list[str]:
@@ -192,13 +192,13 @@ class Headers:
         self._cache.pop(name, None)
 
     def remove(self, name: str) -> None:
-        key = canonical_name(name)
+        key = _canonical_cache.get(name) or canonical_name(name)
         self._items = [(n, v) for n, v in self._items if n != key]
         self._cache.pop(key, None)
 
     def remove_first_value(self, name: str) -> None:
         """Drop the first value of a list header (e.g. the top Via)."""
-        key = canonical_name(name)
+        key = _canonical_cache.get(name) or canonical_name(name)
         for i, (n, v) in enumerate(self._items):
             if n == key:
                 rest = split_commas(v)[1:]
@@ -217,7 +217,7 @@ class Headers:
 
     def typed(self, name: str, parser: Callable[[Headers, str], T]) -> T:
         """``parser(self, name)``, cached until ``name`` changes."""
-        key = canonical_name(name)
+        key = _canonical_cache.get(name) or canonical_name(name)
         try:
             return self._cache[key]  # type: ignore[return-value]
         except KeyError:
