@@ -13,6 +13,8 @@ import numpy as np
 import soundfile
 
 from media.tones import sine_mix
+from softswitch import config as cfg
+from softswitch.pbx import Pbx
 
 from .baresip import Phone
 from .netutil import ROOT, Daemon, daemon, free_port
@@ -129,3 +131,25 @@ def segment(path: Path, start: float, end: float | None = None) -> tuple[np.ndar
     audio, rate = soundfile.read(path, dtype="int16")
     stop = None if end is None else int(end * rate)
     return audio[int(start * rate) : stop], rate
+
+
+async def demo_pbx(tmp_path: Path, *, server: str = "", extra: str = "", rtp: int = 33000) -> Pbx:
+    """The embedded demo office, in this process, on a free port, started.
+
+    ``server`` adds lines to its [server] table, ``extra`` whole tables."""
+    port = free_port()
+    text = (
+        cfg.DEMO.replace(
+            'listen = ["udp:127.0.0.1:5060", "tcp:127.0.0.1:5060"]',
+            f'listen = ["udp:127.0.0.1:{port}", "tcp:127.0.0.1:{port}"]\n'
+            f"rtp_ports = [{rtp}, {rtp + 400}]\n{server}",
+        )
+        + extra
+    )
+    config = cfg.parse(text, "test")
+    config = config.model_copy(
+        update={"server": config.server.model_copy(update={"data_dir": tmp_path / "data"})}
+    )
+    pbx = Pbx(config)
+    await pbx.start()
+    return pbx

@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 import soundfile
 
-from softswitch import config as cfg
 from softswitch.loadgen import ConferenceLoad
 from softswitch.pbx import Pbx
 
 from .netutil import free_port
+from .office import demo_pbx
 
 HOST_CODE, CODE = "1001", "2001"
 TALKERS = {0: 400.0, 1: 1000.0, 2: 1700.0}  # leg 0 is the host
@@ -38,22 +38,7 @@ def present(audio: np.ndarray, freq: float) -> bool:
 
 
 async def make_pbx(tmp_path: Path, extra: str = "") -> Pbx:
-    port = free_port()
-    text = (
-        cfg.DEMO.replace(
-            'listen = ["udp:127.0.0.1:5060", "tcp:127.0.0.1:5060"]',
-            f'listen = ["udp:127.0.0.1:{port}", "tcp:127.0.0.1:{port}"]\n'
-            "rtp_ports = [34000, 34400]",
-        )
-        + extra
-    )
-    config = cfg.parse(text, "test")
-    config = config.model_copy(
-        update={"server": config.server.model_copy(update={"data_dir": tmp_path / "data"})}
-    )
-    pbx = Pbx(config)
-    await pbx.start()
-    return pbx
+    return await demo_pbx(tmp_path, extra=extra, rtp=34000)
 
 
 @pytest.fixture

@@ -17,11 +17,11 @@ from media import codecs
 from media.stream import AudioStream
 from media.tones import sine_mix
 from rtp import Session
-from softswitch import config as cfg
 from softswitch.pbx import Pbx
 
 from .audio import dominant_frequency
 from .netutil import ROOT, free_port
+from .office import demo_pbx
 
 
 class SoftPhone:
@@ -100,17 +100,7 @@ class SoftPhone:
 
 @pytest.fixture
 async def pbx(tmp_path: Path) -> AsyncIterator[Pbx]:
-    port = free_port()
-    text = cfg.DEMO.replace(
-        'listen = ["udp:127.0.0.1:5060", "tcp:127.0.0.1:5060"]',
-        f'listen = ["udp:127.0.0.1:{port}"]\nrtp_ports = [33000, 33400]',
-    )
-    config = cfg.parse(text, "test")
-    config = config.model_copy(
-        update={"server": config.server.model_copy(update={"data_dir": tmp_path / "data"})}
-    )
-    p = Pbx(config)
-    await p.start()
+    p = await demo_pbx(tmp_path)
     yield p
     await p.stop()
 
@@ -201,17 +191,8 @@ async def test_late_offer_invite(pbx: Pbx) -> None:
 
 async def test_keepalive_drops_a_silent_device(tmp_path: Path) -> None:
     """OPTIONS go to registered contacts; one that stops answering is unregistered."""
-    port = free_port()
-    text = cfg.DEMO.replace(
-        'listen = ["udp:127.0.0.1:5060", "tcp:127.0.0.1:5060"]',
-        f'listen = ["udp:127.0.0.1:{port}"]\nkeepalive_interval = 1.0\nsip_t1 = 0.02',
-    )
-    config = cfg.parse(text, "test")
-    config = config.model_copy(
-        update={"server": config.server.model_copy(update={"data_dir": tmp_path / "data"})}
-    )
-    pbx = Pbx(config)
-    await pbx.start()
+    pbx = await demo_pbx(tmp_path, server="keepalive_interval = 1.0\nsip_t1 = 0.02")
+    port = pbx.ua.listeners[0].port
     try:
         phone = sip.UserAgent("udp:127.0.0.1:0", user="100")
         await phone.start()
