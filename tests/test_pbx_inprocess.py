@@ -245,3 +245,64 @@ def test_daemon_demo_starts_and_stops_cleanly(tmp_path: Path) -> None:
     out, _ = proc.communicate(timeout=15)
     assert proc.returncode == 0
     assert "event=stopped" in out
+
+
+async def test_trunk_registers_and_authenticates_outbound_calls(tmp_path: Path) -> None:
+    """The PBX registers to its provider with digest auth and answers the provider's
+    challenge on an outbound call (the provider here is this project's UA + auth guard)."""
+    from softswitch.authguard import AuthGuard
+    from softswitch.registrar import Registrar
+
+    async with sip.UserAgent("udp:127.0.0.1:0", user="provider") as provider:
+        guard = AuthGuard("provider.test", {"0123456700": "trunk-secret"}.get)
+        registrar = Registrar()
+        invites: list[str] = []
+
+        def on_register(incoming: sip.IncomingRequest) -> None:
+            verdict = guard.check(incoming.request, incoming.source[1], provider.now())
+            if verdict.user is None:
+                incoming.respond(verdict.status, verdict.reason, headers=list(verdict.headers))
+                return
+            result = registrar.process(
+                incoming.request,
+                f"sip:{verdict.user}@provider.test",
+                incoming.source,
+                provider.now(),
+            )
+            incoming.respond(result.status, result.reason, headers=result.headers)
+
+        def on_invite(call: sip.IncomingCall) -> None:
+            verdict = guard.check(call.invite, call.incoming.source[1], provider.now(), proxy=True)
+            if verdict.user is None:
+                call.reject(verdict.status, verdict.reason, headers=list(verdict.headers))
+                return
+            invites.append(call.invite.uri.user or "")
+            answer, _ = sip.answer(sip.parse_sdp(call.remote_sdp or b""), "127.0.0.1", 40002)
+            call.answer(bytes(answer))
+
+        provider.handlers["REGISTER"] = on_register
+        provider.on_invite = on_invite
+        port = provider.listeners[0].port
+        trunk = (
+            f'\n[[trunks]]\nname = "provider"\nproxy = "sip:127.0.0.1:{port}"\n'
+            'username = "0123456700"\npassword = "trunk-secret"\nregister = true\n'
+            'from_domain = "provider.test"\n'
+        )
+        pbx = await demo_pbx(tmp_path, extra=trunk)
+        try:
+            for _ in range(50):
+                if registrar.lookup("sip:0123456700@provider.test", provider.now()):
+                    break
+                await asyncio.sleep(0.1)
+            assert registrar.lookup("sip:0123456700@provider.test", provider.now())
+            bob = SoftPhone("101", "bob101", pbx.ua.listeners[0].port, 600.0)
+            await bob.start()
+            try:
+                call = await bob.call("0123456789")
+                assert invites == ["0123456789"]
+                await call.bye()
+            finally:
+                await bob.stop()
+        finally:
+            await pbx.stop()
+        assert registrar.lookup("sip:0123456700@provider.test", provider.now()) == []
