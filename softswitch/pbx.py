@@ -529,9 +529,7 @@ class Pbx:
         if not all_failed.done():
             all_failed.cancel()
             return "noanswer", None
-        if any(s in (486, 600) for s in statuses):
-            return "busy", None
-        if any(s in (603,) for s in statuses):
+        if any(s in (486, 600, 603) for s in statuses):
             return "busy", None
         return "unreachable", None
 

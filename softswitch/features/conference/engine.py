@@ -31,7 +31,7 @@ import numpy.typing as npt
 
 import sip
 from media import codecs, g711
-from media.audio import Player, load_audio
+from media.audio import Player, SharedPlayer, load_audio
 from media.clock import MediaClock
 from media.dtmf_detect import DtmfDetector
 from media.resample import StreamResampler
@@ -177,10 +177,8 @@ class ConferenceEngine:
         self.rooms: dict[str, object] = {}
         self._prompts: dict[str, Samples] = {}
         self._silence: dict[str, bytes] = {}
-        self._hold = Player(hold_music(), 160, loop=True) if hold_music else None
-        self._hold_tick = -1
-        self._hold_frame: Samples = np.zeros(160, np.int16)
-        self._hold_payloads: dict[str, bytes] = {}
+        # waiting music: one frame and one encoding per codec per tick, for every listener
+        self._hold = SharedPlayer(Player(hold_music(), 160, loop=True)) if hold_music else None
         self.stats = {"received": 0, "sent": 0, "malformed": 0, "strays": 0, "dropped": 0}
         self._rtp, self._rtcp, self.port = self._bind(ports)
         self._buf = bytearray(2048)
@@ -347,16 +345,10 @@ class ConferenceEngine:
     def _hold_payload(self, leg: ConfLeg, tick: int) -> bytes:
         if self._hold is None:
             return self._silence_payload(leg)
-        if tick != self._hold_tick:
-            self._hold_tick = tick
-            self._hold_frame = self._hold.read()
-            self._hold_payloads.clear()
+        frame = self._hold.advance(tick)
         if not leg.codec.stateless:
-            return leg.encode(self._hold_frame)
-        payload = self._hold_payloads.get(leg.codec.name)
-        if payload is None:
-            payload = self._hold_payloads[leg.codec.name] = leg.encoder.encode(self._hold_frame)
-        return payload
+            return leg.encode(frame)  # G.722 keeps state per leg
+        return self._hold.encoded(leg.codec)
 
     def _silence_payload(self, leg: ConfLeg) -> bytes:
         if not leg.codec.stateless:
