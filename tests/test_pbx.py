@@ -271,33 +271,27 @@ async def test_unauthenticated_calls_never_reach_the_trunk(office: Office, tmp_p
             ],
         )
         assert result.returncode == 0 and counts(result.stdout) == (3, 0), result.stdout[-2000:]
-        # wrong password, international number: challenged, then refused
         async with sip.UserAgent("udp:127.0.0.1:0", user="101") as ua:
-            with pytest.raises(sip.RequestFailed) as info:
-                await ua.invite(
-                    f"sip:0044123456789@127.0.0.1:{office.port}",
+
+            async def dial(number: str, password: str) -> sip.OutgoingCall:
+                return await ua.invite(
+                    f"sip:{number}@127.0.0.1:{office.port}",
                     bytes(sip.make_offer("127.0.0.1", 40000)),
-                    credentials=("101", "guess"),
-                    timeout=5,
+                    credentials=("101", password),
+                    timeout=10,
                 )
+
+            # wrong password, international number: challenged, then refused
+            with pytest.raises(sip.RequestFailed) as info:
+                await dial("0044123456789", "guess")
             assert info.value.status == 403
             # Bob (national permission) may not call abroad even with his password
             with pytest.raises(sip.RequestFailed) as info:
-                await ua.invite(
-                    f"sip:0044123456789@127.0.0.1:{office.port}",
-                    bytes(sip.make_offer("127.0.0.1", 40000)),
-                    credentials=("101", "bob101"),
-                    timeout=5,
-                )
+                await dial("0044123456789", "bob101")
             assert info.value.status == 403
             assert await provider_invites(tmp_path) == 0
             # and with his password, a national call goes out through the trunk
-            call = await ua.invite(
-                f"sip:0123456789@127.0.0.1:{office.port}",
-                bytes(sip.make_offer("127.0.0.1", 40000)),
-                credentials=("101", "bob101"),
-                timeout=10,
-            )
+            call = await dial("0123456789", "bob101")
             await call.bye()
     finally:
         provider.terminate()

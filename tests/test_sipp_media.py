@@ -19,6 +19,27 @@ from .test_sipp import SCENARIOS, counts, run_sipp
 pytestmark = pytest.mark.interop
 
 
+def one_call(port: int, scenario: Path, *extra: str) -> None:
+    """One SIPp call of ``scenario`` to record_play on ``port``; it must succeed."""
+    result = run_sipp(
+        [
+            f"127.0.0.1:{port}",
+            "-sf",
+            str(scenario),
+            "-i",
+            "127.0.0.1",
+            "-p",
+            str(free_port()),
+            "-mp",
+            str(free_port() & ~1),
+            *extra,
+            "-m",
+            "1",
+        ]
+    )
+    assert result.returncode == 0 and counts(result.stdout) == (1, 0), result.stdout[-2000:]
+
+
 def recordings(directory: Path) -> list[Path]:
     return sorted(directory.glob("*.wav"))
 
@@ -41,22 +62,7 @@ def test_sipp_plays_a_1khz_pcap_we_record_1khz(tmp_path: Path) -> None:
         ["examples/record_play.py", "--listen", f"127.0.0.1:{port}", "--record-dir", str(rec)],
         "record_play listening",
     ):
-        result = run_sipp(
-            [
-                f"127.0.0.1:{port}",
-                "-sf",
-                str(scenario),
-                "-i",
-                "127.0.0.1",
-                "-p",
-                str(free_port()),
-                "-mp",
-                str(free_port() & ~1),
-                "-m",
-                "1",
-            ]
-        )
-        assert result.returncode == 0 and counts(result.stdout) == (1, 0), result.stdout[-2000:]
+        one_call(port, scenario)
     [wav] = recordings(rec)
     audio, rate = soundfile.read(wav, dtype="int16")
     heard = active(audio)
@@ -86,23 +92,7 @@ def test_we_play_a_file_sipp_receives_its_duration(tmp_path: Path) -> None:
         ],
         "record_play listening",
     ) as server:
-        result = run_sipp(
-            [
-                f"127.0.0.1:{port}",
-                "-sf",
-                str(scenario),
-                "-i",
-                "127.0.0.1",
-                "-p",
-                str(free_port()),
-                "-mp",
-                str(free_port() & ~1),
-                "-rtp_echo",
-                "-m",
-                "1",
-            ]
-        )
-        assert result.returncode == 0 and counts(result.stdout) == (1, 0), result.stdout[-2000:]
+        one_call(port, scenario, "-rtp_echo")
         done = server.wait_for(r"rtp_sent (\d+) rtp_received (\d+)")
     sent, echoed = int(done.group(1)), int(done.group(2))
     assert sent == 150  # 3 s of 20 ms frames, then nothing
