@@ -11,6 +11,7 @@ from .auth import (
     parse_credentials,
 )
 from .errors import ParseError, SipUsageError
+from .events import Listeners
 from .framing import StreamFramer
 from .headers import Contact, CSeq, Headers, NameAddr, Via, parse_name_addr, parse_via
 from .message import (
@@ -55,6 +56,7 @@ __all__ = [
     "DigestClient",
     "DigestServer",
     "Headers",
+    "Listeners",
     "Media",
     "Message",
     "NameAddr",

@@ -19,6 +19,7 @@ from urllib.parse import quote
 
 from .dialog import Dialog, DialogError, DialogState, new_tag
 from .errors import ParseError
+from .events import Listeners
 from .headers import NameAddr
 from .message import Request, Response, make_response
 from .transaction import Address
@@ -58,8 +59,9 @@ class Call:
         self.on_reinvite: Callable[[Call, Request], Awaitable[bytes | None]] | None = None
         self.on_refer: Callable[[Call, IncomingRequest], Awaitable[None] | None] | None = None
         self.on_request: Callable[[Call, IncomingRequest], Awaitable[None] | None] | None = None
-        self.on_end: Callable[[Call], None] | None = None
-        self.on_dtmf: Callable[[str], None] | None = None  # digits received by SIP INFO
+        self.on_end: Listeners[Call] = Listeners()  # once, when the call ends
+        # digits received by SIP INFO; kept in ``dtmf`` while nobody listens
+        self.on_dtmf: Listeners[str] = Listeners()
         self._acks: dict[int, Request] = {}  # ACKs we sent, by CSeq: resent on 2xx repeats
         self._reinvite_pending = False
         self._awaiting_ack: int | None = None  # CSeq of a 2xx we repeat until its ACK
@@ -185,8 +187,8 @@ class Call:
         elif method == "INFO" and self.on_request is None:
             digit = _dtmf_from_info(request)
             if digit is not None:
-                if self.on_dtmf is not None:
-                    self.on_dtmf(digit)
+                if self.on_dtmf:
+                    self.on_dtmf.emit(digit)
                 elif not self.dtmf.full():
                     self.dtmf.put_nowait(digit)
             incoming.respond(200)
@@ -275,8 +277,7 @@ class Call:
         self.ua._stray_handlers.pop(self.call_id, None)
         self.ended.set()
         log.info("event=call_ended call_id=%s reason=%s", self.call_id, reason)
-        if self.on_end is not None:
-            self.on_end(self)
+        self.on_end.emit(self)
 
     async def wait_ended(self, timeout: float | None = None) -> None:
         await asyncio.wait_for(self.ended.wait(), timeout)
@@ -302,7 +303,7 @@ class OutgoingCall(Call):
         self.remote_sdp = None
         self.credentials = credentials
         self.answered: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
-        self.on_progress: Callable[[Response], None] | None = None
+        self.on_progress: Listeners[Response] = Listeners()  # 1xx responses
         # for an INVITE without SDP: turns the offer in the 2xx into the answer in the ACK
         self.on_offer: Callable[[bytes], bytes] | None = None
         self.last_provisional: Response | None = None
@@ -367,8 +368,7 @@ class OutgoingCall(Call):
             self.remote_sdp = response.body  # early media
         if self._cancel_wanted and not self._cancelled:
             self.ua.spawn(self._send_cancel())
-        if self.on_progress is not None:
-            self.on_progress(response)
+        self.on_progress.emit(response)
 
     def _on_2xx(self, response: Response) -> None:
         tag = response.to.tag

@@ -40,11 +40,15 @@ class Party:
     leg: MediaLeg
     user: User | None = None
     label: str = ""
+    device: str | None = None  # which of the user's devices (its name), when known
     offer: sip.SessionDescription | None = None  # an incoming party's SDP offer
     peer: Party | None = None
     holding: bool = False  # this party has put its peer on hold
     hold_source: Callable[[Party], Source] | None = None
     on_gone: list[Callable[[Party], None]] = field(default_factory=list)
+    # called once when a destination takes this party's call (answers it or connects it):
+    # a blind transfer reports success to the transferor then
+    on_taken: list[Callable[[], None]] = field(default_factory=list)
 
     @property
     def ended(self) -> bool:
@@ -94,10 +98,10 @@ def bridge(a: Party, b: Party) -> None:
 def unbridge(party: Party) -> Party | None:
     peer = party.peer
     party.peer = None
-    party.leg.dtmf_peer = None
+    party.leg.dtmf_peer = party.leg.key_filter = None
     if peer is not None and peer.peer is party:
         peer.peer = None
-        peer.leg.dtmf_peer = None
+        peer.leg.dtmf_peer = peer.leg.key_filter = None
     return peer
 
 

@@ -32,7 +32,10 @@ async def _serve(config: cfg.Config, demo: bool, stats_file: Path | None = None)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    pbx = Pbx(config, stats_file=stats_file)
+    try:
+        pbx = Pbx(config, stats_file=stats_file)
+    except cfg.ConfigError as exc:
+        raise SystemExit(str(exc)) from None
     try:
         await pbx.start()
     except OSError as exc:
@@ -59,12 +62,20 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     if args.command == "check":
+        from .features import builtin
+        from .plugins import Registry
+
         try:
             config = cfg.load(args.file)
+            registry = Registry(config, builtin())  # numbers, codes and destinations resolve
         except cfg.ConfigError as exc:
             print(exc, file=sys.stderr)
             return 1
-        print(f"{args.file}: OK ({len(config.users)} users, {len(config.trunks)} trunks)")
+        groups = len(config.section("ring_groups") or [])
+        print(
+            f"{args.file}: OK ({len(config.users)} users, {len(config.trunks)} trunks, "
+            f"{groups} ring groups, {len(registry.numbers)} numbers)"
+        )
         return 0
 
     logging.basicConfig(

@@ -7,19 +7,40 @@ Audio files (hold music, greetings) are checked too: present, readable audio, â‰
 
 from __future__ import annotations
 
+import difflib
 import re
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from media.audio import AudioFileError, load_audio
 
 Permission = Literal["internal", "emergency", "national", "international"]
 PERMISSION_RANK = {"internal": 0, "emergency": 1, "national": 2, "international": 3}
 Extension = Annotated[str, Field(pattern=r"^[0-9]{2,8}$")]
-Target = Annotated[str, Field(pattern=r"^(voicemail|ext:[0-9]{2,8}|tel:\+?[0-9]{3,20}|hangup)$")]
+# Where a call is sent (forwarding, ring-group exhaustion, ...): a number of the dialplan
+# (an extension, a ring group, the bridge, a feature code), ``voicemail`` (the user's own)
+# or ``voicemail:NNN``, an external number (``tel:+33...`` or a bare number the dialplan
+# classifies as external), ``ext:NNN`` (same as NNN) or ``hangup``. The syntax is checked
+# here; that the destination exists is checked when the dialplan is built (softswitch.plugins).
+DESTINATION_PATTERN = (
+    r"^(voicemail(:[0-9]{2,8})?|ext:[0-9]{2,8}|tel:\+?[0-9]{3,20}|hangup|\+?[0-9*#]{2,20})$"
+)
+Target = Annotated[str, Field(pattern=DESTINATION_PATTERN)]
+# What a ring step rings: an extension (all of that user's devices) or an external number.
+RingTarget = Annotated[str, Field(pattern=r"^(ext:)?[0-9]{2,8}$|^(tel:)?\+?[0-9]{3,20}$")]
+MAX_RING_TARGETS = 10
 
 
 class ConfigError(ValueError):
@@ -30,13 +51,56 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
+class Step(Strict):
+    """One step of a ring sequence: every target rings together for ``ring_seconds``."""
+
+    targets: list[RingTarget] = Field(min_length=1, max_length=MAX_RING_TARGETS)
+    ring_seconds: int = Field(20, ge=5, le=120)
+
+
+def check_steps(steps: list[Step]) -> list[Step]:
+    count = sum(len(step.targets) for step in steps)
+    if count > MAX_RING_TARGETS:
+        raise ValueError(f"at most {MAX_RING_TARGETS} targets in all steps, not {count}")
+    return steps
+
+
 class Forward(Strict):
-    """Where a call goes when the user is busy, does not answer, or has no device."""
+    """Where a call goes when the user is busy, does not answer, or has no device.
+
+    ``steps`` ("ring my devices, then these numbers") replaces the single default step
+    of the user's own devices for ``no_answer_after`` seconds; the user's own extension in
+    a step rings the user's devices there, and when it appears in no step the user's devices
+    ring first. The busy/no-answer/unreachable rules apply once the steps are exhausted."""
 
     busy: Target | None = "voicemail"
     no_answer: Target | None = "voicemail"
     no_answer_after: int = Field(20, ge=10, le=60)
     unreachable: Target | None = "voicemail"
+    steps: list[Step] = []
+
+    _steps = field_validator("steps")(check_steps)
+
+
+class Device(Strict):
+    """One of a user's devices: a SIP device with its own credentials (it registers as
+    itself and rings as part of its user) or an external number (through the trunk).
+    ``flip`` is its call-flip number: ``*N`` during a call moves the call to it."""
+
+    name: str = Field(min_length=1, max_length=32)
+    username: str | None = Field(None, pattern=r"^[A-Za-z0-9._-]{1,64}$")
+    password: str | None = Field(None, min_length=4, max_length=128)
+    number: str | None = Field(None, pattern=r"^\+?[0-9]{3,20}$")
+    flip: int | None = Field(None, ge=1, le=8)
+    ring_seconds: int = Field(20, ge=5, le=60)
+
+    @model_validator(mode="after")
+    def _kind(self) -> Device:
+        if (self.username is None) == (self.number is None):
+            raise ValueError("a device has either username (+ password) or number")
+        if self.username is not None and self.password is None:
+            raise ValueError("a SIP device needs a password")
+        return self
 
 
 class User(Strict):
@@ -52,11 +116,22 @@ class User(Strict):
     greeting: Path | None = None
     voicemail: bool = True
     forward: Forward = Forward()
+    devices: list[Device] = Field([], max_length=8)
     conference_host_code: str | None = Field(None, pattern=r"^[0-9]{4,10}$")
     conference_code: str | None = Field(None, pattern=r"^[0-9]{4,10}$")
     # this user's conference; unset: the [conference] defaults
     conference_join_before_host: bool | None = None
     conference_end_with_host: bool | None = None
+
+    @model_validator(mode="after")
+    def _flips(self) -> User:
+        flips = [d.flip for d in self.devices if d.flip is not None]
+        if len(flips) != len(set(flips)):
+            raise ValueError("two devices have the same flip number")
+        return self
+
+    def device(self, username: str) -> Device | None:
+        return next((d for d in self.devices if d.username == username), None)
 
 
 class Trunk(Strict):
@@ -144,14 +219,25 @@ class Config(Strict):
     users: list[User] = []
     trunks: list[Trunk] = []
     source: Path | None = None  # the file this came from (set by load)
+    # the validated sections of features (e.g. "ring_groups"), by section name
+    sections: dict[str, Any] = Field({}, exclude=True)
 
     @model_validator(mode="after")
     def _unique(self) -> Config:
         seen: set[str] = set()
+        usernames: set[str] = set()
         for i, user in enumerate(self.users):
             if user.extension in seen:
                 raise ValueError(f"users[{i}].extension {user.extension} is used twice")
             seen.add(user.extension)
+            for j, device in enumerate(user.devices):
+                if device.username is None:
+                    continue
+                if device.username in usernames:
+                    raise ValueError(
+                        f"users[{i}].devices[{j}].username {device.username} is used twice"
+                    )
+                usernames.add(device.username)
             if user.hold_music != "default" and user.hold_music not in self.hold_music:
                 raise ValueError(
                     f"users[{i}].hold_music: no slot {user.hold_music!r} in [hold_music]"
@@ -161,6 +247,8 @@ class Config(Strict):
             raise ValueError("features.conference_bridge is also a user's extension")
         if codes & seen:
             raise ValueError("a feature code is also a user's extension")
+        if usernames & seen:
+            raise ValueError("a device username is also an extension")
         return self
 
     def user(self, extension: str) -> User | None:
@@ -168,6 +256,10 @@ class Config(Strict):
             if user.extension == extension:
                 return user
         return None
+
+    def section(self, name: str) -> Any:
+        """The validated settings of a feature's section (None when absent)."""
+        return self.sections.get(name)
 
 
 def _where(loc: tuple[int | str, ...]) -> str:
@@ -177,21 +269,55 @@ def _where(loc: tuple[int | str, ...]) -> str:
     return out or "(top level)"
 
 
-def parse(text: str, source: str = "<config>") -> Config:
-    """Parse and validate TOML ``text``; ``source`` names it in errors."""
+def _errors(exc: ValidationError, source: str, prefix: tuple[int | str, ...] = ()) -> str:
+    lines = []
+    for error in exc.errors():
+        where = _where(prefix + tuple(error["loc"]))
+        message = error["msg"].removeprefix("Value error, ")
+        lines.append(f"{source}: {where}: {message}")
+    return "\n".join(lines)
+
+
+CORE_SECTIONS = frozenset(
+    name for name in Config.model_fields if name not in ("source", "sections")
+)
+
+
+def parse(text: str, source: str = "<config>", sections: Mapping[str, Any] | None = None) -> Config:
+    """Parse and validate TOML ``text``; ``source`` names it in errors.
+
+    ``sections`` maps the table names that features own to the type validating them
+    (default: the built-in features'); any other unknown table is an error."""
+    if sections is None:
+        from .features import builtin_sections
+
+        sections = builtin_sections()
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{source}: not valid TOML: {exc}") from None
+    owned: dict[str, Any] = {}
+    problems: list[str] = []
+    for name in [k for k in data if k not in CORE_SECTIONS]:
+        value = data.pop(name)
+        kind = sections.get(name)
+        if kind is None:
+            known = sorted(CORE_SECTIONS | set(sections))
+            close = difflib.get_close_matches(name, known, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            problems.append(f"{source}: {name}: unknown section{hint}")
+            continue
+        try:
+            owned[name] = TypeAdapter(kind).validate_python(value)
+        except ValidationError as exc:
+            problems.append(_errors(exc, source, (name,)))
     try:
-        return Config.model_validate(data)
+        config = Config.model_validate(data)
     except ValidationError as exc:
-        lines = []
-        for error in exc.errors():
-            where = _where(tuple(error["loc"]))
-            message = error["msg"].removeprefix("Value error, ")
-            lines.append(f"{source}: {where}: {message}")
-        raise ConfigError("\n".join(lines)) from None
+        problems.insert(0, _errors(exc, source))
+    if problems:
+        raise ConfigError("\n".join(problems))
+    return config.model_copy(update={"sections": owned})
 
 
 def load(path: str | Path) -> Config:

@@ -105,6 +105,9 @@ class MediaLeg:
         # listens for digits (IVR, voicemail, conference) and the peer has no RFC 4733.
         self.listen_dtmf = False
         self.dtmf_peer: MediaLeg | None = None  # the bridged leg keys are relayed to
+        # while bridged, keys go through this first (the PBX's in-call codes), which
+        # relays what is not a code with relay_digit
+        self.key_filter: Callable[[str], None] | None = None
         self._tone: Player | None = None  # an in-band key being played to this phone
         self._inband = False
         self._detector: DtmfDetector | None = None
@@ -138,9 +141,17 @@ class MediaLeg:
     def push_dtmf(self, digit: str) -> None:
         """A key from this leg's phone: relayed to the bridged peer, else kept for IVRs."""
         if self.dtmf_peer is not None and not self.listen_dtmf:
-            self.dtmf_peer.send_digit(digit)
+            if self.key_filter is not None:
+                self.key_filter(digit)
+            else:
+                self.dtmf_peer.send_digit(digit)
         elif not self.dtmf.full():
             self.dtmf.put_nowait(digit)
+
+    def relay_digit(self, digit: str) -> None:
+        """A key of this leg's phone for the bridged peer (dropped when not bridged)."""
+        if self.dtmf_peer is not None:
+            self.dtmf_peer.send_digit(digit)
 
     def send_digit(self, digit: str) -> None:
         """Play a key to this leg's phone: RFC 4733 if it took telephone-event, else a

@@ -13,9 +13,11 @@ import soundfile
 
 import sip
 from softswitch import config as cfg
-from softswitch import router
 from softswitch.authguard import AuthGuard
+from softswitch.dialplan import classify, permitted
+from softswitch.features import builtin
 from softswitch.features.voicemail import VoicemailStore, summary_body
+from softswitch.plugins import Registry
 from softswitch.registrar import Registrar
 
 from .netutil import ROOT
@@ -91,22 +93,20 @@ def test_check_command(tmp_path: Path) -> None:
 
 def test_routing_and_permissions() -> None:
     config = cfg.parse(cfg.DEMO + '[[trunks]]\nname = "p"\nproxy = "sip:192.0.2.1"\n', "demo")
+    registry = Registry(config, builtin())
     alice, bob = config.user("100"), config.user("101")
     assert alice is not None and bob is not None
-    assert isinstance(router.route("101", alice, config), router.ToUser)
-    assert router.route("*97", alice, config) == router.ToVoicemailAccess("100")
-    assert router.route("*98", None, config) == router.ToVoicemailAccess(None)
-    assert isinstance(router.route("800", alice, config), router.ToConference)
-    assert router.route("0123456789", bob, config) == router.ToExternal("0123456789", "national")
-    refused = router.route("0044123456789", bob, config)  # Bob: national only
-    assert isinstance(refused, router.Refused) and refused.status == 403
-    assert router.route("0044123456789", alice, config) == router.ToExternal(
-        "0044123456789", "international"
-    )
-    assert router.route("112", bob, config) == router.ToExternal("112", "emergency")
-    stranger = router.route("0123456789", None, config)
-    assert isinstance(stranger, router.Refused) and stranger.status == 403
-    assert isinstance(router.route("555", alice, config), router.Refused)
+    owner = {k.removeprefix("number "): v for k, v in registry.owners.items()}
+    assert owner["101"] == "extensions"
+    assert owner["*97"] == owner["*98"] == "voicemail"
+    assert owner["800"] == "conference"
+    assert classify("0123456789", config) == "national" and permitted("national", bob.permission)
+    assert classify("0044123456789", config) == "international"
+    assert not permitted("international", bob.permission)  # Bob: national only
+    assert permitted("international", alice.permission)
+    assert classify("112", config) == "emergency" and permitted("emergency", "internal")
+    assert registry.check("0123456789", None) is None  # an external number is a destination
+    assert "no extension" in (registry.check("555", alice) or "")
 
 
 def register(

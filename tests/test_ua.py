@@ -61,7 +61,7 @@ async def test_call_and_bye(pair: tuple[UserAgent, UserAgent], transport: str) -
     calls = answer_all(b)
     progress: list[int] = []
     call = await a.invite(uri(b, transport), offer(), wait=False)
-    call.on_progress = lambda r: progress.append(r.status)
+    call.on_progress.add(lambda r: progress.append(r.status))
     response = await call.wait_answer(5)
     assert response.status == 200 and 180 in progress
     assert call.state is CallState.ESTABLISHED

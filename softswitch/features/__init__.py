@@ -1,1 +1,43 @@
-"""PBX features, one module each: hold music, voicemail (with MWI), transfer, forwarding."""
+"""PBX features, one module each, on the plugin seam of :mod:`softswitch.feature`.
+
+``BUILTIN`` is what ``softswitch run`` loads; an embedding program passes its own list
+(built-ins plus its modules) to :class:`softswitch.pbx.Pbx` and to ``config.parse``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from ..feature import FeatureType
+
+
+def builtin() -> list[FeatureType]:
+    from .call_flip import CallFlip
+    from .conference.service import Conference
+    from .extensions import Extensions
+    from .hold_music import HoldMusicFeature
+    from .ring_groups import RingGroups
+    from .transfer import Transfer
+    from .trunks import Trunks
+    from .voicemail import Voicemail
+
+    return [
+        HoldMusicFeature,
+        Extensions,
+        Voicemail,
+        Conference,
+        RingGroups,
+        CallFlip,
+        Transfer,
+        Trunks,
+    ]
+
+
+def sections_of(features: Sequence[FeatureType]) -> dict[str, Any]:
+    """The config tables the features own, with the type that validates each."""
+    return {f.section: f.config_model for f in features if f.section is not None}
+
+
+def builtin_sections() -> dict[str, Any]:
+    return sections_of(builtin())

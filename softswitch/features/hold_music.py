@@ -8,13 +8,18 @@ encoding per codec per tick.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
 
 from media.audio import load_audio
 
+from ..feature import BaseFeature
 from ..media_engine import MediaEngine, SharedSource
+
+if TYPE_CHECKING:
+    from ..services import Services
 
 Samples = npt.NDArray[np.int16]
 
@@ -51,3 +56,15 @@ class HoldMusic:
         if path is None:
             return self.engine.shared("moh:default", builtin_music)
         return self.engine.shared(f"moh:{slot}", lambda: load_audio(path))
+
+
+class HoldMusicFeature(BaseFeature):
+    """Music by slot (``[hold_music]``): what a held party's peer hears (the holder's
+    ``users.hold_music`` slot), transfer and ring-group music."""
+
+    name = "hold_music"
+
+    async def start(self, svc: Services) -> None:
+        await super().start(svc)
+        self.music = HoldMusic(svc.engine, dict(self.config.hold_music))
+        svc.music = self.music.source

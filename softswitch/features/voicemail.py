@@ -9,10 +9,12 @@ did not.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 import sqlite3
 import time
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -22,8 +24,23 @@ from ivr.digits import collect_digits, flush
 from media.audio import Recorder
 from media.tones import tone
 
+from ..config import User
+from ..feature import (
+    BaseFeature,
+    CallListener,
+    Dial,
+    Done,
+    Failed,
+    Handler,
+    Kind,
+    Outcome,
+    SubscribeHandler,
+)
+
 if TYPE_CHECKING:
     from ..media_engine import MediaLeg
+    from ..registrar import Binding
+    from ..services import Services
 
 log = logging.getLogger(__name__)
 
@@ -221,3 +238,174 @@ async def retrieve(
     if messages:
         await leg.play_prompt("vm-no-more")
     await leg.play_prompt("goodbye")
+
+
+UNSOLICITED_MWI_DELAY = 3.0
+
+
+class Voicemail(BaseFeature, CallListener):
+    """Mailboxes as a feature: ``voicemail:NNN`` destinations, ``*97`` / ``*98`` access,
+    the message-summary event package, and unsolicited MWI to phones that register."""
+
+    name = "voicemail"
+
+    def __post_init__(self) -> None:
+        self.store: VoicemailStore | None = None
+        self.subscriptions: dict[str, list[sip.ServerSubscription]] = {}
+
+    def numbers(self) -> Mapping[str, Handler]:
+        codes = self.config.features
+        return {codes.voicemail_access: self.access_own, codes.voicemail_any: self.access_any}
+
+    def destination_kinds(self) -> Mapping[str, Kind]:
+        return {"voicemail": Kind(self.leave, self.check)}
+
+    def event_packages(self) -> Mapping[str, SubscribeHandler]:
+        return {"message-summary": self.subscribe}
+
+    def listeners(self) -> Iterable[CallListener]:
+        return (self,)
+
+    def check(self, mailbox: str, user: User | None) -> str | None:
+        if not mailbox:
+            if user is None:
+                return "'voicemail' needs a mailbox here: write voicemail:<extension>"
+            mailbox = user.extension
+        owner = self.config.user(mailbox)
+        if owner is None:
+            return f"'voicemail:{mailbox}': no extension {mailbox}"
+        if not owner.voicemail:
+            return f"'voicemail:{mailbox}': extension {mailbox} has no voicemail"
+        return None
+
+    async def start(self, svc: Services) -> None:
+        await super().start(svc)
+        svc.data_dir.mkdir(parents=True, exist_ok=True)
+        self.store = VoicemailStore(svc.data_dir)
+        svc.counters.setdefault("voicemails", 0)
+
+    async def stop(self) -> None:
+        for subs in self.subscriptions.values():
+            for sub in list(subs):
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(sub.close(), 2)
+        if self.store is not None:
+            self.store.close()
+
+    # -- leaving and reading messages -------------------------------------------------------
+
+    async def leave(self, dial: Dial) -> Outcome:
+        svc = self.services
+        mailbox = dial.target or (dial.on_behalf.extension if dial.on_behalf else "")
+        user = svc.user(mailbox)
+        if user is None or not user.voicemail or self.store is None:
+            return Failed(404, "refused", "Not Found (no such mailbox)")
+        caller = dial.party
+        if not await svc.answer(caller):
+            return Done()
+        caller.leg.listen_dtmf = True  # '#' ends the message
+        who = caller.user.extension if caller.user else (caller.call.invite.from_.uri.user or "")
+        settings = self.config.voicemail
+        message = await deposit(
+            caller.leg,
+            caller.call,
+            self.store,
+            user.extension,
+            who,
+            greeting=user.greeting,
+            max_seconds=settings.max_message_seconds,
+            max_messages=settings.max_messages,
+        )
+        if message is not None:
+            svc.counters["voicemails"] += 1
+            svc.spawn(self.notify(user.extension))
+        return Done()
+
+    async def access_own(self, dial: Dial) -> Outcome:
+        if dial.caller is None:
+            return Failed(403, "refused", "Forbidden (voicemail access needs a local user)")
+        return await self._access(dial, dial.caller.extension)
+
+    async def access_any(self, dial: Dial) -> Outcome:
+        return await self._access(dial, None)
+
+    async def _access(self, dial: Dial, mailbox: str | None) -> Outcome:
+        svc = self.services
+        caller = dial.party
+        if not await svc.answer(caller) or self.store is None:
+            return Done()
+        caller.leg.listen_dtmf = True
+        pins = {u.extension: u.pin for u in svc.config.users if u.voicemail}
+        session = asyncio.ensure_future(retrieve(caller.leg, self.store, mailbox, pins))
+        gone = asyncio.ensure_future(caller.call.ended.wait())
+        await asyncio.wait({session, gone}, return_when=asyncio.FIRST_COMPLETED)
+        session.cancel()
+        gone.cancel()
+        for box in {mailbox} if mailbox else set(pins):
+            if box is not None:
+                svc.spawn(self.notify(box))
+        return Done()
+
+    # -- message-waiting indication (RFC 3842) ----------------------------------------------
+
+    def summary(self, mailbox: str) -> bytes:
+        assert self.store is not None
+        new, old = self.store.counts(mailbox)
+        account = f"sip:{self.config.features.voicemail_access}@{self.services.domain}"
+        return summary_body(account, new, old)
+
+    def subscribe(self, incoming: sip.IncomingRequest, user: str) -> None:
+        svc = self.services
+        owner = svc.devices.identity(user)
+        mailbox = owner[0].extension if owner else user
+        sub = sip.ServerSubscription.accept(incoming, expires=3600)
+        subs = self.subscriptions.setdefault(mailbox, [])
+        subs.append(sub)
+        sub.on_end = lambda s: subs.remove(s) if s in subs else None
+        svc.spawn(self._notify_sub(sub, mailbox))
+
+    async def _notify_sub(self, sub: sip.ServerSubscription, mailbox: str) -> None:
+        await sub.notify(self.summary(mailbox), "application/simple-message-summary")
+
+    def registered(self, binding: Binding) -> None:
+        owner = self.services.devices.owner_of(binding.aor)
+        if owner is not None and owner.voicemail and self.store is not None:
+            self.services.spawn(self._unsolicited_later(owner.extension, binding))
+
+    async def _unsolicited_later(self, mailbox: str, binding: Binding) -> None:
+        """A phone that subscribes does so right after registering; an unsolicited NOTIFY
+        crossing its SUBSCRIBE confuses some (baresip 1.0 floods SUBSCRIBEs). So wait a
+        moment and tell only phones that did not subscribe."""
+        await asyncio.sleep(UNSOLICITED_MWI_DELAY)
+        if not self.subscriptions.get(mailbox):
+            await self.notify(mailbox, only=[binding])
+
+    async def notify(self, mailbox: str, *, only: list[Binding] | None = None) -> None:
+        """Tell the mailbox owner's phones how many messages wait."""
+        svc = self.services
+        subs = self.subscriptions.get(mailbox, [])
+        for sub in list(subs):
+            await self._notify_sub(sub, mailbox)
+        if subs or not self.config.voicemail.unsolicited_mwi:
+            return
+        user = svc.user(mailbox)
+        if only is None:
+            bindings = [b for b, _ in svc.devices.bindings(user)] if user else []
+        else:
+            bindings = only
+        for binding in bindings:
+            response = await svc.ua.request(
+                "NOTIFY",
+                binding.contact,
+                destination=binding.source,
+                to=f"<{svc.aor(mailbox)}>",
+                headers=[("Event", "message-summary"), ("Subscription-State", "active")],
+                body=self.summary(mailbox),
+                content_type="application/simple-message-summary",
+            )
+            log.info(
+                "event=mwi_notify mailbox=%s contact=%s status=%d",
+                mailbox,
+                binding.contact,
+                response.status,
+            )

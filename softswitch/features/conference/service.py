@@ -12,31 +12,66 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
 
 import sip
 from ivr.digits import collect_digits
 
+from ...feature import BaseFeature, Dial, Done, Failed, Handler, Outcome
+from ...services import Services
 from ..hold_music import builtin_music
 from .codes import Codes
 from .engine import ConferenceEngine, ConfLeg
 from .keypad import KeypadParser, Pressed
 from .room import Room
 
-if TYPE_CHECKING:
-    from ...pbx import Pbx
-
 log = logging.getLogger(__name__)
 CODECS = (sip.PCMU, sip.PCMA, sip.G722)
 
 
+class Conference(BaseFeature):
+    """The bridge number as a feature: callers to it join :class:`ConferenceService`."""
+
+    name = "conference"
+
+    def __post_init__(self) -> None:
+        self.service: ConferenceService | None = None
+
+    def numbers(self) -> Mapping[str, Handler]:
+        bridge = self.config.features.conference_bridge
+        return {bridge: self.join} if bridge is not None else {}
+
+    async def start(self, svc: Services) -> None:
+        await super().start(svc)
+        self.service = ConferenceService(svc)
+
+    async def stop(self) -> None:
+        if self.service is not None:
+            self.service.close()
+
+    async def join(self, dial: Dial) -> Outcome:
+        party = dial.party
+        call = party.call
+        if (
+            self.service is None
+            or not isinstance(call, sip.IncomingCall)
+            or call.state not in (sip.CallState.CALLING, sip.CallState.EARLY)
+        ):
+            return Failed(488, "refused", "Not Acceptable Here (the bridge takes new calls only)")
+        if party.offer is None:
+            return Failed(488, "refused", "Not Acceptable Here (the bridge needs an SDP offer)")
+        self.services.detach(party)  # conference legs share the bridge's one port
+        await self.service.serve(call, party.offer)
+        return Done()
+
+
 class ConferenceService:
-    def __init__(self, pbx: Pbx) -> None:
-        self.pbx = pbx
-        self.settings = pbx.config.conference
-        listener = pbx.ua.listeners[0]
+    def __init__(self, svc: Services) -> None:
+        self.svc = svc
+        self.settings = svc.config.conference
+        listener = svc.ua.listeners[0]
         host = listener.host if listener.host not in ("0.0.0.0", "::") else "0.0.0.0"
-        slots = pbx.config.hold_music
+        slots = svc.config.hold_music
 
         def music() -> object:
             from media.audio import load_audio
@@ -45,17 +80,17 @@ class ConferenceService:
             return load_audio(path) if path else builtin_music()
 
         self.engine = ConferenceEngine(
-            pbx.clock,
+            svc.clock,
             host,
-            pbx.ports,
+            svc.ports,
             capacity=self.settings.max_legs_total,
             hold_music=music,  # type: ignore[arg-type]
         )
-        self.codes = Codes(pbx.config.users, pbx.data_dir)
+        self.codes = Codes(svc.config.users, svc.data_dir)
         self.rooms: dict[str, Room] = {}
         log.info(
             "event=conference_bridge number=%s port=%d capacity=%d",
-            pbx.config.features.conference_bridge,
+            svc.config.features.conference_bridge,
             self.engine.port,
             self.settings.max_legs_total,
         )
@@ -71,7 +106,7 @@ class ConferenceService:
     def room(self, owner: str) -> Room:
         room = self.rooms.get(owner)
         if room is None or room.ended:
-            user = self.pbx.config.user(owner)
+            user = self.svc.config.user(owner)
             before = user.conference_join_before_host if user else None
             end = user.conference_end_with_host if user else None
             room = Room(
@@ -79,7 +114,7 @@ class ConferenceService:
                 max_legs=self.settings.max_legs,
                 join_before_host=self.settings.join_before_host if before is None else before,
                 end_with_host=self.settings.end_with_host if end is None else end,
-                recordings=self.pbx.data_dir / "recordings",
+                recordings=self.svc.data_dir / "recordings",
                 on_end=self._ended,
             )
             self.rooms[owner] = room
@@ -91,7 +126,7 @@ class ConferenceService:
         self.rooms.pop(room.owner, None)
         self.engine.rooms.pop(room.owner, None)
         for leg in [*room.members, *room.waiting]:
-            self.pbx.spawn(self._goodbye(leg, "conf-ended"))
+            self.svc.spawn(self._goodbye(leg, "conf-ended"))
 
     async def _goodbye(self, leg: ConfLeg, prompt: str) -> None:
         if leg.room is not None:
@@ -104,13 +139,13 @@ class ConferenceService:
         if len(self.engine.legs) >= self.engine.capacity:
             call.reject(503, "Service Unavailable (conference bridge full)")
             return
-        host = self.pbx.ua.local_host(call.incoming.source)
+        host = self.svc.ua.local_host(call.incoming.source)
         answer, stream = sip.answer(offer, host, self.engine.port, CODECS)
         if stream is None:
             call.reject(488)
             return
         leg = self.engine.add_leg(call, stream)
-        call.on_dtmf = leg.digit
+        call.on_dtmf.add(leg.digit)
         call.on_reinvite = lambda c, request: self._reinvite(leg, request)
         try:
             call.answer(bytes(answer))
@@ -179,7 +214,7 @@ class ConferenceService:
                 if leg.room is None or leg.waiting:
                     continue
                 if room.command(leg, pressed) == "leave":
-                    self.pbx.spawn(leg.call.hangup())
+                    self.svc.spawn(leg.call.hangup())
             for handle in timer:
                 handle.cancel()
             timer.clear()

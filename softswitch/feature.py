@@ -1,0 +1,256 @@
+"""The plugin seam: what a feature module is, and the values that cross the seam.
+
+A feature (ring groups, voicemail, the conference, call flip, ...) is a class built from
+the configuration alone, so that ``softswitch check`` can ask it which numbers it answers
+and which destinations it names before anything starts. At start it receives a narrow
+:class:`~softswitch.services.Services` object, never the PBX. Everything a feature offers
+is a table: numbers it answers, destination kinds it resolves (``voicemail:100``),
+endpoints it can ring (``tel``), in-call key codes, SUBSCRIBE event packages, in-dialog
+request handlers and call-event listeners. Tables from every feature are merged by
+:mod:`softswitch.plugins`; a number or code claimed twice is a configuration error naming
+both features. This follows FreeSWITCH applications/endpoints, Asterisk ``app_*`` modules
+and Kamailio module exports.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+
+import sip
+from sip.transaction import Address
+
+from .config import Config, User
+
+if TYPE_CHECKING:
+    from .calls import Party
+    from .registrar import Binding
+    from .services import Services
+
+
+# -- what happens to a call ---------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Dial:
+    """One entry of a call into the dialplan (a new call, a forward, a transfer...)."""
+
+    party: Party  # the caller's side: an incoming call or an established party
+    target: str  # what is dialled: a number, or the argument of a destination kind
+    caller: User | None  # the authenticated user who placed the call (None: external)
+    # whose outbound permission an external leg uses (a forwarding user, a ring group)
+    on_behalf: User | None = None
+    depth: int = 0  # how many times this call was sent on (forwarding loops stop)
+    via: tuple[str, ...] = ()  # the destinations it went through, oldest first
+
+    def next(self, target: str, *, on_behalf: User | None = None, via: str = "") -> Dial:
+        """The same call sent on to ``target`` (one level deeper)."""
+        return replace(
+            self,
+            target=target,
+            on_behalf=on_behalf if on_behalf is not None else self.on_behalf,
+            depth=self.depth + 1,
+            via=(*self.via, via) if via else self.via,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Connected:
+    """The caller is bridged to a callee; the bridge now owns both."""
+
+
+@dataclass(frozen=True, slots=True)
+class Done:
+    """The call was handled to its end by an application (voicemail, conference...)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Failed:
+    """Nothing took the call; ``cause`` is busy, noanswer, unreachable, refused or
+    cancelled (the caller hung up). The caller is still the dialplan's to send on."""
+
+    status: int
+    cause: str
+    reason: str | None = None
+
+
+Outcome = Connected | Done | Failed
+Handler = Callable[[Dial], Awaitable[Outcome]]
+
+
+@dataclass(frozen=True, slots=True)
+class Kind:
+    """A destination kind (``voicemail:100``): how to take a call there, and how to
+    check a configured value (an error message, or None when it is fine)."""
+
+    handler: Handler
+    check: Callable[[str, User | None], str | None] | None = None
+
+
+# An in-call code (``*2``) pressed by ``party`` while bridged: True when it was used (the
+# keys are consumed), False to relay them to the other party unchanged.
+InCallHandler = Callable[["Party", str], bool]
+# A SUBSCRIBE for an event package, already authenticated as ``user``.
+SubscribeHandler = Callable[[sip.IncomingRequest, str], None]
+# An in-dialog request (REFER...) on ``party``'s call.
+InDialogHandler = Callable[["Party", sip.IncomingRequest], Awaitable[None] | None]
+
+
+# -- ringing ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Fork:
+    """One INVITE of a ring: where it goes and as whom."""
+
+    uri: sip.URI
+    destination: Address | None = None  # None: resolve ``uri``
+    to: str | None = None
+    from_: sip.NameAddr | None = None
+    credentials: tuple[str, str] | None = None
+    label: str = ""
+    user: User | None = None  # the user this fork reaches (its party's user)
+    device: str | None = None  # the device name, for call flip
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """What a ring step rings: ``kind`` is an endpoint (``user``: every device of an
+    extension; ``device``: one device of a user; ``tel``: an external number)."""
+
+    kind: str
+    value: str
+    permission: str = "internal"  # for external numbers: the outbound permission
+    caller_id: str | None = None  # the number shown on external legs
+    device: str | None = None  # for kind "device": the device name
+
+
+class Endpoint(Protocol):
+    """Turns a target into the INVITEs that ring it (empty: nothing to ring)."""
+
+    async def forks(self, target: Target, caller: Party) -> list[Fork]: ...
+
+
+# -- events -------------------------------------------------------------------------------
+
+
+class CallListener:
+    """Call events, each a no-op here: a feature overrides what it follows. Any number of
+    listeners hear every event."""
+
+    def ringing(self, party: Party) -> None:
+        """``party`` (a callee's leg) is ringing."""
+
+    def answered(self, party: Party) -> None:
+        """``party`` answered (a callee) or was answered by us (a caller)."""
+
+    def bridged(self, a: Party, b: Party) -> None:
+        """``a`` and ``b`` hear each other."""
+
+    def held(self, party: Party, holding: bool) -> None:
+        """``party`` put its peer on hold (``holding``) or resumed."""
+
+    def ended(self, party: Party) -> None:
+        """``party``'s call ended."""
+
+    def registered(self, binding: Binding) -> None:
+        """A device registered a new contact."""
+
+    def unregistered(self, binding: Binding) -> None:
+        """A contact was removed (unregistered, expired, unreachable)."""
+
+
+# -- the feature contract -----------------------------------------------------------------
+
+
+class Feature(Protocol):
+    """What every feature module implements. Features subclass :class:`BaseFeature`
+    (empty tables by default) and are built as ``Feature(config)``; ``section`` and
+    ``config_model`` name the TOML table a feature owns and the type that validates it
+    (the validated value is ``config.section(section)``)."""
+
+    name: ClassVar[str]
+    section: ClassVar[str | None]
+    config_model: ClassVar[Any]
+
+    def numbers(self) -> Mapping[str, Handler]: ...
+
+    def destination_kinds(self) -> Mapping[str, Kind]: ...
+
+    def endpoints(self) -> Mapping[str, Endpoint]: ...
+
+    def in_call_codes(self) -> Mapping[str, InCallHandler]: ...
+
+    def event_packages(self) -> Mapping[str, SubscribeHandler]: ...
+
+    def in_dialog(self) -> Mapping[str, InDialogHandler]: ...
+
+    def listeners(self) -> Iterable[CallListener]: ...
+
+    def destinations(self) -> Iterable[tuple[str, str, User | None]]: ...
+
+    async def start(self, svc: Services) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+@dataclass
+class BaseFeature:
+    """Empty tables and no-op life cycle: subclass and fill in what the feature offers."""
+
+    config: Config
+    svc: Services | None = field(default=None, init=False)
+
+    name: ClassVar[str] = "feature"
+    section: ClassVar[str | None] = None
+    config_model: ClassVar[Any] = None
+
+    def __post_init__(self) -> None:
+        """Build what the feature needs from ``self.config`` (no I/O); a ValueError
+        naming the key at fault is reported as a configuration error."""
+
+    @property
+    def services(self) -> Services:
+        if self.svc is None:
+            raise RuntimeError(f"feature {self.name} is not started")
+        return self.svc
+
+    def settings(self) -> Any:
+        return self.config.section(self.section) if self.section else None
+
+    def numbers(self) -> Mapping[str, Handler]:
+        return {}
+
+    def destination_kinds(self) -> Mapping[str, Kind]:
+        return {}
+
+    def endpoints(self) -> Mapping[str, Endpoint]:
+        return {}
+
+    def in_call_codes(self) -> Mapping[str, InCallHandler]:
+        return {}
+
+    def event_packages(self) -> Mapping[str, SubscribeHandler]:
+        return {}
+
+    def in_dialog(self) -> Mapping[str, InDialogHandler]:
+        return {}
+
+    def listeners(self) -> Iterable[CallListener]:
+        return ()
+
+    def destinations(self) -> Iterable[tuple[str, str, User | None]]:
+        """Every destination this feature's settings name, as (key path, destination,
+        the user it is relative to): checked when the dialplan is built."""
+        return ()
+
+    async def start(self, svc: Services) -> None:
+        self.svc = svc
+
+    async def stop(self) -> None:
+        return None
+
+
+# A feature module is loaded by its class: built from the configuration alone.
+FeatureType = type[BaseFeature]

@@ -1,0 +1,474 @@
+"""The call primitives every feature uses: the narrow services object a feature receives.
+
+In the spirit of FreeSWITCH applications and Asterisk's channel API: answer a caller,
+give it early media, ring a set of targets together (first answer wins, the others get
+CANCEL), connect (answer + bridge), move a call to another party (call flip), re-enter the
+dialplan with a new destination, find a user's devices, hold music, spawn tasks, and emit
+call events to every listener. Features never see the PBX itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import sip
+from media.clock import MediaClock
+from rtp import PortAllocator
+
+from .calls import Party, bridge, codec_preference, on_reinvite, unbridge
+from .config import Config, User
+from .devices import Devices
+from .dialplan import classify, parse_destination
+from .feature import Connected, Dial, Failed, Fork, Outcome, Target
+from .keypad import Claim, InCallKeypad, Relay
+from .media_engine import MediaEngine, Source
+from .plugins import Registry
+
+log = logging.getLogger("softswitch")
+MAX_DEPTH = 5  # forwards/transfers in a row before the call is refused (loops)
+
+
+@dataclass(frozen=True, slots=True)
+class RingResult:
+    """``outcome``: answered (``party`` is the callee), busy, noanswer, unreachable or
+    cancelled (the caller hung up)."""
+
+    outcome: str
+    party: Party | None = None
+
+
+class Services:
+    def __init__(
+        self,
+        *,
+        config: Callable[[], Config],
+        ua: sip.UserAgent,
+        clock: MediaClock,
+        ports: PortAllocator,
+        engine: MediaEngine,
+        devices: Devices,
+        registry: Registry,
+        spawn: Callable[[Awaitable[Any]], asyncio.Task[Any]],
+    ) -> None:
+        self._config = config
+        self.ua = ua
+        self.clock = clock
+        self.ports = ports
+        self.engine = engine
+        self.devices = devices
+        self.registry = registry
+        self._spawn = spawn
+        self.parties: set[Party] = set()
+        self.counters: dict[str, int] = {"calls": 0, "refused": 0}
+        # hold music by slot name, set by the hold-music feature
+        self.music: Callable[[str], Source] | None = None
+
+    # -- context --------------------------------------------------------------------------
+
+    @property
+    def config(self) -> Config:
+        return self._config()
+
+    @property
+    def domain(self) -> str:
+        return self.config.server.domain
+
+    @property
+    def data_dir(self) -> Path:
+        return Path(self.config.server.data_dir)
+
+    def user(self, extension: str) -> User | None:
+        return self.config.user(extension)
+
+    def aor(self, extension: str) -> str:
+        return self.devices.aor(extension)
+
+    def spawn(self, coro: Awaitable[Any]) -> asyncio.Task[Any]:
+        """A background task, cancelled at stop; a failure is logged."""
+        return self._spawn(coro)
+
+    def emit(self, event: str, *args: Any) -> None:
+        """Tell every feature's listener (``ringing``, ``answered``, ``bridged``...)."""
+        for listener in self.registry.listeners:
+            try:
+                getattr(listener, event)(*args)
+            except Exception:
+                log.exception("event=listener_failed listener=%r event=%s", listener, event)
+
+    def busy(self, user: User) -> bool:
+        """Is ``user`` on an established call?"""
+        return any(
+            p.user is user and p.call.state is sip.CallState.ESTABLISHED and p.peer is not None
+            for p in self.parties
+        )
+
+    # -- parties --------------------------------------------------------------------------
+
+    def track(self, party: Party) -> None:
+        """Follow ``party``'s call: keys, re-INVITEs (hold), in-dialog requests, its end."""
+        self.parties.add(party)
+        if self.music is not None:
+            party.hold_source = self.music_for
+        call = party.call
+        call.on_dtmf.add(party.leg.push_dtmf)
+
+        async def reinvite(_: sip.Call, request: sip.Request) -> bytes | None:
+            was = party.holding
+            answer = await on_reinvite(party, request)
+            if party.holding != was:
+                self.emit("held", party, party.holding)
+            return answer
+
+        call.on_reinvite = reinvite
+        if self.registry.in_dialog:
+            call.on_request = None
+            refer = self.registry.in_dialog.get("REFER")
+            if refer is not None:
+                call.on_refer = lambda _, incoming: refer(party, incoming)
+
+        def gone(_: sip.Call) -> None:
+            self.parties.discard(party)
+            party.leg.close()
+            peer = unbridge(party)
+            if peer is not None and not peer.ended:
+                self.spawn(peer.call.hangup())
+            for hook in party.on_gone:
+                hook(party)
+            self.emit("ended", party)
+
+        call.on_end.add(gone)
+
+    def detach(self, party: Party) -> None:
+        """Stop anchoring ``party`` (an application such as the bridge takes its call)."""
+        self.parties.discard(party)
+        party.leg.close()
+        party.call.on_dtmf.remove(party.leg.push_dtmf)
+        party.call.on_reinvite = None
+        party.call.on_refer = None
+
+    def music_for(self, holder: Party) -> Source:
+        """What the peer of ``holder`` hears while held: the holder's music slot."""
+        assert self.music is not None
+        return self.music(holder.user.hold_music if holder.user else "default")
+
+    # -- answering ------------------------------------------------------------------------
+
+    async def answer(self, party: Party) -> bool:
+        """Answer an incoming party with our anchored SDP (True once established); a
+        destination that takes a call answers it here, whatever the call's direction."""
+        ok = await self._answer(party)
+        if ok and party.on_taken:
+            hooks, party.on_taken = party.on_taken, []
+            for hook in hooks:
+                hook()
+        return ok
+
+    async def _answer(self, party: Party) -> bool:
+        call = party.call
+        if not isinstance(call, sip.IncomingCall):
+            return call.state is sip.CallState.ESTABLISHED
+        if call.state not in (sip.CallState.CALLING, sip.CallState.EARLY):
+            return call.state is sip.CallState.ESTABLISHED
+        if party.offer is None:
+            return await self._answer_late_offer(party, call)
+        answer, stream = party.answer_sdp(party.offer)
+        if stream is None:
+            call.reject(488)
+            return False
+        party.leg.configure(stream)
+        call.answer(bytes(answer))
+        self.emit("answered", party)
+        return True
+
+    async def _answer_late_offer(self, party: Party, call: sip.IncomingCall) -> bool:
+        """An INVITE without SDP: our offer goes in the 200, the answer comes in the ACK."""
+        offer = sip.make_offer(party.host, party.leg.local[1], codec_preference())
+        call.answer(bytes(offer))
+        try:
+            await asyncio.wait_for(call.acked.wait(), 64 * self.config.server.sip_t1)
+            stream = sip.process_answer(offer, sip.parse_sdp(call.remote_sdp or b""))
+        except (TimeoutError, sip.ParseError) as exc:
+            log.info("event=late_offer_failed call_id=%s error=%s", call.call_id, exc)
+            await call.hangup()
+            return False
+        party.leg.configure(stream)
+        self.emit("answered", party)
+        return True
+
+    def early_media(self, party: Party, source: Source) -> None:
+        """``party`` hears ``source`` before it is answered (183 with our SDP), or at once
+        when it is already established (a transferee)."""
+        call = party.call
+        if isinstance(call, sip.IncomingCall) and call.state in (
+            sip.CallState.CALLING,
+            sip.CallState.EARLY,
+        ):
+            if party.offer is None:
+                call.ring()  # no offer to answer early: plain ringing
+                return
+            answer, stream = party.answer_sdp(party.offer)
+            if stream is None:
+                call.ring()
+                return
+            party.leg.configure(stream)
+            call.ring(bytes(answer))
+        party.leg.source = source
+
+    def ringback(self) -> Source:
+        return self.engine.tone_source("ringback")
+
+    # -- ringing --------------------------------------------------------------------------
+
+    def caller_id(self, caller: Party) -> sip.NameAddr:
+        user = caller.user
+        if user is not None and user.hide_caller_id:
+            return sip.NameAddr(sip.parse_uri("sip:anonymous@anonymous.invalid"), "Anonymous")
+        if user is not None:
+            return sip.NameAddr(sip.URI("sip", user.extension, host=self.domain), user.name)
+        remote = caller.call.invite.from_
+        return sip.NameAddr(remote.uri.copy(params={}, headers={}), remote.display)
+
+    async def forks(self, targets: Sequence[Target], caller: Party) -> list[Fork]:
+        out: list[Fork] = []
+        for target in targets:
+            endpoint = self.registry.endpoints.get(target.kind)
+            if endpoint is None:
+                log.warning("event=no_endpoint kind=%s value=%s", target.kind, target.value)
+                continue
+            out += await endpoint.forks(target, caller)
+        return out
+
+    def target(
+        self, text: str, *, permission: str = "internal", caller_id: str | None = None
+    ) -> Target:
+        """A ring target from a configured string: an extension or an external number
+        (called with ``permission``, showing ``caller_id``)."""
+        value = text.removeprefix("ext:")
+        if value.startswith("tel:") or (
+            self.user(value) is None and classify(value, self.config) is not None
+        ):
+            number = value.removeprefix("tel:")
+            return Target("tel", number, permission=permission, caller_id=caller_id)
+        return Target("user", value)
+
+    async def ring(
+        self,
+        caller: Party,
+        targets: Sequence[Target],
+        timeout: float,
+        *,
+        skip_busy: bool = False,
+        progress: bool = True,
+    ) -> RingResult:
+        """Ring every target together for ``timeout`` seconds; the first to answer wins
+        and the others get CANCEL. ``skip_busy`` leaves out users already on a call.
+        ``progress`` relays 180/183 to an unanswered caller as 180."""
+        chosen = list(targets)
+        if skip_busy:
+            chosen = [
+                t
+                for t in chosen
+                if not (t.kind == "user" and (u := self.user(t.value)) and self.busy(u))
+            ]
+        forks = await self.forks(chosen, caller)
+        if not forks:
+            return RingResult("busy" if len(chosen) < len(targets) else "unreachable")
+        if caller.ended:
+            return RingResult("cancelled")
+        leg = await self.engine.new_leg(caller.host)
+        first = caller.leg.codec.name if caller.leg.codec else None
+        offer = sip.make_offer(caller.host, leg.local[1], codec_preference(first))
+        winner: list[tuple[sip.OutgoingCall, Fork]] = []
+        calls: list[sip.OutgoingCall] = []
+        statuses: list[int] = []
+        pending = len(forks)
+        settled = asyncio.Event()  # every fork failed
+        wake = asyncio.Event()  # answered, or every fork failed
+
+        def on_progress(fork: Fork, out: sip.OutgoingCall, response: sip.Response) -> None:
+            if response.status not in (180, 183):
+                return
+            if progress and isinstance(caller.call, sip.IncomingCall) and caller.leg.source is None:
+                caller.call.ring()
+            self.emit("ringing", Party(out, leg, fork.user, label=fork.label, device=fork.device))
+
+        async def one(fork: Fork) -> None:
+            try:
+                out = await self.ua.invite(
+                    fork.uri,
+                    bytes(offer),
+                    wait=False,
+                    destination=fork.destination,
+                    credentials=fork.credentials,
+                    from_=fork.from_ or self.caller_id(caller),
+                    to=fork.to,
+                )
+            except (OSError, sip.SipUsageError) as exc:
+                statuses.append(503)
+                log.info("event=fork_failed target=%s error=%s", fork.uri, exc)
+                return
+            calls.append(out)
+            out.on_progress.add(lambda r: on_progress(fork, out, r))
+            try:
+                await out.wait_answer()
+            except sip.RequestFailed as exc:
+                statuses.append(exc.status)
+                return
+            if winner:
+                await out.bye()  # a second device answered too late
+            else:
+                winner.append((out, fork))
+                wake.set()
+
+        def finished(_: asyncio.Task[None]) -> None:
+            nonlocal pending
+            pending -= 1
+            if pending == 0:
+                settled.set()
+                wake.set()
+
+        tasks = [self.spawn(one(fork)) for fork in forks]
+        for task in tasks:
+            task.add_done_callback(finished)
+        waits = {
+            asyncio.ensure_future(wake.wait()),
+            asyncio.ensure_future(caller.call.ended.wait()),
+        }
+        try:
+            await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waits:
+                waiter.cancel()
+        caller_gone = caller.call.state is sip.CallState.ENDED
+        if winner and not caller_gone:
+            out, fork = winner[0]
+            for other in calls:
+                if other is not out:
+                    self.spawn(other.hangup())
+            assert out.remote_sdp is not None
+            leg.configure(sip.process_answer(offer, sip.parse_sdp(out.remote_sdp)))
+            party = Party(out, leg, fork.user, label=fork.label, device=fork.device)
+            self.track(party)
+            self.emit("answered", party)
+            return RingResult("answered", party)
+        for out in calls:
+            self.spawn(out.hangup())
+        for task in tasks:
+            if not task.done():
+                task.cancel()
+        leg.close()
+        if caller_gone:
+            return RingResult("cancelled")
+        if not settled.is_set():
+            return RingResult("noanswer")
+        if any(s in (486, 600, 603) for s in statuses):
+            return RingResult("busy")
+        return RingResult("unreachable")
+
+    # -- connecting -----------------------------------------------------------------------
+
+    def bridge(self, a: Party, b: Party) -> None:
+        bridge(a, b)
+        for party in (a, b):
+            self._keypad(party)
+        self.emit("bridged", a, b)
+
+    async def connect(self, caller: Party, callee: Party) -> Outcome:
+        """Answer ``caller`` (when not yet) and bridge it with ``callee``."""
+        if not await self.answer(caller):
+            await callee.call.hangup()
+            return Failed(487, "cancelled")
+        caller.holding = False
+        self.bridge(caller, callee)
+        return Connected()
+
+    def replace(self, old: Party, new: Party) -> None:
+        """``old``'s peer now talks to ``new``; ``old`` is released with BYE."""
+        peer = unbridge(old)
+        if peer is None or peer.ended:
+            self.spawn(new.call.hangup())
+            return
+        self.bridge(peer, new)
+        self.spawn(old.call.hangup())
+
+    def _keypad(self, party: Party) -> None:
+        """Keys pressed in a bridged call: claimed codes go to their feature."""
+        codes = self.registry.codes
+        if not codes:
+            party.leg.key_filter = None
+            return
+        keypad = InCallKeypad(codes)
+        loop = asyncio.get_running_loop()
+        timer: list[asyncio.TimerHandle] = []
+
+        def act(actions: list[Relay | Claim]) -> None:
+            for action in actions:
+                if isinstance(action, Claim):
+                    handler = codes[action.code]
+                    used = False
+                    try:
+                        used = handler(party, action.code)
+                    except Exception:
+                        log.exception("event=in_call_code_failed code=%s", action.code)
+                    if used:
+                        log.info("event=in_call_code party=%s code=%s", party.label, action.code)
+                        continue
+                    keys = action.code
+                else:
+                    keys = action.keys
+                for key in keys:
+                    party.leg.relay_digit(key)
+            for handle in timer:
+                handle.cancel()
+            timer.clear()
+            deadline = keypad.deadline
+            if deadline is not None:
+                timer.append(loop.call_at(deadline, lambda: act(keypad.on_timer(loop.time()))))
+
+        party.leg.key_filter = lambda key: act(keypad.feed(key, loop.time()))
+
+    # -- the dialplan -----------------------------------------------------------------------
+
+    async def dial(self, dial: Dial) -> Outcome:
+        """Send the call to ``dial.target`` through the dialplan."""
+        if dial.depth > MAX_DEPTH:
+            log.info("event=dial_loop target=%s via=%s", dial.target, ",".join(dial.via))
+            return Failed(482, "refused", "Loop Detected")
+        dest = parse_destination(dial.target)
+        if dest.kind == "hangup":
+            return Failed(480, "refused", "Temporarily Unavailable")
+        if dest.kind == "number":
+            handler = self.registry.numbers.get(dest.value)
+            if handler is not None:
+                return await handler(dial)
+            if classify(dest.value, self.config) is None:
+                return Failed(404, "refused", "Not Found")
+            dest = parse_destination(f"tel:{dest.value}")
+        kind = self.registry.kinds.get(dest.kind)
+        if kind is None:
+            return Failed(404, "refused", f"Not Found (no {dest.kind} destinations)")
+        return await kind.handler(replace(dial, target=dest.value))
+
+    async def finish(self, party: Party, outcome: Outcome) -> None:
+        """End what the dialplan left: refuse a caller nothing took, hang up after an
+        application; a connected call is left to its bridge."""
+        if isinstance(outcome, Failed):
+            self.counters["refused"] += outcome.cause == "refused"
+            if isinstance(party.call, sip.IncomingCall) and not party.ended:
+                status = outcome.status if 400 <= outcome.status < 700 else 480
+                party.call.reject(status, outcome.reason)
+                return
+        if isinstance(outcome, Connected) and party.peer is not None:
+            return
+        if not party.ended:
+            await party.call.hangup()
+
+    async def send_on(self, dial: Dial, destination: str, on_behalf: User | None = None) -> Outcome:
+        """Re-enter the dialplan one level deeper (forwarding, exhausted groups...)."""
+        log.info("event=send_on from=%s to=%s", dial.target, destination)
+        return await self.dial(dial.next(destination, on_behalf=on_behalf, via=dial.target))
