@@ -134,4 +134,3 @@ class Registry:
 
     def feature(self, name: str) -> Feature | None:
         return next((f for f in self.features if type(f).name == name), None)
-
