@@ -123,6 +123,7 @@ class Phone:
             except (asyncio.IncompleteReadError, ValueError, ConnectionError):
                 return
             message = json.loads(data)
+            message["at"] = time.monotonic()  # when the test saw it
             if message.get("event"):
                 self.events.append(message)
             elif message.get("response"):

@@ -6,6 +6,7 @@ import contextlib
 import random
 import subprocess
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,6 +15,8 @@ import soundfile
 
 from media.tones import sine_mix
 from softswitch import config as cfg
+from softswitch.feature import FeatureType
+from softswitch.features import sections_of
 from softswitch.pbx import Pbx
 
 from .baresip import Phone
@@ -103,9 +106,18 @@ permission = "national"
         return self.start()
 
     def phone(
-        self, name: str, ext: str, tone_hz: float, *, answer: str = "auto", mwi: bool = False
+        self,
+        name: str,
+        ext: str,
+        tone_hz: float,
+        *,
+        answer: str = "auto",
+        mwi: bool = False,
+        password: str | None = None,
     ) -> Phone:
-        password = USERS[ext][1]
+        """A baresip phone registered as ``ext`` (a user's extension, or a device's
+        username with its ``password``) that sends ``tone_hz``."""
+        password = password or USERS[ext][1]
         account = (
             f"<sip:{ext}@127.0.0.1:{self.port}>;auth_pass={password};regint=300;"
             f"answermode={answer};audio_codecs=PCMU,PCMA"
@@ -133,10 +145,18 @@ def segment(path: Path, start: float, end: float | None = None) -> tuple[np.ndar
     return audio[int(start * rate) : stop], rate
 
 
-async def demo_pbx(tmp_path: Path, *, server: str = "", extra: str = "", rtp: int = 33000) -> Pbx:
+async def demo_pbx(
+    tmp_path: Path,
+    *,
+    server: str = "",
+    extra: str = "",
+    rtp: int = 33000,
+    features: Sequence[FeatureType] | None = None,
+) -> Pbx:
     """The embedded demo office, in this process, on a free port, started.
 
-    ``server`` adds lines to its [server] table, ``extra`` whole tables."""
+    ``server`` adds lines to its [server] table, ``extra`` whole tables; ``features``
+    replaces the built-in feature modules."""
     port = free_port()
     text = (
         cfg.DEMO.replace(
@@ -146,10 +166,10 @@ async def demo_pbx(tmp_path: Path, *, server: str = "", extra: str = "", rtp: in
         )
         + extra
     )
-    config = cfg.parse(text, "test")
+    config = cfg.parse(text, "test", sections_of(features) if features is not None else None)
     config = config.model_copy(
         update={"server": config.server.model_copy(update={"data_dir": tmp_path / "data"})}
     )
-    pbx = Pbx(config)
+    pbx = Pbx(config, features=features)
     await pbx.start()
     return pbx
