@@ -9,8 +9,11 @@ import time
 from pathlib import Path
 
 import pytest
+import soundfile
 
-from .audio import active, dominant_frequency
+from softswitch.features.hold_music import builtin_music
+
+from .audio import active, best_correlation, dominant_frequency
 from .baresip import Phone
 from .office import Office, segment
 from .test_pbx import frequency, office, provider_invites, started, stop_all
@@ -80,15 +83,24 @@ steps = [ { targets = ["100", "101", "102"], ring_seconds = 20 } ]
     assert not members[0].seen("CALL_ESTABLISHED") and not members[2].seen("CALL_ESTABLISHED")
 
 
-async def test_ring_group_steps_follow_their_ring_times_then_voicemail(office: Office) -> None:
+async def test_ring_group_steps_follow_their_ring_times_then_voicemail(
+    office: Office, tmp_path: Path
+) -> None:
+    """Sequential steps, the caller hearing music while they ring, then voicemail."""
+    music = builtin_music(8000)
+    soundfile.write(tmp_path / "moh.wav", music, 8000, subtype="PCM_16")
     office.extra = (
         CALLER
-        + """
+        + f"""
+[hold_music]
+default = "{tmp_path / "moh.wav"}"
+
 [[ring_groups]]
 extension = "601"
 name = "Support"
-steps = [ { targets = ["101"], ring_seconds = 5 }, { targets = ["102"], ring_seconds = 5 } ]
+steps = [ {{ targets = ["101"], ring_seconds = 5 }}, {{ targets = ["102"], ring_seconds = 5 }} ]
 no_answer = "voicemail:100"
+caller_hears = "music"
 """
     )
     office.start()
@@ -114,6 +126,8 @@ no_answer = "voicemail:100"
     assert abs(t_carol - t_bob - 5) < 0.5 and abs(at(bob, "CALL_CLOSED") - t_carol) < 0.5
     assert abs(t_vm - t_carol - 5) < 0.5
     assert abs(voicemail_frequency(office, "100") - 1000) < 10  # the caller's message
+    ringing, _ = segment(dave.recording(), 1.0, t_vm - t0 - 2.5)  # early media: the music
+    assert best_correlation(ringing, music[8000:24000]) > 0.6
 
 
 async def test_ring_group_external_step_only_when_the_group_may_call_out(
