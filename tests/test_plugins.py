@@ -22,6 +22,7 @@ from softswitch.keypad import Claim, InCallKeypad, Relay
 from softswitch.plugins import Registry
 
 from .audio import active, dominant_frequency
+from .netutil import daemon, free_port
 from .office import demo_pbx
 from .test_pbx_inprocess import SoftPhone
 
@@ -182,3 +183,26 @@ def test_keypad_never_loses_or_reorders_keys(keys: list[str], gap: float) -> Non
     text = "".join(a.keys if isinstance(a, Relay) else a.code for a in out)
     assert text == "".join(keys)
     assert all(a.code in CODES for a in out if isinstance(a, Claim))
+
+
+async def test_embedded_pbx_example_serves_calls_and_reports_events(tmp_path: Path) -> None:
+    """examples/embedded_pbx.py: the PBX in another program, with a listener feature."""
+    port = free_port()
+    args = ["examples/embedded_pbx.py", "--listen", f"127.0.0.1:{port}"]
+    with daemon([*args, "--data-dir", str(tmp_path / "data")], "embedded PBX ready") as proc:
+        alice = SoftPhone("100", "alice100", port, 1000.0)
+        bob = SoftPhone("101", "bob101", port, 600.0)
+        for phone in (alice, bob):
+            await phone.start()
+        try:
+            call = await alice.call("600")  # the ring group rings Bob, who answers
+            await asyncio.sleep(1.0)
+            assert abs(bob.heard_frequency(0.5) - 1000) < 10
+            await call.bye()
+            proc.wait_for(r"ended: 100 \(remote BYE\)")  # Alice hung up
+            proc.wait_for(r"ended: 101 \(local BYE\)")  # and the PBX released Bob
+        finally:
+            for phone in (alice, bob):
+                await phone.stop()
+        proc.wait_for(r"answered: 101")
+        proc.wait_for(r"answered: 100")
