@@ -390,6 +390,7 @@ class Pbx:
 
     def _track(self, party: Party) -> None:
         self.parties.add(party)
+        party.leg.signalling = party.call.destination[1] if party.call.destination else None
         party.hold_source = self._hold_source
         call = party.call
         call.on_dtmf = party.leg.push_dtmf
