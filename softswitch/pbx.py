@@ -76,7 +76,7 @@ class Pbx:
     # -- lifecycle -----------------------------------------------------------------------
 
     async def start(self) -> None:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # private data
         self.store = vm.VoicemailStore(self.data_dir)
         ua = self.ua
         ua.handlers["REGISTER"] = self.on_register
