@@ -239,8 +239,10 @@ async def test_nat_rebinding_mid_call_is_followed(pbx: Pbx) -> None:
             f" after {None if alice_back is None else round(alice_back - rebound, 3)}s;"
             f" pbx sends to {party.leg.session.remote} counters={_policy_counters(pbx)}"
         )
-        assert bob_back is not None and bob_back - rebound < 1.0
-        assert alice_back is not None and alice_back - rebound < 1.0
+        # about a second: 0.5 s of silence from the old port (the probation runs meanwhile),
+        # then two jitter buffers and ten clean frames in a row; measured 0.5-0.8 s
+        assert bob_back is not None and bob_back - rebound < 1.2
+        assert alice_back is not None and alice_back - rebound < 1.2
         assert party.leg.session.remote == nat.outer
         now = loop.time()
         assert band_share(bob.audio(now - 0.8, now), 1000) > 0.8  # and it goes on
