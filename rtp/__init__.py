@@ -16,6 +16,7 @@ from .packet import (
     parse_rtp,
 )
 from .session import PortAllocator, Session
+from .source_policy import SourceCounters, SourcePolicy, Verdict
 from .stats import ReceiverStats, rtcp_interval
 
 __all__ = [
@@ -31,9 +32,12 @@ __all__ = [
     "RtpPacket",
     "SenderReport",
     "Session",
+    "SourceCounters",
     "SourceDescription",
+    "SourcePolicy",
     "Status",
     "TelephoneEvent",
+    "Verdict",
     "build_compound",
     "build_rtcp",
     "parse_event",

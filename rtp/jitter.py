@@ -5,7 +5,8 @@ returns the frame due, or reports it lost (the caller conceals). Duplicates and 
 that arrive after their frame was due are dropped. Latency follows the measured jitter
 within ``[min_depth, max_depth]``: it grows when playout waits (an empty queue, or a
 missing frame that is probably just late: playout holds a tick for it), and shrinks by
-skipping a frame once the queue has held more than needed for a second.
+skipping a frame once the queue has held more than needed for a second. A gap wider
+than ``max_depth`` (an outage) is skipped at once.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ class Stats:
     underruns: int = 0  # ticks waited on an empty queue after playout started
     shrunk: int = 0
     overflow: int = 0
+    resynced: int = 0  # gaps wider than max_depth skipped at once
 
 
 class JitterBuffer:
@@ -120,6 +122,16 @@ class JitterBuffer:
                 return Status.WAITING, b""
             self._next = min(self._frames)
         frame = self._frames.pop(self._next, None)
+        if frame is None and self._frames:
+            first = min(self._frames)
+            if first - self._next > self.max_depth:
+                # More missing than any jitter explains (an outage, a peer that moved): they
+                # will not come. Resume at once instead of playing the gap out as losses
+                # and keeping its length as latency.
+                self.stats.lost += first - self._next
+                self.stats.resynced += 1
+                self._next = first
+                frame = self._frames.pop(first)
         if frame is not None:
             self._next += 1
             self.stats.played += 1

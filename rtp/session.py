@@ -1,7 +1,11 @@
 """An RTP session on an asyncio datagram endpoint, with RTCP on port+1.
 
 - Symmetric RTP (RFC 4961): the peer's real address is learnt from its packets, so a
-  phone behind NAT is reached where it really is, not where its SDP says.
+  phone behind NAT is reached where it really is, not where its SDP says; but only from
+  a source that signalling named, and a learnt peer moves only after probation and its
+  own silence (strict RTP, :mod:`rtp.source_policy`). Packets from any other source are
+  counted and dropped: their audio, keys and RTCP never enter the call, and nothing is
+  ever sent toward them.
 - A new SSRC from the peer (a re-INVITE, a transfer) restarts the jitter buffer and the
   statistics instead of confusing them.
 - Packets carry payloads; codecs are the business of :mod:`media`. RFC 4733 events
@@ -36,6 +40,7 @@ from .packet import (
     parse_rtcp,
     parse_rtp,
 )
+from .source_policy import SourcePolicy
 from .stats import ReceiverStats, ntp_timestamp, rtcp_interval
 
 log = logging.getLogger(__name__)
@@ -50,7 +55,7 @@ class Counters:
     sent_octets: int = 0
     received: int = 0
     malformed: int = 0
-    foreign: int = 0  # wrong payload type, or not from the peer once latched
+    foreign: int = 0  # wrong payload type, or not from the peer (reasons: session.source)
     ssrc_changes: int = 0
     dtmf_received: int = 0
     dropped: int = 0  # the socket buffer was full
@@ -112,6 +117,7 @@ class Session:
         cname: str | None = None,
         rtcp: bool = True,
         rtcp_bandwidth: float = 500.0,  # bytes/s (5 % of 80 kbit/s)
+        source_policy: SourcePolicy | None = None,
     ) -> None:
         self.payload_type = payload_type
         self.accepted_pts: set[int] = {payload_type}
@@ -130,6 +136,11 @@ class Session:
         self.dtmf_receiver = DtmfReceiver()
         self.on_dtmf: Callable[[str], None] | None = None
         self.on_bye: Callable[[], None] | None = None
+        # a refused source (address, reason), at most once per source per burst
+        self.on_rejected_source: Callable[[Address, str], None] | None = None
+        self.source = source_policy or SourcePolicy()
+        if remote is not None:
+            self.source.expect(remote, None, time.monotonic())
         self.peer_report: ReportBlock | None = None  # the peer's view of our stream
         self.local: Address | None = None
         self._rtcp_enabled = rtcp
@@ -138,7 +149,6 @@ class Session:
         self._sock: socket.socket | None = None
         self._rtcp_transport: asyncio.DatagramTransport | None = None
         self._rtcp_timer: asyncio.TimerHandle | None = None
-        self._latched = False
         self._peer_ssrc: int | None = None
         self._seq = secrets.randbits(16)
         self._timestamp = secrets.randbits(32)
@@ -208,11 +218,18 @@ class Session:
         if self._allocator is not None and self.local is not None:
             self._allocator.release(self.local[1])
 
-    def set_remote(self, address: Address, rtcp: Address | None = None) -> None:
-        """Where to send (from SDP); a later packet from elsewhere re-latches (NAT)."""
-        self.remote = address
-        self.remote_rtcp = rtcp or (address[0], address[1] + 1)
-        self._latched = False
+    def set_remote(
+        self, address: Address, rtcp: Address | None = None, *, signalling: str | None = None
+    ) -> None:
+        """Where the peer is, from SDP (an answer, a re-INVITE); ``signalling`` is the IP
+        its SIP messages came from. Opens the learning window: the peer is then learnt
+        from its packets, from that address or either IP (NAT)."""
+        target = self.source.expect(address, signalling, time.monotonic())
+        if target is None or target == address:
+            self.remote = address
+            self.remote_rtcp = rtcp or (address[0], address[1] + 1)
+        else:  # the learnt source stays (a NAT): keep sending there
+            self.remote = target
 
     # -- receiving --------------------------------------------------------------------
 
@@ -222,13 +239,16 @@ class Session:
         except PacketError:
             self.counters.malformed += 1
             return
-        if self.symmetric and addr != self.remote:
-            if self._latched and packet.ssrc == self._peer_ssrc:
-                self.counters.foreign += 1  # a stray sender, not our peer moving
-                return
+        now = time.monotonic()
+        verdict = self.source.check(addr, packet.ssrc, packet.sequence, now)
+        if not verdict.accept:
+            self.counters.foreign += 1
+            if verdict.report:
+                self._rejected(addr, verdict.reason or "")
+            return
+        if verdict.moved and self.symmetric:
             self.remote = addr
             self.remote_rtcp = (addr[0], addr[1] + 1)
-        self._latched = True
         if packet.ssrc != self._peer_ssrc:
             if self._peer_ssrc is not None:
                 self.counters.ssrc_changes += 1
@@ -245,8 +265,20 @@ class Session:
         if packet.payload_type not in self.accepted_pts:
             self.counters.foreign += 1
             return
-        self.stats.update(packet.sequence, packet.timestamp, time.monotonic(), packet.ssrc)
+        self.stats.update(packet.sequence, packet.timestamp, now, packet.ssrc)
         self.jitter.put(packet.sequence, packet.timestamp, packet.payload, packet.marker)
+
+    def _rejected(self, addr: Address, reason: str) -> None:
+        log.info(
+            "event=rtp_source_rejected local=%s source=%s:%d reason=%s peer=%s",
+            self.local,
+            addr[0],
+            addr[1],
+            reason,
+            self.source.current,
+        )
+        if self.on_rejected_source is not None:
+            self.on_rejected_source(addr, reason)
 
     def pop(self) -> tuple[Status, bytes]:
         """This tick's payload from the jitter buffer."""
@@ -353,6 +385,12 @@ class Session:
             packets = parse_rtcp(data)
         except PacketError:
             self.counters.malformed += 1
+            return
+        verdict = self.source.check_rtcp(addr, time.monotonic())
+        if not verdict.accept:
+            self.counters.foreign += 1
+            if verdict.report:
+                self._rejected(addr, verdict.reason or "")
             return
         self.counters.rtcp_received += 1
         if self.symmetric:

@@ -114,19 +114,34 @@ class MediaLeg:
         self._last_rfc4733: float = -1.0
         self.closed = False
         session.on_dtmf = self._on_rfc4733
+        session.source.learn_unnamed = False  # nobody is heard before the SDP names the peer
 
     @property
     def local(self) -> tuple[str, int]:
         assert self.session.local is not None
         return self.session.local
 
-    def configure(self, stream: sip.AudioStream) -> None:
-        """Apply the result of offer/answer (codec, payload types, peer address)."""
+    @property
+    def signalling(self) -> str | None:
+        """The IP this party's SIP messages come from: RTP is taken only from it or from
+        the SDP's address (strict RTP, :mod:`rtp.source_policy`)."""
+        return self.session.source.signalling
+
+    @signalling.setter
+    def signalling(self, ip: str | None) -> None:
+        self.session.source.set_signalling(ip)
+
+    def configure(self, stream: sip.AudioStream, *, signalling: str | None = None) -> None:
+        """Apply the result of offer/answer (codec, payload types, peer address);
+        ``signalling``: see :attr:`signalling` (kept for later offers when None)."""
         codec = codecs.codec(stream.codec.name)
         self.session.payload_type = stream.payload_type
         self.session.accepted_pts = {pt for pt, _ in stream.codecs} | {stream.payload_type}
         self.session.dtmf_pt = stream.dtmf_payload_type
-        self.session.set_remote((stream.remote_address, stream.remote_port))
+        self.session.set_remote(
+            (stream.remote_address, stream.remote_port),
+            signalling=self.signalling if signalling is None else signalling,
+        )
         if self.codec != codec:
             self.codec = codec
             self.stream = AudioStream(self.session, codec, stream.ptime)

@@ -120,7 +120,7 @@ class Pbx:
     # -- lifecycle -----------------------------------------------------------------------
 
     async def start(self) -> None:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # private data
         ua = self.ua
         ua.handlers["REGISTER"] = self.devices.on_register
         ua.handlers["SUBSCRIBE"] = self.on_subscribe

@@ -112,6 +112,8 @@ class Services:
     def track(self, party: Party) -> None:
         """Follow ``party``'s call: keys, re-INVITEs (hold), in-dialog requests, its end."""
         self.parties.add(party)
+        # its RTP is taken only from where signalling says (strict source, rtp.SourcePolicy)
+        party.leg.signalling = party.call.destination[1] if party.call.destination else None
         if self.music is not None:
             party.hold_source = self.music_for
         call = party.call

@@ -17,6 +17,7 @@ from media.tones import sine_mix
 from softswitch import config as cfg
 from softswitch.feature import FeatureType
 from softswitch.features import sections_of
+from softswitch.features.voicemail import Voicemail, VoicemailStore
 from softswitch.pbx import Pbx
 
 from .baresip import Phone
@@ -173,3 +174,10 @@ async def demo_pbx(
     pbx = Pbx(config, features=features)
     await pbx.start()
     return pbx
+
+
+def voicemail_store(pbx: Pbx) -> VoicemailStore | None:
+    """The voicemail feature's message store."""
+    feature = pbx.registry.feature("voicemail")
+    assert isinstance(feature, Voicemail)
+    return feature.store

@@ -103,3 +103,20 @@ def test_depth_adapts_to_jitter_within_bounds() -> None:
         seq += 1
         jb.pop()
     assert 1 <= jb.latency < grown and jb.stats.shrunk >= 1 and jb.target <= 2
+
+
+def test_a_gap_wider_than_max_depth_is_skipped_at_once() -> None:
+    """After an outage (or a peer whose NAT moved) the stream resumes with the next
+    packet instead of playing the gap out and keeping it as latency."""
+    jb = JitterBuffer(depth=2, max_depth=8)
+    for seq in range(10):
+        jb.put(seq, seq * 160, b"a")
+        jb.pop()
+    for _ in range(30):  # 30 packets lost: the buffer runs dry
+        jb.pop()
+    statuses = []
+    for seq in range(40, 50):
+        jb.put(seq, seq * 160, b"b")
+        statuses.append(jb.pop()[0])
+    assert statuses.count(Status.FRAME) >= 9 and jb.latency <= 2
+    assert jb.stats.resynced == 1 and jb.stats.lost == 30

@@ -17,6 +17,8 @@ PURE = [
     "sip/sdp.py",
     "sip/offer_answer.py",
     "sip/auth.py",
+    "rtp/source_policy.py",
+    "rtp/jitter.py",
 ]
 IO_MODULES = {"asyncio", "socket", "time", "selectors", "ssl", "threading"}
 # package -> packages it must not import

@@ -72,6 +72,47 @@ async def test_symmetric_rtp_latches_to_real_source() -> None:
         nat.close()
 
 
+async def test_strangers_are_refused_and_reported_once() -> None:
+    """Strict RTP: a source on an IP signalling never named gets nothing, and its audio,
+    keys and RTCP are dropped; the hook hears of each refused source once per burst."""
+    a = Session(payload_type=0, rtcp=True)
+    la = await a.open("127.0.0.1")
+    peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    peer.bind(("127.0.0.1", 0))
+    a.set_remote(peer.getsockname(), signalling="127.0.0.1")
+    stranger = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    stranger.bind(("127.0.0.9", 0))
+    stranger.setblocking(False)
+    reports: list[tuple[tuple[str, int], str]] = []
+    a.on_rejected_source = lambda addr, reason: reports.append((addr, reason))
+    digits: list[str] = []
+    a.on_dtmf = digits.append
+    try:
+        peer.sendto(bytes(RtpPacket(0, 1, 160, 42, b"\xff" * 160)), la)
+        await asyncio.sleep(0.05)
+        for seq in range(30):  # in sequence, audio and a key, and RTCP
+            stranger.sendto(bytes(RtpPacket(0, 100 + seq, seq * 160, 7, b"\x00" * 160)), la)
+        stranger.sendto(bytes(RtpPacket(101, 200, 9999, 7, b"\x0b\x8a\x03\x20")), la)
+        stranger.sendto(build_compound([ReceiverReport(7, ())]), (la[0], la[1] + 1))
+        await asyncio.sleep(0.05)
+        a.send(b"\xff" * 160)
+        a._send_rtcp()
+        await asyncio.sleep(0.05)
+        with pytest.raises(BlockingIOError):
+            stranger.recv(2048)
+        assert a.remote == peer.getsockname() and a.remote_rtcp == (
+            la[0],
+            peer.getsockname()[1] + 1,
+        )
+        assert digits == [] and a.counters.received == 1 and a.counters.foreign == 32
+        assert a.source.counters.foreign_ip == 31 and a.source.counters.rtcp_foreign == 1
+        assert reports == [(stranger.getsockname(), "foreign_ip")]  # its RTCP too: one source
+    finally:
+        a.close()
+        peer.close()
+        stranger.close()
+
+
 async def test_ssrc_change_restarts_the_stream() -> None:
     a = Session(payload_type=0, rtcp=False, jitter_depth=1)
     la = await a.open("127.0.0.1")

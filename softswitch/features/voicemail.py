@@ -36,6 +36,7 @@ from ..feature import (
     Outcome,
     SubscribeHandler,
 )
+from ..private_files import private_dir, private_file
 
 if TYPE_CHECKING:
     from ..media_engine import MediaLeg
@@ -71,9 +72,9 @@ class Message:
 
 class VoicemailStore:
     def __init__(self, data_dir: Path) -> None:
-        self.root = data_dir / "voicemail"
-        self.root.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(str(data_dir / "voicemail.sqlite"))
+        self.root = private_dir(data_dir / "voicemail")
+        # created 0600 before SQLite opens it: its journal files take the database's mode
+        self.db = sqlite3.connect(str(private_file(data_dir / "voicemail.sqlite")))
         self.db.executescript(SCHEMA)
         self.db.commit()
 
@@ -81,9 +82,11 @@ class VoicemailStore:
         self.db.close()
 
     def new_path(self, mailbox: str) -> Path:
-        folder = self.root / mailbox
-        folder.mkdir(parents=True, exist_ok=True)
-        return folder / f"{int(time.time())}-{secrets.token_hex(4)}.wav"
+        """A new message's file, created empty and private (the recorder then fills it)."""
+        folder = private_dir(self.root / mailbox)
+        return private_file(
+            folder / f"{int(time.time())}-{secrets.token_hex(4)}.wav", exclusive=True
+        )
 
     def add(self, mailbox: str, caller: str, path: Path, seconds: float) -> Message:
         message = Message(secrets.token_hex(8), mailbox, caller, time.time(), seconds, path, False)

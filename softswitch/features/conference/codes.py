@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ...config import User
+from ...private_files import private_dir, write_private_text
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,12 +42,13 @@ class Codes:
                 self.by_code[code] = Access(user.extension, is_host)
             self.of_user[user.extension] = (host, guest)
         if changed:
-            data_dir.mkdir(parents=True, exist_ok=True)
-            self.path.write_text(
+            private_dir(data_dir, own=False)
+            write_private_text(
+                self.path,
                 json.dumps(
                     {ext: {"host": h, "participant": p} for ext, (h, p) in self.of_user.items()},
                     indent=2,
-                )
+                ),
             )
 
     def _new(self) -> str:

@@ -2,8 +2,11 @@
 
 At a thousand legs the per-packet cost of an asyncio datagram transport per leg is more
 than the whole tick budget (DESIGN.md, "Media hot path"), so conference legs share one
-socket. Their SDP all name the same port; packets are told apart by source address
-(latched from the first packet, as symmetric RTP). Each 20 ms tick:
+socket. Their SDP all name the same port; packets are told apart by source address,
+learnt as in :mod:`rtp.source_policy` (strict RTP): a leg is taken only by its SDP
+address or a source at its SDP or signalling IP, and moves to another port only after
+probation and silence from the old one; other packets are counted and dropped. Each
+20 ms tick:
 
 1. the socket is drained with ``recvfrom_into`` a preallocated buffer; RFC 4733 events
    become digits, audio payloads queue on their leg (at most four: bursts survive);
@@ -22,6 +25,7 @@ import logging
 import secrets
 import socket
 import struct
+import time
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
@@ -35,7 +39,8 @@ from media.audio import Player, SharedPlayer, load_audio
 from media.clock import MediaClock
 from media.dtmf_detect import DtmfDetector
 from media.resample import StreamResampler
-from rtp import DtmfReceiver, PortAllocator
+from rtp import DtmfReceiver, PortAllocator, SourcePolicy
+from rtp.source_policy import REASONS, UNEXPECTED, BurstGate
 
 log = logging.getLogger(__name__)
 Samples = npt.NDArray[np.int16]
@@ -52,7 +57,12 @@ class ConfLeg:
         self.engine = engine
         self.call = call
         self.expected: Address = (stream.remote_address, stream.remote_port)
-        self.addr: Address | None = None
+        self.addr: Address | None = None  # the learnt source (what packets come from)
+        signalling = call.destination[1] if call.destination else None
+        self.source = SourcePolicy(learn_unnamed=False)
+        self.source.expect(self.expected, signalling, time.monotonic())
+        # the IPs a packet for this leg may come from (SDP's, signalling's)
+        self.ips = {self.expected[0]} | ({signalling} if signalling else set())
         self.codec = codecs.codec(stream.codec.name)
         self.g711 = self.codec.name in ("PCMU", "PCMA")
         self.pt = stream.payload_type
@@ -180,6 +190,12 @@ class ConferenceEngine:
         # waiting music: one frame and one encoding per codec per tick, for every listener
         self._hold = SharedPlayer(Player(hold_music(), 160, loop=True)) if hold_music else None
         self.stats = {"received": 0, "sent": 0, "malformed": 0, "strays": 0, "dropped": 0}
+        self.stats.update({f"strays_{reason}": 0 for reason in REASONS})
+        self.by_ip: dict[str, list[ConfLeg]] = {}  # legs by the IPs signalling named
+        self.by_expected: dict[Address, ConfLeg] = {}  # legs by their SDP address
+        # a refused source (address, reason), at most once per source per burst
+        self.on_rejected_source: Callable[[Address, str], None] | None = None
+        self._strays = BurstGate()
         self._rtp, self._rtcp, self.port = self._bind(ports)
         self._buf = bytearray(2048)
         self._view = memoryview(self._buf)
@@ -225,6 +241,9 @@ class ConferenceEngine:
             raise OverflowError(f"the bridge holds {self.capacity} legs")
         leg = ConfLeg(self, call, stream)
         self.legs.append(leg)
+        for ip in leg.ips:
+            self.by_ip.setdefault(ip, []).append(leg)
+        self.by_expected.setdefault(leg.expected, leg)
         return leg
 
     def remove_leg(self, leg: ConfLeg) -> None:
@@ -233,22 +252,59 @@ class ConferenceEngine:
             self.legs.remove(leg)
         if leg.addr is not None and self.by_addr.get(leg.addr) is leg:
             del self.by_addr[leg.addr]
+        if self.by_expected.get(leg.expected) is leg:
+            del self.by_expected[leg.expected]
+        for ip in leg.ips:
+            at_ip = self.by_ip.get(ip, [])
+            if leg in at_ip:
+                at_ip.remove(leg)
+            if not at_ip:
+                self.by_ip.pop(ip, None)
 
-    def _latch(self, addr: Address) -> ConfLeg | None:
-        """The leg a packet from a new source belongs to: the one whose SDP named it, else
-        the only unlatched leg at that IP, else the newest unlatched leg (NAT)."""
-        candidates = [leg for leg in self.legs if leg.addr is None]
-        leg = next((c for c in candidates if c.expected == addr), None)
+    def _latch(self, addr: Address, ssrc: int, seq: int, now: float) -> ConfLeg | None:
+        """The leg a packet from a source no leg has learnt belongs to, or None (a stray,
+        counted). Only legs that signalling put at the source's IP are asked, in order:
+        the one whose SDP names the source exactly, a learnt one whose peer has this SSRC
+        (its NAT mapping moved), the oldest one not learnt yet, the only one at that IP.
+        That leg's policy decides (learn, probation, drop)."""
+        source = (addr[0], addr[1])
+        at_ip = self.by_ip.get(source[0], ())
+        leg = (
+            self.by_expected.get(source)
+            or next(
+                (c for c in at_ip if c.addr is not None and c.source.current_ssrc == ssrc), None
+            )
+            or next((c for c in at_ip if c.addr is None), None)
+            or (at_ip[0] if len(at_ip) == 1 else None)
+        )
         if leg is None:
-            same_ip = [c for c in candidates if c.expected[0] == addr[0]]
-            if len(same_ip) == 1:
-                leg = same_ip[0]
-            elif not same_ip and candidates:
-                leg = candidates[-1]
-        if leg is not None:
+            self._stray(source, UNEXPECTED, self._strays(source, now))
+            return None
+        verdict = leg.source.check(source, ssrc, seq, now)
+        if not verdict.accept:
+            self._stray(source, verdict.reason or UNEXPECTED, verdict.report)
+            return None
+        if verdict.moved:
+            if leg.addr is not None and self.by_addr.get(leg.addr) is leg:
+                del self.by_addr[leg.addr]
             leg.addr = addr
             self.by_addr[addr] = leg
+            log.info("event=conference_latch source=%s:%d ssrc=%08x", addr[0], addr[1], ssrc)
         return leg
+
+    def _stray(self, source: Address, reason: str, report: bool) -> None:
+        self.stats["strays"] += 1
+        self.stats[f"strays_{reason}"] += 1
+        if report:
+            log.info(
+                "event=rtp_source_rejected bridge_port=%d source=%s:%d reason=%s",
+                self.port,
+                source[0],
+                source[1],
+                reason,
+            )
+            if self.on_rejected_source is not None:
+                self.on_rejected_source(source, reason)
 
     def prompt(self, name: str) -> Samples:
         samples = self._prompts.get(name)
@@ -270,6 +326,7 @@ class ConferenceEngine:
         by_addr = self.by_addr
         limit = 8 * len(self.legs) + 64
         received = 0
+        now = time.monotonic()
         for _ in range(limit):
             try:
                 nbytes, addr = sock.recvfrom_into(buf)
@@ -284,10 +341,13 @@ class ConferenceEngine:
                 continue
             leg = by_addr.get(addr)
             if leg is None:
-                leg = self._latch(addr)
+                leg = self._latch(
+                    addr, int.from_bytes(buf[8:12], "big"), (buf[2] << 8) | buf[3], now
+                )
                 if leg is None:
-                    self.stats["strays"] += 1
                     continue
+            else:
+                leg.source.last_heard = now
             start = 12 + 4 * (first & 0x0F)
             if first & 0x10:
                 if nbytes < start + 4:

@@ -24,6 +24,7 @@ from media.audio import Player, Recorder
 from media.mixer import Mixer, MixOutput
 from media.tones import sine_mix
 
+from ...private_files import private_dir, private_file
 from .engine import ConfLeg
 from .keypad import COMMANDS, Pressed, allowed
 
@@ -210,9 +211,9 @@ class Room:
         return name
 
     def start_recording(self) -> Path:
-        self.recordings.mkdir(parents=True, exist_ok=True)
+        private_dir(self.recordings)
         path = self.recordings / f"conf-{self.owner}-{time.strftime('%Y%m%d-%H%M%S')}.wav"
-        self.recorder = Recorder(path, 8000)
+        self.recorder = Recorder(private_file(path), 8000)
         log.info("event=conference_recording room=%s file=%s", self.owner, path)
         return path
 
