@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
-"""Regenerate the built-in voice prompts (softswitch/sounds/*.flac) with espeak-ng, sox.
+"""Regenerate the built-in voice prompts with espeak-ng and sox: English in
+softswitch/sounds/*.flac, French in softswitch/sounds/fr/*.flac (``server.language``).
 
 The files are committed (FLAC: half the size of WAV): the daemon needs neither tool at
-run time. 8 kHz, 16-bit mono.
+run time for them. 8 kHz, 16-bit mono.
 """
 
 from __future__ import annotations
@@ -53,6 +54,13 @@ PROMPTS = {
     "conf-ended": "The conference has ended.",
     "conf-menu": "Star 0, caller count. Star 1, leave. Star 6, mute or unmute. "
     "Star 2, listening mode. Star 5, lock. Star 9, record. Star 4, entry and exit tones.",
+    "ivr-invalid": "That is not a valid choice.",
+    "ivr-invalid-extension": "That extension is not valid.",
+    "ivr-spell-last": "Please enter the first three letters of the person's last name.",
+    "ivr-spell-first": "Please enter the first three letters of the person's first name.",
+    "ivr-no-match": "No name matches these letters.",
+    "ivr-for": "For",
+    "ivr-press": "press",
     **{
         f"num-{n}": word
         for n, word in enumerate(
@@ -84,31 +92,85 @@ PROMPTS = {
 }
 
 
+FRENCH = {
+    "vm-greeting": "Votre correspondant n'est pas disponible. Laissez un message après le bip. "
+    "Raccrochez ou appuyez sur dièse quand vous avez terminé.",
+    "vm-enter-pin": "Entrez votre code personnel, suivi de la touche dièse.",
+    "vm-enter-mailbox": "Entrez le numéro de votre messagerie, suivi de la touche dièse.",
+    "vm-incorrect": "Ce code est incorrect.",
+    "vm-you-have": "Vous avez",
+    "vm-new-messages": "nouveaux messages.",
+    "vm-new-message": "nouveau message.",
+    "vm-no-messages": "Vous n'avez aucun message.",
+    "vm-message-menu": "Appuyez sur 7 pour effacer ce message, 9 pour le garder, "
+    "ou 1 pour le réécouter.",
+    "vm-deleted": "Message effacé.",
+    "vm-saved": "Message conservé.",
+    "vm-no-more": "Il n'y a plus de message.",
+    "vm-full": "Cette messagerie est pleine.",
+    "goodbye": "Au revoir.",
+    "connecting": "Veuillez patienter, nous recherchons votre correspondant.",
+    "unavailable": "Le numéro demandé n'est pas disponible.",
+    "not-allowed": "Vous n'êtes pas autorisé à appeler ce numéro.",
+    "conf-enter-code": "Entrez votre code de conférence, suivi de la touche dièse.",
+    "conf-invalid": "Ce code n'est pas valide.",
+    "conf-wait-host": "Veuillez patienter jusqu'à l'arrivée de l'organisateur.",
+    "conf-locked": "Cette conférence est verrouillée.",
+    "conf-full": "Cette conférence est complète.",
+    "conf-there-are": "Il y a",
+    "conf-participants": "participants dans la conférence.",
+    "conf-muted": "Votre micro est coupé.",
+    "conf-unmuted": "Votre micro est rétabli.",
+    "conf-mode-1": "Tous les participants sont en sourdine. "
+    "Appuyez sur étoile dièse 6 pour reprendre la parole.",
+    "conf-mode-2": "Mode écoute seule.",
+    "conf-mode-3": "Tous les participants peuvent parler.",
+    "conf-lock": "La conférence est verrouillée.",
+    "conf-unlock": "La conférence est ouverte.",
+    "conf-rec-start": "Enregistrement démarré.",
+    "conf-rec-stop": "Enregistrement arrêté.",
+    "conf-tones": "Les bips d'entrée et de sortie ont changé.",
+    "conf-ended": "La conférence est terminée.",
+    "conf-menu": "Étoile 0, nombre de participants. Étoile 1, quitter. Étoile 6, micro. "
+    "Étoile 2, mode d'écoute. Étoile 5, verrouiller. Étoile 9, enregistrer. "
+    "Étoile 4, bips d'entrée et de sortie.",
+    "ivr-invalid": "Ce choix n'est pas valide.",
+    "ivr-invalid-extension": "Ce numéro de poste n'est pas valide.",
+    "ivr-spell-last": "Entrez les trois premières lettres du nom de famille de la personne.",
+    "ivr-spell-first": "Entrez les trois premières lettres du prénom de la personne.",
+    "ivr-no-match": "Aucun nom ne correspond à ces lettres.",
+    "ivr-for": "Pour",
+    "ivr-press": "appuyez sur",
+    **{
+        f"num-{n}": word
+        for n, word in enumerate(
+            "zéro un deux trois quatre cinq six sept huit neuf dix onze douze treize "
+            "quatorze quinze seize dix-sept dix-huit dix-neuf vingt".split()
+        )
+    },
+}
+
+
+def render(prompts: dict[str, str], voice: str, out: Path, tmp: str) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    for name, text in prompts.items():
+        raw = Path(tmp) / f"{name}.wav"
+        subprocess.run(["espeak-ng", "-v", voice, "-s", "150", "-w", str(raw), text], check=True)
+        subprocess.run(
+            ["sox", str(raw), "-r", "8000", "-c", "1", "-b", "16", str(out / f"{name}.flac")]
+            + ["norm", "-6"],
+            check=True,
+        )
+
+
 def main() -> None:
-    OUT.mkdir(parents=True, exist_ok=True)
+    missing = set(PROMPTS) - set(FRENCH)
+    if missing:
+        raise SystemExit(f"no French text for {sorted(missing)}")
     with tempfile.TemporaryDirectory() as tmp:
-        for name, text in PROMPTS.items():
-            raw = Path(tmp) / f"{name}.wav"
-            subprocess.run(
-                ["espeak-ng", "-v", "en-us", "-s", "150", "-w", str(raw), text], check=True
-            )
-            subprocess.run(
-                [
-                    "sox",
-                    str(raw),
-                    "-r",
-                    "8000",
-                    "-c",
-                    "1",
-                    "-b",
-                    "16",
-                    str(OUT / f"{name}.flac"),
-                    "norm",
-                    "-6",
-                ],
-                check=True,
-            )
-    print(f"{len(PROMPTS)} prompts in {OUT}", file=sys.stderr)
+        render(PROMPTS, "en-us", OUT, tmp)
+        render(FRENCH, "fr-fr", OUT / "fr", tmp)
+    print(f"{len(PROMPTS)} prompts in {OUT} and {OUT / 'fr'}", file=sys.stderr)
 
 
 if __name__ == "__main__":

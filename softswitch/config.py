@@ -103,6 +103,13 @@ class Device(Strict):
         return self
 
 
+class Directory(Strict):
+    """How callers of a receptionist may reach this user."""
+
+    by_extension: bool = True  # typing the extension during the greeting
+    by_name: bool = True  # dial-by-name
+
+
 class User(Strict):
     extension: Extension
     name: str = Field(min_length=1, max_length=64)
@@ -117,6 +124,8 @@ class User(Strict):
     voicemail: bool = True
     forward: Forward = Forward()
     devices: list[Device] = Field([], max_length=8)
+    directory: Directory = Directory()
+    name_recording: Path | None = None  # the user's own name, said by dial-by-name
     conference_host_code: str | None = Field(None, pattern=r"^[0-9]{4,10}$")
     conference_code: str | None = Field(None, pattern=r"^[0-9]{4,10}$")
     # this user's conference; unset: the [conference] defaults
@@ -189,6 +198,7 @@ class Server(Strict):
     rtp_ports: tuple[int, int] = (20000, 30000)
     data_dir: Path = Path("data")
     country: Literal["us", "fr"] = "us"
+    language: Literal["en", "fr"] = "en"  # built-in prompts and text-to-speech voice
     # Challenges sent, in order of preference. SHA-256 (RFC 8760) is supported, but the
     # default is MD5 alone: baresip 1.0 and SIPp 3.6 refuse a REGISTER flow outright
     # when any challenge names another algorithm, and so do many desk phones.
@@ -209,12 +219,61 @@ class Server(Strict):
         return value
 
 
+_DAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+_RANGE = r"^([01][0-9]|2[0-4]):[0-5][0-9]-([01][0-9]|2[0-4]):[0-5][0-9]$"
+_DATES = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}(\.\.[0-9]{4}-[0-9]{2}-[0-9]{2})?$"
+
+
+class BusinessHours(Strict):
+    """When the office is open: weekly ranges in a time zone, minus closed dates.
+    Without this table the office is always open."""
+
+    timezone: str = "UTC"
+    monday: list[Annotated[str, Field(pattern=_RANGE)]] = []
+    tuesday: list[Annotated[str, Field(pattern=_RANGE)]] = []
+    wednesday: list[Annotated[str, Field(pattern=_RANGE)]] = []
+    thursday: list[Annotated[str, Field(pattern=_RANGE)]] = []
+    friday: list[Annotated[str, Field(pattern=_RANGE)]] = []
+    saturday: list[Annotated[str, Field(pattern=_RANGE)]] = []
+    sunday: list[Annotated[str, Field(pattern=_RANGE)]] = []
+    closed: list[Annotated[str, Field(pattern=_DATES)]] = []  # "2026-12-25", "a..b"
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        import zoneinfo
+
+        try:
+            zoneinfo.ZoneInfo(value)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r} (e.g. 'Europe/Paris')") from None
+        return value
+
+    @model_validator(mode="after")
+    def _ranges(self) -> BusinessHours:
+        for day in _DAYS:
+            for text in getattr(self, day):
+                start, end = text.split("-")
+                if start >= end:
+                    raise ValueError(f"{day}: {text!r} ends before it starts")
+        for text in self.closed:
+            first, _, last = text.partition("..")
+            if last and last < first:
+                raise ValueError(f"closed: {text!r} ends before it starts")
+        return self
+
+    def ranges(self, weekday: int) -> list[tuple[str, str]]:
+        """(start, end) "HH:MM" ranges of a weekday (0 = Monday)."""
+        return [(r[:5], r[6:]) for r in getattr(self, _DAYS[weekday])]
+
+
 class Config(Strict):
     server: Server = Server()
     features: Features = Features()
     voicemail: Voicemail = Voicemail()
     conference: Conference = Conference()
     dialplan: Dialplan = Dialplan()
+    business_hours: BusinessHours | None = None
     hold_music: dict[str, Path] = {}  # slot -> file; "default" may be overridden
     users: list[User] = []
     trunks: list[Trunk] = []
@@ -256,6 +315,13 @@ class Config(Strict):
             if user.extension == extension:
                 return user
         return None
+
+    def path(self, value: str | Path) -> Path:
+        """A file named in the configuration: relative to the file's directory."""
+        path = Path(value)
+        if path.is_absolute() or self.source is None:
+            return path
+        return self.source.parent / path
 
     def section(self, name: str) -> Any:
         """The validated settings of a feature's section (None when absent)."""
@@ -338,7 +404,13 @@ def _resolve_paths(config: Config, base: Path) -> Config:
         return path if path.is_absolute() else base / path
 
     users = [
-        u.model_copy(update={"greeting": fix(u.greeting)}) if u.greeting else u
+        u.model_copy(
+            update={
+                key: fix(getattr(u, key))
+                for key in ("greeting", "name_recording")
+                if getattr(u, key) is not None
+            }
+        )
         for u in config.users
     ]
     server = config.server.model_copy(update={"data_dir": fix(config.server.data_dir)})
@@ -350,9 +422,10 @@ def check_audio(config: Config, source: str) -> None:
     """Every audio file named in ``config`` must load (names file and key if not)."""
     files = [(f"hold_music.{slot}", p) for slot, p in config.hold_music.items()]
     files += [
-        (f"users[{i}].greeting", u.greeting)
+        (f"users[{i}].{key}", path)
         for i, u in enumerate(config.users)
-        if u.greeting is not None
+        for key in ("greeting", "name_recording")
+        if (path := getattr(u, key)) is not None
     ]
     for key, path in files:
         try:

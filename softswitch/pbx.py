@@ -14,7 +14,8 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -42,9 +43,11 @@ class Pbx:
         *,
         features: Sequence[FeatureType] | None = None,
         stats_file: Path | None = None,
+        wallclock: Callable[[], datetime] | None = None,
     ) -> None:
         """``features``: the feature modules to load (default: the built-in ones). A
-        configuration they cannot serve raises :class:`~softswitch.config.ConfigError`."""
+        configuration they cannot serve raises :class:`~softswitch.config.ConfigError`.
+        ``wallclock``: the time of day for business hours (default: the real one)."""
         self._config = config
         self.stats_file = stats_file
         server = config.server
@@ -55,7 +58,7 @@ class Pbx:
         )
         self.clock = MediaClock()
         self.ports = PortAllocator(*server.rtp_ports)
-        self.engine = MediaEngine(self.clock, self.ports, server.country)
+        self.engine = MediaEngine(self.clock, self.ports, server.country, server.language)
         self.ua = sip.UserAgent(
             server.listen,
             user="pbx",
@@ -90,6 +93,7 @@ class Pbx:
             devices=self.devices,
             registry=self.registry,
             spawn=self.spawn,
+            wallclock=wallclock,
         )
         self.counters = self.svc.counters
         self.started = asyncio.Event()

@@ -13,6 +13,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from .config import Config, User
 from .devices import Devices
 from .dialplan import classify, parse_destination
 from .feature import Connected, Dial, Failed, Fork, Outcome, Target
+from .hours import is_open
 from .keypad import Claim, InCallKeypad, Relay
 from .media_engine import MediaEngine, Source
 from .plugins import Registry
@@ -54,8 +56,11 @@ class Services:
         devices: Devices,
         registry: Registry,
         spawn: Callable[[Awaitable[Any]], asyncio.Task[Any]],
+        wallclock: Callable[[], datetime] | None = None,
     ) -> None:
         self._config = config
+        # the time of day for business hours and rules (injectable: tests, simulations)
+        self.wallclock = wallclock or (lambda: datetime.now(UTC))
         self.ua = ua
         self.clock = clock
         self.ports = ports
@@ -99,6 +104,10 @@ class Services:
                 getattr(listener, event)(*args)
             except Exception:
                 log.exception("event=listener_failed listener=%r event=%s", listener, event)
+
+    def office_open(self) -> bool:
+        """Is it business hours now (``[business_hours]``; always, without it)?"""
+        return is_open(self.config.business_hours, self.wallclock())
 
     def busy(self, user: User) -> bool:
         """Is ``user`` on an established call?"""

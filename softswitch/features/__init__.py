@@ -17,6 +17,7 @@ def builtin() -> list[FeatureType]:
     from .conference.service import Conference
     from .extensions import Extensions
     from .hold_music import HoldMusicFeature
+    from .receptionist import Receptionists
     from .ring_groups import RingGroups
     from .transfer import Transfer
     from .trunks import Trunks
@@ -28,6 +29,7 @@ def builtin() -> list[FeatureType]:
         Voicemail,
         Conference,
         RingGroups,
+        Receptionists,
         CallFlip,
         Transfer,
         Trunks,
