@@ -3,8 +3,8 @@
 A :class:`MenuMachine` plays a menu's greeting and waits for a key; each key maps to an
 action (a destination to transfer to, an announcement, a sub-menu, dial-by-name, repeat,
 hang up). Keys interrupt prompts (barge-in). With ``dial_extension``, digits typed during
-the greeting collect an extension: a key that could also start an extension waits an
-inter-digit timeout before it counts as the single-key action. An invalid key or no key is
+the greeting collect an extension: a digit key acts only after the inter-digit pause, so
+that ``102`` reaches extension 102 and ``999`` is one invalid extension. An invalid key or no key is
 retried with the prompt (``retries`` times), then the menu's ``default`` action runs.
 Dial-by-name takes the first letters of a name on the keypad (2 = ABC ... 9 = WXYZ), then
 ``#`` or a pause; one match is connected, several are offered as "for <name> press N".
@@ -156,7 +156,7 @@ class MenuMachine:
         extensions: Collection[str] = (),
         directory: Sequence[Entry] = (),
         by_first_name: bool = False,
-        inter_digit: float = 2.0,
+        inter_digit: float = 1.5,
         name_letters: int = 3,
     ) -> None:
         if start not in menus:
@@ -266,24 +266,23 @@ class MenuMachine:
             return self._enter_menu(self.menu, now)
         return self._play(prompt, then="menu")
 
-    def _could_be_extension(self, digits: str) -> bool:
-        return self.menu.dial_extension and any(e.startswith(digits) for e in self.extensions)
-
     def _menu_key(self, key: str, now: float) -> list[Command]:
         if self.buffer:
             if key == "#":
                 return self._digits_complete(now)
             self.buffer += key
-            if self.buffer in self.extensions and not any(
+            longest = max((len(e) for e in self.extensions), default=8)
+            unique = self.buffer in self.extensions and not any(
                 e != self.buffer and e.startswith(self.buffer) for e in self.extensions
-            ):
+            )
+            if unique or len(self.buffer) >= longest:
                 return self._digits_complete(now)
-            if not self._could_be_extension(self.buffer):
-                return self._failed(now, silent=False, prompt=INVALID_EXTENSION)
             self.deadline = now + self.inter_digit
             return []
-        if self._could_be_extension(key):
-            self.buffer = key  # an extension, or this key's action after a pause
+        if self.menu.dial_extension and key.isdigit():
+            # an extension being typed (judged as a whole once typed: "999" is one wrong
+            # extension, not three wrong keys), or this key's action after the pause
+            self.buffer = key
             self.deadline = now + self.inter_digit
             return []
         action = self.menu.keys.get(key)

@@ -66,10 +66,14 @@ def test_keypad_spelling() -> None:
 
 
 def test_a_key_during_the_greeting_cuts_it_and_transfers() -> None:
-    m = machine()
+    m = MenuMachine({"main": Menu("main", GREETING, {"2": Transfer("101")})}, "main")
     assert m.start(0.0) == [Play((GREETING,))]
-    assert m.key("2", 1.0) == [StopPlaying(), Connect("101")]
+    assert m.key("2", 1.0) == [StopPlaying(), Connect("101")]  # no extension dialling: at once
     assert m.done
+    m = machine()
+    m.start(0.0)
+    assert m.key("2", 1.0) == [StopPlaying()]  # it might be the start of an extension
+    assert m.timer(2.5) == [Connect("101")]
 
 
 def test_typing_an_extension_during_the_greeting() -> None:
@@ -84,27 +88,29 @@ def test_a_lone_key_that_could_start_an_extension_acts_after_the_pause() -> None
     m = machine()
     m.start(0.0)
     m.key("1", 0.5)
-    assert m.deadline == 2.5
-    assert m.timer(2.4) == [] and m.timer(2.5) == [Connect("600")]
+    assert m.deadline == 2.0
+    assert m.timer(1.9) == [] and m.timer(2.0) == [Connect("600")]
 
 
 def test_an_unknown_extension_plays_invalid_then_the_menu() -> None:
     m = machine()
     m.start(0.0)
     m.played(3.0)
-    assert m.key("1", 3.1) == []
-    assert m.key("9", 3.2) == [Play((INVALID_EXTENSION,))]
+    assert [m.key(k, 3.1) for k in "77"] == [[], []]  # typed as a whole,
+    assert m.key("7", 3.2) == [Play((INVALID_EXTENSION,))]  # one complaint
     assert m.played(5.0) == [Play((GREETING,))]
+    assert m.key("5", 5.5) == [StopPlaying()]
+    assert m.timer(7.0) == [Play((INVALID_EXTENSION,))]  # or after the pause
 
 
 def test_three_invalid_keys_reach_the_default() -> None:
     m = machine()
     m.start(0.0)
     m.played(1.0)
-    assert m.key("7", 2.0) == [Play((INVALID,))]
+    assert m.key("#", 2.0) == [Play((INVALID,))]
     m.played(3.0)
     m.played(4.0)
-    assert m.key("7", 5.0) == [Play((INVALID,))]
+    assert m.key("*", 5.0) == [Play((INVALID,))]
     m.played(6.0)
     m.played(7.0)
     assert m.key("#", 8.0) == [Connect("voicemail:100")]
@@ -124,7 +130,8 @@ def test_silence_replays_the_greeting_then_the_default() -> None:
 def test_dial_by_name_one_match_and_a_choice() -> None:
     m = machine()
     m.start(0.0)
-    assert m.key("9", 0.1) == [StopPlaying(), Play((SPELL_LAST,))]
+    assert m.key("9", 0.1) == [StopPlaying()]
+    assert m.timer(1.6) == [Play((SPELL_LAST,))]
     m.played(2.0)
     assert m.key("6", 2.1) == [] and m.key("2", 2.2) == []
     offer = m.key("7", 2.3)  # MAR: Martin and Marin
@@ -134,17 +141,19 @@ def test_dial_by_name_one_match_and_a_choice() -> None:
     m = machine()
     m.start(0.0)
     m.key("9", 0.1)
-    m.played(1.0)
-    assert [m.key(k, 1.5) for k in "738"] == [[], [], [Connect("102")]]  # PET
+    m.timer(1.6)
+    m.played(2.0)
+    assert [m.key(k, 2.5) for k in "738"] == [[], [], [Connect("102")]]  # PET
 
 
 def test_no_name_matches_asks_again() -> None:
     m = machine()
     m.start(0.0)
     m.key("9", 0.1)
-    m.played(1.0)
-    m.key("9", 1.1)
-    assert m.key("#", 1.2) == [Play((NO_MATCH,))]
+    m.timer(1.6)
+    m.played(2.0)
+    m.key("9", 2.1)
+    assert m.key("#", 2.2) == [Play((NO_MATCH,))]
     assert m.played(2.0) == [Play((SPELL_LAST,))]
 
 
@@ -152,15 +161,18 @@ def test_announcement_sub_menu_and_hangup() -> None:
     m = machine()
     m.start(0.0)
     m.played(1.0)
-    assert m.key("3", 1.5) == [Play((Prompt("text", "We are at 1 rue de la Paix."),))]
+    m.key("3", 1.5)
+    assert m.timer(3.0) == [Play((Prompt("text", "We are at 1 rue de la Paix."),))]
     assert m.played(4.0) == [Play((GREETING,))]  # then the menu again
-    assert m.key("4", 4.5) == [StopPlaying(), Play((SUPPORT.greeting,))]
-    assert m.key("*", 5.0) == [StopPlaying(), Play((GREETING,))]
-    m.played(6.0)
-    goodbye = m.key("8", 7.0)
+    m.key("4", 4.5)
+    assert m.timer(6.0) == [Play((SUPPORT.greeting,))]
+    assert m.key("*", 6.5) == [StopPlaying(), Play((GREETING,))]  # no extension dialling there
+    m.played(7.0)
+    m.key("8", 7.0)
+    goodbye = m.timer(8.5)
     assert isinstance(goodbye[0], Play) and not goodbye[0].interruptible
-    assert m.key("1", 7.5) == []  # goodbye cannot be interrupted
-    assert m.played(8.0) == [End()]
+    assert m.key("1", 9.0) == []  # goodbye cannot be interrupted
+    assert m.played(10.0) == [End()]
 
 
 @settings(max_examples=300, deadline=None)
