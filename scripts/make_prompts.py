@@ -144,8 +144,29 @@ FRENCH = {
     **{
         f"num-{n}": word
         for n, word in enumerate(
-            "zéro un deux trois quatre cinq six sept huit neuf dix onze douze treize "
-            "quatorze quinze seize dix-sept dix-huit dix-neuf vingt".split()
+            [
+                "zéro",
+                "un",
+                "deux",
+                "trois",
+                "quatre",
+                "cinq",
+                "six",
+                "sept",
+                "huit",
+                "neuf",
+                "dix",
+                "onze",
+                "douze",
+                "treize",
+                "quatorze",
+                "quinze",
+                "seize",
+                "dix-sept",
+                "dix-huit",
+                "dix-neuf",
+                "vingt",
+            ]
         )
     },
 }
@@ -157,8 +178,19 @@ def render(prompts: dict[str, str], voice: str, out: Path, tmp: str) -> None:
         raw = Path(tmp) / f"{name}.wav"
         subprocess.run(["espeak-ng", "-v", voice, "-s", "150", "-w", str(raw), text], check=True)
         subprocess.run(
-            ["sox", str(raw), "-r", "8000", "-c", "1", "-b", "16", str(out / f"{name}.flac")]
-            + ["norm", "-6"],
+            [
+                "sox",
+                str(raw),
+                "-r",
+                "8000",
+                "-c",
+                "1",
+                "-b",
+                "16",
+                str(out / f"{name}.flac"),
+                "norm",
+                "-6",
+            ],
             check=True,
         )
 
