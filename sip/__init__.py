@@ -80,8 +80,10 @@ __all__ = [
 ]
 
 from .call import Call, CallState, IncomingCall, OutgoingCall, RequestRefused
+from .connections import ConnectionLimits
 from .dialog import Dialog
 from .registration import Registration, RegistrationFailed
+from .security import SecurityLog
 from .subscription import ServerSubscription, Subscription
 from .transaction import Timers
 from .ua import IncomingRequest, RequestFailed, UserAgent
@@ -89,6 +91,7 @@ from .ua import IncomingRequest, RequestFailed, UserAgent
 __all__ += [
     "Call",
     "CallState",
+    "ConnectionLimits",
     "Dialog",
     "IncomingCall",
     "IncomingRequest",
@@ -97,6 +100,7 @@ __all__ += [
     "RegistrationFailed",
     "RequestFailed",
     "RequestRefused",
+    "SecurityLog",
     "ServerSubscription",
     "Subscription",
     "Timers",
