@@ -64,6 +64,12 @@ class Pbx:
             local_address=self.server.public_address,
             user_agent="softswitch-pbx/0.1",
             timers=sip.Timers(t1=self.server.sip_t1, t2=8 * self.server.sip_t1),
+            connection_limits=sip.ConnectionLimits(
+                idle_timeout=self.server.tcp_idle_timeout,
+                message_timeout=self.server.tcp_message_timeout,
+                max_connections=self.server.tcp_max_connections,
+                max_per_address=self.server.tcp_max_per_address,
+            ),
         )
         self.store: vm.VoicemailStore | None = None
         self.parties: set[Party] = set()
@@ -184,7 +190,10 @@ class Pbx:
         if verdict.user is None:
             if verdict.status == 403:
                 self.counters["auth_failures"] += 1
-            incoming.respond(verdict.status, verdict.reason, headers=list(verdict.headers))
+            # stateless: a challenge or refusal costs no transaction and no retransmission
+            incoming.respond_stateless(
+                verdict.status, verdict.reason, headers=list(verdict.headers)
+            )
             return
         if verdict.user != request.to.uri.user:
             incoming.respond(403, "Forbidden (credentials do not match the To user)")
@@ -251,7 +260,9 @@ class Pbx:
         if mailbox is None:
             verdict = self.guard.check(request, incoming.source[1], self.ua.now())
             if verdict.user is None:
-                incoming.respond(verdict.status, verdict.reason, headers=list(verdict.headers))
+                incoming.respond_stateless(
+                    verdict.status, verdict.reason, headers=list(verdict.headers)
+                )
                 return
             mailbox = verdict.user
         sub = sip.ServerSubscription.accept(incoming, expires=3600)
@@ -325,7 +336,9 @@ class Pbx:
             if verdict.user is None:
                 if verdict.status == 403:
                     self.counters["auth_failures"] += 1
-                call.reject(verdict.status, verdict.reason, headers=list(verdict.headers))
+                call.reject(
+                    verdict.status, verdict.reason, headers=list(verdict.headers), stateless=True
+                )
                 return
             caller = self.config.user(verdict.user)
         active = sum(1 for p in self.parties if not p.ended)
