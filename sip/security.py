@@ -112,6 +112,14 @@ def _host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
+def _details(user: str | None, method: str | None, reason: str | None) -> str:
+    return (
+        f"user={clean(user, _VALUE_LIMITS['user'])} "
+        f"method={clean(method, _VALUE_LIMITS['method'])} "
+        f"reason={clean(reason, _VALUE_LIMITS['reason'])}"
+    )
+
+
 @dataclass(slots=True)
 class _Burst:
     """One (event, IP) in its current window."""
@@ -119,7 +127,7 @@ class _Burst:
     start: float
     logged: int = 0
     suppressed: int = 0
-    last: str = ""  # "user=... method=... reason=..." of the last suppressed event
+    last: tuple[str | None, str | None, str | None] = (None, None, None)  # of the last one
 
 
 @dataclass(slots=True)
@@ -189,18 +197,13 @@ class SecurityEvents:
                 if old.suppressed:
                     self._overflowed(old_event, old.suppressed, now)
             burst = self._bursts[key] = _Burst(now)
-        details = (
-            f"user={clean(user, _VALUE_LIMITS['user'])} "
-            f"method={clean(method, _VALUE_LIMITS['method'])} "
-            f"reason={clean(reason, _VALUE_LIMITS['reason'])}"
-        )
         if burst.logged < self.burst and self._take(event, now):
             burst.logged += 1
             self.logged += 1
-            lines.append(f"event={event} src={src}:{port} {details}")
-        else:
+            lines.append(f"event={event} src={src}:{port} {_details(user, method, reason)}")
+        else:  # a flood's cost stops here: no formatting
             burst.suppressed += 1
-            burst.last = details
+            burst.last = (user, method, reason)
             self.suppressed += 1
         return lines
 
@@ -218,7 +221,7 @@ class SecurityEvents:
             if self._take(event, now):
                 lines.append(
                     f"event={event} src={src}:* suppressed={burst.suppressed} "
-                    f"window={window:g}s {burst.last}"
+                    f"window={window:g}s {_details(*burst.last)}"
                 )
             else:
                 self._overflowed(event, burst.suppressed, now)
