@@ -82,8 +82,10 @@ __all__ = [
 ]
 
 from .call import Call, CallState, IncomingCall, OutgoingCall, RequestRefused
+from .connections import ConnectionLimits
 from .dialog import Dialog
 from .registration import Registration, RegistrationFailed
+from .security import SecurityLog
 from .subscription import ServerSubscription, Subscription
 from .transaction import Timers
 from .ua import IncomingRequest, RequestFailed, UserAgent
@@ -91,6 +93,7 @@ from .ua import IncomingRequest, RequestFailed, UserAgent
 __all__ += [
     "Call",
     "CallState",
+    "ConnectionLimits",
     "Dialog",
     "IncomingCall",
     "IncomingRequest",
@@ -99,6 +102,7 @@ __all__ += [
     "RegistrationFailed",
     "RequestFailed",
     "RequestRefused",
+    "SecurityLog",
     "ServerSubscription",
     "Subscription",
     "Timers",

@@ -209,6 +209,15 @@ class Server(Strict):
     keepalive_interval: float = Field(30.0, ge=1.0, le=3600.0)
     sip_t1: float = Field(0.5, ge=0.01, le=5.0)  # RFC 3261 T1 (round-trip estimate), seconds
     failed_auth_limit: int = Field(10, ge=1, le=1000)
+    # TCP/TLS limits (sip.connections explains the defaults): a connection with no byte
+    # from the peer for tcp_idle_timeout s is closed, as is one whose message is not
+    # complete tcp_message_timeout s after its first byte (slowloris); beyond
+    # tcp_max_per_address connections from one IP new ones are refused; at
+    # tcp_max_connections the oldest idle connection makes room for a newcomer.
+    tcp_idle_timeout: float = Field(600.0, ge=1.0, le=86400.0)
+    tcp_message_timeout: float = Field(10.0, ge=0.5, le=300.0)
+    tcp_max_connections: int = Field(2048, ge=1, le=100_000)
+    tcp_max_per_address: int = Field(32, ge=1, le=100_000)
 
     @field_validator("rtp_ports")
     @classmethod

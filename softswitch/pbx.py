@@ -66,6 +66,12 @@ class Pbx:
             local_address=server.public_address,
             user_agent="softswitch-pbx/0.1",
             timers=sip.Timers(t1=server.sip_t1, t2=8 * server.sip_t1),
+            connection_limits=sip.ConnectionLimits(
+                idle_timeout=server.tcp_idle_timeout,
+                message_timeout=server.tcp_message_timeout,
+                max_connections=server.tcp_max_connections,
+                max_per_address=server.tcp_max_per_address,
+            ),
         )
         self._tasks: set[asyncio.Task[Any]] = set()
         self.devices = Devices(
@@ -219,7 +225,9 @@ class Pbx:
         if user is None:
             verdict = self.devices.guard.check(request, incoming.source[1], self.ua.now())
             if verdict.user is None:
-                incoming.respond(verdict.status, verdict.reason, headers=list(verdict.headers))
+                incoming.respond_stateless(
+                    verdict.status, verdict.reason, headers=list(verdict.headers)
+                )
                 return
             user = verdict.user
         handler(incoming, user)
@@ -236,7 +244,9 @@ class Pbx:
             if verdict.user is None:
                 if verdict.status == 403:
                     self.devices.auth_failures += 1
-                call.reject(verdict.status, verdict.reason, headers=list(verdict.headers))
+                call.reject(
+                    verdict.status, verdict.reason, headers=list(verdict.headers), stateless=True
+                )
                 return
             identity = self.devices.identity(verdict.user)
             if identity is None:
