@@ -61,6 +61,12 @@ PROMPTS = {
     "ivr-no-match": "No name matches these letters.",
     "ivr-for": "For",
     "ivr-press": "press",
+    "blocked": "This number does not accept your calls.",
+    "screen-say-name": "Please say your name after the tone.",
+    "screen-call-from": "Call from",
+    "screen-choice": "Press 1 to accept the call, or 2 to send it to voicemail.",
+    "confirm-call-for": "Call for",
+    "confirm-press-1": "Press 1 to accept the call.",
     **{
         f"num-{n}": word
         for n, word in enumerate(
@@ -141,6 +147,13 @@ FRENCH = {
     "ivr-no-match": "Aucun nom ne correspond à ces lettres.",
     "ivr-for": "Pour",
     "ivr-press": "appuyez sur",
+    "blocked": "Ce numéro n'accepte pas vos appels.",
+    "screen-say-name": "Veuillez dire votre nom après le bip.",
+    "screen-call-from": "Appel de",
+    "screen-choice": "Appuyez sur 1 pour prendre l'appel, ou sur 2 pour l'envoyer "
+    "vers la messagerie.",
+    "confirm-call-for": "Appel pour",
+    "confirm-press-1": "Appuyez sur 1 pour prendre l'appel.",
     **{
         f"num-{n}": word
         for n, word in enumerate(

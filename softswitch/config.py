@@ -15,8 +15,6 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     TypeAdapter,
     ValidationError,
@@ -25,6 +23,9 @@ from pydantic import (
 )
 
 from media.audio import AudioFileError, load_audio
+
+from .model import Strict
+from .rules import Rule
 
 Permission = Literal["internal", "emergency", "national", "international"]
 PERMISSION_RANK = {"internal": 0, "emergency": 1, "national": 2, "international": 3}
@@ -38,6 +39,12 @@ DESTINATION_PATTERN = (
     r"^(voicemail(:[0-9]{2,8})?|ext:[0-9]{2,8}|tel:\+?[0-9]{3,20}|hangup|\+?[0-9*#]{2,20})$"
 )
 Target = Annotated[str, Field(pattern=DESTINATION_PATTERN)]
+# What to do with a call (rules, business / after hours): "ring" as usual, a destination
+# (forward: "voicemail", "102", "tel:+33..."), or "announce:<text or file>" then hang up.
+Handling = Annotated[str, Field(pattern=r"^(ring|announce:.+)$|" + DESTINATION_PATTERN)]
+# A blocked caller: a number, a prefix ending in *, "anonymous" or "external" (every
+# call that does not come from one of our users).
+Blocked = Annotated[str, Field(pattern=r"^(anonymous|external|\+?[0-9]{1,20}\*?)$")]
 # What a ring step rings: an extension (all of that user's devices) or an external number.
 RingTarget = Annotated[str, Field(pattern=r"^(ext:)?[0-9]{2,8}$|^(tel:)?\+?[0-9]{3,20}$")]
 MAX_RING_TARGETS = 10
@@ -45,10 +52,6 @@ MAX_RING_TARGETS = 10
 
 class ConfigError(ValueError):
     """A configuration that cannot be used; the message names file, key and expectation."""
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
 class Step(Strict):
@@ -78,8 +81,21 @@ class Forward(Strict):
     no_answer_after: int = Field(20, ge=10, le=60)
     unreachable: Target | None = "voicemail"
     steps: list[Step] = []
+    # said to the caller before the call is forwarded ("please hold while I connect you")
+    connecting_message: str | None = Field(None, min_length=1, max_length=1000)
+    # an external number that answers must press 1 first ("call for Bob, press 1"), so a
+    # mobile's own voicemail never takes a forwarded call; no key: not answered
+    confirm_external: bool = False
 
     _steps = field_validator("steps")(check_steps)
+
+
+class Email(Strict):
+    """Voicemail to e-mail (sent through ``[smtp]``)."""
+
+    address: str = Field(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+    attach: bool = True  # the WAV attached, or a notification only
+    delete_after: bool = False  # delete the message once the mail is accepted
 
 
 class Device(Strict):
@@ -126,6 +142,12 @@ class User(Strict):
     devices: list[Device] = Field([], max_length=8)
     directory: Directory = Directory()
     name_recording: Path | None = None  # the user's own name, said by dial-by-name
+    rules: list[Rule] = []  # custom rules: first match wins, before the hours
+    in_hours: Handling = "ring"  # during [business_hours]
+    after_hours: Handling = "ring"  # outside them
+    blocked: list[Blocked] = []  # callers who hear the blocking message; nothing rings
+    screening: Literal["off", "unknown", "all"] = "off"  # callers say their name first
+    email: Email | None = None
     conference_host_code: str | None = Field(None, pattern=r"^[0-9]{4,10}$")
     conference_code: str | None = Field(None, pattern=r"^[0-9]{4,10}$")
     # this user's conference; unset: the [conference] defaults

@@ -266,7 +266,7 @@ class Pbx:
             except sip.ParseError as exc:
                 call.reject(488, f"Not Acceptable Here ({exc})")
                 return
-        dialled = call.invite.uri.user or ""
+        dialled = called = call.invite.uri.user or ""
         if trunk is not None and (dialled.startswith("*") or dialled not in self.registry.numbers):
             dialled = trunk.inbound_extension or ""  # the provider reaches numbers, not codes
         log.info(
@@ -278,7 +278,8 @@ class Pbx:
         if party is None:
             return
         try:
-            outcome = await self.svc.dial(Dial(party, dialled, caller, on_behalf=caller))
+            dial = Dial(party, dialled, caller, on_behalf=caller, called=called)
+            outcome = await self.svc.dial(dial)
             log.info("event=routed dialled=%s outcome=%s", dialled, type(outcome).__name__)
             await self.svc.finish(party, outcome)
         finally:

@@ -13,6 +13,7 @@ from ..feature import FeatureType
 
 
 def builtin() -> list[FeatureType]:
+    from .blocking import Blocking
     from .call_flip import CallFlip
     from .conference.service import Conference
     from .extensions import Extensions
@@ -25,6 +26,7 @@ def builtin() -> list[FeatureType]:
 
     return [
         HoldMusicFeature,
+        Blocking,
         Extensions,
         Voicemail,
         Conference,
