@@ -164,6 +164,9 @@ class CallListener:
     def unregistered(self, binding: Binding) -> None:
         """A contact was removed (unregistered, expired, unreachable)."""
 
+    def voicemail_left(self, mailbox: str, message_id: str) -> None:
+        """A caller left message ``message_id`` in ``mailbox``."""
+
 
 # -- the feature contract -----------------------------------------------------------------
 

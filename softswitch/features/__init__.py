@@ -23,12 +23,14 @@ def builtin() -> list[FeatureType]:
     from .transfer import Transfer
     from .trunks import Trunks
     from .voicemail import Voicemail
+    from .voicemail_email import VoicemailEmail
 
     return [
         HoldMusicFeature,
         Blocking,
         Extensions,
         Voicemail,
+        VoicemailEmail,
         Conference,
         RingGroups,
         Receptionists,
