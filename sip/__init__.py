@@ -84,6 +84,7 @@ __all__ = [
 from .call import Call, CallState, IncomingCall, OutgoingCall, RequestRefused
 from .dialog import Dialog
 from .registration import Registration, RegistrationFailed
+from .session_timer import TimerSettings
 from .subscription import ServerSubscription, Subscription
 from .transaction import Timers
 from .ua import IncomingRequest, RequestFailed, UserAgent
@@ -101,6 +102,7 @@ __all__ += [
     "RequestRefused",
     "ServerSubscription",
     "Subscription",
+    "TimerSettings",
     "Timers",
     "UserAgent",
 ]
