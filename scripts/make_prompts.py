@@ -33,6 +33,9 @@ PROMPTS = {
     "connecting": "Please hold while I try to connect you.",
     "unavailable": "The number you have dialed is not available.",
     "not-allowed": "You are not allowed to call this number.",
+    "hotdesk-extension": "Hot desk. Please enter your extension, followed by the pound key.",
+    "hotdesk-in": "You are logged in on this phone.",
+    "hotdesk-out": "You are logged out of this phone.",
     "conf-enter-code": "Please enter your conference code, followed by the pound key.",
     "conf-invalid": "That code is not valid.",
     "conf-wait-host": "Please wait for the host to join the conference.",
@@ -84,10 +87,12 @@ PROMPTS = {
 }
 
 
-def main() -> None:
+def main(names: list[str]) -> None:
+    """Every prompt, or only those named on the command line."""
     OUT.mkdir(parents=True, exist_ok=True)
+    chosen = {n: t for n, t in PROMPTS.items() if not names or n in names}
     with tempfile.TemporaryDirectory() as tmp:
-        for name, text in PROMPTS.items():
+        for name, text in chosen.items():
             raw = Path(tmp) / f"{name}.wav"
             subprocess.run(
                 ["espeak-ng", "-v", "en-us", "-s", "150", "-w", str(raw), text], check=True
@@ -108,8 +113,8 @@ def main() -> None:
                 ],
                 check=True,
             )
-    print(f"{len(PROMPTS)} prompts in {OUT}", file=sys.stderr)
+    print(f"{len(chosen)} prompts in {OUT}", file=sys.stderr)
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

@@ -307,10 +307,12 @@ class Services:
         *,
         skip_busy: bool = False,
         progress: bool = True,
+        headers: Sequence[tuple[str, str]] = (),
     ) -> RingResult:
         """Ring every target together for ``timeout`` seconds; the first to answer wins
         and the others get CANCEL. ``skip_busy`` leaves out users already on a call.
-        ``progress`` relays 180/183 to an unanswered caller as 180. While the forks ring,
+        ``progress`` relays 180/183 to an unanswered caller as 180; ``headers`` go in
+        every INVITE (intercom's auto-answer). While the forks ring,
         the call is in :attr:`ringing`, where a pickup may take it (:meth:`pick`)."""
         chosen = list(targets)
         if skip_busy:
@@ -357,7 +359,7 @@ class Services:
                     credentials=fork.credentials,
                     from_=fork.from_ or self.caller_id(caller),
                     to=fork.to,
-                    headers=list(fork.headers) or None,
+                    headers=[*fork.headers, *headers] or None,
                 )
             except (OSError, sip.SipUsageError) as exc:
                 statuses.append(503)
