@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import xmlschema
 
+from .netutil import free_port
 from .office import Office
 from .test_pbx import frequency, office, started, stop_all
 from .test_sipp import sipp
@@ -26,13 +27,24 @@ SCHEMA = Path(__file__).parent / "data" / "dialog-info.xsd"
 
 
 async def run_sipp(
-    office: Office, tmp_path: Path, name: str, *args: str, scenario: str | None = None
+    office: Office,
+    tmp_path: Path,
+    name: str,
+    *args: str,
+    scenario: str | None = None,
+    values: dict[str, str] | None = None,
 ) -> asyncio.subprocess.Process:
-    """SIPp with ``scenario`` (a file in tests/sipp) against the office, in the background."""
+    """SIPp with ``scenario`` (a file in tests/sipp, its placeholders replaced by
+    ``values``) against the office, in the background."""
+    text = (SCENARIOS / (scenario or f"{name}.xml")).read_text()
+    for key, value in (values or {}).items():
+        text = text.replace(key, value)
+    path = tmp_path / f"{name}.xml"
+    path.write_text(text)
     return await asyncio.create_subprocess_exec(
         sipp(),
         f"127.0.0.1:{office.port}",
-        *("-sf", str(SCENARIOS / (scenario or f"{name}.xml"))),
+        *("-sf", str(path)),
         *("-i", "127.0.0.1", "-m", "1", "-nostdin", "-timeout", "40s", "-timeout_error"),
         *("-trace_msg", "-message_file", str(tmp_path / f"{name}.log")),
         *("-trace_err", "-error_file", str(tmp_path / f"{name}.err")),
@@ -135,3 +147,37 @@ async def test_busy_lamp_follows_the_call_and_star8_picks_it_up(
     remote = early.findtext("d:remote/d:identity", namespaces=ns) or ""
     assert remote.startswith("sip:100@")  # the watcher may see who calls
     assert "terminated" in notifies[-1].split("Subscription-State:")[1].split("\n")[0]
+
+
+async def test_intercom_auto_answers_with_both_headers_and_refuses_who_may_not_page(
+    office: Office, tmp_path: Path
+) -> None:
+    office.extra = '[intercom]\nallowed = ["100"]\n'
+    office.start()
+    alice = office.phone("alice", "100", 1000.0)
+    carol = office.phone("carol", "102", 600.0)
+    await started(alice, carol)
+    callee = await run_sipp(
+        office, tmp_path, "callee", "-s", "101", "-au", "101", "-ap", "bob101",
+        "-oocsf", str(SCENARIOS / "intercom_callee.xml"), "-rtp_echo", "-mp", str(free_port()),
+        scenario="register_wait.xml", values={"WAIT": "9000"},
+    )  # fmt: skip
+    try:
+        await asyncio.sleep(1.5)
+        await alice.command("dial", f"sip:*85101@127.0.0.1:{office.port}")
+        await alice.wait_event("CALL_ESTABLISHED")  # SIPp answers only with both headers
+        await asyncio.sleep(3.0)
+        await alice.command("hangup")
+        await alice.wait_event("CALL_CLOSED")
+        await carol.command("dial", f"sip:*85101@127.0.0.1:{office.port}")
+        closed = await carol.wait_event("CALL_CLOSED")
+        assert await finished(callee, tmp_path, "callee") == 0, errors(tmp_path, "callee")
+    finally:
+        await stop_all(alice, carol)
+    assert "403" in str(closed.get("param")), closed  # Carol may not page
+    assert not carol.seen("CALL_ESTABLISHED")
+    [invite] = received(tmp_path, "callee", "INVITE")
+    assert re.search(r"^Alert-Info: <[^>]+>;info=alert-autoanswer", invite, re.M)
+    assert re.search(r"^Call-Info: <[^>]+>;answer-after=0", invite, re.M)
+    # Alice's tone went to SIPp and came back: audio flows both ways
+    assert abs(frequency(alice.recording(), 0.5, 2.5) - 1000) < 10
