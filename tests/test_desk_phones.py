@@ -16,7 +16,7 @@ import xmlschema
 
 from .netutil import free_port
 from .office import Office
-from .test_pbx import frequency, office, started, stop_all
+from .test_pbx import frequency, office, provider_invites, started, stop_all
 from .test_sipp import sipp
 
 pytestmark = pytest.mark.interop
@@ -181,3 +181,73 @@ async def test_intercom_auto_answers_with_both_headers_and_refuses_who_may_not_p
     assert re.search(r"^Call-Info: <[^>]+>;answer-after=0", invite, re.M)
     # Alice's tone went to SIPp and came back: audio flows both ways
     assert abs(frequency(alice.recording(), 0.5, 2.5) - 1000) < 10
+
+
+async def test_hot_desk_login_rings_the_shared_phone_and_logout_leaves_emergency_only(
+    office: Office, tmp_path: Path
+) -> None:
+    provider_port = free_port()
+    office.extra = f"""
+[[trunks]]
+name = "provider"
+proxy = "sip:127.0.0.1:{provider_port}"
+
+[[phones]]
+mac = "0004f2000001"
+model = "VVX 250"
+hot_desk = true
+password = "shared-phone-secret"
+"""
+    office.start()
+    provider = await asyncio.create_subprocess_exec(
+        sipp(),
+        *("-sn", "uas", "-i", "127.0.0.1", "-p", str(provider_port), "-nostdin"),
+        *("-timeout", "90s", "-trace_stat", "-stf", str(tmp_path / "provider.csv"), "-fd", "1"),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+        cwd=str(tmp_path),
+    )
+    alice = office.phone("alice", "100", 1000.0)
+    shared = office.phone("shared", "0004f2000001", 600.0, password="shared-phone-secret")
+    await started(alice, shared)
+    pbx = f"127.0.0.1:{office.port}"
+    try:
+        await shared.command("dial", f"sip:*90@{pbx}")  # log in as 102
+        await shared.wait_event("CALL_ESTABLISHED")
+        await asyncio.sleep(0.5)
+        await shared.command("sndcode", "102#1102#")  # extension, then PIN
+        await shared.wait_event("CALL_CLOSED", timeout=20)
+
+        await alice.command("dial", f"sip:102@{pbx}")  # rings the shared phone now
+        await shared.wait_event("CALL_ESTABLISHED", 2)  # it answers (answermode auto)
+        await alice.wait_event("CALL_ESTABLISHED")
+        await asyncio.sleep(1.0)
+        await alice.command("hangup")
+        await shared.wait_event("CALL_CLOSED", 2)
+
+        await shared.command("dial", f"sip:*90@{pbx}")  # log out
+        await shared.wait_event("CALL_ESTABLISHED", 3)
+        await shared.wait_event("CALL_CLOSED", 3, timeout=10)
+        await alice.command("dial", f"sip:102@{pbx}")  # 102 has no phone: voicemail
+        await alice.wait_event("CALL_ESTABLISHED", 2)
+        await asyncio.sleep(1.0)
+        await alice.command("hangup")
+        await alice.wait_event("CALL_CLOSED", 2)
+        rung = len(shared.seen("CALL_ESTABLISHED"))
+
+        await shared.command("dial", f"sip:101@{pbx}")  # logged out: refused
+        refused = await shared.wait_event("CALL_CLOSED", 4)
+        await shared.command("dial", f"sip:112@{pbx}")  # but emergency goes out
+        await shared.wait_event("CALL_ESTABLISHED", 4)
+        await asyncio.sleep(0.5)
+        await shared.command("hangup")
+        await shared.wait_event("CALL_CLOSED", 5)
+        assert await provider_invites(tmp_path) == 1
+    finally:
+        provider.terminate()
+        await provider.wait()
+        await stop_all(alice, shared)
+    assert rung == 3  # *90, Alice's call while logged in, *90: not rung after logout
+    remote = shared.seen("CALL_ESTABLISHED")[1].get("peeruri", "")
+    assert "100" in str(remote), shared.seen("CALL_ESTABLISHED")[1]  # the call from Alice
+    assert "403" in str(refused.get("param")), refused
