@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -251,3 +252,31 @@ password = "shared-phone-secret"
     remote = shared.seen("CALL_ESTABLISHED")[1].get("peeruri", "")
     assert "100" in str(remote), shared.seen("CALL_ESTABLISHED")[1]  # the call from Alice
     assert "403" in str(refused.get("param")), refused
+
+
+async def test_session_timer_ends_a_silent_call_and_keeps_a_refreshed_one(
+    office: Office, tmp_path: Path
+) -> None:
+    office.extra = "[session_timers]\nmin_se = 2\n"  # RFC 4028 says 90: shortened to test
+    office.start()
+    bob = office.phone("bob", "101", 800.0)
+    await started(bob)
+    auth = ("-s", "101", "-au", "100", "-ap", "alice100")
+    try:
+        t0 = time.monotonic()
+        silent = await run_sipp(office, tmp_path, "timer_silent", *auth, "-mp", str(free_port()))
+        assert await finished(silent, tmp_path, "timer_silent") == 0, errors(
+            tmp_path, "timer_silent"
+        )
+        silent_seconds = time.monotonic() - t0
+        await bob.wait_event("CALL_CLOSED")  # the callee's leg ended with it
+        refresh = await run_sipp(office, tmp_path, "timer_refresh", *auth, "-mp", str(free_port()))
+        assert await finished(refresh, tmp_path, "timer_refresh") == 0, errors(
+            tmp_path, "timer_refresh"
+        )
+        await bob.wait_event("CALL_CLOSED", 2)
+    finally:
+        await stop_all(bob)
+    assert 4.5 < silent_seconds < 9.0
+    assert len(received(tmp_path, "timer_refresh", "BYE")) == 0  # it hung up itself
+    assert len(received(tmp_path, "timer_silent", "BYE")) == 1
