@@ -1,13 +1,16 @@
 """Desk-phone features in-process, with this project's UA as the phones: a busy-lamp key's
 pickup by INVITE with Replaces naming the early dialog the dialog package reported
-(what a Polycom does), and the pure pieces (Replaces parsing, dialog-info rendering)."""
+(what a Polycom does), the call-waiting tone, and the pure pieces (Replaces parsing,
+dialog-info rendering)."""
 
 from __future__ import annotations
 
 import asyncio
 import xml.etree.ElementTree as ET
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 
 import sip
@@ -96,3 +99,50 @@ async def test_blf_key_picks_up_the_early_dialog_with_replaces(tmp_path: Path) -
         await carol.stop()
         await bob.close()
         await pbx.stop()
+
+
+def power_at(samples: np.ndarray, hz: float, rate: int = 8000) -> float:
+    spectrum = np.abs(np.fft.rfft(samples.astype(np.float64)))
+    freqs = np.fft.rfftfreq(len(samples), 1 / rate)
+    return float(spectrum[np.abs(freqs - hz) < 15].max())
+
+
+class BusyPhone(SoftPhone):
+    """Answers its first call; later calls only ring (a phone showing a waiting call)."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.waiting: list[sip.IncomingCall] = []
+
+    async def _on_invite(self, call: sip.IncomingCall) -> None:
+        if self.calls:
+            self.waiting.append(call)
+            call.ring()
+            return
+        await super()._on_invite(call)
+
+
+async def test_call_waiting_tone_over_the_call_while_a_second_call_rings(tmp_path: Path) -> None:
+    pbx = await demo_pbx(tmp_path, extra='[call_waiting]\nusers = ["101"]\n', rtp=35600)
+    port = pbx.ua.listeners[0].port
+    alice = SoftPhone("100", "alice100", port, 1000.0)
+    bob = BusyPhone("101", "bob101", port, 600.0)
+    carol = SoftPhone("102", "carol102", port, 800.0)
+    try:
+        for phone in (alice, bob, carol):
+            await phone.start()
+        await alice.call("101")
+        await asyncio.sleep(1.0)
+        before = np.concatenate(bob.heard[-50:])  # Alice alone
+        second = asyncio.create_task(carol.call("101"))
+        while not bob.waiting:
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(1.0)
+        during = np.concatenate(bob.heard[-50:])  # Alice, and the tone
+        second.cancel()
+    finally:
+        for phone in (alice, bob, carol):
+            await phone.stop()
+        await pbx.stop()
+    assert power_at(during, 440) > 10 * power_at(before, 440)  # the call-waiting tone
+    assert power_at(during, 1000) > 0.5 * power_at(before, 1000)  # Alice still heard
