@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
-"""Regenerate the built-in voice prompts (softswitch/sounds/*.flac) with espeak-ng, sox.
+"""Regenerate the built-in voice prompts with espeak-ng and sox: English in
+softswitch/sounds/*.flac, French in softswitch/sounds/fr/*.flac (``server.language``).
 
 The files are committed (FLAC: half the size of WAV): the daemon needs neither tool at
-run time. 8 kHz, 16-bit mono.
+run time for them. 8 kHz, 16-bit mono.
 """
 
 from __future__ import annotations
@@ -56,6 +57,19 @@ PROMPTS = {
     "conf-ended": "The conference has ended.",
     "conf-menu": "Star 0, caller count. Star 1, leave. Star 6, mute or unmute. "
     "Star 2, listening mode. Star 5, lock. Star 9, record. Star 4, entry and exit tones.",
+    "ivr-invalid": "That is not a valid choice.",
+    "ivr-invalid-extension": "That extension is not valid.",
+    "ivr-spell-last": "Please enter the first three letters of the person's last name.",
+    "ivr-spell-first": "Please enter the first three letters of the person's first name.",
+    "ivr-no-match": "No name matches these letters.",
+    "ivr-for": "For",
+    "ivr-press": "press",
+    "blocked": "This number does not accept your calls.",
+    "screen-say-name": "Please say your name after the tone.",
+    "screen-call-from": "Call from",
+    "screen-choice": "Press 1 to accept the call, or 2 to send it to voicemail.",
+    "confirm-call-for": "Call for",
+    "confirm-press-1": "Press 1 to accept the call.",
     **{
         f"num-{n}": word
         for n, word in enumerate(
@@ -87,33 +101,130 @@ PROMPTS = {
 }
 
 
+FRENCH = {
+    "vm-greeting": "Votre correspondant n'est pas disponible. Laissez un message après le bip. "
+    "Raccrochez ou appuyez sur dièse quand vous avez terminé.",
+    "vm-enter-pin": "Entrez votre code personnel, suivi de la touche dièse.",
+    "vm-enter-mailbox": "Entrez le numéro de votre messagerie, suivi de la touche dièse.",
+    "vm-incorrect": "Ce code est incorrect.",
+    "vm-you-have": "Vous avez",
+    "vm-new-messages": "nouveaux messages.",
+    "vm-new-message": "nouveau message.",
+    "vm-no-messages": "Vous n'avez aucun message.",
+    "vm-message-menu": "Appuyez sur 7 pour effacer ce message, 9 pour le garder, "
+    "ou 1 pour le réécouter.",
+    "vm-deleted": "Message effacé.",
+    "vm-saved": "Message conservé.",
+    "vm-no-more": "Il n'y a plus de message.",
+    "vm-full": "Cette messagerie est pleine.",
+    "goodbye": "Au revoir.",
+    "connecting": "Veuillez patienter, nous recherchons votre correspondant.",
+    "unavailable": "Le numéro demandé n'est pas disponible.",
+    "not-allowed": "Vous n'êtes pas autorisé à appeler ce numéro.",
+    "hotdesk-extension": "Poste partagé. Entrez votre numéro de poste, suivi de la touche dièse.",
+    "hotdesk-in": "Vous êtes connecté sur ce poste.",
+    "hotdesk-out": "Vous êtes déconnecté de ce poste.",
+    "conf-enter-code": "Entrez votre code de conférence, suivi de la touche dièse.",
+    "conf-invalid": "Ce code n'est pas valide.",
+    "conf-wait-host": "Veuillez patienter jusqu'à l'arrivée de l'organisateur.",
+    "conf-locked": "Cette conférence est verrouillée.",
+    "conf-full": "Cette conférence est complète.",
+    "conf-there-are": "Il y a",
+    "conf-participants": "participants dans la conférence.",
+    "conf-muted": "Votre micro est coupé.",
+    "conf-unmuted": "Votre micro est rétabli.",
+    "conf-mode-1": "Tous les participants sont en sourdine. "
+    "Appuyez sur étoile dièse 6 pour reprendre la parole.",
+    "conf-mode-2": "Mode écoute seule.",
+    "conf-mode-3": "Tous les participants peuvent parler.",
+    "conf-lock": "La conférence est verrouillée.",
+    "conf-unlock": "La conférence est ouverte.",
+    "conf-rec-start": "Enregistrement démarré.",
+    "conf-rec-stop": "Enregistrement arrêté.",
+    "conf-tones": "Les bips d'entrée et de sortie ont changé.",
+    "conf-ended": "La conférence est terminée.",
+    "conf-menu": "Étoile 0, nombre de participants. Étoile 1, quitter. Étoile 6, micro. "
+    "Étoile 2, mode d'écoute. Étoile 5, verrouiller. Étoile 9, enregistrer. "
+    "Étoile 4, bips d'entrée et de sortie.",
+    "ivr-invalid": "Ce choix n'est pas valide.",
+    "ivr-invalid-extension": "Ce numéro de poste n'est pas valide.",
+    "ivr-spell-last": "Entrez les trois premières lettres du nom de famille de la personne.",
+    "ivr-spell-first": "Entrez les trois premières lettres du prénom de la personne.",
+    "ivr-no-match": "Aucun nom ne correspond à ces lettres.",
+    "ivr-for": "Pour",
+    "ivr-press": "appuyez sur",
+    "blocked": "Ce numéro n'accepte pas vos appels.",
+    "screen-say-name": "Veuillez dire votre nom après le bip.",
+    "screen-call-from": "Appel de",
+    "screen-choice": "Appuyez sur 1 pour prendre l'appel, ou sur 2 pour l'envoyer "
+    "vers la messagerie.",
+    "confirm-call-for": "Appel pour",
+    "confirm-press-1": "Appuyez sur 1 pour prendre l'appel.",
+    **{
+        f"num-{n}": word
+        for n, word in enumerate(
+            [
+                "zéro",
+                "un",
+                "deux",
+                "trois",
+                "quatre",
+                "cinq",
+                "six",
+                "sept",
+                "huit",
+                "neuf",
+                "dix",
+                "onze",
+                "douze",
+                "treize",
+                "quatorze",
+                "quinze",
+                "seize",
+                "dix-sept",
+                "dix-huit",
+                "dix-neuf",
+                "vingt",
+            ]
+        )
+    },
+}
+
+
+def render(prompts: dict[str, str], voice: str, out: Path, tmp: str) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    for name, text in prompts.items():
+        raw = Path(tmp) / f"{name}.wav"
+        subprocess.run(["espeak-ng", "-v", voice, "-s", "150", "-w", str(raw), text], check=True)
+        subprocess.run(
+            [
+                "sox",
+                str(raw),
+                "-r",
+                "8000",
+                "-c",
+                "1",
+                "-b",
+                "16",
+                str(out / f"{name}.flac"),
+                "norm",
+                "-6",
+            ],
+            check=True,
+        )
+
+
 def main(names: list[str]) -> None:
     """Every prompt, or only those named on the command line."""
-    OUT.mkdir(parents=True, exist_ok=True)
-    chosen = {n: t for n, t in PROMPTS.items() if not names or n in names}
+    missing = set(PROMPTS) - set(FRENCH)
+    if missing:
+        raise SystemExit(f"no French text for {sorted(missing)}")
+    english = {n: t for n, t in PROMPTS.items() if not names or n in names}
+    french = {n: t for n, t in FRENCH.items() if not names or n in names}
     with tempfile.TemporaryDirectory() as tmp:
-        for name, text in chosen.items():
-            raw = Path(tmp) / f"{name}.wav"
-            subprocess.run(
-                ["espeak-ng", "-v", "en-us", "-s", "150", "-w", str(raw), text], check=True
-            )
-            subprocess.run(
-                [
-                    "sox",
-                    str(raw),
-                    "-r",
-                    "8000",
-                    "-c",
-                    "1",
-                    "-b",
-                    "16",
-                    str(OUT / f"{name}.flac"),
-                    "norm",
-                    "-6",
-                ],
-                check=True,
-            )
-    print(f"{len(chosen)} prompts in {OUT}", file=sys.stderr)
+        render(english, "en-us", OUT, tmp)
+        render(french, "fr-fr", OUT / "fr", tmp)
+    print(f"{len(english)} prompts in {OUT} and {OUT / 'fr'}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -82,8 +82,10 @@ __all__ = [
 ]
 
 from .call import Call, CallState, IncomingCall, OutgoingCall, RequestRefused
+from .connections import ConnectionLimits
 from .dialog import Dialog
 from .registration import Registration, RegistrationFailed
+from .security import SecurityLog
 from .session_timer import TimerSettings
 from .subscription import ServerSubscription, Subscription
 from .transaction import Timers
@@ -92,6 +94,7 @@ from .ua import IncomingRequest, RequestFailed, UserAgent
 __all__ += [
     "Call",
     "CallState",
+    "ConnectionLimits",
     "Dialog",
     "IncomingCall",
     "IncomingRequest",
@@ -100,6 +103,7 @@ __all__ += [
     "RegistrationFailed",
     "RequestFailed",
     "RequestRefused",
+    "SecurityLog",
     "ServerSubscription",
     "Subscription",
     "TimerSettings",

@@ -367,7 +367,7 @@ class Call:
         if ack is not None and self.destination is not None:
             self.ua.transport.send(ack, self.destination)
 
-    def _end(self, reason: str) -> None:
+    def _end(self, reason: str, *, quiet: bool = False) -> None:
         if self.state is CallState.ENDED:
             return
         self.state = CallState.ENDED
@@ -379,7 +379,12 @@ class Call:
             self.ua.calls.pop(self.dialog.id, None)
         self.ua._stray_handlers.pop(self.call_id, None)
         self.ended.set()
-        log.info("event=call_ended call_id=%s reason=%s", self.call_id, reason)
+        log.log(
+            logging.DEBUG if quiet else logging.INFO,
+            "event=call_ended call_id=%s reason=%s",
+            self.call_id,
+            reason,
+        )
         self.on_end.emit(self)
 
     async def wait_ended(self, timeout: float | None = None) -> None:
@@ -671,12 +676,21 @@ class IncomingCall(Call):
         reason: str | None = None,
         *,
         headers: list[tuple[str, str]] | None = None,
+        stateless: bool = False,
     ) -> None:
+        """Refuse the call with ``status``. ``stateless`` answers once and keeps nothing
+        (:meth:`IncomingRequest.respond_stateless`): for a call that never was one, such
+        as a digest challenge; its end is logged at debug level only. A call that rang
+        already has a dialog at the caller: it is refused statefully."""
         if self.state not in (CallState.CALLING, CallState.EARLY):
             return
         self.ua.ringing.pop(self.incoming.transaction, None)
-        self.incoming.respond(status, reason, to_tag=self.to_tag, headers=headers)
-        self._end(f"rejected {status}")
+        stateless = stateless and self.state is CallState.CALLING
+        if stateless:
+            self.incoming.respond_stateless(status, reason, headers=headers)
+        else:
+            self.incoming.respond(status, reason, to_tag=self.to_tag, headers=headers)
+        self._end(f"rejected {status}", quiet=stateless)
 
     async def hangup(self) -> None:
         if self.state in (CallState.CALLING, CallState.EARLY):
@@ -684,9 +698,9 @@ class IncomingCall(Call):
         else:
             await self.bye()
 
-    def _end(self, reason: str) -> None:
+    def _end(self, reason: str, *, quiet: bool = False) -> None:
         self.ua.ringing.pop(self.incoming.transaction, None)
-        super()._end(reason)
+        super()._end(reason, quiet=quiet)
 
     def _on_cancel(self) -> None:
         if self.state not in (CallState.CALLING, CallState.EARLY):

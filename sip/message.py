@@ -26,7 +26,7 @@ from .headers import (
     parse_uint,
     parse_via,
 )
-from .uri import URI, parse_uri
+from .uri import URI, parse_uri, uri_length_error
 
 MAX_MESSAGE_SIZE: Final = 65535
 MAX_HEADER_LINES: Final = 256
@@ -103,6 +103,9 @@ _WARNING = re.compile(r"[0-9]{3} [^ \t]+ \"(?:[^\"\\]|\\.)*\"\Z")
 _SINGLETONS = ("Call-ID", "From", "To", "CSeq", "Content-Length", "Max-Forwards", "Expires")
 _REQUIRED = ("Via", "From", "To", "Call-ID", "CSeq")
 _CRLF_CHARS = b"\r\n"
+# C0 controls other than HTAB (and LF, the line separator here): allowed in a header
+# value only as a quoted-pair inside a quoted string (RFC 3261 §25.1).
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f]")
 
 
 class Message:
@@ -292,6 +295,8 @@ def parse(data: bytes) -> Request | Response:
     head = _FOLD.sub(r"\1", head.replace("\r\n", "\n"))
     start_line, _, fields = head.partition("\n")
     message = _parse_start_line(start_line)
+    if _CONTROL.search(fields) is not None:
+        _check_controls(fields)
     found = _FIELDS.findall(fields)
     expected = fields.count("\n") + 1 if fields else 0
     if len(found) != expected:
@@ -302,6 +307,26 @@ def parse(data: bytes) -> Request | Response:
     _validate(message)
     message.body = _body(message.headers, body)
     return message
+
+
+def _check_controls(fields: str) -> None:
+    """Raise for a control character that is not a quoted-pair in a quoted string."""
+    for number, line in enumerate(fields.split("\n"), start=2):
+        if _CONTROL.search(line) is None:
+            continue
+        quoted = escaped = False
+        for char in line:
+            if escaped:
+                escaped = False
+            elif quoted and char == "\\":
+                escaped = True
+            elif char == '"':
+                quoted = not quoted
+            elif _CONTROL.match(char) is not None:
+                name = line.split(":", 1)[0][:40]
+                raise ParseError(
+                    f"line {number}: control character 0x{ord(char):02x} in {name!r} header value"
+                )
 
 
 def _raise_bad_line(fields: str) -> None:
@@ -331,6 +356,9 @@ def _parse_start_line(line: str) -> Request | Response:
         if version.upper().startswith("SIP/"):
             raise ParseError(f"unsupported SIP version {version[:20]!r}", status=505)
         raise ParseError(f"bad SIP version {version[:20]!r} in request line")
+    too_long = uri_length_error(uri_text)
+    if too_long is not None:
+        raise ParseError(f"Request-URI: {too_long}", status=414)
     uri = parse_uri(uri_text)
     if uri.is_sip and uri.headers:
         raise ParseError(f"Request-URI must not carry headers: {uri_text[:80]!r}")
@@ -422,6 +450,7 @@ def make_response(
 
 
 _SALVAGED = ("Via", "From", "To", "Call-ID", "CSeq")
+_SALVAGE_NEEDED = ("Via", "From", "To")  # without these a response cannot reach the peer
 
 
 def error_response(data: bytes, error: ParseError) -> Response | None:
@@ -429,8 +458,9 @@ def error_response(data: bytes, error: ParseError) -> Response | None:
 
     RFC 3261 wants a 400 (or the status the error carries) whenever the request is
     recognisable enough to be answered: its start line names a method other than ACK and
-    the header fields a response copies are present. The reason phrase says what was
-    wrong. Returns None for responses and unanswerable garbage (drop those).
+    it has the Via, From and To a response needs to reach the peer; Call-ID and CSeq are
+    copied when present (their absence may be what is wrong). The reason phrase says
+    what was wrong. Returns None for responses and unanswerable garbage (drop those).
     """
     try:
         text = bytes(data[:MAX_MESSAGE_SIZE]).decode("utf-8", "replace")
@@ -449,11 +479,11 @@ def error_response(data: bytes, error: ParseError) -> Response | None:
             name = canonical_name(m.group(1))
             if name in _SALVAGED:
                 found.setdefault(name, []).append(m.group(2).strip())
-    if any(name not in found for name in _SALVAGED):
+    if any(name not in found for name in _SALVAGE_NEEDED):
         return None
     headers = Headers()
     for name in _SALVAGED:
-        for value in found[name] if name == "Via" else found[name][:1]:
+        for value in found.get(name, ()) if name == "Via" else found.get(name, [])[:1]:
             headers.add(name, value)
     reason = REASONS.get(error.status, "Bad Request")
     detail = " ".join(str(error).split())[:100].encode("ascii", "replace").decode()

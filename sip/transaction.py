@@ -37,11 +37,17 @@ def is_reliable(address: Address) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class Timers:
-    """RFC 3261 timer values (seconds); T1 is the RTT estimate, T2 the retransmit cap."""
+    """RFC 3261 timer values (seconds); T1 is the RTT estimate, T2 the retransmit cap.
+
+    ``trying`` is how long an INVITE server transaction waits for the TU before it sends
+    100 Trying itself (§17.2.1 allows 200 ms): a request answered at once, such as a
+    challenged INVITE, gets its final response and nothing else.
+    """
 
     t1: float = 0.5
     t2: float = 4.0
     t4: float = 5.0
+    trying: float = 0.2
 
     @property
     def b(self) -> float:  # also F, H, J, L, M
@@ -333,7 +339,8 @@ class ServerTransaction(Transaction):
         *,
         auto_trying: bool = True,
     ) -> tuple[ServerTransaction, list[Action]]:
-        """A new server transaction; INVITE answers 100 Trying at once (§17.2.1)."""
+        """A new server transaction. For an INVITE, 100 Trying goes out after
+        ``timers.trying`` unless the TU responded by then (§17.2.1)."""
         invite = request.method == "INVITE"
         tx = cls(
             request,
@@ -344,15 +351,23 @@ class ServerTransaction(Transaction):
         )
         actions: list[Action] = [Deliver(request, tx)]
         if invite and auto_trying:
-            from .message import make_response
-
-            trying = make_response(request, 100)
-            tx.last_response = trying
-            actions.insert(0, Send(trying, peer))
+            if tx.timers.trying > 0:
+                tx._arm("100", now, tx.timers.trying)
+            else:
+                actions.insert(0, tx._trying())
         return tx, actions
+
+    def _trying(self) -> Send:
+        from .message import make_response
+
+        self._deadlines.pop("100", None)
+        self.last_response = make_response(self.request, 100)
+        return Send(self.last_response, self.peer)
 
     def receive(self, request: Request, now: float) -> list[Action]:
         """A retransmission (or the ACK of a non-2xx) matched this transaction."""
+        if "100" in self._deadlines and request.method == "INVITE":
+            return [self._trying()]  # the client is waiting: do not make it wait more
         if request.method == "ACK":
             if self.state is State.COMPLETED:
                 self.state = State.CONFIRMED
@@ -373,6 +388,7 @@ class ServerTransaction(Transaction):
                 return [Send(response, self.peer)]  # 2xx retransmission by the UA core
             return []
         self.last_response = response
+        self._deadlines.pop("100", None)
         actions: list[Action] = [Send(response, self.peer)]
         invite = self.request.method == "INVITE"
         if response.status < 200:
@@ -392,6 +408,8 @@ class ServerTransaction(Transaction):
         return actions
 
     def _fire(self, name: str, now: float) -> list[Action]:
+        if name == "100":
+            return [self._trying()]
         if name == "G":
             self._interval = min(2 * self._interval, self.timers.t2)
             self._arm("G", now, self._interval)
@@ -467,6 +485,12 @@ class TransactionLayer:
 
     def respond(self, tx: ServerTransaction, response: Response, now: float) -> list[Action]:
         return self._track(tx, tx.respond(response, now))
+
+    def forget(self, tx: Transaction) -> None:
+        """Drop ``tx`` at once, without its timers (a request answered statelessly)."""
+        tx._terminate()
+        if self._by_key.get(tx.key) is tx:
+            del self._by_key[tx.key]
 
     def find_invite(self, cancel: Request) -> ServerTransaction | None:
         """The INVITE server transaction a CANCEL refers to (§9.2)."""

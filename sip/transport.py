@@ -3,7 +3,12 @@
 A thin adapter: bytes from sockets go through :func:`sip.parse` (datagrams) or a
 :class:`StreamFramer` (streams) and come out as messages with their source address;
 messages to send go out on the matching socket, reusing stream connections. Malformed
-requests are answered 400 when a response can be formed, otherwise dropped and counted.
+requests are answered 400 when a response can be formed, otherwise dropped and counted;
+either way they are reported to the security log (rate-limited per source).
+
+Stream connections are bounded by a :class:`~sip.connections.ConnectionTable`: idle and
+slow (slowloris) connections are closed by a sweep, new ones beyond the per-address cap
+are refused, and at the total cap the oldest idle one makes room.
 """
 
 from __future__ import annotations
@@ -16,16 +21,18 @@ import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from .connections import ConnectionLimits, ConnectionTable
 from .errors import ParseError
 from .framing import StreamFramer
 from .message import Request, Response, error_response, parse
+from .security import SecurityLog
 from .transaction import Address
 
 log = logging.getLogger(__name__)
 
 MessageHandler = Callable[[Request | Response, Address, "Listener"], None]
 KEEPALIVES = (b"\r\n", b"\r\n\r\n", b"\x00\x00\x00\x00")
-MAX_CONNECTIONS = 10_000
+MAX_CONNECTIONS = ConnectionLimits().max_connections
 # SOFTSWITCH_SIP_TRACE=1 logs whole messages at debug level, not just their first line.
 _FULL_TRACE = os.environ.get("SOFTSWITCH_SIP_TRACE") == "1"
 
@@ -78,10 +85,13 @@ def _with_received(request: Request, source: Address) -> None:
 
 
 class _StreamProtocol(asyncio.Protocol):
-    def __init__(self, layer: TransportLayer, listener: Listener, transport_name: str) -> None:
+    def __init__(
+        self, layer: TransportLayer, listener: Listener, transport_name: str, *, inbound: bool
+    ) -> None:
         self.layer = layer
         self.listener = listener
         self.name = transport_name
+        self.inbound = inbound
         self.framer = StreamFramer()
         self.transport: asyncio.Transport | None = None
         self.peer: Address | None = None
@@ -91,11 +101,8 @@ class _StreamProtocol(asyncio.Protocol):
         self.transport = transport
         host, port = transport.get_extra_info("peername")[:2]
         self.peer = (self.name, host, port)
-        if len(self.layer._connections) >= MAX_CONNECTIONS:
-            log.warning("event=connection_refused reason=limit peer=%s", self.peer)
-            transport.close()
-            return
-        self.layer._connections[self.peer] = self
+        if self.layer._admit(self):
+            self.layer._connections[self.peer] = self
 
     def data_received(self, data: bytes) -> None:
         assert self.peer is not None and self.transport is not None
@@ -103,9 +110,10 @@ class _StreamProtocol(asyncio.Protocol):
             frames = self.framer.feed(data)
         except ParseError as exc:
             self.layer.stats.malformed += 1
-            log.info("event=stream_framing_error peer=%s error=%s", self.peer, exc)
-            self.transport.close()
+            self.layer.security_event("malformed", self.peer, reason=f"stream framing: {exc}")
+            self.close()
             return
+        self.layer._received(self, len(frames), self.framer.buffered > 0)
         if self.framer.pings:
             self.transport.write(b"\r\n" * self.framer.pings)  # RFC 5626 pong
             self.framer.pings = 0
@@ -113,12 +121,16 @@ class _StreamProtocol(asyncio.Protocol):
             self.layer._receive(frame, self.peer, self.listener)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self.peer is not None and self.layer._connections.get(self.peer) is self:
-            del self.layer._connections[self.peer]
+        self.layer._forget(self)
 
     def write(self, data: bytes) -> None:
         assert self.transport is not None
         self.transport.write(data)
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+        self.layer._forget(self)
 
 
 class _DatagramProtocol(asyncio.DatagramProtocol):
@@ -146,16 +158,106 @@ class TransportLayer:
     """Owns the sockets of one user agent."""
 
     def __init__(
-        self, on_message: MessageHandler, *, client_ssl: ssl.SSLContext | None = None
+        self,
+        on_message: MessageHandler,
+        *,
+        client_ssl: ssl.SSLContext | None = None,
+        limits: ConnectionLimits | None = None,
+        security: SecurityLog | None = None,
     ) -> None:
         self.on_message = on_message
         self.on_send_error: Callable[[Address, Exception], None] | None = None
         self.listeners: list[Listener] = []
         self.stats = Stats()
         self.client_ssl = client_ssl
+        self.limits = limits or ConnectionLimits()
+        self.security = security or SecurityLog()
+        self.security.on_deadline = self._arm_security
+        self._table: ConnectionTable[_StreamProtocol] = ConnectionTable(self.limits)
         self._connections: dict[Address, _StreamProtocol] = {}
         self._pending: dict[Address, _Pending] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._sweeper: asyncio.TimerHandle | None = None
+        self._security_timer: asyncio.TimerHandle | None = None
+        self._closed = False
+
+    # -- the security log and the connection limits ---------------------------------------
+
+    def now(self) -> float:
+        return asyncio.get_running_loop().time()
+
+    def security_event(
+        self,
+        event: str,
+        source: Address,
+        *,
+        user: str | None = None,
+        method: str | None = None,
+        reason: str | None = None,
+    ) -> None:
+        """Report to the security log (see :mod:`sip.security`), now."""
+        self.security.event(event, source, self.now(), user=user, method=method, reason=reason)
+
+    def _arm_security(self, deadline: float) -> None:
+        if self._closed:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # reported from outside the loop: flushed by the next event
+            return
+        if self._security_timer is not None:
+            self._security_timer.cancel()
+        self._security_timer = loop.call_at(deadline, self._flush_security)
+
+    def _flush_security(self) -> None:
+        self._security_timer = None
+        self.security.flush(self.now())
+
+    def _admit(self, protocol: _StreamProtocol) -> bool:
+        """Track a new stream connection; False if it was refused (and closed)."""
+        assert protocol.peer is not None and protocol.transport is not None
+        now = self.now()
+        if not protocol.inbound:
+            self._table.add_outbound(protocol, protocol.peer[1], now)
+        else:
+            admission = self._table.admit(protocol, protocol.peer[1], now)
+            if not admission.accepted:
+                self.security_event("tcp_refused", protocol.peer, reason=admission.reason)
+                protocol.transport.close()
+                return False
+            victim = admission.evict
+            if victim is not None and victim.peer is not None:
+                self.security_event("tcp_evicted", victim.peer, reason="max_connections")
+                victim.close()
+        self._arm_sweep()
+        return True
+
+    def _received(self, protocol: _StreamProtocol, messages: int, partial: bool) -> None:
+        self._table.received(protocol, self.now(), messages=messages, partial=partial)
+
+    def _forget(self, protocol: _StreamProtocol) -> None:
+        self._table.remove(protocol)
+        peer = protocol.peer
+        if peer is not None and self._connections.get(peer) is protocol:
+            del self._connections[peer]
+
+    def _arm_sweep(self) -> None:
+        if self._sweeper is None and not self._closed:
+            limits = self.limits
+            interval = min(1.0, limits.message_timeout / 4, limits.idle_timeout / 4)
+            loop = asyncio.get_running_loop()
+            self._sweeper = loop.call_later(interval, self._sweep)
+
+    def _sweep(self) -> None:
+        """Close idle and slow connections; runs while there are any."""
+        self._sweeper = None
+        for protocol, why in self._table.expired(self.now()):
+            if protocol.peer is not None:
+                event = "tcp_slow" if why == "message_timeout" else "tcp_idle"
+                self.security_event(event, protocol.peer, reason=why)
+            protocol.close()
+        if len(self._table):
+            self._arm_sweep()
 
     async def listen(
         self, transport: str, host: str, port: int, *, ssl_context: ssl.SSLContext | None = None
@@ -175,10 +277,11 @@ class TransportLayer:
                 raise ValueError("a TLS listener needs an ssl_context")
             listener = Listener(transport, bind, port, ssl_context=ssl_context)
             server = await loop.create_server(
-                lambda: _StreamProtocol(self, listener, transport),
+                lambda: _StreamProtocol(self, listener, transport, inbound=True),
                 bind,
                 port,
                 ssl=ssl_context if transport == "tls" else None,
+                ssl_handshake_timeout=self.limits.message_timeout if transport == "tls" else None,
                 reuse_address=True,
             )
             listener._server = server
@@ -207,13 +310,7 @@ class TransportLayer:
         except ParseError as exc:
             self.stats.malformed += 1
             reply = error_response(data, exc)
-            log.info(
-                "event=malformed source=%s:%s answered=%s error=%s",
-                source[1],
-                source[2],
-                reply is not None,
-                exc,
-            )
+            self.security_event("malformed", source, method=_method_of(data), reason=str(exc))
             if reply is not None:
                 self.stats.answered_400 += 1
                 self.send(reply, source)
@@ -265,7 +362,7 @@ class TransportLayer:
                 context = self.client_ssl or ssl.create_default_context()
             _, protocol = await asyncio.wait_for(
                 loop.create_connection(
-                    lambda: _StreamProtocol(self, listener, transport),
+                    lambda: _StreamProtocol(self, listener, transport, inbound=False),
                     host,
                     port,
                     ssl=context,
@@ -287,11 +384,14 @@ class TransportLayer:
             target.write(data)
 
     async def close(self) -> None:
+        self._closed = True
+        for timer in (self._sweeper, self._security_timer):
+            if timer is not None:
+                timer.cancel()
         for task in list(self._tasks):
             task.cancel()
         for connection in list(self._connections.values()):
-            if connection.transport is not None:
-                connection.transport.close()
+            connection.close()
         for listener in self.listeners:
             if listener._udp is not None:
                 listener._udp.close()
@@ -301,3 +401,11 @@ class TransportLayer:
                     await listener._server.wait_closed()
         self.listeners.clear()
         await asyncio.sleep(0)
+
+
+def _method_of(data: bytes) -> str | None:
+    """The method of a request that failed to parse, if its start line names one."""
+    token = data.lstrip(b"\r\n")[:32].split(b" ", 1)[0]
+    if not token or token.startswith(b"SIP/") or not token.isalpha():
+        return None
+    return token.decode("ascii")

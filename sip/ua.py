@@ -10,6 +10,7 @@ subscriptions) lives in :mod:`sip.call`, :mod:`sip.registration` and
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import inspect
 import ipaddress
 import logging
@@ -19,11 +20,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .auth import DigestClient, parse_challenge
+from .connections import ConnectionLimits
 from .dialog import Dialog, new_call_id, new_tag
 from .errors import ParseError, SipUsageError
 from .headers import Headers, NameAddr
 from .message import Request, Response, make_response
 from .netroute import source_address_for
+from .security import SecurityLog
 from .transaction import (
     Address,
     ClientTransaction,
@@ -49,6 +52,7 @@ log = logging.getLogger(__name__)
 
 _CONTACT_METHODS = ("INVITE", "SUBSCRIBE", "REFER", "REGISTER", "UPDATE")
 ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, REFER, NOTIFY, SUBSCRIBE, MESSAGE, UPDATE"
+SCHEMES = ("sip", "sips", "tel")  # Request-URI schemes served; others get 416
 RequestHandler = Callable[["IncomingRequest"], Awaitable[None] | None]
 ResponseHandler = Callable[[Response], None]
 
@@ -104,6 +108,29 @@ class IncomingRequest:
         self.send(response)
         return response
 
+    def respond_stateless(
+        self,
+        status: int,
+        reason: str | None = None,
+        *,
+        headers: list[tuple[str, str]] | None = None,
+        to_tag: str | None = None,
+    ) -> Response:
+        """Answer once, without a transaction (RFC 3261 §8.2.7), and forget the request.
+
+        For answers that must cost nothing, such as a digest challenge to a request
+        that may come from a spoofed source: no retransmission, no memory kept. A
+        retransmitted request is a new request and gets a new answer; the ACK of a
+        stateless error to an INVITE matches nothing and is dropped.
+        """
+        self.responded = True
+        self.ua.ringing.pop(self.transaction, None)
+        self.ua.transactions.forget(self.transaction)
+        self.ua._rearm()
+        return self.ua.respond_stateless(
+            self.request, self.source, status, reason, headers=headers, to_tag=to_tag
+        )
+
     def send(self, response: Response) -> None:
         if "Server" not in response.headers:
             response.headers.add("Server", self.ua.user_agent)
@@ -133,7 +160,12 @@ class UserAgent:
         outbound_proxy: str | None = None,
         tls_context: ssl.SSLContext | None = None,
         client_tls_context: ssl.SSLContext | None = None,
+        connection_limits: ConnectionLimits | None = None,
+        security: SecurityLog | None = None,
     ) -> None:
+        """``connection_limits`` bound TCP/TLS connections (:mod:`sip.connections`);
+        ``security`` is the security event log to report to (:mod:`sip.security`),
+        shared with whatever else in the process reports security events."""
         self.listen_specs = [listen] if isinstance(listen, str) else list(listen)
         self.user = user
         self.display_name = display_name
@@ -143,7 +175,13 @@ class UserAgent:
         self.outbound_proxy = parse_uri(outbound_proxy) if outbound_proxy else None
         self.tls_context = tls_context
         self.transactions = TransactionLayer(timers)
-        self.transport = TransportLayer(self._on_message, client_ssl=client_tls_context)
+        self.transport = TransportLayer(
+            self._on_message,
+            client_ssl=client_tls_context,
+            limits=connection_limits,
+            security=security,
+        )
+        self.security = self.transport.security
         self.transport.on_send_error = self._on_send_error
         self.handlers: dict[str, RequestHandler] = {}
         self.supported: set[str] = set()  # option tags a Require may name (none by default)
@@ -421,6 +459,39 @@ class UserAgent:
         self._stamp(request, destination)
         self.transport.send(request, destination)
 
+    def respond_stateless(
+        self,
+        request: Request,
+        source: Address,
+        status: int,
+        reason: str | None = None,
+        *,
+        headers: list[tuple[str, str]] | None = None,
+        to_tag: str | None = None,
+    ) -> Response:
+        """Send one response to ``request`` (from ``source``) without a transaction.
+
+        The To tag, when not given, is derived from the request, so a retransmission
+        gets the same one (§8.2.7)."""
+        response = make_response(request, status, reason, to_tag=to_tag or stateless_tag(request))
+        for name, value in headers or ():
+            response.headers.add(name, value)
+        response.headers.add("Server", self.user_agent)
+        self.transport.send(response, source)
+        return response
+
+    def security_event(
+        self,
+        event: str,
+        source: Address,
+        *,
+        user: str | None = None,
+        method: str | None = None,
+        reason: str | None = None,
+    ) -> None:
+        """Report ``event`` from ``source`` to the security log (:mod:`sip.security`)."""
+        self.security.event(event, source, self.now(), user=user, method=method, reason=reason)
+
     # -- calls, registrations, subscriptions ---------------------------------------------
 
     async def invite(
@@ -498,6 +569,17 @@ class UserAgent:
         actions: list[Any]
         if isinstance(message, Response):
             actions = self.transactions.receive_response(message, now)
+        elif message.uri.scheme not in SCHEMES:
+            # §8.2.2.1: 416, statelessly: nothing here serves such a request
+            if message.method != "ACK":
+                self.respond_stateless(message, source, 416)
+                self.security_event(
+                    "request_refused",
+                    source,
+                    method=message.method,
+                    reason=f"unsupported URI scheme {message.uri.scheme}",
+                )
+            return
         else:
             received = self.transactions.receive_request(message, source, now)
             actions = [
@@ -583,7 +665,7 @@ class UserAgent:
             if option.strip().lower() not in self.supported
         ]
         if unsupported:  # RFC 3261 §8.2.2.3: refuse extensions we would not honour
-            incoming.respond(420, headers=[("Unsupported", ", ".join(unsupported))])
+            incoming.respond_stateless(420, headers=[("Unsupported", ", ".join(unsupported))])
             return
         if request.to.tag is not None:
             self._in_dialog(incoming)
@@ -602,7 +684,7 @@ class UserAgent:
         elif request.method == "OPTIONS":
             incoming.respond(200, headers=[("Allow", ALLOW), ("Accept", "application/sdp")])
         else:
-            incoming.respond(405, headers=[("Allow", ALLOW)])
+            incoming.respond_stateless(405, headers=[("Allow", ALLOW)])
 
     def _find_call(self, request: Request) -> Call | None:
         return self.calls.get((request.call_id, request.to.tag or "", request.from_.tag or ""))
@@ -622,7 +704,7 @@ class UserAgent:
         if handler is not None and request.method in ("NOTIFY", "SUBSCRIBE"):
             self._run_handler(handler, incoming)  # e.g. a refresh for a server subscription
             return
-        incoming.respond(481)
+        incoming.respond_stateless(481)
 
     def _on_new_invite(self, incoming: IncomingRequest) -> None:
         from .call import IncomingCall
@@ -630,7 +712,7 @@ class UserAgent:
         try:
             call = IncomingCall(self, incoming)
         except ParseError as exc:
-            incoming.respond(400, f"Bad Request ({exc})")
+            incoming.respond_stateless(400, f"Bad Request ({exc})")
             return
         if self.on_invite is not None:
             self._run_handler(self.on_invite, call)
@@ -642,7 +724,7 @@ class UserAgent:
     def _on_cancel(self, incoming: IncomingRequest) -> None:
         invite_tx = self.transactions.find_invite(incoming.request)
         if invite_tx is None:
-            incoming.respond(481)
+            incoming.respond_stateless(481)
             return
         incoming.respond(200)
         call = self.ringing.get(invite_tx)
@@ -678,6 +760,13 @@ def _fail(arg: Any) -> None:
     incoming = getattr(arg, "incoming", arg)
     if isinstance(incoming, IncomingRequest) and not incoming.responded:
         incoming.respond(500)
+
+
+def stateless_tag(request: Request) -> str:
+    """A To tag that is the same for every retransmission of ``request``."""
+    via = request.via[0]
+    key = f"{request.call_id}|{request.from_.tag}|{via.branch}|{request.cseq.seq}"
+    return hashlib.blake2s(key.encode("utf-8", "surrogateescape"), digest_size=8).hexdigest()
 
 
 def _bracket(host: str) -> str:

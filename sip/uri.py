@@ -23,7 +23,10 @@ _TEL_SAFE = grammar.UNRESERVED + grammar.PARAM_UNRESERVED
 _TEL_VISUAL = str.maketrans("", "", "-.()")
 # Parameters that make two URIs differ when present in only one of them (§19.1.4).
 _STRICT_PARAMS = ("user", "ttl", "method", "maddr", "transport")
-_MAX_URI = 8192
+# Bounds on what a peer may send: the longest URI of RFC 4475 (longreq) is 1627
+# characters with a 423-character user part.
+MAX_URI_LENGTH = 2048
+MAX_USER_LENGTH = 512
 
 
 def _unescape(text: str, what: str, source: str) -> str:
@@ -264,8 +267,28 @@ _COMMON = re.compile(
 )
 
 
+def uri_length_error(text: str) -> str | None:
+    """Why ``text`` is too long for a URI (total, or its user part), or None."""
+    if len(text) > MAX_URI_LENGTH:
+        return f"URI of {len(text)} characters exceeds {MAX_URI_LENGTH}"
+    scheme, _, rest = text.partition(":")
+    if "@" in rest:
+        user = rest.partition("@")[0]
+    elif scheme.lower() == "tel":
+        user = rest.partition(";")[0]
+    else:
+        return None
+    if len(user) > MAX_USER_LENGTH:
+        return f"URI user part of {len(user)} characters exceeds {MAX_USER_LENGTH}"
+    return None
+
+
 def parse_uri(text: str) -> URI:
     """Parse a URI. Raises :class:`ParseError` with the reason and the offending text."""
+    if len(text) > MAX_USER_LENGTH:
+        too_long = uri_length_error(text)
+        if too_long is not None:
+            raise ParseError(too_long)
     m = _COMMON.match(text)
     if m is not None:
         scheme, user, host, port_text, param_text = m.groups()
@@ -276,8 +299,6 @@ def parse_uri(text: str) -> URI:
                 name, sep, value = item.partition("=")
                 common[name.lower()] = value if sep else None
             return URI(scheme, user, None, host, port, common)
-    if len(text) > _MAX_URI:
-        raise ParseError(f"URI longer than {_MAX_URI} characters")
     scheme, sep, rest = text.partition(":")
     if not sep or grammar.SCHEME_RE.match(scheme) is None:
         raise ParseError(f"URI without a scheme: {text!r}")

@@ -15,8 +15,6 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     TypeAdapter,
     ValidationError,
@@ -25,6 +23,9 @@ from pydantic import (
 )
 
 from media.audio import AudioFileError, load_audio
+
+from .model import Strict
+from .rules import Rule
 
 Permission = Literal["internal", "emergency", "national", "international"]
 PERMISSION_RANK = {"internal": 0, "emergency": 1, "national": 2, "international": 3}
@@ -38,6 +39,12 @@ DESTINATION_PATTERN = (
     r"^(voicemail(:[0-9]{2,8})?|ext:[0-9]{2,8}|tel:\+?[0-9]{3,20}|hangup|\+?[0-9*#]{2,20})$"
 )
 Target = Annotated[str, Field(pattern=DESTINATION_PATTERN)]
+# What to do with a call (rules, business / after hours): "ring" as usual, a destination
+# (forward: "voicemail", "102", "tel:+33..."), or "announce:<text or file>" then hang up.
+Handling = Annotated[str, Field(pattern=r"^(ring|announce:.+)$|" + DESTINATION_PATTERN)]
+# A blocked caller: a number, a prefix ending in *, "anonymous" or "external" (every
+# call that does not come from one of our users).
+Blocked = Annotated[str, Field(pattern=r"^(anonymous|external|\+?[0-9]{1,20}\*?)$")]
 # What a ring step rings: an extension (all of that user's devices) or an external number.
 RingTarget = Annotated[str, Field(pattern=r"^(ext:)?[0-9]{2,8}$|^(tel:)?\+?[0-9]{3,20}$")]
 MAX_RING_TARGETS = 10
@@ -45,10 +52,6 @@ MAX_RING_TARGETS = 10
 
 class ConfigError(ValueError):
     """A configuration that cannot be used; the message names file, key and expectation."""
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
 class Step(Strict):
@@ -78,8 +81,21 @@ class Forward(Strict):
     no_answer_after: int = Field(20, ge=10, le=60)
     unreachable: Target | None = "voicemail"
     steps: list[Step] = []
+    # said to the caller before the call is forwarded ("please hold while I connect you")
+    connecting_message: str | None = Field(None, min_length=1, max_length=1000)
+    # an external number that answers must press 1 first ("call for Bob, press 1"), so a
+    # mobile's own voicemail never takes a forwarded call; no key: not answered
+    confirm_external: bool = False
 
     _steps = field_validator("steps")(check_steps)
+
+
+class Email(Strict):
+    """Voicemail to e-mail (sent through ``[smtp]``)."""
+
+    address: str = Field(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+    attach: bool = True  # the WAV attached, or a notification only
+    delete_after: bool = False  # delete the message once the mail is accepted
 
 
 class Device(Strict):
@@ -103,6 +119,13 @@ class Device(Strict):
         return self
 
 
+class Directory(Strict):
+    """How callers of a receptionist may reach this user."""
+
+    by_extension: bool = True  # typing the extension during the greeting
+    by_name: bool = True  # dial-by-name
+
+
 class User(Strict):
     extension: Extension
     name: str = Field(min_length=1, max_length=64)
@@ -117,6 +140,14 @@ class User(Strict):
     voicemail: bool = True
     forward: Forward = Forward()
     devices: list[Device] = Field([], max_length=8)
+    directory: Directory = Directory()
+    name_recording: Path | None = None  # the user's own name, said by dial-by-name
+    rules: list[Rule] = []  # custom rules: first match wins, before the hours
+    in_hours: Handling = "ring"  # during [business_hours]
+    after_hours: Handling = "ring"  # outside them
+    blocked: list[Blocked] = []  # callers who hear the blocking message; nothing rings
+    screening: Literal["off", "unknown", "all"] = "off"  # callers say their name first
+    email: Email | None = None
     conference_host_code: str | None = Field(None, pattern=r"^[0-9]{4,10}$")
     conference_code: str | None = Field(None, pattern=r"^[0-9]{4,10}$")
     # this user's conference; unset: the [conference] defaults
@@ -189,6 +220,7 @@ class Server(Strict):
     rtp_ports: tuple[int, int] = (20000, 30000)
     data_dir: Path = Path("data")
     country: Literal["us", "fr"] = "us"
+    language: Literal["en", "fr"] = "en"  # built-in prompts and text-to-speech voice
     # Challenges sent, in order of preference. SHA-256 (RFC 8760) is supported, but the
     # default is MD5 alone: baresip 1.0 and SIPp 3.6 refuse a REGISTER flow outright
     # when any challenge names another algorithm, and so do many desk phones.
@@ -199,6 +231,15 @@ class Server(Strict):
     keepalive_interval: float = Field(30.0, ge=1.0, le=3600.0)
     sip_t1: float = Field(0.5, ge=0.01, le=5.0)  # RFC 3261 T1 (round-trip estimate), seconds
     failed_auth_limit: int = Field(10, ge=1, le=1000)
+    # TCP/TLS limits (sip.connections explains the defaults): a connection with no byte
+    # from the peer for tcp_idle_timeout s is closed, as is one whose message is not
+    # complete tcp_message_timeout s after its first byte (slowloris); beyond
+    # tcp_max_per_address connections from one IP new ones are refused; at
+    # tcp_max_connections the oldest idle connection makes room for a newcomer.
+    tcp_idle_timeout: float = Field(600.0, ge=1.0, le=86400.0)
+    tcp_message_timeout: float = Field(10.0, ge=0.5, le=300.0)
+    tcp_max_connections: int = Field(2048, ge=1, le=100_000)
+    tcp_max_per_address: int = Field(32, ge=1, le=100_000)
 
     @field_validator("rtp_ports")
     @classmethod
@@ -209,12 +250,61 @@ class Server(Strict):
         return value
 
 
+_DAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+_RANGE = r"^([01][0-9]|2[0-4]):[0-5][0-9]-([01][0-9]|2[0-4]):[0-5][0-9]$"
+_DATES = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}(\.\.[0-9]{4}-[0-9]{2}-[0-9]{2})?$"
+
+
+class BusinessHours(Strict):
+    """When the office is open: weekly ranges in a time zone, minus closed dates.
+    Without this table the office is always open."""
+
+    timezone: str = "UTC"
+    monday: list[Annotated[str, Field(pattern=_RANGE)]] = []
+    tuesday: list[Annotated[str, Field(pattern=_RANGE)]] = []
+    wednesday: list[Annotated[str, Field(pattern=_RANGE)]] = []
+    thursday: list[Annotated[str, Field(pattern=_RANGE)]] = []
+    friday: list[Annotated[str, Field(pattern=_RANGE)]] = []
+    saturday: list[Annotated[str, Field(pattern=_RANGE)]] = []
+    sunday: list[Annotated[str, Field(pattern=_RANGE)]] = []
+    closed: list[Annotated[str, Field(pattern=_DATES)]] = []  # "2026-12-25", "a..b"
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        import zoneinfo
+
+        try:
+            zoneinfo.ZoneInfo(value)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r} (e.g. 'Europe/Paris')") from None
+        return value
+
+    @model_validator(mode="after")
+    def _ranges(self) -> BusinessHours:
+        for day in _DAYS:
+            for text in getattr(self, day):
+                start, end = text.split("-")
+                if start >= end:
+                    raise ValueError(f"{day}: {text!r} ends before it starts")
+        for text in self.closed:
+            first, _, last = text.partition("..")
+            if last and last < first:
+                raise ValueError(f"closed: {text!r} ends before it starts")
+        return self
+
+    def ranges(self, weekday: int) -> list[tuple[str, str]]:
+        """(start, end) "HH:MM" ranges of a weekday (0 = Monday)."""
+        return [(r[:5], r[6:]) for r in getattr(self, _DAYS[weekday])]
+
+
 class Config(Strict):
     server: Server = Server()
     features: Features = Features()
     voicemail: Voicemail = Voicemail()
     conference: Conference = Conference()
     dialplan: Dialplan = Dialplan()
+    business_hours: BusinessHours | None = None
     hold_music: dict[str, Path] = {}  # slot -> file; "default" may be overridden
     users: list[User] = []
     trunks: list[Trunk] = []
@@ -256,6 +346,13 @@ class Config(Strict):
             if user.extension == extension:
                 return user
         return None
+
+    def path(self, value: str | Path) -> Path:
+        """A file named in the configuration: relative to the file's directory."""
+        path = Path(value)
+        if path.is_absolute() or self.source is None:
+            return path
+        return self.source.parent / path
 
     def section(self, name: str) -> Any:
         """The validated settings of a feature's section (None when absent)."""
@@ -338,7 +435,13 @@ def _resolve_paths(config: Config, base: Path) -> Config:
         return path if path.is_absolute() else base / path
 
     users = [
-        u.model_copy(update={"greeting": fix(u.greeting)}) if u.greeting else u
+        u.model_copy(
+            update={
+                key: fix(getattr(u, key))
+                for key in ("greeting", "name_recording")
+                if getattr(u, key) is not None
+            }
+        )
         for u in config.users
     ]
     server = config.server.model_copy(update={"data_dir": fix(config.server.data_dir)})
@@ -350,9 +453,10 @@ def check_audio(config: Config, source: str) -> None:
     """Every audio file named in ``config`` must load (names file and key if not)."""
     files = [(f"hold_music.{slot}", p) for slot, p in config.hold_music.items()]
     files += [
-        (f"users[{i}].greeting", u.greeting)
+        (f"users[{i}].{key}", path)
         for i, u in enumerate(config.users)
-        if u.greeting is not None
+        for key in ("greeting", "name_recording")
+        if (path := getattr(u, key)) is not None
     ]
     for key, path in files:
         try:

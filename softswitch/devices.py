@@ -168,7 +168,10 @@ class Devices:
         if verdict.user is None:
             if verdict.status == 403:
                 self.auth_failures += 1
-            incoming.respond(verdict.status, verdict.reason, headers=list(verdict.headers))
+            # a challenge or refusal costs no transaction: nothing kept, nothing repeated
+            incoming.respond_stateless(
+                verdict.status, verdict.reason, headers=list(verdict.headers)
+            )
             return
         if verdict.user != request.to.uri.user:
             incoming.respond(403, "Forbidden (credentials do not match the To user)")

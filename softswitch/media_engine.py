@@ -34,6 +34,12 @@ Samples = npt.NDArray[np.int16]
 SOUNDS = Path(__file__).resolve().parent / "sounds"
 
 
+def prompt_path(name: str, language: str = "en") -> Path:
+    """A built-in prompt in ``language`` (English when it has no translation)."""
+    path = SOUNDS / language / f"{name}.flac"
+    return path if language != "en" and path.exists() else SOUNDS / f"{name}.flac"
+
+
 class Source:
     """What a leg transmits. ``frame`` gives samples at ``rate``; shared sources also give
     an encoded payload per codec (computed once per tick)."""
@@ -226,6 +232,12 @@ class MediaLeg:
         self.source = source
         return source
 
+    def stop_playing(self) -> None:
+        """Cut the prompt being played short (a key was pressed: barge-in)."""
+        if isinstance(self.source, PlayerSource):
+            self.source.done.set()
+            self.source = None
+
     async def play_prompt(self, name: str) -> None:
         """Play a built-in prompt to the end."""
         source = self.play(self.engine.prompt(name, self.rate))
@@ -250,10 +262,13 @@ class MediaLeg:
 
 
 class MediaEngine:
-    def __init__(self, clock: MediaClock, ports: PortAllocator, country: str = "us") -> None:
+    def __init__(
+        self, clock: MediaClock, ports: PortAllocator, country: str = "us", language: str = "en"
+    ) -> None:
         self.clock = clock
         self.ports = ports
         self.country = country
+        self.language = language
         self.legs: set[MediaLeg] = set()
         self._prompts: dict[tuple[str, int], Samples] = {}
         self._shared: dict[str, SharedSource] = {}
@@ -279,7 +294,7 @@ class MediaEngine:
         key = (name, rate)
         samples = self._prompts.get(key)
         if samples is None:
-            samples = self._prompts[key] = load_audio(SOUNDS / f"{name}.flac", rate)
+            samples = self._prompts[key] = load_audio(prompt_path(name, self.language), rate)
         return samples
 
     def shared(self, name: str, make: Callable[[], Samples], rate: int = 8000) -> SharedSource:

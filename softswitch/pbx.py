@@ -14,7 +14,8 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -42,9 +43,11 @@ class Pbx:
         *,
         features: Sequence[FeatureType] | None = None,
         stats_file: Path | None = None,
+        wallclock: Callable[[], datetime] | None = None,
     ) -> None:
         """``features``: the feature modules to load (default: the built-in ones). A
-        configuration they cannot serve raises :class:`~softswitch.config.ConfigError`."""
+        configuration they cannot serve raises :class:`~softswitch.config.ConfigError`.
+        ``wallclock``: the time of day for business hours (default: the real one)."""
         self._config = config
         self.stats_file = stats_file
         server = config.server
@@ -55,7 +58,7 @@ class Pbx:
         )
         self.clock = MediaClock()
         self.ports = PortAllocator(*server.rtp_ports)
-        self.engine = MediaEngine(self.clock, self.ports, server.country)
+        self.engine = MediaEngine(self.clock, self.ports, server.country, server.language)
         self.ua = sip.UserAgent(
             server.listen,
             user="pbx",
@@ -63,6 +66,12 @@ class Pbx:
             local_address=server.public_address,
             user_agent="softswitch-pbx/0.1",
             timers=sip.Timers(t1=server.sip_t1, t2=8 * server.sip_t1),
+            connection_limits=sip.ConnectionLimits(
+                idle_timeout=server.tcp_idle_timeout,
+                message_timeout=server.tcp_message_timeout,
+                max_connections=server.tcp_max_connections,
+                max_per_address=server.tcp_max_per_address,
+            ),
         )
         self._tasks: set[asyncio.Task[Any]] = set()
         self.devices = Devices(
@@ -90,6 +99,7 @@ class Pbx:
             devices=self.devices,
             registry=self.registry,
             spawn=self.spawn,
+            wallclock=wallclock,
         )
         self.counters = self.svc.counters
         self.started = asyncio.Event()
@@ -216,7 +226,9 @@ class Pbx:
         if user is None:
             verdict = self.devices.guard.check(request, incoming.source[1], self.ua.now())
             if verdict.user is None:
-                incoming.respond(verdict.status, verdict.reason, headers=list(verdict.headers))
+                incoming.respond_stateless(
+                    verdict.status, verdict.reason, headers=list(verdict.headers)
+                )
                 return
             user = verdict.user
         handler(incoming, user)
@@ -233,7 +245,9 @@ class Pbx:
             if verdict.user is None:
                 if verdict.status == 403:
                     self.devices.auth_failures += 1
-                call.reject(verdict.status, verdict.reason, headers=list(verdict.headers))
+                call.reject(
+                    verdict.status, verdict.reason, headers=list(verdict.headers), stateless=True
+                )
                 return
             identity = self.devices.identity(verdict.user)
             if identity is None:
@@ -253,7 +267,7 @@ class Pbx:
             except sip.ParseError as exc:
                 call.reject(488, f"Not Acceptable Here ({exc})")
                 return
-        dialled = call.invite.uri.user or ""
+        dialled = called = call.invite.uri.user or ""
         if trunk is not None and (dialled.startswith("*") or dialled not in self.registry.numbers):
             dialled = trunk.inbound_extension or ""  # the provider reaches numbers, not codes
         log.info(
@@ -265,7 +279,8 @@ class Pbx:
         if party is None:
             return
         try:
-            outcome = await self.svc.dial(Dial(party, dialled, caller, on_behalf=caller))
+            dial = Dial(party, dialled, caller, on_behalf=caller, called=called)
+            outcome = await self.svc.dial(dial)
             log.info("event=routed dialled=%s outcome=%s", dialled, type(outcome).__name__)
             await self.svc.finish(party, outcome)
         finally:

@@ -11,12 +11,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import zoneinfo
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 import sip
+from ivr import Prompt
 from media.clock import MediaClock
 from rtp import PortAllocator
 
@@ -24,10 +29,13 @@ from .calls import Party, bridge, codec_preference, on_reinvite, unbridge
 from .config import Config, User
 from .devices import Devices
 from .dialplan import classify, parse_destination
-from .feature import Connected, Dial, Failed, Fork, Outcome, Target
+from .feature import Connected, Dial, Done, Failed, Fork, Outcome, Target
+from .hours import is_open
 from .keypad import Claim, InCallKeypad, Relay
-from .media_engine import MediaEngine, Source
+from .media_engine import MediaEngine, Samples, Source
 from .plugins import Registry
+from .prompts import Prompts
+from .rules import CallFacts, Rule, first_match
 
 if TYPE_CHECKING:
     from .http import HttpServer
@@ -48,11 +56,6 @@ class Ringing:
     def at(self, user: User) -> list[Party]:
         """The forks ringing at ``user``'s devices (a 180/183 came back)."""
         return [p for p in self.forks if p.user is user and p.call.state is sip.CallState.EARLY]
-
-
-# A call screen sees every new call before the dialplan: an outcome takes the call
-# (a pickup by Replaces), None lets it go on (hot desk refuses a logged-out phone).
-Screen = Callable[[Dial], Awaitable[Outcome | None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,8 +79,12 @@ class Services:
         devices: Devices,
         registry: Registry,
         spawn: Callable[[Awaitable[Any]], asyncio.Task[Any]],
+        wallclock: Callable[[], datetime] | None = None,
     ) -> None:
         self._config = config
+        self.prompts = Prompts(Path(config().server.data_dir), config().server.language)
+        # the time of day for business hours and rules (injectable: tests, simulations)
+        self.wallclock = wallclock or (lambda: datetime.now(UTC))
         self.ua = ua
         self.clock = clock
         self.ports = ports
@@ -90,8 +97,11 @@ class Services:
         # hold music by slot name, set by the hold-music feature
         self.music: Callable[[str], Source] | None = None
         self.ringing: list[Ringing] = []  # callers whose forks ring now (pickup)
-        self.screens: list[Screen] = []  # see new calls before the dialplan
         self._http: dict[str, HttpServer] = {}
+        # (dial, block list, whose) -> the refusal, or None: set by the blocking feature
+        self.refuse_blocked: Callable[[Dial, list[str], str], Awaitable[Outcome | None]] | None = (
+            None
+        )
 
     # -- context --------------------------------------------------------------------------
 
@@ -140,6 +150,10 @@ class Services:
         """Stop what the services run for the features (HTTP servers)."""
         for server in self._http.values():
             await server.stop()
+
+    def office_open(self) -> bool:
+        """Is it business hours now (``[business_hours]``; always, without it)?"""
+        return is_open(self.config.business_hours, self.wallclock())
 
     def busy(self, user: User) -> bool:
         """Is ``user`` on an established call?"""
@@ -510,15 +524,16 @@ class Services:
     # -- the dialplan -----------------------------------------------------------------------
 
     async def dial(self, dial: Dial) -> Outcome:
-        """Send the call to ``dial.target`` through the dialplan."""
+        """Send the call to ``dial.target`` through the dialplan (a new call passes the
+        features' call checks first)."""
+        if dial.depth == 0:
+            for check in self.registry.checks:
+                taken = await check(dial)
+                if taken is not None:
+                    return taken
         if dial.depth > MAX_DEPTH:
             log.info("event=dial_loop target=%s via=%s", dial.target, ",".join(dial.via))
             return Failed(482, "refused", "Loop Detected")
-        if dial.depth == 0:  # a new call: the screens see it first
-            for screen in list(self.screens):
-                taken = await screen(dial)
-                if taken is not None:
-                    return taken
         dest = parse_destination(dial.target)
         if dest.kind == "hangup":
             return Failed(480, "refused", "Temporarily Unavailable")
@@ -533,6 +548,85 @@ class Services:
         if kind is None:
             return Failed(404, "refused", f"Not Found (no {dest.kind} destinations)")
         return await kind.handler(replace(dial, target=dest.value))
+
+    # -- call facts, rules and announcements ---------------------------------------------
+
+    def facts(self, dial: Dial) -> CallFacts:
+        """Who calls, what they dialled, and when (office time), for rules and blocking."""
+        hours = self.config.business_hours
+        zone = zoneinfo.ZoneInfo(hours.timezone if hours else "UTC")
+        return CallFacts(
+            caller_number(dial), dial.called or dial.target, self.wallclock().astimezone(zone)
+        )
+
+    def handling(self, dial: Dial, rules: list[Rule], in_hours: str, after_hours: str) -> str:
+        """What to do with a call for a user, group or receptionist: the first matching
+        rule's action, else the in-hours or after-hours handling ("ring": as usual)."""
+        rule = first_match(rules, self.facts(dial))
+        if rule is not None:
+            log.info("event=rule name=%s action=%s", rule.name, rule.action)
+            return rule.action
+        return in_hours if self.office_open() else after_hours
+
+    async def announce(self, party: Party, prompt: Prompt) -> Outcome:
+        """Answer ``party``, say ``prompt``, and hang up."""
+        if await self.answer(party):
+            party.leg.listen_dtmf = True  # keys pressed meanwhile go nowhere
+            await self.prompts.say(party.leg, prompt)
+        return Done()
+
+    async def record(self, party: Party, seconds: float) -> Samples:
+        """What ``party`` says for ``seconds`` (a screened caller's name)."""
+        frames: list[Samples] = []
+        party.leg.taps.append(frames.append)
+        try:
+            await asyncio.sleep(seconds)
+        finally:
+            party.leg.taps.remove(frames.append)
+        return np.concatenate(frames) if frames else np.zeros(0, np.int16)
+
+    async def ask_key(
+        self, party: Party, prompt: Samples, keys: str, timeout: float = 8.0
+    ) -> str | None:
+        """Say ``prompt`` to ``party`` (a key cuts it short) and wait for one of ``keys``;
+        None when none came in time or the call ended."""
+        leg = party.leg
+        leg.listen_dtmf = True
+        while not leg.dtmf.empty():
+            leg.dtmf.get_nowait()
+        playing = asyncio.ensure_future(leg.play_samples(prompt))
+        try:
+            deadline = asyncio.get_running_loop().time() + len(prompt) / leg.rate + timeout
+            while not party.ended:
+                left = deadline - asyncio.get_running_loop().time()
+                if left <= 0:
+                    return None
+                try:
+                    key = await asyncio.wait_for(leg.dtmf.get(), min(left, 0.5))
+                except TimeoutError:
+                    continue
+                if key in keys:
+                    return key
+            return None
+        finally:
+            playing.cancel()
+            leg.stop_playing()
+            leg.listen_dtmf = False
+
+    async def confirm(self, callee: Party, name: str) -> bool:
+        """An external callee (a forwarded mobile) must press 1 before it gets the call:
+        its own voicemail never takes a forwarded call."""
+        rate = callee.leg.rate
+        prompt = np.concatenate(
+            [
+                self.prompts.samples(Prompt("builtin", "confirm-call-for"), rate),
+                self.prompts.samples(Prompt("text", name), rate),
+                self.prompts.samples(Prompt("builtin", "confirm-press-1"), rate),
+            ]
+        )
+        accepted = await self.ask_key(callee, prompt, "1") == "1"
+        log.info("event=confirm callee=%s accepted=%s", callee.label, accepted)
+        return accepted
 
     async def finish(self, party: Party, outcome: Outcome) -> None:
         """End what the dialplan left: refuse a caller nothing took, hang up after an
@@ -552,3 +646,16 @@ class Services:
         """Re-enter the dialplan one level deeper (forwarding, exhausted groups...)."""
         log.info("event=send_on from=%s to=%s", dial.target, destination)
         return await self.dial(dial.next(destination, on_behalf=on_behalf, via=dial.target))
+
+
+def caller_number(dial: Dial) -> str:
+    """The caller's number as rules see it: a user's extension, the From user of an
+    external caller, or "anonymous" (no caller ID, or an anonymous From)."""
+    if dial.caller is not None:
+        return "anonymous" if dial.caller.hide_caller_id else dial.caller.extension
+    call = dial.party.call
+    uri = call.invite.from_.uri
+    privacy = (call.invite.headers.get("Privacy") or "").lower()
+    if not uri.user or uri.user.lower() == "anonymous" or "id" in privacy.split(";"):
+        return "anonymous"
+    return uri.user

@@ -6,8 +6,9 @@ import contextlib
 import random
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -24,9 +25,9 @@ from .baresip import Phone
 from .netutil import ROOT, Daemon, daemon, free_port
 
 USERS = {
-    "100": ("Alice", "alice100", "1100"),
-    "101": ("Bob", "bob101", "1101"),
-    "102": ("Carol", "carol102", "1102"),
+    "100": ("Alice Martin", "alice100", "1100"),
+    "101": ("Bob Durand", "bob101", "1101"),
+    "102": ("Carol Dupont", "carol102", "1102"),
 }
 
 
@@ -96,6 +97,15 @@ permission = "national"
             )
         )
         return self.proc
+
+    async def start_inprocess(self, wallclock: Callable[[], datetime] | None = None) -> Pbx:
+        """The same office as :meth:`start`, but in this process (an injected clock)."""
+        self.port = free_port()
+        self.rtp = random.randrange(30000, 39000, 2)
+        self.write_config()
+        pbx = Pbx(cfg.load(self.config_path), wallclock=wallclock)
+        await pbx.start()
+        return pbx
 
     def stop(self) -> None:
         self._stack.close()

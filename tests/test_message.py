@@ -178,3 +178,70 @@ def test_leading_crlf_and_bare_lf_tolerated() -> None:
     m = sip.parse(b"\r\n\r\n" + head.replace(b"\r\n", b"\n") + b"\n\n" + body)
     assert isinstance(m, Request) and m.method == "INVITE"
     assert m.body == torture.SDP_SMALL.encode()
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        b"Subject: a\x00b",  # NUL
+        b"Subject: a\rb",  # a bare CR
+        b"Subject: \x1b[31mred",  # ESC
+        b'X-Note: "quoted\x01but not escaped"',
+        b"X-Note: not quoted \\\x00",  # a quoted-pair only counts inside quotes
+        b"To: <sip:bob@biloxi.example.com>;tag=a\x00b",
+    ],
+)
+def test_control_characters_in_header_values_are_refused(header: bytes) -> None:
+    data = INVITE.replace(b"Max-Forwards: 70", b"Max-Forwards: 70\r\n" + header)
+    with pytest.raises(ParseError, match="control character") as info:
+        sip.parse(data)
+    assert info.value.status == 400
+    reply = sip.message.error_response(data, info.value)
+    assert reply is not None and reply.status == 400
+
+
+def test_tabs_and_quoted_pairs_are_not_control_characters() -> None:
+    data = INVITE.replace(b"Max-Forwards: 70", b'Max-Forwards: 70\r\nSubject:\ta\tb "c\\\x00d"')
+    m = sip.parse(data)
+    assert m.headers.get("Subject") == 'a\tb "c\\\x00d"'
+
+
+@pytest.mark.parametrize("missing", [b"Call-ID", b"CSeq"])
+def test_missing_call_id_or_cseq_is_answered_with_what_is_there(missing: bytes) -> None:
+    lines = [line for line in INVITE.split(b"\r\n") if not line.startswith(missing + b":")]
+    data = b"\r\n".join(lines)
+    with pytest.raises(ParseError) as info:
+        sip.parse(data)
+    reply = sip.message.error_response(data, info.value)
+    assert reply is not None and reply.status == 400
+    assert "missing" in reply.reason
+    assert missing.decode() not in reply.headers
+    assert reply.headers.get("From") == '"Alice" <sip:alice@atlanta.example.com>;tag=1928301774'
+    assert reply.headers.get_lines("Via") == [
+        "SIP/2.0/UDP pc33.atlanta.example.com;branch=z9hG4bK776asdhds;rport"
+    ]
+    no_via = b"\r\n".join(line for line in lines if not line.startswith(b"Via:"))
+    with pytest.raises(ParseError) as info:
+        sip.parse(no_via)
+    assert sip.message.error_response(no_via, info.value) is None  # nowhere to send it
+
+
+def test_request_uri_too_long_is_414_other_uris_400() -> None:
+    for size, what in ((600, "user part"), (30_000, "URI of")):
+        long_user = INVITE.replace(b"INVITE sip:bob@", b"INVITE sip:" + b"b" * size + b"@", 1)
+        with pytest.raises(ParseError, match=what) as info:
+            sip.parse(long_user)
+        assert info.value.status == 414
+    long_uri = INVITE.replace(
+        b"INVITE sip:bob@biloxi.example.com", b"INVITE sip:bob@biloxi.example.com;x=" + b"y" * 3000
+    )
+    with pytest.raises(ParseError) as info:
+        sip.parse(long_uri)
+    assert info.value.status == 414
+    reply = sip.message.error_response(long_uri, info.value)
+    assert reply is not None and reply.status == 414
+    assert reply.reason.startswith("Request-URI Too Long (")
+    long_to = INVITE.replace(b'To: "Bob" <sip:bob@', b'To: "Bob" <sip:' + b"b" * 600 + b"@")
+    with pytest.raises(ParseError, match="user part") as info:
+        sip.parse(long_to)
+    assert info.value.status == 400

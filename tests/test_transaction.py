@@ -131,11 +131,10 @@ def test_custom_t1() -> None:
 def test_invite_server_retransmits_error_until_ack() -> None:
     req = request()
     tx, actions = ServerTransaction.create(req, UDP, 0.0)
-    trying = actions[0]
-    assert isinstance(trying, Send) and isinstance(trying.message, sip.Response)
-    assert trying.message.status == 100
-    assert isinstance(actions[1], Deliver)
+    assert [type(a) for a in actions] == [Deliver]  # 100 Trying waits for the TU (200 ms)
     resent = [a.message for a in tx.receive(req, 0.1) if isinstance(a, Send)]
+    assert [m.status for m in resent if isinstance(m, sip.Response)] == [100]  # at once now
+    resent = [a.message for a in tx.receive(req, 0.15) if isinstance(a, Send)]
     assert [m.status for m in resent if isinstance(m, sip.Response)] == [100]
     tx.respond(response(req, 486), 1.0)
     assert tx.state is State.COMPLETED
@@ -144,6 +143,34 @@ def test_invite_server_retransmits_error_until_ack() -> None:
     assert tx.receive(request("ACK"), 9.0) == []
     assert tx.state is State.CONFIRMED
     assert [(t, type(a)) for t, a in run_timers(tx, 100.0)] == [(14.0, Terminated)]
+
+
+def test_invite_server_sends_100_only_when_the_tu_is_slow() -> None:
+    req = request()
+    tx, _ = ServerTransaction.create(req, UDP, 0.0)
+    events = run_timers(tx, 0.5)
+    assert [(t, a.message.status) for t, a in events if isinstance(a, Send)] == [(0.2, 100)]  # type: ignore[union-attr]
+    fast, _ = ServerTransaction.create(req, UDP, 0.0)
+    sent = fast.respond(response(req, 407), 0.01)
+    assert [a.message.status for a in sent if isinstance(a, Send)] == [407]  # type: ignore[union-attr]
+    events = run_timers(fast, 0.3)
+    assert sends(events) == []  # the challenge, and no 100 Trying after it
+    _, actions = ServerTransaction.create(req, UDP, 0.0, Timers(trying=0.0))
+    assert [type(a) for a in actions] == [Send, Deliver]
+
+
+def test_layer_forgets_a_statelessly_answered_request() -> None:
+    layer = TransactionLayer()
+    req = request()
+    actions = layer.receive_request(req, UDP, 0.0)
+    tx = actions[0].transaction  # type: ignore[union-attr]
+    assert isinstance(tx, ServerTransaction) and len(layer) == 1
+    layer.forget(tx)
+    assert len(layer) == 0 and tx.state is State.TERMINATED and tx.deadline is None
+    assert layer.on_timer(1.0) == []  # its 100 Trying timer is gone with it
+    assert layer.deadline is None
+    again = layer.receive_request(req, UDP, 0.5)  # a retransmission is a new request
+    assert [type(a) for a in again] == [Deliver] and len(layer) == 1
 
 
 def test_invite_server_timer_h_without_ack() -> None:

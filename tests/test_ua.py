@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import socket
 import ssl
@@ -372,3 +373,45 @@ async def test_tcp_keepalive_ping_gets_pong(pair: tuple[UserAgent, UserAgent]) -
     await writer.drain()
     assert await asyncio.wait_for(reader.readexactly(2), 2) == b"\r\n"
     writer.close()
+
+
+def _raw_request(method: str, target: str, local: int, n: int) -> bytes:
+    return (
+        f"{method} {target} SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP 127.0.0.1:{local};branch=z9hG4bKraw{n}\r\n"
+        f"From: <sip:a@127.0.0.1>;tag=r{n}\r\nTo: <sip:bob@127.0.0.1>\r\n"
+        f"Call-ID: raw{n}@127.0.0.1\r\nCSeq: 1 {method}\r\nMax-Forwards: 70\r\n"
+        f"Contact: <sip:a@127.0.0.1:{local}>\r\nContent-Length: 0\r\n\r\n"
+    ).encode()
+
+
+async def test_stateless_answers_keep_nothing_and_are_not_repeated(
+    pair: tuple[UserAgent, UserAgent],
+) -> None:
+    """A stateless 407 goes out once, without 100 Trying, and leaves no transaction; a
+    Request-URI scheme the UA does not serve gets 416."""
+    _, b = pair
+
+    def challenge(call: sip.IncomingCall) -> None:
+        call.reject(
+            407, headers=[("Proxy-Authenticate", 'Digest realm="t", nonce="n"')], stateless=True
+        )
+
+    b.on_invite = challenge
+    port = b.listeners[0].port
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        s.setblocking(False)
+        local = s.getsockname()[1]
+        s.sendto(_raw_request("INVITE", f"sip:bob@127.0.0.1:{port}", local, 1), ("127.0.0.1", port))
+        s.sendto(_raw_request("OPTIONS", "http://example.com/x", local, 2), ("127.0.0.1", port))
+        await asyncio.sleep(64 * FAST.t1 * 0.3)  # well past several timer G intervals
+        replies = []
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                replies.append(sip.parse(s.recv(65535)))
+    statuses = sorted(r.status for r in replies if isinstance(r, sip.Response))
+    assert statuses == [407, 416]
+    challenge_reply = next(r for r in replies if isinstance(r, sip.Response) and r.status == 407)
+    assert challenge_reply.to.tag and challenge_reply.headers.get("Proxy-Authenticate")
+    assert len(b.transactions) == 0 and not b.ringing

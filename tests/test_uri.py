@@ -98,3 +98,20 @@ def test_not_equivalent(a: str, b: str) -> None:
 def test_bad_uris(text: str) -> None:
     with pytest.raises(ParseError):
         parse_uri(text)
+
+
+def test_uri_length_is_bounded() -> None:
+    from sip.uri import MAX_URI_LENGTH, MAX_USER_LENGTH
+
+    user = "u" * MAX_USER_LENGTH
+    assert parse_uri(f"sip:{user}@example.com").user == user
+    assert parse_uri(f"tel:+{'1' * (MAX_USER_LENGTH - 1)}").scheme == "tel"
+    for text in (
+        f"sip:{user}u@example.com",  # the everyday shape, one character too many
+        f"sip:{user}%41@example.com",
+        f"tel:+{'1' * MAX_USER_LENGTH}",
+        "sip:example.com;p=" + "x" * MAX_URI_LENGTH,
+        "http://" + "x" * MAX_URI_LENGTH,
+    ):
+        with pytest.raises(ParseError, match="exceeds"):
+            parse_uri(text)

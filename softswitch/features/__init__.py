@@ -13,6 +13,7 @@ from ..feature import FeatureType
 
 
 def builtin() -> list[FeatureType]:
+    from .blocking import Blocking
     from .call_flip import CallFlip
     from .call_waiting import CallWaiting
     from .conference.service import Conference
@@ -24,18 +25,23 @@ def builtin() -> list[FeatureType]:
     from .pickup import Pickup
     from .presence import Presence
     from .provisioning import Provisioning
+    from .receptionist import Receptionists
     from .ring_groups import RingGroups
     from .session_timers import SessionTimers
     from .transfer import Transfer
     from .trunks import Trunks
     from .voicemail import Voicemail
+    from .voicemail_email import VoicemailEmail
 
     return [
         HoldMusicFeature,
+        Blocking,
         Extensions,
         Voicemail,
+        VoicemailEmail,
         Conference,
         RingGroups,
+        Receptionists,
         CallFlip,
         Transfer,
         Trunks,

@@ -14,9 +14,10 @@ import sip
 from media.tones import Samples, tone
 
 from ..calls import Party, refresh_media
-from ..config import Extension, Strict, User
+from ..config import Extension, User
 from ..feature import BaseFeature, CallListener
 from ..media_engine import MediaLeg, Source
+from ..model import Strict
 
 
 class CallWaitingSettings(Strict):

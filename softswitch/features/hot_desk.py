@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import secrets
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from pydantic import Field
@@ -21,10 +21,11 @@ from pydantic import Field
 from ivr.digits import collect_digits, flush
 
 from ..calls import Party
-from ..config import Device, Strict, User
+from ..config import Device, User
 from ..devices import Login
 from ..dialplan import classify
-from ..feature import BaseFeature, Dial, Done, Failed, Handler, Outcome
+from ..feature import BaseFeature, CallCheck, Dial, Done, Failed, Handler, Outcome
+from ..model import Strict
 from ..private_files import private_file
 from ..services import Services
 from .phones import Phone, phones_of
@@ -80,7 +81,9 @@ class HotDesk(BaseFeature):
         self._load()
         svc.devices.logins.append(self.login)
         svc.devices.aor_sources.append(self.aors)
-        svc.screens.append(self.screen)
+
+    def call_checks(self) -> Iterable[CallCheck]:
+        return (self.check,) if self.phones else ()
 
     # -- state ------------------------------------------------------------------------------
 
@@ -131,7 +134,7 @@ class HotDesk(BaseFeature):
     def phone_of(self, party: Party) -> Phone | None:
         return self.by_device.get(party.device or "")
 
-    async def screen(self, dial: Dial) -> Outcome | None:
+    async def check(self, dial: Dial) -> Outcome | None:
         """A phone nobody is logged in on: ``*90`` and emergency numbers only."""
         phone = self.phone_of(dial.party)
         if phone is None or dial.caller is not self.guests[phone.mac]:

@@ -15,8 +15,9 @@ from collections.abc import Mapping
 
 from pydantic import Field
 
-from ..config import Extension, Strict
+from ..config import Extension
 from ..feature import BaseFeature, Dial, Failed, Handler, Outcome, Target
+from ..model import Strict
 
 log = logging.getLogger("softswitch")
 ALERT_INFO_VALUE = "alert-autoanswer"  # what voIpProt.SIP.alertInfo.1.value matches

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from pydantic import Field, field_validator, model_validator
 
-from ..config import Config, Extension, Strict
+from ..config import Config, Extension
 from ..feature import BaseFeature
+from ..model import Strict
 
 MAX_BLF_KEYS = 48  # a VVX with expansion modules
 

@@ -15,15 +15,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 from pydantic import Field, field_validator
 
 import sip
 
 from ..calls import Party
-from ..config import Extension, Strict, User
-from ..feature import BaseFeature, Connected, Dial, Done, Failed, Handler, Outcome
+from ..config import Extension, User
+from ..feature import BaseFeature, CallCheck, Connected, Dial, Done, Failed, Handler, Outcome
+from ..model import Strict
 from ..services import Ringing, Services
 
 log = logging.getLogger("softswitch")
@@ -93,7 +94,9 @@ class Pickup(BaseFeature):
         await super().start(svc)
         if self.options.directed:
             svc.ua.supported.add("replaces")  # INVITEs that Require it are ours to take
-            svc.screens.append(self.replaces)
+
+    def call_checks(self) -> Iterable[CallCheck]:
+        return (self.replaces,) if self.options.directed else ()
 
     # -- the three ways in ------------------------------------------------------------------
 
@@ -123,7 +126,7 @@ class Pickup(BaseFeature):
         return await self.take(dial, in_group)
 
     async def replaces(self, dial: Dial) -> Outcome | None:
-        """The screen for INVITEs with Replaces: an early dialog of ours is picked up."""
+        """The call check for INVITEs with Replaces: an early dialog of ours is picked up."""
         call = dial.party.call
         value = call.invite.headers.get("Replaces")
         if value is None or not isinstance(call, sip.IncomingCall):

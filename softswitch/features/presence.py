@@ -25,9 +25,10 @@ import sip
 from rtp.source_policy import BurstGate
 
 from ..calls import Party
-from ..config import Strict, User
+from ..config import User
 from ..dialog_info import CONTENT_TYPE, DialogView, Participant, render
 from ..feature import BaseFeature, CallListener, SubscribeHandler
+from ..model import Strict
 
 if TYPE_CHECKING:
     from ..registrar import Binding

@@ -31,8 +31,9 @@ from starlette.responses import Response
 import sip
 from rtp.source_policy import BurstGate
 
-from ..config import Config, Strict
+from ..config import Config
 from ..feature import BaseFeature
+from ..model import Strict
 from ..services import Services
 from .intercom import ALERT_INFO_VALUE
 from .phones import Phone, phones_of

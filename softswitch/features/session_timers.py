@@ -9,13 +9,15 @@ for less than ``min_se`` gets 422 with our Min-SE before anything rings.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from pydantic import Field
 
 import sip
 from sip.session_timer import MIN_SE_FLOOR
 
-from ..config import Strict
-from ..feature import BaseFeature, Dial, Done, Outcome
+from ..feature import BaseFeature, CallCheck, Dial, Done, Outcome
+from ..model import Strict
 from ..services import Services
 
 
@@ -45,9 +47,11 @@ class SessionTimers(BaseFeature):
             expires=max(options.expires, options.min_se), min_se=options.min_se
         )
         svc.ua.supported.add("timer")
-        svc.screens.append(self.screen)
 
-    async def screen(self, dial: Dial) -> Outcome | None:
+    def call_checks(self) -> Iterable[CallCheck]:
+        return (self.check,) if self.options.enabled else ()
+
+    async def check(self, dial: Dial) -> Outcome | None:
         """422 (or 400) before the dialplan for an INVITE whose interval we refuse."""
         call = dial.party.call
         if isinstance(call, sip.IncomingCall) and not call.check_session_timer():

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 import sip
 
@@ -38,6 +38,11 @@ class Trunks(BaseFeature):
 
     def endpoints(self) -> Mapping[str, Endpoint]:
         return {"tel": self}
+
+    def destinations(self) -> Iterable[tuple[str, str, User | None]]:
+        for i, trunk in enumerate(self.config.trunks):
+            if trunk.inbound_extension is not None:
+                yield f"trunks[{i}].inbound_extension", trunk.inbound_extension, None
 
     def check(self, number: str, user: User | None) -> str | None:
         if classify(number, self.config) is None:
