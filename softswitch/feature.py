@@ -116,6 +116,7 @@ class Fork:
     label: str = ""
     user: User | None = None  # the user this fork reaches (its party's user)
     device: str | None = None  # the device name, for call flip
+    headers: tuple[tuple[str, str], ...] = ()  # extra INVITE headers (intercom auto-answer)
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +143,10 @@ class Endpoint(Protocol):
 class CallListener:
     """Call events, each a no-op here: a feature overrides what it follows. Any number of
     listeners hear every event."""
+
+    def trying(self, party: Party) -> None:
+        """``party``'s INVITE is on its way: a call from a phone arrived, or a fork of a
+        ring was sent to a device (its dialog state is "trying", RFC 4235)."""
 
     def ringing(self, party: Party) -> None:
         """``party`` (a callee's leg) is ringing."""
