@@ -25,7 +25,8 @@ PROMPTS = {
     "vm-new-messages": "new messages.",
     "vm-new-message": "new message.",
     "vm-no-messages": "You have no messages.",
-    "vm-message-menu": "Press 7 to delete this message, 9 to keep it, or 1 to hear it again.",
+    "vm-message-menu": "Press 7 to delete this message, 9 to keep it, 1 to hear it again, "
+    "or 8 to forward it.",
     "vm-deleted": "Message deleted.",
     "vm-saved": "Message saved.",
     "vm-no-more": "There are no more messages.",
@@ -70,6 +71,14 @@ PROMPTS = {
     "screen-choice": "Press 1 to accept the call, or 2 to send it to voicemail.",
     "confirm-call-for": "Call for",
     "confirm-press-1": "Press 1 to accept the call.",
+    "rec-started": "This call is being recorded.",
+    "vm-forward-to": "Enter the mailbox to forward this message to, followed by the pound key.",
+    "vm-record-intro": "Record an introduction after the tone, then press pound.",
+    "vm-forwarded": "Message forwarded.",
+    "vm-greetings-menu": "Press 1 to record your greeting, 2 for your business hours greeting, "
+    "3 for your after hours greeting, 4 for a temporary greeting.",
+    "vm-record-greeting": "Record your greeting after the tone, then press pound.",
+    "vm-greeting-saved": "Greeting saved.",
     **{
         f"num-{n}": word
         for n, word in enumerate(
@@ -112,7 +121,7 @@ FRENCH = {
     "vm-new-message": "nouveau message.",
     "vm-no-messages": "Vous n'avez aucun message.",
     "vm-message-menu": "Appuyez sur 7 pour effacer ce message, 9 pour le garder, "
-    "ou 1 pour le réécouter.",
+    "1 pour le réécouter, ou 8 pour le transférer.",
     "vm-deleted": "Message effacé.",
     "vm-saved": "Message conservé.",
     "vm-no-more": "Il n'y a plus de message.",
@@ -160,6 +169,15 @@ FRENCH = {
     "vers la messagerie.",
     "confirm-call-for": "Appel pour",
     "confirm-press-1": "Appuyez sur 1 pour prendre l'appel.",
+    "rec-started": "Cet appel est enregistré.",
+    "vm-forward-to": "Entrez la messagerie à laquelle transférer ce message, suivie de dièse.",
+    "vm-record-intro": "Enregistrez une introduction après le bip, puis appuyez sur dièse.",
+    "vm-forwarded": "Message transféré.",
+    "vm-greetings-menu": "Appuyez sur 1 pour enregistrer votre annonce, 2 pour l'annonce des "
+    "heures d'ouverture, 3 pour l'annonce hors des heures d'ouverture, 4 pour une annonce "
+    "temporaire.",
+    "vm-record-greeting": "Enregistrez votre annonce après le bip, puis appuyez sur dièse.",
+    "vm-greeting-saved": "Annonce enregistrée.",
     **{
         f"num-{n}": word
         for n, word in enumerate(

@@ -231,7 +231,11 @@ class UserEndpoint:
         user = self.devices.config.user(target.value)
         if user is None:
             return []
-        return self.devices.forks_to(user, self.caller_id(caller))
+        caller_id = self.caller_id(caller)
+        if user.caller_id_display == "dialled" and target.shown is not None:
+            name, number = target.shown
+            caller_id = sip.NameAddr(sip.URI("sip", number, host=self.devices.domain), name)
+        return self.devices.forks_to(user, caller_id)
 
 
 class DeviceEndpoint:

@@ -129,6 +129,9 @@ class Target:
     permission: str = "internal"  # for external numbers: the outbound permission
     caller_id: str | None = None  # the number shown on external legs
     device: str | None = None  # for kind "device": the device name
+    # (name, number) of what the caller dialled (a group, a receptionist, a DID): shown
+    # instead of the caller to users whose caller_id_display is "dialled"
+    shown: tuple[str, str] | None = None
 
 
 class Endpoint(Protocol):

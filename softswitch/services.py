@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import zoneinfo
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
@@ -21,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 import sip
-from ivr import Prompt
+from ivr import Prompt, collect_digits
 from media.clock import MediaClock
 from rtp import PortAllocator
 
@@ -626,6 +627,26 @@ class Services:
         )
         accepted = await self.ask_key(callee, prompt, "1") == "1"
         log.info("event=confirm callee=%s accepted=%s", callee.label, accepted)
+        return accepted
+
+    async def ask_pin(self, callee: Party, name: str, pin: str) -> bool:
+        """An external callee types ``pin`` (then #) before it gets the call."""
+        leg = callee.leg
+        leg.listen_dtmf = True
+        while not leg.dtmf.empty():
+            leg.dtmf.get_nowait()
+        try:
+            await self.prompts.say(
+                leg,
+                Prompt("builtin", "confirm-call-for"),
+                Prompt("text", name),
+                Prompt("builtin", "vm-enter-pin"),
+            )
+            typed = await collect_digits(leg, max_digits=12, first_timeout=8)
+        finally:
+            leg.listen_dtmf = False
+        accepted = secrets.compare_digest(typed, pin)
+        log.info("event=answer_pin callee=%s accepted=%s", callee.label, accepted)
         return accepted
 
     async def finish(self, party: Party, outcome: Outcome) -> None:

@@ -26,6 +26,7 @@ def builtin() -> list[FeatureType]:
     from .presence import Presence
     from .provisioning import Provisioning
     from .receptionist import Receptionists
+    from .recording import CallRecording
     from .ring_groups import RingGroups
     from .session_timers import SessionTimers
     from .transfer import Transfer
@@ -43,6 +44,7 @@ def builtin() -> list[FeatureType]:
         RingGroups,
         Receptionists,
         CallFlip,
+        CallRecording,
         Transfer,
         Trunks,
         SessionTimers,
