@@ -663,3 +663,31 @@ async def test_the_call_limit_counts_calls_of_every_kind(
         r"event=request_refused src=127\.0\.0\.1:\d+ user=100 method=INVITE reason=call_limit:2",
         limit[0],
     )
+
+
+async def test_a_call_that_is_not_permitted_is_in_the_security_log(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Toll fraud with a guessed password: Bob (internal calls only) dials abroad. The
+    refusal names the source, the user and the number."""
+    async with running(tmp_path) as pbx:
+        port = pbx.ua.listeners[0].port
+        bob = sip.UserAgent("udp:127.0.0.1:0", user="101")
+        await bob.start()
+        bob_port = bob.listeners[0].port
+        offer = bytes(sip.make_offer("127.0.0.1", 4000, (sip.PCMU,)))
+        try:
+            with (
+                caplog.at_level(logging.WARNING, logger="security"),
+                pytest.raises(sip.RequestFailed) as refused,
+            ):
+                uri = f"sip:0044201234567@127.0.0.1:{port}"
+                await bob.invite(uri, offer, credentials=("101", "bob101"))
+        finally:
+            await bob.close()
+    assert refused.value.status == 403
+    lines = [r.getMessage() for r in caplog.records if r.name == "security"]
+    assert lines == [
+        f"event=request_refused src=127.0.0.1:{bob_port} user=101 method=INVITE "
+        "reason=0044201234567:_Forbidden_(international_calls_not_permitted)"
+    ]
