@@ -3,8 +3,11 @@
 Each test repeats a finding of the probe, bounded in time and rate: the challenge
 amplification and memory of an unacked INVITE flood, TCP connections that idle, drip
 (slowloris) or come by the dozen from one address while a phone elsewhere registers,
-the log volume of a malformed flood, and the parser edges (416, 400, 414).
-The RTP hijack tests live elsewhere.
+the log volume of a malformed flood, the parser edges (416, 400, 414), a password-guessing
+flood that must not lock out colleagues at the same address, a flood of challenges never
+answered, the security log read by Debian's fail2ban-regex, toll fraud in the log, and the
+call limit for every kind of call. Attackers in tests that share the daemon each use their
+own loopback address (a throttle is per address). The RTP hijack tests live elsewhere.
 """
 
 from __future__ import annotations
