@@ -135,8 +135,7 @@ class Devices:
         verdict = self.guard.check(incoming.request, host, self.ua.now(), proxy=proxy, port=port)
         if verdict.status == 403:
             self.auth_failures += 1
-        if verdict.reports:
-            self._report(verdict.reports)
+        self._report(verdict.reports)  # (an answer may also have lifted a throttle)
         return verdict
 
     def _report(self, reports: Iterable[Report]) -> None:

@@ -694,3 +694,31 @@ async def test_a_call_that_is_not_permitted_is_in_the_security_log(
         f"event=request_refused src=127.0.0.1:{bob_port} user=101 method=INVITE "
         "reason=0044201234567:_Forbidden_(international_calls_not_permitted)"
     ]
+
+
+async def test_a_throttle_start_and_end_are_logged(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The PBX logs when a throttle starts and, without any further request, when it ends
+    with how many requests it refused (the window shortened from a minute)."""
+    async with running(tmp_path, "failed_auth_limit = 3") as pbx:
+        pbx.devices.guard.window = 0.6
+        port = pbx.ua.listeners[0].port
+        with caplog.at_level(logging.WARNING, logger="security"):
+            statuses = [
+                await asyncio.to_thread(udp_register, port, "127.0.0.31", "100", "wrong")
+                for _ in range(5)
+            ]
+            await asyncio.sleep(0.8)
+        assert statuses == [403] * 5
+        assert await asyncio.to_thread(udp_register, port, "127.0.0.31", "100", "alice100") == 200
+    lines = [r.getMessage() for r in caplog.records if r.name == "security"]
+    events = [(line.split()[0], line.rsplit(" ", 1)[1]) for line in lines]
+    assert events == [
+        *[("event=auth_failed", "reason=wrong_password")] * 3,
+        ("event=auth_throttled", "reason=wrong_password"),
+        ("event=auth_throttle_ended", "reason=wrong_password,refused:2"),
+    ], lines
+    assert all(
+        " src=127.0.0.31:" in line and " user=100 method=REGISTER " in line for line in lines
+    )
