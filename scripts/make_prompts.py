@@ -34,6 +34,9 @@ PROMPTS = {
     "connecting": "Please hold while I try to connect you.",
     "unavailable": "The number you have dialed is not available.",
     "not-allowed": "You are not allowed to call this number.",
+    "hotdesk-extension": "Hot desk. Please enter your extension, followed by the pound key.",
+    "hotdesk-in": "You are logged in on this phone.",
+    "hotdesk-out": "You are logged out of this phone.",
     "conf-enter-code": "Please enter your conference code, followed by the pound key.",
     "conf-invalid": "That code is not valid.",
     "conf-wait-host": "Please wait for the host to join the conference.",
@@ -61,6 +64,12 @@ PROMPTS = {
     "ivr-no-match": "No name matches these letters.",
     "ivr-for": "For",
     "ivr-press": "press",
+    "blocked": "This number does not accept your calls.",
+    "screen-say-name": "Please say your name after the tone.",
+    "screen-call-from": "Call from",
+    "screen-choice": "Press 1 to accept the call, or 2 to send it to voicemail.",
+    "confirm-call-for": "Call for",
+    "confirm-press-1": "Press 1 to accept the call.",
     **{
         f"num-{n}": word
         for n, word in enumerate(
@@ -112,6 +121,9 @@ FRENCH = {
     "connecting": "Veuillez patienter, nous recherchons votre correspondant.",
     "unavailable": "Le numéro demandé n'est pas disponible.",
     "not-allowed": "Vous n'êtes pas autorisé à appeler ce numéro.",
+    "hotdesk-extension": "Poste partagé. Entrez votre numéro de poste, suivi de la touche dièse.",
+    "hotdesk-in": "Vous êtes connecté sur ce poste.",
+    "hotdesk-out": "Vous êtes déconnecté de ce poste.",
     "conf-enter-code": "Entrez votre code de conférence, suivi de la touche dièse.",
     "conf-invalid": "Ce code n'est pas valide.",
     "conf-wait-host": "Veuillez patienter jusqu'à l'arrivée de l'organisateur.",
@@ -141,6 +153,13 @@ FRENCH = {
     "ivr-no-match": "Aucun nom ne correspond à ces lettres.",
     "ivr-for": "Pour",
     "ivr-press": "appuyez sur",
+    "blocked": "Ce numéro n'accepte pas vos appels.",
+    "screen-say-name": "Veuillez dire votre nom après le bip.",
+    "screen-call-from": "Appel de",
+    "screen-choice": "Appuyez sur 1 pour prendre l'appel, ou sur 2 pour l'envoyer "
+    "vers la messagerie.",
+    "confirm-call-for": "Appel pour",
+    "confirm-press-1": "Appuyez sur 1 pour prendre l'appel.",
     **{
         f"num-{n}": word
         for n, word in enumerate(
@@ -195,15 +214,18 @@ def render(prompts: dict[str, str], voice: str, out: Path, tmp: str) -> None:
         )
 
 
-def main() -> None:
+def main(names: list[str]) -> None:
+    """Every prompt, or only those named on the command line."""
     missing = set(PROMPTS) - set(FRENCH)
     if missing:
         raise SystemExit(f"no French text for {sorted(missing)}")
+    english = {n: t for n, t in PROMPTS.items() if not names or n in names}
+    french = {n: t for n, t in FRENCH.items() if not names or n in names}
     with tempfile.TemporaryDirectory() as tmp:
-        render(PROMPTS, "en-us", OUT, tmp)
-        render(FRENCH, "fr-fr", OUT / "fr", tmp)
-    print(f"{len(PROMPTS)} prompts in {OUT} and {OUT / 'fr'}", file=sys.stderr)
+        render(english, "en-us", OUT, tmp)
+        render(french, "fr-fr", OUT / "fr", tmp)
+    print(f"{len(english)} prompts in {OUT} and {OUT / 'fr'}", file=sys.stderr)
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

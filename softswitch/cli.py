@@ -77,6 +77,8 @@ def main(argv: list[str] | None = None) -> int:
         except cfg.ConfigError as exc:
             print(exc, file=sys.stderr)
             return 1
+        for warning in registry.warnings:
+            print(f"warning: {warning}", file=sys.stderr)
         groups = len(config.section("ring_groups") or [])
         print(
             f"{args.file}: OK ({len(config.users)} users, {len(config.trunks)} trunks, "

@@ -11,12 +11,11 @@ import difflib
 import re
 import tomllib
 from collections.abc import Mapping
+from datetime import date
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     TypeAdapter,
     ValidationError,
@@ -25,6 +24,9 @@ from pydantic import (
 )
 
 from media.audio import AudioFileError, load_audio
+
+from .model import Strict
+from .rules import Rule
 
 Permission = Literal["internal", "emergency", "national", "international"]
 PERMISSION_RANK = {"internal": 0, "emergency": 1, "national": 2, "international": 3}
@@ -38,6 +40,12 @@ DESTINATION_PATTERN = (
     r"^(voicemail(:[0-9]{2,8})?|ext:[0-9]{2,8}|tel:\+?[0-9]{3,20}|hangup|\+?[0-9*#]{2,20})$"
 )
 Target = Annotated[str, Field(pattern=DESTINATION_PATTERN)]
+# What to do with a call (rules, business / after hours): "ring" as usual, a destination
+# (forward: "voicemail", "102", "tel:+33..."), or "announce:<text or file>" then hang up.
+Handling = Annotated[str, Field(pattern=r"^(ring|announce:.+)$|" + DESTINATION_PATTERN)]
+# A blocked caller: a number, a prefix ending in *, "anonymous" or "external" (every
+# call that does not come from one of our users).
+Blocked = Annotated[str, Field(pattern=r"^(anonymous|external|\+?[0-9]{1,20}\*?)$")]
 # What a ring step rings: an extension (all of that user's devices) or an external number.
 RingTarget = Annotated[str, Field(pattern=r"^(ext:)?[0-9]{2,8}$|^(tel:)?\+?[0-9]{3,20}$")]
 MAX_RING_TARGETS = 10
@@ -45,10 +53,6 @@ MAX_RING_TARGETS = 10
 
 class ConfigError(ValueError):
     """A configuration that cannot be used; the message names file, key and expectation."""
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
 class Step(Strict):
@@ -78,8 +82,40 @@ class Forward(Strict):
     no_answer_after: int = Field(20, ge=10, le=60)
     unreachable: Target | None = "voicemail"
     steps: list[Step] = []
+    # said to the caller before the call is forwarded ("please hold while I connect you")
+    connecting_message: str | None = Field(None, min_length=1, max_length=1000)
+    # an external number that answers must press 1 first ("call for Bob, press 1"), so a
+    # mobile's own voicemail never takes a forwarded call; no key: not answered
+    confirm_external: bool = False
+    # or must type this PIN (then #) before it gets the call
+    answer_pin: str | None = Field(None, pattern=r"^[0-9]{4,12}$")
 
     _steps = field_validator("steps")(check_steps)
+
+
+class Email(Strict):
+    """Voicemail to e-mail (sent through ``[smtp]``)."""
+
+    address: str = Field(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+    attach: bool = True  # the WAV attached, or a notification only
+    delete_after: bool = False  # delete the message once the mail is accepted
+
+
+class Recording(Strict):
+    """Call recording for a user: "on_demand" (the ``[recording]`` code, ``*9``, starts and
+    stops it during a call), "always", or "off" (the user may not record)."""
+
+    mode: Literal["off", "on_demand", "always"] = "off"
+    announce: bool = False  # "this call is being recorded", to both parties
+
+
+class Greetings(Strict):
+    """Voicemail greetings by state (audio files; a user can also record them by phone)."""
+
+    business_hours: Path | None = None
+    after_hours: Path | None = None
+    temporary: Path | None = None  # until ``temporary_until`` (inclusive), then gone
+    temporary_until: date | None = None
 
 
 class Device(Strict):
@@ -126,6 +162,20 @@ class User(Strict):
     devices: list[Device] = Field([], max_length=8)
     directory: Directory = Directory()
     name_recording: Path | None = None  # the user's own name, said by dial-by-name
+    rules: list[Rule] = []  # custom rules: first match wins, before the hours
+    in_hours: Handling = "ring"  # during [business_hours]
+    after_hours: Handling = "ring"  # outside them
+    blocked: list[Blocked] = []  # callers who hear the blocking message; nothing rings
+    screening: Literal["off", "unknown", "all"] = "off"  # callers say their name first
+    email: Email | None = None
+    # "user": rings its devices; "virtual": has none (straight to its forwarding and
+    # voicemail); "message_only": always voicemail, with its own greeting
+    kind: Literal["user", "virtual", "message_only"] = "user"
+    recording: Recording = Recording()
+    greetings: Greetings = Greetings()
+    # what the phone shows for a call that came through a group, a receptionist or a DID:
+    # the caller, or the number that was dialled
+    caller_id_display: Literal["caller", "dialled"] = "caller"
     conference_host_code: str | None = Field(None, pattern=r"^[0-9]{4,10}$")
     conference_code: str | None = Field(None, pattern=r"^[0-9]{4,10}$")
     # this user's conference; unset: the [conference] defaults
@@ -422,9 +472,18 @@ def _resolve_paths(config: Config, base: Path) -> Config:
     users = [
         u.model_copy(
             update={
-                key: fix(getattr(u, key))
-                for key in ("greeting", "name_recording")
-                if getattr(u, key) is not None
+                **{
+                    key: fix(getattr(u, key))
+                    for key in ("greeting", "name_recording")
+                    if getattr(u, key) is not None
+                },
+                "greetings": u.greetings.model_copy(
+                    update={
+                        key: fix(getattr(u.greetings, key))
+                        for key in ("business_hours", "after_hours", "temporary")
+                        if getattr(u.greetings, key) is not None
+                    }
+                ),
             }
         )
         for u in config.users
@@ -442,6 +501,12 @@ def check_audio(config: Config, source: str) -> None:
         for i, u in enumerate(config.users)
         for key in ("greeting", "name_recording")
         if (path := getattr(u, key)) is not None
+    ]
+    files += [
+        (f"users[{i}].greetings.{key}", path)
+        for i, u in enumerate(config.users)
+        for key in ("business_hours", "after_hours", "temporary")
+        if (path := getattr(u.greetings, key)) is not None
     ]
     for key, path in files:
         try:

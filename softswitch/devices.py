@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import sip
@@ -25,6 +26,22 @@ if TYPE_CHECKING:
     from .calls import Party
 
 log = logging.getLogger("softswitch")
+
+
+@dataclass(frozen=True, slots=True)
+class Login:
+    """A SIP login that a feature manages (a hot-desk phone): its password, and the user
+    and device it acts as now."""
+
+    password: str
+    user: User
+    device: Device | None = None
+
+
+# Features add logins the configuration does not list (by username), and addresses of
+# record where a user also rings (each with the device name its forks carry).
+LoginSource = Callable[[str], Login | None]
+AorSource = Callable[[User], list[tuple[str, str | None]]]
 
 
 class Devices:
@@ -54,6 +71,8 @@ class Devices:
         self._spawn = spawn
         self.auth_failures = 0
         self._expiry: asyncio.TimerHandle | None = None
+        self.logins: list[LoginSource] = []
+        self.aor_sources: list[AorSource] = []
 
     @property
     def config(self) -> Config:
@@ -78,14 +97,27 @@ class Devices:
             device = user.device(username)
             if device is not None:
                 return user, device
+        login = self._login(username)
+        return (login.user, login.device) if login is not None else None
+
+    def _login(self, username: str) -> Login | None:
+        for source in self.logins:
+            login = source(username)
+            if login is not None:
+                return login
         return None
 
     def password(self, username: str) -> str | None:
-        found = self.identity(username)
-        if found is None:
-            return None
-        user, device = found
-        return device.password if device is not None else user.password
+        config = self.config
+        user = config.user(username)
+        if user is not None:
+            return user.password
+        for user in config.users:
+            device = user.device(username)
+            if device is not None:
+                return device.password
+        login = self._login(username)
+        return login.password if login is not None else None
 
     def owner_of(self, aor: str) -> User | None:
         """The user whose extension or device ``aor`` is."""
@@ -105,6 +137,10 @@ class Devices:
         for d in user.devices:
             if d.username is not None and (device is None or d.name == device):
                 out += [(b, d.name) for b in self.registrar.lookup(self.aor(d.username), now)]
+        for source in self.aor_sources:
+            for aor, name in source(user):
+                if device is None or name == device:
+                    out += [(b, name) for b in self.registrar.lookup(aor, now)]
         return out
 
     def registered(self, user: User) -> bool:

@@ -43,6 +43,7 @@ class Dial:
     on_behalf: User | None = None
     depth: int = 0  # how many times this call was sent on (forwarding loops stop)
     via: tuple[str, ...] = ()  # the destinations it went through, oldest first
+    called: str = ""  # the number the caller dialled (a DID from the trunk, an extension)
 
     def next(self, target: str, *, on_behalf: User | None = None, via: str = "") -> Dial:
         """The same call sent on to ``target`` (one level deeper)."""
@@ -88,6 +89,9 @@ class Kind:
     check: Callable[[str, User | None], str | None] | None = None
 
 
+# Run on every new call before the dialplan (office-wide blocking...): an Outcome takes
+# the call, None lets it through.
+CallCheck = Callable[[Dial], Awaitable["Outcome | None"]]
 # An in-call code (``*2``) pressed by ``party`` while bridged: True when it was used (the
 # keys are consumed), False to relay them to the other party unchanged.
 InCallHandler = Callable[["Party", str], bool]
@@ -112,6 +116,7 @@ class Fork:
     label: str = ""
     user: User | None = None  # the user this fork reaches (its party's user)
     device: str | None = None  # the device name, for call flip
+    headers: tuple[tuple[str, str], ...] = ()  # extra INVITE headers (intercom auto-answer)
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +144,10 @@ class CallListener:
     """Call events, each a no-op here: a feature overrides what it follows. Any number of
     listeners hear every event."""
 
+    def trying(self, party: Party) -> None:
+        """``party``'s INVITE is on its way: a call from a phone arrived, or a fork of a
+        ring was sent to a device (its dialog state is "trying", RFC 4235)."""
+
     def ringing(self, party: Party) -> None:
         """``party`` (a callee's leg) is ringing."""
 
@@ -159,6 +168,9 @@ class CallListener:
 
     def unregistered(self, binding: Binding) -> None:
         """A contact was removed (unregistered, expired, unreachable)."""
+
+    def voicemail_left(self, mailbox: str, message_id: str) -> None:
+        """A caller left message ``message_id`` in ``mailbox``."""
 
 
 # -- the feature contract -----------------------------------------------------------------
@@ -187,6 +199,10 @@ class Feature(Protocol):
     def in_dialog(self) -> Mapping[str, InDialogHandler]: ...
 
     def listeners(self) -> Iterable[CallListener]: ...
+
+    def call_checks(self) -> Iterable[CallCheck]: ...
+
+    def warnings(self) -> Iterable[str]: ...
 
     def destinations(self) -> Iterable[tuple[str, str, User | None]]: ...
 
@@ -238,6 +254,14 @@ class BaseFeature:
         return {}
 
     def listeners(self) -> Iterable[CallListener]:
+        return ()
+
+    def call_checks(self) -> Iterable[CallCheck]:
+        return ()
+
+    def warnings(self) -> Iterable[str]:
+        """What ``softswitch check`` should point out without refusing the configuration
+        (rules that can match the same call, ...)."""
         return ()
 
     def destinations(self) -> Iterable[tuple[str, str, User | None]]:

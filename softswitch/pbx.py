@@ -163,6 +163,7 @@ class Pbx:
             except Exception:
                 log.exception("event=feature_stop_failed feature=%s", type(feature).name)
         self.devices.close()
+        await self.svc.close()  # HTTP servers the features started
         await self.ua.close()  # BYE to every established call
         await self.clock.stop()
         self.engine.close()
@@ -278,7 +279,7 @@ class Pbx:
             except sip.ParseError as exc:
                 call.reject(488, f"Not Acceptable Here ({exc})")
                 return
-        dialled = call.invite.uri.user or ""
+        dialled = called = call.invite.uri.user or ""
         if trunk is not None and (dialled.startswith("*") or dialled not in self.registry.numbers):
             dialled = trunk.inbound_extension or ""  # the provider reaches numbers, not codes
         log.info("event=invite caller=%s dialled=%s", who, dialled)
@@ -286,7 +287,8 @@ class Pbx:
         if party is None:
             return
         try:
-            outcome = await self.svc.dial(Dial(party, dialled, caller, on_behalf=caller))
+            dial = Dial(party, dialled, caller, on_behalf=caller, called=called)
+            outcome = await self.svc.dial(dial)
             log.info("event=routed dialled=%s outcome=%s", dialled, type(outcome).__name__)
             if isinstance(outcome, Failed) and outcome.status == 403:  # not permitted
                 reason = f"{dialled}: {outcome.reason or 'Forbidden'}"
@@ -318,6 +320,7 @@ class Pbx:
         label = user.extension if user else (call.invite.from_.uri.user or "?")
         party = Party(call, leg, user, label=label, device=device, offer=offer)
         self.svc.track(party)
+        self.svc.emit("trying", party)
         return party
 
 

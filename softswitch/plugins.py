@@ -14,6 +14,7 @@ from typing import Any
 from .config import Config, ConfigError, User
 from .dialplan import classify, parse_destination
 from .feature import (
+    CallCheck,
     CallListener,
     Endpoint,
     Feature,
@@ -64,6 +65,7 @@ class Registry:
         self.packages: dict[str, SubscribeHandler] = {}
         self.in_dialog: dict[str, InDialogHandler] = {}
         self.listeners: list[CallListener] = []
+        self.checks: list[CallCheck] = []
         self.owners: dict[str, str] = {}  # "number 600" -> feature name
         problems: list[str] = []
         names: set[str] = set()
@@ -103,6 +105,7 @@ class Registry:
                 self.in_dialog, owners["method"], feature.in_dialog(), name, "in-dialog method"
             )
             self.listeners.extend(feature.listeners())
+            self.checks.extend(feature.call_checks())
         self.owners = {f"number {k}": v for k, v in owners["number"].items()}
         if not problems:
             for built in self.features:
@@ -113,6 +116,9 @@ class Registry:
                 ]
         if problems:
             raise ConfigError("\n".join(problems))
+        self.warnings = [
+            f"{self.source}: {warning}" for f in self.features for warning in f.warnings()
+        ]
 
     def check(self, text: str, user: User | None) -> str | None:
         """Why destination ``text`` (a rule of ``user``) cannot be reached, or None."""

@@ -206,3 +206,23 @@ async def test_embedded_pbx_example_serves_calls_and_reports_events(tmp_path: Pa
                 await phone.stop()
         proc.wait_for(r"answered: 101")
         proc.wait_for(r"answered: 100")
+
+
+def test_receptionist_configuration_errors_name_the_key() -> None:
+    base = '[[ivr]]\nextension = "500"\nname = "R"\ngreeting = "Hello"\n'
+    cases = {
+        '[ivr.keys]\n"1" = "999"\n': r"ivr\[0\]\.keys\.1: '999': no extension",
+        '[ivr.keys]\n"12" = "101"\n': r"ivr\[0\]\.keys: .*key '12' is not one of 0-9",
+        'default = "menu:a"\n[ivr.menus.a]\ngreeting = "A"\ndefault = "menu:main"\n': (
+            r"ivr\[0\]\.default: the menus' defaults loop \(main -> a -> main\)"
+        ),
+        '[ivr.keys]\n"1" = "menu:nope"\n': r"ivr\[0\]\.keys\.1: no menu 'nope'",
+        '[ivr.keys]\n"3" = "announce:/nonexistent/hours.wav"\n': (
+            r"ivr\[0\]\.keys\.3: .*hours\.wav: cannot read"
+        ),
+    }
+    for extra, error in cases.items():
+        with pytest.raises(cfg.ConfigError, match=rf"office\.toml: {error}"):
+            registry(base + extra)
+    ok = registry(base + '[ivr.keys]\n"1" = "101"\n"9" = "dial_by_name"\n"0" = "voicemail:100"\n')
+    assert "500" in ok.numbers

@@ -4,19 +4,23 @@ extension dialling, the spoken greeting, retries, after hours (an injected clock
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+import soundfile
 
 from ivr import Speech
 from media.audio import load_audio
+from media.tones import sine_mix
 from softswitch.pbx import Pbx
 
 from .audio import best_correlation
 from .baresip import Phone
+from .netutil import daemon, free_port
 from .office import Office, segment
 from .test_features import CALLER, caller
 from .test_pbx import frequency, started, stop_all
@@ -135,3 +139,42 @@ async def test_after_hours_the_after_hours_menu_answers(tmp_path: Path) -> None:
     finally:
         await stop_all(*r.phones)
         await pbx.stop()
+
+
+def direct_phone(tmp_path: Path, name: str, tone_hz: float) -> Phone:
+    """A baresip phone with no registrar: reached at its own address, auto-answers."""
+    directory = tmp_path / f"phone-{name}"
+    directory.mkdir(parents=True, exist_ok=True)
+    source = directory / "tone.wav"
+    soundfile.write(source, sine_mix((tone_hz,), 8000 * 60, 8000, -12), 8000, subtype="PCM_16")
+    sip_port = free_port()
+    account = f"<sip:{name}@127.0.0.1:{sip_port}>;regint=0;answermode=auto;audio_codecs=PCMU"
+    return Phone(
+        name, directory, account, source, sip_port, free_port(), random.randrange(40000, 49000, 2)
+    )
+
+
+async def test_auto_attendant_example_transfers_a_baresip_call_by_refer(tmp_path: Path) -> None:
+    """examples/auto_attendant.py: no PBX; key 2 sends the caller to Bob with REFER."""
+    dave = direct_phone(tmp_path, "dave", 1000.0)
+    bob = direct_phone(tmp_path, "bob", 800.0)
+    port = free_port()
+    args = ["examples/auto_attendant.py", "--listen", f"127.0.0.1:{port}"]
+    args += ["--key", "1=sip:nobody@127.0.0.1:9", "--key", f"2=sip:bob@127.0.0.1:{bob.sip_port}"]
+    args += ["--cache", str(tmp_path / "tts"), "--rtp-start", "36000", "--rtp-end", "36100"]
+    for phone in (dave, bob):
+        await phone.start()
+    try:
+        with daemon(args, "auto_attendant listening") as proc:
+            await dave.command("dial", f"sip:attendant@127.0.0.1:{port}")
+            await dave.wait_event("CALL_ESTABLISHED")
+            await asyncio.sleep(1.5)
+            await dave.command("sndcode", "2")  # during the greeting: barge-in
+            await bob.wait_event("CALL_ESTABLISHED")  # Dave's phone followed the REFER
+            proc.wait_for(r"REFER to sip:bob@127.0.0.1:\d+: 202")
+            await asyncio.sleep(2.0)
+            await dave.command("hangup")
+            await bob.wait_event("CALL_CLOSED")
+    finally:
+        await stop_all(dave, bob)
+    assert abs(frequency(bob.recording(), 0.5) - 1000) < 10  # Bob hears Dave

@@ -13,26 +13,46 @@ from ..feature import FeatureType
 
 
 def builtin() -> list[FeatureType]:
+    from .blocking import Blocking
     from .call_flip import CallFlip
+    from .call_waiting import CallWaiting
     from .conference.service import Conference
     from .extensions import Extensions
     from .hold_music import HoldMusicFeature
+    from .hot_desk import HotDesk
+    from .intercom import Intercom
+    from .phones import Phones
+    from .pickup import Pickup
+    from .presence import Presence
+    from .provisioning import Provisioning
     from .receptionist import Receptionists
     from .ring_groups import RingGroups
+    from .session_timers import SessionTimers
     from .transfer import Transfer
     from .trunks import Trunks
     from .voicemail import Voicemail
+    from .voicemail_email import VoicemailEmail
 
     return [
         HoldMusicFeature,
+        Blocking,
         Extensions,
         Voicemail,
+        VoicemailEmail,
         Conference,
         RingGroups,
         Receptionists,
         CallFlip,
         Transfer,
         Trunks,
+        SessionTimers,
+        Presence,
+        Pickup,
+        Intercom,
+        Phones,
+        HotDesk,
+        Provisioning,
+        CallWaiting,
     ]
 
 

@@ -17,7 +17,6 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Coroutine, Iterable, Mapping
-from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, field_validator
@@ -25,15 +24,15 @@ from pydantic import Field, field_validator
 import ivr
 import sip
 from ivr.menu import Action, Entry, Menu, Prompt
-from media.audio import AudioFileError, load_audio
 
-from ..config import Extension, Strict, User
+from ..config import Extension, User
 from ..feature import BaseFeature, Dial, Done, Failed, Handler, Outcome
-from ..media_engine import Samples, prompt_path
+from ..model import Strict
+from ..prompts import configured
+from ..rules import Rule, conflicts, first_match
 from ..services import Services
 
 log = logging.getLogger("softswitch")
-AUDIO_SUFFIXES = (".wav", ".mp3", ".flac", ".ogg")
 MAX_TRIES = 3  # destinations that fail before the receptionist gives up
 
 
@@ -60,10 +59,7 @@ class Receptionist(MenuSettings):
     menus: dict[str, MenuSettings] = {}  # sub-menus, reached with "menu:NAME"
     after_hours: MenuSettings | str | None = None  # a menu, or a destination
     dial_by: Literal["last", "first"] = "last"  # which name dial-by-name spells
-
-
-def _is_file(text: str) -> bool:
-    return "\n" not in text and text.strip().lower().endswith(AUDIO_SUFFIXES)
+    rules: list[Rule] = []  # first match wins, before the menus (destinations, "ring")
 
 
 class Receptionists(BaseFeature):
@@ -75,11 +71,9 @@ class Receptionists(BaseFeature):
         found: list[Receptionist] = self.settings() or []
         self.receptionists = {r.extension: r for r in found}
         self.menus: dict[str, dict[str, Menu]] = {}  # by extension, "main"/"after_hours"/...
-        self._audio: dict[tuple[Prompt, int], Samples] = {}
-        self.speech: ivr.Speech | None = None
         for i, r in enumerate(found):
             self.menus[r.extension] = self._build(r, f"ivr[{i}]")
-        if any(p.kind == "text" for p in self.prompts()):
+        if any(p.kind == "text" for p in self.prompts()):  # a clear error at load
             try:
                 ivr.tts.espeak()
             except ivr.SpeechError as exc:
@@ -116,14 +110,10 @@ class Receptionists(BaseFeature):
         return menus
 
     def _prompt(self, text: str, key: str) -> Prompt:
-        if not _is_file(text):
-            return Prompt("text", text)
-        path = self.config.path(text.strip())
         try:
-            load_audio(path)
-        except AudioFileError as exc:
+            return configured(text, self.config)
+        except ValueError as exc:
             raise ValueError(f"{key}: {exc}") from None
-        return Prompt("file", str(path))
 
     def _action(self, text: str, key: str, menus: Mapping[str, tuple[MenuSettings, str]]) -> Action:
         text = text.strip()
@@ -160,6 +150,14 @@ class Receptionists(BaseFeature):
                     yield f"{where}.default", menu.default.destination, None
             if isinstance(r.after_hours, str):
                 yield f"ivr[{i}].after_hours", r.after_hours, None
+            for j, rule in enumerate(r.rules):
+                if rule.action != "ring":
+                    yield f"ivr[{i}].rules[{j}].action", rule.action, None
+
+    def warnings(self) -> Iterable[str]:
+        for i, r in enumerate(self.receptionists.values()):
+            for conflict in conflicts(r.rules):
+                yield f"ivr[{i}] ({r.extension}): {conflict}"
 
     def prompts(self) -> list[Prompt]:
         out: list[Prompt] = []
@@ -173,11 +171,8 @@ class Receptionists(BaseFeature):
 
     async def start(self, svc: Services) -> None:
         await super().start(svc)
-        self.speech = ivr.Speech(svc.data_dir / "tts", self.config.server.language)
-        texts = [p.value for p in self.prompts() if p.kind == "text"]
-        texts += [u.name for u in self.config.users if u.name_recording is None]
-        for text in texts:  # rendered once, now, not while a caller waits
-            await asyncio.to_thread(self.speech.render, text)
+        names = [Prompt("text", u.name) for u in self.config.users if u.name_recording is None]
+        await svc.prompts.prepare([*self.prompts(), *names])
 
     def directory(self, by: str) -> list[Entry]:
         entries = []
@@ -197,26 +192,15 @@ class Receptionists(BaseFeature):
     def extensions(self) -> list[str]:
         return [u.extension for u in self.services.config.users if u.directory.by_extension]
 
-    def resolve(self, prompt: Prompt, rate: int) -> Samples:
-        """Samples of a prompt at ``rate`` (decoded once, then kept)."""
-        key = (prompt, rate)
-        samples = self._audio.get(key)
-        if samples is None:
-            if prompt.kind == "builtin":
-                path = prompt_path(prompt.value, self.config.server.language)
-            elif prompt.kind == "text":
-                assert self.speech is not None
-                path = self.speech.render(prompt.value)
-            else:
-                path = Path(prompt.value)
-            samples = self._audio[key] = load_audio(path, rate)
-        return samples
-
     async def answer_call(self, dial: Dial) -> Outcome:
         svc = self.services
         r = self.receptionists[dial.target]
         menus = self.menus[r.extension]
         start = "main"
+        rule = first_match(list(r.rules), svc.facts(dial))
+        if rule is not None and rule.action != "ring":
+            log.info("event=rule ivr=%s name=%s action=%s", r.extension, rule.name, rule.action)
+            return await svc.send_on(dial, rule.action)
         if not svc.office_open():
             if isinstance(r.after_hours, str):
                 log.info("event=after_hours ivr=%s to=%s", r.extension, r.after_hours)
@@ -238,7 +222,7 @@ class Receptionists(BaseFeature):
             )
             leg.listen_dtmf = True
             result = await _until_hangup(
-                ivr.run_menu(machine, leg, lambda p: self.resolve(p, leg.rate)), party.call
+                ivr.run_menu(machine, leg, lambda p: svc.prompts.samples(p, leg.rate)), party.call
             )
             if not isinstance(result, ivr.Connect):
                 return Done()  # the caller hung up, or the menu said goodbye
@@ -251,7 +235,7 @@ class Receptionists(BaseFeature):
             outcome = await svc.send_on(dial, result.destination)
             if not isinstance(outcome, Failed) or party.ended:
                 return outcome
-            await leg.play_samples(self.resolve(Prompt("builtin", "unavailable"), leg.rate))
+            await svc.prompts.say(leg, Prompt("builtin", "unavailable"))
         return outcome
 
 

@@ -19,9 +19,11 @@ from pydantic import Field, field_validator
 
 import sip
 
-from ..config import Extension, Permission, Step, Strict, Target, User, check_steps
+from ..config import Extension, Handling, Permission, Step, Target, User, check_steps
 from ..dialplan import classify
 from ..feature import BaseFeature, Dial, Failed, Handler, Outcome
+from ..model import Strict
+from ..rules import Rule, conflicts
 
 log = logging.getLogger("softswitch")
 
@@ -35,6 +37,10 @@ class RingGroup(Strict):
     music: str = "default"  # the [hold_music] slot when caller_hears = "music"
     permission: Permission = "internal"  # for external targets
     caller_id: str | None = Field(None, pattern=r"^\+?[0-9]{3,20}$")  # shown on external legs
+    confirm_external: bool = False  # an external member presses 1 to take the call
+    rules: list[Rule] = []  # first match wins, before the hours
+    in_hours: Handling = "ring"
+    after_hours: Handling = "ring"
 
     _steps = field_validator("steps")(check_steps)
 
@@ -71,12 +77,26 @@ class RingGroups(BaseFeature):
     def destinations(self) -> Iterable[tuple[str, str, User | None]]:
         for i, group in enumerate(self.groups.values()):
             yield f"ring_groups[{i}].no_answer", group.no_answer, None
+            for key in ("in_hours", "after_hours"):
+                if getattr(group, key) != "ring":
+                    yield f"ring_groups[{i}].{key}", getattr(group, key), None
+            for j, rule in enumerate(group.rules):
+                if rule.action != "ring":
+                    yield f"ring_groups[{i}].rules[{j}].action", rule.action, None
+
+    def warnings(self) -> Iterable[str]:
+        for i, group in enumerate(self.groups.values()):
+            for conflict in conflicts(group.rules):
+                yield f"ring_groups[{i}] ({group.extension}): {conflict}"
 
     async def call_group(self, dial: Dial) -> Outcome:
         svc = self.services
         group = self.groups[dial.target]
         party = dial.party
         log.info("event=ring_group group=%s name=%r", group.extension, group.name)
+        action = svc.handling(dial, list(group.rules), group.in_hours, group.after_hours)
+        if action != "ring":
+            return await svc.send_on(dial, action)
         if group.caller_hears == "music" and svc.music is not None:
             svc.early_media(party, svc.music(group.music))
         elif party.call.state is sip.CallState.ESTABLISHED:
@@ -94,7 +114,12 @@ class RingGroups(BaseFeature):
                 result.outcome,
             )
             if result.outcome == "answered" and result.party is not None:
-                return await svc.connect(party, result.party)
+                callee = result.party
+                external = callee.user is None and group.confirm_external
+                if external and not await svc.confirm(callee, group.name):
+                    await callee.call.hangup()
+                    continue  # nobody pressed 1: the next step
+                return await svc.connect(party, callee)
             if result.outcome == "cancelled":
                 return Failed(487, "cancelled")
         log.info("event=ring_group_exhausted group=%s to=%s", group.extension, group.no_answer)

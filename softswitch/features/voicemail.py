@@ -76,10 +76,36 @@ class VoicemailStore:
         # created 0600 before SQLite opens it: its journal files take the database's mode
         self.db = sqlite3.connect(str(private_file(data_dir / "voicemail.sqlite")))
         self.db.executescript(SCHEMA)
+        columns = {row[1] for row in self.db.execute("PRAGMA table_info(messages)")}
+        if "emailed" not in columns:  # a mailbox from before voicemail to e-mail
+            self.db.execute("ALTER TABLE messages ADD COLUMN emailed INTEGER NOT NULL DEFAULT 0")
         self.db.commit()
 
     def close(self) -> None:
         self.db.close()
+
+    def message(self, message_id: str) -> Message | None:
+        row = self.db.execute(
+            "SELECT id, mailbox, caller, created, seconds, path, heard FROM messages WHERE id = ?",
+            (message_id,),
+        ).fetchone()
+        return (
+            Message(row[0], row[1], row[2], row[3], row[4], Path(row[5]), bool(row[6]))
+            if row
+            else None
+        )
+
+    def not_emailed(self, mailbox: str) -> list[str]:
+        """Messages of ``mailbox`` whose e-mail was not accepted yet (oldest first)."""
+        rows = self.db.execute(
+            "SELECT id FROM messages WHERE mailbox = ? AND emailed = 0 ORDER BY created",
+            (mailbox,),
+        ).fetchall()
+        return [r[0] for r in rows]
+
+    def mark_emailed(self, message_id: str) -> None:
+        self.db.execute("UPDATE messages SET emailed = 1 WHERE id = ?", (message_id,))
+        self.db.commit()
 
     def new_path(self, mailbox: str) -> Path:
         """A new message's file, created empty and private (the recorder then fills it)."""
@@ -91,7 +117,8 @@ class VoicemailStore:
     def add(self, mailbox: str, caller: str, path: Path, seconds: float) -> Message:
         message = Message(secrets.token_hex(8), mailbox, caller, time.time(), seconds, path, False)
         self.db.execute(
-            "INSERT INTO messages VALUES (?, ?, ?, ?, ?, ?, 0)",
+            "INSERT INTO messages (id, mailbox, caller, created, seconds, path, heard) "
+            "VALUES (?, ?, ?, ?, ?, ?, 0)",
             (message.id, mailbox, caller, message.created, seconds, str(path)),
         )
         self.db.commit()
@@ -322,6 +349,7 @@ class Voicemail(BaseFeature, CallListener):
         if message is not None:
             svc.counters["voicemails"] += 1
             svc.spawn(self.notify(user.extension))
+            svc.emit("voicemail_left", user.extension, message.id)
         return Done()
 
     async def access_own(self, dial: Dial) -> Outcome:
