@@ -3,8 +3,9 @@
     python examples/registrar.py --listen 127.0.0.1:5070 --user 100:secret --user 101:pw
 
 REGISTER without credentials gets a 401 challenge; a wrong password or an unknown user
-gets 403 (the same answer for both); a source that fails 10 times in a minute is refused
-without digest work until the minute has passed. OPTIONS and REGISTER queries work.
+gets 403 (the same answer for both); 10 wrong passwords in a minute for a user from one
+address refuse that user from there, 10 unknown users refuse the address, without digest
+work, until the minute has passed (softswitch.authguard). OPTIONS and REGISTER queries work.
 """
 
 from __future__ import annotations

@@ -2,6 +2,7 @@
 # Installs the Debian packages the interop tests drive, only when missing.
 set -euo pipefail
 need=()
+lean=()  # installed without their recommends
 if [ "${1:-}" = "venv" ]; then  # Debian's own python3 needs python3-venv for `-m venv`
     need+=(python3-venv)
 fi
@@ -11,11 +12,15 @@ command -v baresip >/dev/null || need+=(baresip-core)
 command -v sox >/dev/null || need+=(sox)
 command -v espeak-ng >/dev/null || need+=(espeak-ng)
 command -v openssl >/dev/null || need+=(openssl)
+# the tests use fail2ban-regex alone, to check deploy/fail2ban against the daemon's log
+# (its recommends, a firewall among them, are left out)
+command -v fail2ban-regex >/dev/null || lean+=(fail2ban)
 fi
-[ ${#need[@]} -eq 0 ] && exit 0
-echo "installing Debian packages: ${need[*]}"
+[ ${#need[@]} -eq 0 ] && [ ${#lean[@]} -eq 0 ] && exit 0
+echo "installing Debian packages: ${need[*]} ${lean[*]}"
 sudo=""
 [ "$(id -u)" -eq 0 ] || sudo="sudo"
 export DEBIAN_FRONTEND=noninteractive
 $sudo apt-get update -q
-$sudo apt-get install -y -q "${need[@]}"
+[ ${#need[@]} -eq 0 ] || $sudo apt-get install -y -q "${need[@]}"
+[ ${#lean[@]} -eq 0 ] || $sudo apt-get install -y -q --no-install-recommends "${lean[@]}"

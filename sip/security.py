@@ -234,6 +234,26 @@ class SecurityEvents:
                 )
         return lines
 
+    def close(self) -> list[str]:
+        """The summaries of every open window, at once: the log is closing (a daemon
+        that stops loses no count). Not rate-limited: at most one line per tracked
+        source and per event."""
+        lines: list[str] = []
+        for (event, src), burst in self._bursts.items():
+            if burst.suppressed:
+                lines.append(
+                    f"event={event} src={src}:* suppressed={burst.suppressed} "
+                    f"window={self.window:g}s {_details(*burst.last)}"
+                )
+        for event, over in self._overflow.items():
+            lines.append(
+                f"event={event} src=*:* suppressed={over.count} window={self.window:g}s "
+                "user=- method=- reason=log_rate_limit"
+            )
+        self._bursts.clear()
+        self._overflow.clear()
+        return lines
+
     def _overflowed(self, event: str, count: int, now: float) -> None:
         over = self._overflow.get(event)
         if over is None:
@@ -285,6 +305,12 @@ class SecurityLog:
     def flush(self, now: float) -> None:
         self._announced = None
         self._write(self.core.flush(now))
+
+    def close(self) -> None:
+        """Log the summaries still open (see :meth:`SecurityEvents.close`)."""
+        self._announced = None
+        for line in self.core.close():
+            self.logger.warning("%s", line)
 
     @property
     def deadline(self) -> float | None:

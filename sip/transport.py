@@ -388,6 +388,7 @@ class TransportLayer:
         for timer in (self._sweeper, self._security_timer):
             if timer is not None:
                 timer.cancel()
+        self.security.close()  # summaries of the windows still open
         for task in list(self._tasks):
             task.cancel()
         for connection in list(self._connections.values()):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import logging.handlers
 import signal
 import sys
 from pathlib import Path
@@ -56,6 +57,11 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--listen", help="HOST:PORT (UDP and TCP) or udp:/tcp:HOST:PORT")
     run.add_argument("--data-dir", type=Path, help="voicemail, recordings, state")
     run.add_argument("--log-level", default="info", help="debug, info, warning, error")
+    run.add_argument(
+        "--log-file",
+        type=Path,
+        help="append the log here too (for fail2ban; reopened when logrotate moves it)",
+    )
     run.add_argument("--stats-file", type=Path, help="write counters here (JSON) every second")
     check = sub.add_parser("check", help="validate a configuration file")
     check.add_argument("file", type=Path)
@@ -80,10 +86,18 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 0
 
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if args.log_file:
+        try:
+            handlers.append(logging.handlers.WatchedFileHandler(args.log_file))
+        except OSError as exc:
+            print(f"softswitch: --log-file: {exc}", file=sys.stderr)
+            return 1
+    # deploy/fail2ban/filter.d/softswitch.conf matches this format's security lines
     logging.basicConfig(
         level=args.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
-        stream=sys.stderr,
+        handlers=handlers,
     )
     try:
         config = cfg.load(args.config) if args.config else cfg.demo()

@@ -253,12 +253,19 @@ class Server(Strict):
     # default is MD5 alone: baresip 1.0 and SIPp 3.6 refuse a REGISTER flow outright
     # when any challenge names another algorithm, and so do many desk phones.
     auth_algorithms: list[Literal["MD5", "SHA-256"]] = Field(["MD5"], min_length=1)
+    # calls at once, every kind (bridged, voicemail, IVR, conference; a call with all its
+    # legs is one); beyond it new INVITEs get 503 with Retry-After
     max_calls: int = Field(500, ge=1, le=10000)
     registration_min_expires: int = Field(60, ge=10, le=3600)
     registration_max_expires: int = Field(3600, ge=60, le=86400)
     keepalive_interval: float = Field(30.0, ge=1.0, le=3600.0)
     sip_t1: float = Field(0.5, ge=0.01, le=5.0)  # RFC 3261 T1 (round-trip estimate), seconds
+    # failed-auth throttle (softswitch.authguard), over 60 s: this many wrong passwords
+    # refuse that user from that source; this many failures naming no user of ours refuse
+    # the source; a source that leaves unanswered_challenge_limit challenges in a row
+    # unanswered gets 403 instead of challenges
     failed_auth_limit: int = Field(10, ge=1, le=1000)
+    unanswered_challenge_limit: int = Field(100, ge=1, le=100_000)
     # TCP/TLS limits (sip.connections explains the defaults): a connection with no byte
     # from the peer for tcp_idle_timeout s is closed, as is one whose message is not
     # complete tcp_message_timeout s after its first byte (slowloris); beyond

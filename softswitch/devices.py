@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import sip
 
-from .authguard import AuthGuard
+from .authguard import AuthGuard, Report, Verdict
 from .config import Config, Device, User
 from .feature import Fork, Target
 from .registrar import Binding, Registrar
@@ -64,11 +64,13 @@ class Devices:
             self.password,
             algorithms=tuple(server.auth_algorithms),
             max_failures=server.failed_auth_limit,
+            max_unanswered=server.unanswered_challenge_limit,
         )
         self._registered = emit_registered
         self._unregistered = emit_unregistered
         self._spawn = spawn
         self.auth_failures = 0
+        self._expiry: asyncio.TimerHandle | None = None
         self.logins: list[LoginSource] = []
         self.aor_sources: list[AorSource] = []
 
@@ -160,14 +162,51 @@ class Devices:
             for binding, name in self.bindings(user, device)
         ]
 
+    # -- authentication ---------------------------------------------------------------------
+
+    def authenticate(self, incoming: sip.IncomingRequest, *, proxy: bool = False) -> Verdict:
+        """The guard's verdict on ``incoming`` (see :mod:`softswitch.authguard`); failures
+        and throttles go to the security log with the source address and port."""
+        _, host, port = incoming.source
+        verdict = self.guard.check(incoming.request, host, self.ua.now(), proxy=proxy, port=port)
+        if verdict.status == 403:
+            self.auth_failures += 1
+        self._report(verdict.reports)  # (an answer may also have lifted a throttle)
+        return verdict
+
+    def _report(self, reports: Iterable[Report]) -> None:
+        for r in reports:
+            self.ua.security.event(
+                r.event,
+                (r.source, r.port),
+                self.ua.now(),
+                user=r.user,
+                method=r.method,
+                reason=r.reason,
+            )
+        deadline = self.guard.deadline
+        if deadline is None or (self._expiry is not None and self._expiry.when() <= deadline):
+            return
+        if self._expiry is not None:
+            self._expiry.cancel()
+        self._expiry = asyncio.get_running_loop().call_at(deadline, self._expire)
+
+    def _expire(self) -> None:
+        """A throttle's time is up: its end (and the refusals it counted) is logged."""
+        self._expiry = None
+        self._report(self.guard.expire(self.ua.now()))
+
+    def close(self) -> None:
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
+
     # -- REGISTER ---------------------------------------------------------------------------
 
     def on_register(self, incoming: sip.IncomingRequest) -> None:
         request, now = incoming.request, self.ua.now()
-        verdict = self.guard.check(request, incoming.source[1], now)
+        verdict = self.authenticate(incoming)
         if verdict.user is None:
-            if verdict.status == 403:
-                self.auth_failures += 1
             # a challenge or refusal costs no transaction: nothing kept, nothing repeated
             incoming.respond_stateless(
                 verdict.status, verdict.reason, headers=list(verdict.headers)

@@ -23,10 +23,11 @@ import sip
 from media.clock import MediaClock
 from rtp import PortAllocator
 
+from .call_limit import RETRY_AFTER, CallLimit
 from .calls import Party
 from .config import Config, Trunk, User
 from .devices import DeviceEndpoint, Devices, UserEndpoint
-from .feature import Dial, FeatureType
+from .feature import Dial, Failed, FeatureType
 from .features import builtin
 from .media_engine import MediaEngine
 from .plugins import Registry
@@ -102,6 +103,7 @@ class Pbx:
             wallclock=wallclock,
         )
         self.counters = self.svc.counters
+        self.calls = CallLimit(lambda: self.config.server.max_calls)
         self.started = asyncio.Event()
 
     @property
@@ -160,6 +162,7 @@ class Pbx:
                 await feature.stop()
             except Exception:
                 log.exception("event=feature_stop_failed feature=%s", type(feature).name)
+        self.devices.close()
         await self.svc.close()  # HTTP servers the features started
         await self.ua.close()  # BYE to every established call
         await self.clock.stop()
@@ -178,7 +181,8 @@ class Pbx:
         conference = self.conference
         return {
             "registrations": len(self.registrar),
-            "active_calls": sum(1 for p in self.parties if not p.ended) // 2,
+            "active_calls": len(self.calls),
+            "call_limit_refused": self.calls.refused,
             "parties": len(self.parties),
             "late_ticks": self.clock.stats.late,
             "skipped_ticks": self.clock.stats.skipped,
@@ -224,7 +228,7 @@ class Pbx:
             return
         user = self.devices.registered_source(incoming)
         if user is None:
-            verdict = self.devices.guard.check(request, incoming.source[1], self.ua.now())
+            verdict = self.devices.authenticate(incoming)
             if verdict.user is None:
                 incoming.respond_stateless(
                     verdict.status, verdict.reason, headers=list(verdict.headers)
@@ -241,10 +245,8 @@ class Pbx:
         caller: User | None = None
         device: str | None = None
         if trunk is None:
-            verdict = self.devices.guard.check(call.invite, source_ip, self.ua.now(), proxy=True)
+            verdict = self.devices.authenticate(call.incoming, proxy=True)
             if verdict.user is None:
-                if verdict.status == 403:
-                    self.devices.auth_failures += 1
                 call.reject(
                     verdict.status, verdict.reason, headers=list(verdict.headers), stateless=True
                 )
@@ -255,9 +257,19 @@ class Pbx:
                 return
             caller = identity[0]
             device = identity[1].name if identity[1] is not None else None
-        active = sum(1 for p in self.parties if not p.ended)
-        if active >= 2 * self.config.server.max_calls:
-            call.reject(503, "Service Unavailable (call limit)")
+        who = caller.extension if caller else call.invite.from_.uri.user
+        if not self.calls.admit(call):
+            retry = [("Retry-After", str(RETRY_AFTER))]
+            call.reject(503, "Service Unavailable (call limit)", headers=retry, stateless=True)
+            if self.calls.report(source_ip, self.ua.now()):
+                reason = f"call_limit:{self.config.server.max_calls}"
+                self.ua.security_event(
+                    "request_refused",
+                    call.incoming.source,
+                    user=who,
+                    method="INVITE",
+                    reason=reason,
+                )
             return
         self.counters["calls"] += 1
         offer: sip.SessionDescription | None = None
@@ -270,11 +282,7 @@ class Pbx:
         dialled = called = call.invite.uri.user or ""
         if trunk is not None and (dialled.startswith("*") or dialled not in self.registry.numbers):
             dialled = trunk.inbound_extension or ""  # the provider reaches numbers, not codes
-        log.info(
-            "event=invite caller=%s dialled=%s",
-            caller.extension if caller else call.invite.from_.uri.user,
-            dialled,
-        )
+        log.info("event=invite caller=%s dialled=%s", who, dialled)
         party = await self._party_for_incoming(call, offer, caller, device)
         if party is None:
             return
@@ -282,6 +290,15 @@ class Pbx:
             dial = Dial(party, dialled, caller, on_behalf=caller, called=called)
             outcome = await self.svc.dial(dial)
             log.info("event=routed dialled=%s outcome=%s", dialled, type(outcome).__name__)
+            if isinstance(outcome, Failed) and outcome.status == 403:  # not permitted
+                reason = f"{dialled}: {outcome.reason or 'Forbidden'}"
+                self.ua.security_event(
+                    "request_refused",
+                    call.incoming.source,
+                    user=who,
+                    method="INVITE",
+                    reason=reason,
+                )
             await self.svc.finish(party, outcome)
         finally:
             if party.peer is None and not party.ended:

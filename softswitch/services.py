@@ -156,6 +156,16 @@ class Services:
         """Is it business hours now (``[business_hours]``; always, without it)?"""
         return is_open(self.config.business_hours, self.wallclock())
 
+    def report_rtp(self, who: str | None) -> Callable[[tuple[str, int], str], None]:
+        """A strict-RTP ``on_rejected_source`` hook (called once per burst of a refused
+        source): the source goes to the security log, ``who`` as the user it aimed at."""
+
+        def rejected(source: tuple[str, int], reason: str) -> None:
+            now = self.ua.now()
+            self.ua.security.event("rtp_source_rejected", source, now, user=who, reason=reason)
+
+        return rejected
+
     def busy(self, user: User) -> bool:
         """Is ``user`` on an established call?"""
         return any(
@@ -170,6 +180,7 @@ class Services:
         self.parties.add(party)
         # its RTP is taken only from where signalling says (strict source, rtp.SourcePolicy)
         party.leg.signalling = party.call.destination[1] if party.call.destination else None
+        party.leg.session.on_rejected_source = self.report_rtp(party.label)
         if self.music is not None:
             party.hold_source = self.music_for
         call = party.call
@@ -342,6 +353,7 @@ class Services:
         if caller.ended:
             return RingResult("cancelled")
         leg = await self.engine.new_leg(caller.host)
+        leg.session.on_rejected_source = self.report_rtp(None)  # until a callee answers
         first = caller.leg.codec.name if caller.leg.codec else None
         offer = sip.make_offer(caller.host, leg.local[1], codec_preference(first))
         winner: list[Party] = []

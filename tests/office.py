@@ -36,6 +36,7 @@ class Office:
     tmp: Path
     extra: str = ""
     user_extra: dict[str, str] = field(default_factory=dict)
+    args: tuple[str, ...] = ()  # more options for `softswitch run`
     port: int = 0
     rtp: int = 0
     proc: Daemon | None = None
@@ -92,6 +93,7 @@ permission = "national"
                     str(self.config_path),
                     "--log-level",
                     "info",
+                    *self.args,
                 ],
                 "softswitch running",
             )

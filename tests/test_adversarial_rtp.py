@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -22,7 +24,7 @@ from media.tones import sine_mix, tone
 from softswitch.pbx import Pbx
 
 from .office import demo_pbx, voicemail_store
-from .rtp_peers import Attacker, Nat, Phone, band_share, until
+from .rtp_peers import ATTACKER_IP, Attacker, Nat, Phone, band_share, until
 
 ATTACK_HZ = 1500.0
 GREETING_S = 1.5
@@ -55,7 +57,16 @@ def _policy_counters(pbx: Pbx) -> dict[str, dict[str, int]]:
     return out
 
 
-async def test_hijack_of_a_bridged_call(pbx: Pbx) -> None:
+def rejected(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """The security log's rtp_source_rejected lines."""
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "security" and r.getMessage().startswith("event=rtp_source_rejected ")
+    ]
+
+
+async def test_hijack_of_a_bridged_call(pbx: Pbx, caplog: pytest.LogCaptureFixture) -> None:
     port = pbx.ua.listeners[0].port
     alice, bob = Phone("100", "alice100", port, 1000.0), Phone("101", "bob101", port, 600.0)
     attacker = Attacker(ATTACK_HZ)
@@ -68,11 +79,7 @@ async def test_hijack_of_a_bridged_call(pbx: Pbx) -> None:
         await until(lambda: bob.pbx_media is not None)
         await asyncio.sleep(0.5)  # both legs have learnt their phones
         assert alice.pbx_media is not None and bob.pbx_media is not None
-        reports: list[tuple[str, tuple[str, int], str]] = []
-        for party in pbx.parties:
-            party.leg.session.on_rejected_source = lambda a, r, who=party.label: reports.append(
-                (who, a, r)
-            )
+        caplog.set_level(logging.WARNING, logger="security")
         for target in (alice.pbx_media, bob.pbx_media):
             attacker.keys(target, "9#")
         start = loop.time()
@@ -93,13 +100,16 @@ async def test_hijack_of_a_bridged_call(pbx: Pbx) -> None:
         assert band_share(bob_heard, 1000) > 0.8 and band_share(bob_heard, ATTACK_HZ) < 0.01
         assert band_share(alice_heard, 600) > 0.8 and band_share(alice_heard, ATTACK_HZ) < 0.01
         assert bob.digits == [] and alice.digits == []
-        # one report per refused source (its RTP, its RTCP) and leg, not one per packet
-        assert sorted((who, r) for who, _, r in reports) == [
+        # in the security log: one line per refused source (its RTP, its RTCP) and leg,
+        # not one per packet
+        src = re.compile(rf"src={re.escape(ATTACKER_IP)}:\d+ user=(\d+) method=- reason=(\S+)$")
+        lines = rejected(caplog)
+        assert sorted(m.groups() for line in lines if (m := src.search(line))) == [
             ("100", "foreign_ip"),
             ("100", "rtcp_foreign"),
             ("101", "foreign_ip"),
             ("101", "rtcp_foreign"),
-        ]
+        ], lines
         for party in pbx.parties:  # every forged packet counted, RTCP included
             session = party.leg.session
             assert session.source.counters.foreign_ip >= 95
@@ -171,7 +181,7 @@ async def test_hijack_of_a_voicemail_call(pbx: Pbx) -> None:
         await alice.stop()
 
 
-async def test_hijack_of_a_conference_leg(pbx: Pbx) -> None:
+async def test_hijack_of_a_conference_leg(pbx: Pbx, caplog: pytest.LogCaptureFixture) -> None:
     """A packet that reaches the bridge before the caller's first RTP does not take the
     leg; the attacker's keys (the host code) are not taken."""
     port = pbx.ua.listeners[0].port
@@ -184,8 +194,7 @@ async def test_hijack_of_a_conference_leg(pbx: Pbx) -> None:
         await alice.dial("800")
         assert alice.pbx_media is not None and alice.session is not None
         attacker.keys(alice.pbx_media, "1001#")  # Alice's host code
-        reports: list[tuple[tuple[str, int], str]] = []
-        pbx.conference.engine.on_rejected_source = lambda a, r: reports.append((a, r))
+        caplog.set_level(logging.WARNING, logger="security")
         attack = asyncio.ensure_future(attacker.attack([alice.pbx_media], 1.5))
         await asyncio.sleep(0.3)
         alice.talking = True  # her first RTP comes after the attacker's
@@ -205,7 +214,10 @@ async def test_hijack_of_a_conference_leg(pbx: Pbx) -> None:
         assert np.abs(heard).max() > 1000  # she hears the "enter your code" prompt
         assert leg.room is None and not pbx.conference.rooms  # the forged code was not taken
         assert engine.stats["strays_unexpected"] >= 70
-        assert [r for _, r in reports] == ["unexpected"]  # once per burst
+        lines = rejected(caplog)  # once per burst, in the security log
+        assert len(lines) == 1, lines
+        assert re.match(rf"event=rtp_source_rejected src={re.escape(ATTACKER_IP)}:\d+ ", lines[0])
+        assert lines[0].endswith(" user=- method=- reason=unexpected")
     finally:
         attacker.close()
         await alice.stop()

@@ -160,6 +160,15 @@ async def test_phone_fetches_its_configuration_with_digest_credentials(
 
     logged = [r.getMessage() for r in caplog.records if "provisioning_request" in r.getMessage()]
     assert any(f"file={MAC}-softswitch.cfg status=200" in line for line in logged)
+    # wrong credentials are failed logins for fail2ban; no credentials are not
+    refused = [r.getMessage() for r in caplog.records if r.name == "security"]
+    assert len(refused) == 2, refused  # the wrong digest password, the basic credentials
+    assert all(
+        re.fullmatch(
+            r"event=auth_failed src=127\.0\.0\.1:\d+ user=- method=GET reason=provisioning", line
+        )
+        for line in refused
+    ), refused
     assert any("status=401" in line for line in logged)
     assert any("file=0004f2ffffff.cfg status=404" in line for line in logged)
 

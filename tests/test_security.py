@@ -144,3 +144,23 @@ def test_adapter_logs_warnings_and_announces_deadlines(caplog: pytest.LogCapture
     )
     assert records[1].getMessage().startswith("event=tcp_refused src=192.0.2.3:* suppressed=1 ")
     assert log.deadline is None
+
+
+def test_close_logs_the_open_windows_summaries(caplog: pytest.LogCaptureFixture) -> None:
+    """A daemon that stops loses no count: the summaries still open are logged at once."""
+    log = SecurityLog(SecurityEvents(window=60.0, burst=2, rate=1.0, capacity=3))
+    with caplog.at_level(logging.WARNING, logger="security"):
+        for n in range(5):
+            log.event("auth_failed", ("192.0.2.1", 5060), 0.0, user="100", reason="wrong_password")
+            log.event("malformed", (f"192.0.2.{10 + n}", 5060), 0.0)  # the bucket runs dry
+        log.close()
+        log.close()  # nothing left the second time
+    lines = [r.getMessage() for r in caplog.records if r.name == "security"]
+    assert len(lines) == 2 + 3 + 3  # 2 auth_failed (burst), 3 malformed (bucket), summaries
+    assert lines[-3:] == [
+        "event=auth_failed src=192.0.2.1:* suppressed=3 window=60s "
+        "user=100 method=- reason=wrong_password",
+        "event=malformed src=192.0.2.13:* suppressed=1 window=60s user=- method=- reason=-",
+        "event=malformed src=192.0.2.14:* suppressed=1 window=60s user=- method=- reason=-",
+    ]
+    assert log.deadline is None

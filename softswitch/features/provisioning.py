@@ -29,7 +29,6 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 import sip
-from rtp.source_policy import BurstGate
 
 from ..config import Config
 from ..feature import BaseFeature
@@ -155,7 +154,6 @@ class Provisioning(BaseFeature):
     def __post_init__(self) -> None:
         self.phones = {p.mac: p for p in phones_of(self.config)}
         self.digest = sip.DigestServer(REALM, algorithms=("MD5",))
-        self.refusals = BurstGate()  # a refusal is logged once per source per burst
         self.requests = 0
 
     @property
@@ -250,8 +248,11 @@ class Provisioning(BaseFeature):
             ok = self._digest_ok(request, header, options, now)
         if ok:
             return None
-        if header and self.refusals((source, 0), now):
-            log.warning("event=provisioning_auth_failed source=%s", source)
+        if header:  # wrong credentials (none at all: the first round of a challenge)
+            port = request.client.port if request.client else 0
+            self.services.ua.security.event(
+                "auth_failed", (source, port), now, method=request.method, reason="provisioning"
+            )
         if options.auth == "basic":
             challenge = f'Basic realm="{REALM}"'
         else:

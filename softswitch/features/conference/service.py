@@ -86,6 +86,7 @@ class ConferenceService:
             capacity=self.settings.max_legs_total,
             hold_music=music,  # type: ignore[arg-type]
         )
+        self.engine.on_rejected_source = svc.report_rtp(None)
         self.codes = Codes(svc.config.users, svc.data_dir)
         self.rooms: dict[str, Room] = {}
         log.info(
