@@ -23,6 +23,7 @@ import sip
 from media.clock import MediaClock
 from rtp import PortAllocator
 
+from .banner import print_demo_accounts as print_demo_accounts  # moved; kept importable
 from .calls import Party
 from .config import Config, Trunk, User
 from .devices import DeviceEndpoint, Devices, UserEndpoint
@@ -303,15 +304,3 @@ class Pbx:
         party = Party(call, leg, user, label=label, device=device, offer=offer)
         self.svc.track(party)
         return party
-
-
-def print_demo_accounts(config: Config, listen: str) -> None:
-    """What `make run` shows so that a softphone can register at once."""
-    lines = [f"softswitch demo office on {listen} (domain {config.server.domain})"]
-    for user in config.users:
-        lines.append(
-            f"  extension {user.extension:>4}  {user.name:<16} password {user.password:<10}"
-            f" voicemail PIN {user.pin}"
-        )
-    lines.append(f"  voicemail: dial {config.features.voicemail_access}")
-    print("\n".join(lines), flush=True)
