@@ -13,7 +13,7 @@ PIP    := $(PY) -m pip install -q --disable-pip-version-check -c constraints.txt
 # `make run` needs the package alone; `make test` adds the test, lint and bench tools.
 # Each prints one line when it has work to do, then how long it took.
 $(RUNSTAMP): pyproject.toml constraints.txt
-	@echo "setting up $(VENV) (once; about a minute)..."; start=$$(date +%s); \
+	@echo "setting up $(VENV) (once, under a minute)..."; start=$$(date +%s); \
 	{ test -x $(PY) || $(PYTHON) -m venv $(VENV) || \
 		{ rm -rf $(VENV) && scripts/system-deps.sh venv && $(PYTHON) -m venv $(VENV); }; } && \
 	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip && \

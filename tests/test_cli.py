@@ -299,3 +299,19 @@ def test_banner_columns_line_up() -> None:
     assert alice.index("2001") == header.index("participant code")
     assert re.search(r"\(made at start\) +\(made at start\)$", bob)  # made by the bridge
     assert "  800  conference bridge: then a host or participant code and #" in text
+
+
+def test_the_readme_shows_the_banner_as_it_is() -> None:
+    config = cfg.demo()
+    codes = {"100": ("1001", "2001"), "101": ("482113", "905217"), "102": ("730266", "118530")}
+    listen = [("udp", "127.0.0.1", 5060), ("tcp", "127.0.0.1", 5060)]
+    text = banner.render(
+        config,
+        Registry(config, builtin()),
+        listen,
+        codes,
+        secrets=True,
+        title="softswitch demo office",
+    )
+    readme = (ROOT / "README.md").read_text()
+    assert f"```\n{text}\nsoftswitch running (Ctrl-C stops;" in readme
