@@ -10,7 +10,7 @@ system logs, so there they appear only on request (``softswitch users FILE --sec
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,7 +34,7 @@ class Account:
     extension: str  # the extension it rings with (its own login for an extension)
 
 
-def accounts(config: Config, codes: dict[str, tuple[str | None, str | None]]) -> list[Account]:
+def accounts(config: Config, codes: Mapping[str, tuple[str | None, str | None]]) -> list[Account]:
     out: list[Account] = []
     for user in config.users:
         host, guest = codes.get(user.extension, (None, None))
@@ -176,7 +176,7 @@ def render(
     config: Config,
     registry: Registry,
     listen: Sequence[Listen],
-    codes: dict[str, tuple[str | None, str | None]],
+    codes: Mapping[str, tuple[str | None, str | None]],
     *,
     secrets: bool,
     title: str,
