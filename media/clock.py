@@ -14,6 +14,7 @@ import contextlib
 import logging
 import time
 import warnings
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -82,11 +83,13 @@ class MediaClock:
         except RuntimeError:
             return  # no loop yet: checked at the next subscribe inside one
         self._watching = True
+        ref = weakref.ref(self)  # a clock dropped meanwhile (a failed set-up) says nothing
 
         def check() -> None:
-            if not self._started and self._subs:
+            clock = ref()
+            if clock is not None and not clock._started and clock._subs:
                 warnings.warn(
-                    f"MediaClock has {len(self._subs)} subscriber(s) but was never started:"
+                    f"MediaClock has {len(clock._subs)} subscriber(s) but was never started:"
                     " no frame is sent, played or recorded until clock.start() is called",
                     RuntimeWarning,
                     stacklevel=1,

@@ -59,7 +59,6 @@ class Pbx:
         )
         self.clock = MediaClock()
         self.ports = PortAllocator(*server.rtp_ports)
-        self.engine = MediaEngine(self.clock, self.ports, server.country, server.language)
         self.ua = sip.UserAgent(
             server.listen,
             user="pbx",
@@ -91,6 +90,8 @@ class Pbx:
                 "device": DeviceEndpoint(self.devices, lambda p: self.svc.caller_id(p)),
             },
         )
+        # after the registry: a configuration it refuses leaves no subscriber on the clock
+        self.engine = MediaEngine(self.clock, self.ports, server.country, server.language)
         self.svc = Services(
             config=lambda: self.config,
             ua=self.ua,
