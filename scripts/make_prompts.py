@@ -25,7 +25,8 @@ PROMPTS = {
     "vm-new-messages": "new messages.",
     "vm-new-message": "new message.",
     "vm-no-messages": "You have no messages.",
-    "vm-message-menu": "Press 7 to delete this message, 9 to keep it, or 1 to hear it again.",
+    "vm-message-menu": "Press 7 to delete this message, 9 to keep it, 1 to hear it again, "
+    "or 8 to forward it.",
     "vm-deleted": "Message deleted.",
     "vm-saved": "Message saved.",
     "vm-no-more": "There are no more messages.",
@@ -34,6 +35,9 @@ PROMPTS = {
     "connecting": "Please hold while I try to connect you.",
     "unavailable": "The number you have dialed is not available.",
     "not-allowed": "You are not allowed to call this number.",
+    "hotdesk-extension": "Hot desk. Please enter your extension, followed by the pound key.",
+    "hotdesk-in": "You are logged in on this phone.",
+    "hotdesk-out": "You are logged out of this phone.",
     "conf-enter-code": "Please enter your conference code, followed by the pound key.",
     "conf-invalid": "That code is not valid.",
     "conf-wait-host": "Please wait for the host to join the conference.",
@@ -67,6 +71,14 @@ PROMPTS = {
     "screen-choice": "Press 1 to accept the call, or 2 to send it to voicemail.",
     "confirm-call-for": "Call for",
     "confirm-press-1": "Press 1 to accept the call.",
+    "rec-started": "This call is being recorded.",
+    "vm-forward-to": "Enter the mailbox to forward this message to, followed by the pound key.",
+    "vm-record-intro": "Record an introduction after the tone, then press pound.",
+    "vm-forwarded": "Message forwarded.",
+    "vm-greetings-menu": "Press 1 to record your greeting, 2 for your business hours greeting, "
+    "3 for your after hours greeting, 4 for a temporary greeting.",
+    "vm-record-greeting": "Record your greeting after the tone, then press pound.",
+    "vm-greeting-saved": "Greeting saved.",
     **{
         f"num-{n}": word
         for n, word in enumerate(
@@ -109,7 +121,7 @@ FRENCH = {
     "vm-new-message": "nouveau message.",
     "vm-no-messages": "Vous n'avez aucun message.",
     "vm-message-menu": "Appuyez sur 7 pour effacer ce message, 9 pour le garder, "
-    "ou 1 pour le réécouter.",
+    "1 pour le réécouter, ou 8 pour le transférer.",
     "vm-deleted": "Message effacé.",
     "vm-saved": "Message conservé.",
     "vm-no-more": "Il n'y a plus de message.",
@@ -118,6 +130,9 @@ FRENCH = {
     "connecting": "Veuillez patienter, nous recherchons votre correspondant.",
     "unavailable": "Le numéro demandé n'est pas disponible.",
     "not-allowed": "Vous n'êtes pas autorisé à appeler ce numéro.",
+    "hotdesk-extension": "Poste partagé. Entrez votre numéro de poste, suivi de la touche dièse.",
+    "hotdesk-in": "Vous êtes connecté sur ce poste.",
+    "hotdesk-out": "Vous êtes déconnecté de ce poste.",
     "conf-enter-code": "Entrez votre code de conférence, suivi de la touche dièse.",
     "conf-invalid": "Ce code n'est pas valide.",
     "conf-wait-host": "Veuillez patienter jusqu'à l'arrivée de l'organisateur.",
@@ -154,6 +169,15 @@ FRENCH = {
     "vers la messagerie.",
     "confirm-call-for": "Appel pour",
     "confirm-press-1": "Appuyez sur 1 pour prendre l'appel.",
+    "rec-started": "Cet appel est enregistré.",
+    "vm-forward-to": "Entrez la messagerie à laquelle transférer ce message, suivie de dièse.",
+    "vm-record-intro": "Enregistrez une introduction après le bip, puis appuyez sur dièse.",
+    "vm-forwarded": "Message transféré.",
+    "vm-greetings-menu": "Appuyez sur 1 pour enregistrer votre annonce, 2 pour l'annonce des "
+    "heures d'ouverture, 3 pour l'annonce hors des heures d'ouverture, 4 pour une annonce "
+    "temporaire.",
+    "vm-record-greeting": "Enregistrez votre annonce après le bip, puis appuyez sur dièse.",
+    "vm-greeting-saved": "Annonce enregistrée.",
     **{
         f"num-{n}": word
         for n, word in enumerate(
@@ -208,15 +232,18 @@ def render(prompts: dict[str, str], voice: str, out: Path, tmp: str) -> None:
         )
 
 
-def main() -> None:
+def main(names: list[str]) -> None:
+    """Every prompt, or only those named on the command line."""
     missing = set(PROMPTS) - set(FRENCH)
     if missing:
         raise SystemExit(f"no French text for {sorted(missing)}")
+    english = {n: t for n, t in PROMPTS.items() if not names or n in names}
+    french = {n: t for n, t in FRENCH.items() if not names or n in names}
     with tempfile.TemporaryDirectory() as tmp:
-        render(PROMPTS, "en-us", OUT, tmp)
-        render(FRENCH, "fr-fr", OUT / "fr", tmp)
-    print(f"{len(PROMPTS)} prompts in {OUT} and {OUT / 'fr'}", file=sys.stderr)
+        render(english, "en-us", OUT, tmp)
+        render(french, "fr-fr", OUT / "fr", tmp)
+    print(f"{len(english)} prompts in {OUT} and {OUT / 'fr'}", file=sys.stderr)
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

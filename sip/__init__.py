@@ -88,6 +88,7 @@ from .connections import ConnectionLimits
 from .dialog import Dialog
 from .registration import Registration, RegistrationFailed
 from .security import SecurityLog
+from .session_timer import TimerSettings
 from .subscription import ServerSubscription, Subscription
 from .transaction import Timers
 from .ua import IncomingRequest, RequestFailed, UserAgent
@@ -107,6 +108,7 @@ __all__ += [
     "SecurityLog",
     "ServerSubscription",
     "Subscription",
+    "TimerSettings",
     "Timers",
     "UserAgent",
 ]

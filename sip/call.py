@@ -22,6 +22,15 @@ from .errors import ParseError
 from .events import Listeners
 from .headers import NameAddr
 from .message import Request, Response, make_response
+from .session_timer import (
+    Action,
+    IntervalTooSmall,
+    Negotiated,
+    SessionTimer,
+    negotiate_uac,
+    negotiate_uas,
+    request_headers,
+)
 from .transaction import Address
 
 if TYPE_CHECKING:
@@ -66,6 +75,10 @@ class Call:
         self._reinvite_pending = False
         self._awaiting_ack: int | None = None  # CSeq of a 2xx we repeat until its ACK
         self.acked = asyncio.Event()  # the ACK of our 2xx arrived
+        # RFC 4028 session timer, when both sides agreed on one (ua.session_timers)
+        self.session_timer: SessionTimer | None = None
+        self._session_task: asyncio.Task[None] | None = None
+        self.peer_allows_update = False  # refresh by UPDATE rather than re-INVITE
 
     @property
     def call_id(self) -> str:
@@ -99,12 +112,17 @@ class Call:
             self._end(f"{method} got {response.status}")
         return response
 
-    async def reinvite(self, sdp: bytes | None = None) -> Response:
+    async def reinvite(
+        self, sdp: bytes | None = None, *, headers: list[tuple[str, str]] | None = None
+    ) -> Response:
         """Re-INVITE with ``sdp`` (hold, resume, new media); ACKs a 2xx."""
         if self.dialog is None or self.state is not CallState.ESTABLISHED:
             raise ParseError("re-INVITE needs an established call")
         request = self.dialog.make_request(
-            "INVITE", body=sdp or b"", content_type="application/sdp" if sdp else None
+            "INVITE",
+            body=sdp or b"",
+            content_type="application/sdp" if sdp else None,
+            headers=headers,
         )
         self._reinvite_pending = True
         try:
@@ -160,6 +178,86 @@ class Call:
             headers=[("Event", "refer"), ("Subscription-State", state)],
         )
 
+    # -- session timers (RFC 4028) ------------------------------------------------------
+
+    def _allows_update(self, message: Request | Response) -> bool:
+        return any(m.strip().upper() == "UPDATE" for m in message.headers.values("Allow"))
+
+    def _start_session_timer(self, negotiated: Negotiated | None) -> None:
+        """Run (or refresh) the session timer agreed in the last INVITE/UPDATE exchange."""
+        if negotiated is None or self.state is not CallState.ESTABLISHED:
+            return
+        if self.session_timer is None:
+            self.session_timer = SessionTimer(negotiated, self.ua.now())
+            self._session_task = self.ua.spawn(self._run_session_timer())
+            log.info(
+                "event=session_timer call_id=%s interval=%d refresher=%s",
+                self.call_id,
+                negotiated.interval,
+                "us" if negotiated.we_refresh else "peer",
+            )
+        else:
+            self.session_timer.refreshed(self.ua.now(), negotiated)
+
+    async def _run_session_timer(self) -> None:
+        while self.state is CallState.ESTABLISHED and self.session_timer is not None:
+            timer = self.session_timer
+            await asyncio.sleep(max(0.0, timer.deadline - self.ua.now()))
+            action = timer.on_timer(self.ua.now())
+            if action is Action.EXPIRE:
+                log.info(
+                    "event=session_expired call_id=%s interval=%d", self.call_id, timer.interval
+                )
+                await self.bye()
+                return
+            if action is Action.REFRESH:
+                await self._refresh_session(timer)
+
+    async def _refresh_session(self, timer: SessionTimer) -> None:
+        headers = [
+            ("Session-Expires", f"{timer.interval};refresher=uac"),
+            ("Supported", "timer"),
+        ]
+        try:
+            if self.peer_allows_update:
+                response = await self.request("UPDATE", headers=headers)
+            else:
+                response = await self.reinvite(self.local_sdp, headers=headers)
+        except (ParseError, OSError) as exc:
+            log.info("event=session_refresh_failed call_id=%s error=%s", self.call_id, exc)
+            timer.refreshed(self.ua.now())
+            return
+        now = self.ua.now()
+        if 200 <= response.status < 300:
+            try:
+                negotiated = negotiate_uac(response.headers)
+            except ParseError:
+                negotiated = timer.negotiated
+            if negotiated is None:
+                self.session_timer = None  # the peer turned the timer off
+            else:
+                timer.refreshed(now, negotiated)
+        elif response.status == 491 or (self.peer_allows_update and response.status in (405, 501)):
+            self.peer_allows_update = False  # glare, or no UPDATE after all: retry soon
+            timer.refreshed(now - timer.interval / 2 + 2.0)
+        else:  # 408/481 ended the call in request(); other errors leave the session up
+            timer.refreshed(now)
+
+    def _refreshed_by_peer(self, request: Request) -> list[tuple[str, str]]:
+        """A re-INVITE/UPDATE from the peer refreshes the session: the Session-Expires
+        headers for our 2xx."""
+        settings = self.ua.session_timers
+        if settings is None or (self.session_timer is None and not _has_timer(request)):
+            return []
+        try:
+            negotiated = negotiate_uas(request.headers, settings)
+        except ParseError:  # also IntervalTooSmall: keep the session as it is
+            return []
+        if negotiated is None:
+            return []
+        self._start_session_timer(negotiated)
+        return negotiated.response_headers()
+
     async def _send_ack(self, cseq: int, body: bytes = b"") -> None:
         assert self.dialog is not None
         ack = self.dialog.make_request(
@@ -200,7 +298,9 @@ class Call:
             result = self.on_request(self, incoming)
             if result is not None:
                 await result
-        elif method in ("NOTIFY", "OPTIONS", "UPDATE", "MESSAGE"):
+        elif method == "UPDATE":
+            incoming.respond(200, headers=self._refreshed_by_peer(request) or None)
+        elif method in ("NOTIFY", "OPTIONS", "MESSAGE"):
             incoming.respond(200)
         elif method == "REFER":
             incoming.respond(603, "Decline (transfer not accepted)")
@@ -227,6 +327,7 @@ class Call:
             body=answer or b"",
             content_type="application/sdp" if answer else None,
             contact=True,
+            headers=self._refreshed_by_peer(request) or None,
         )
         self.local_sdp = answer
         self._retransmit_2xx(incoming, response)
@@ -272,6 +373,8 @@ class Call:
         self.state = CallState.ENDED
         self.end_reason = reason
         self._awaiting_ack = None
+        if self._session_task is not None and self._session_task is not asyncio.current_task():
+            self._session_task.cancel()
         if self.dialog is not None:
             self.ua.calls.pop(self.dialog.id, None)
         self.ua._stray_handlers.pop(self.call_id, None)
@@ -315,6 +418,10 @@ class OutgoingCall(Call):
         self._cancel_wanted = False
         self._cancelled = False
         self._auth_tries = 0
+        settings = ua.session_timers
+        if settings is not None and "Session-Expires" not in invite.headers:
+            for name, value in request_headers(settings):
+                invite.headers.add(name, value)
 
     async def start(self, destination: Address | None = None) -> None:
         self.destination = destination or await self.ua.destination_of(self.invite)
@@ -395,6 +502,12 @@ class OutgoingCall(Call):
         self.ua.calls[self.dialog.id] = self
         if _is_sdp(response):
             self.remote_sdp = response.body
+        self.peer_allows_update = self._allows_update(response)
+        if self.ua.session_timers is not None:
+            try:
+                self._start_session_timer(negotiate_uac(response.headers))
+            except ParseError as exc:
+                log.info("event=bad_session_expires call_id=%s error=%s", self.call_id, exc)
         answer = b""
         if self.local_sdp is None and self.on_offer is not None and self.remote_sdp:
             # we sent no offer: the 2xx carries one, and the ACK our answer (RFC 3264)
@@ -475,6 +588,8 @@ class IncomingCall(Call):
         self.destination = incoming.source
         self.cancelled = asyncio.Event()
         ua.ringing[incoming.transaction] = self
+        self._timer: Negotiated | None = None
+        self._timer_checked = False
 
     @property
     def caller(self) -> NameAddr:
@@ -515,6 +630,24 @@ class IncomingCall(Call):
             self.local_sdp = sdp
         self.state = CallState.EARLY
 
+    def check_session_timer(self) -> bool:
+        """Negotiate the RFC 4028 session timer (``ua.session_timers``) before anything
+        rings: False when the INVITE was refused (422 with our Min-SE, or 400)."""
+        self._timer_checked = True
+        settings = self.ua.session_timers
+        if settings is None:
+            return True
+        try:
+            self._timer = negotiate_uas(self.invite.headers, settings)
+        except IntervalTooSmall as exc:
+            log.info("event=session_interval_too_small call_id=%s %s", self.call_id, exc)
+            self.reject(422, headers=exc.headers())
+            return False
+        except ParseError as exc:
+            self.reject(400, f"Bad Request ({exc})")
+            return False
+        return True
+
     def answer(
         self, sdp: bytes | None = None, *, headers: list[tuple[str, str]] | None = None
     ) -> None:
@@ -522,6 +655,12 @@ class IncomingCall(Call):
         if self.state not in (CallState.CALLING, CallState.EARLY):
             raise ParseError(f"cannot answer a call that is {self.state.value}")
         self.ua.ringing.pop(self.incoming.transaction, None)
+        if not self._timer_checked and self.ua.session_timers is not None:
+            with contextlib.suppress(ParseError):  # answered without a timer then
+                self._timer = negotiate_uas(self.invite.headers, self.ua.session_timers)
+        if self._timer is not None:
+            headers = [*(headers or []), *self._timer.response_headers()]
+        self.peer_allows_update = self._allows_update(self.invite)
         response = self._provisional_or_final(200, None, sdp, headers)
         self.local_sdp = sdp
         dialog = self._dialog()
@@ -529,6 +668,7 @@ class IncomingCall(Call):
         self.state = CallState.ESTABLISHED
         self.ua.calls[dialog.id] = self
         self._retransmit_2xx(self.incoming, response)
+        self._start_session_timer(self._timer)
 
     def reject(
         self,
@@ -573,6 +713,10 @@ class IncomingCall(Call):
 
 def _is_sdp(message: Request | Response) -> bool:
     return bool(message.body) and message.content_type == "application/sdp"
+
+
+def _has_timer(request: Request) -> bool:
+    return "Session-Expires" in request.headers
 
 
 def _dtmf_from_info(request: Request) -> str | None:

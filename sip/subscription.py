@@ -186,6 +186,9 @@ class ServerSubscription:
         self.expires_at = ua.now() + expires
         self.state = "active"
         self.on_end: Callable[[ServerSubscription], None] | None = None
+        # after a refresh, whose 200 is sent: RFC 6665 §4.2.1.3 wants a NOTIFY now
+        self.on_refresh: Callable[[ServerSubscription], None] | None = None
+        self.max_expires = expires
         self._expiry: asyncio.TimerHandle | None = None
         self._arm(expires)
 
@@ -201,6 +204,7 @@ class ServerSubscription:
         dialog = Dialog.from_uas(incoming.request, tag, ua.contact_uri(incoming.source))
         incoming.respond(200, to_tag=tag, contact=True, headers=[("Expires", str(granted))])
         sub = cls(ua, incoming, dialog, granted)
+        sub.max_expires = max_expires
         ua.subscriptions[dialog.id] = sub
         return sub
 
@@ -246,6 +250,7 @@ class ServerSubscription:
             incoming.respond(exc.status, str(exc))
             return
         asked = request.expires if request.expires is not None else 3600
+        asked = min(asked, self.max_expires)
         incoming.respond(200, headers=[("Expires", str(asked))], contact=True)
         self.destination = incoming.source
         if asked == 0:
@@ -253,6 +258,8 @@ class ServerSubscription:
         else:
             self.expires_at = self.ua.now() + asked
             self._arm(asked)
+            if self.on_refresh is not None:
+                self.on_refresh(self)
 
     def _end(self) -> None:
         self.state = "terminated"

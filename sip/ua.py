@@ -46,6 +46,7 @@ from .uri import URI, parse_uri
 if TYPE_CHECKING:
     from .call import Call, IncomingCall, OutgoingCall
     from .registration import Registration
+    from .session_timer import TimerSettings
     from .subscription import ServerSubscription, Subscription
 
 log = logging.getLogger(__name__)
@@ -185,6 +186,8 @@ class UserAgent:
         self.transport.on_send_error = self._on_send_error
         self.handlers: dict[str, RequestHandler] = {}
         self.supported: set[str] = set()  # option tags a Require may name (none by default)
+        # RFC 4028 session timers for calls (None: off); add "timer" to ``supported`` too
+        self.session_timers: TimerSettings | None = None
         self.on_invite: Callable[[IncomingCall], Awaitable[None] | None] | None = None
         self.calls: dict[tuple[str, str, str], Call] = {}
         self.ringing: dict[ServerTransaction, IncomingCall] = {}  # unanswered incoming calls

@@ -13,6 +13,7 @@ import tomllib
 import types
 import typing
 from collections.abc import Iterable, Mapping
+from datetime import date
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
@@ -89,6 +90,8 @@ class Forward(Strict):
     # an external number that answers must press 1 first ("call for Bob, press 1"), so a
     # mobile's own voicemail never takes a forwarded call; no key: not answered
     confirm_external: bool = False
+    # or must type this PIN (then #) before it gets the call
+    answer_pin: str | None = Field(None, pattern=r"^[0-9]{4,12}$")
 
     _steps = field_validator("steps")(check_steps)
 
@@ -99,6 +102,23 @@ class Email(Strict):
     address: str = Field(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
     attach: bool = True  # the WAV attached, or a notification only
     delete_after: bool = False  # delete the message once the mail is accepted
+
+
+class Recording(Strict):
+    """Call recording for a user: "on_demand" (the ``[recording]`` code, ``*9``, starts and
+    stops it during a call), "always", or "off" (the user may not record)."""
+
+    mode: Literal["off", "on_demand", "always"] = "off"
+    announce: bool = False  # "this call is being recorded", to both parties
+
+
+class Greetings(Strict):
+    """Voicemail greetings by state (audio files; a user can also record them by phone)."""
+
+    business_hours: Path | None = None
+    after_hours: Path | None = None
+    temporary: Path | None = None  # until ``temporary_until`` (inclusive), then gone
+    temporary_until: date | None = None
 
 
 class Device(Strict):
@@ -151,6 +171,14 @@ class User(Strict):
     blocked: list[Blocked] = []  # callers who hear the blocking message; nothing rings
     screening: Literal["off", "unknown", "all"] = "off"  # callers say their name first
     email: Email | None = None
+    # "user": rings its devices; "virtual": has none (straight to its forwarding and
+    # voicemail); "message_only": always voicemail, with its own greeting
+    kind: Literal["user", "virtual", "message_only"] = "user"
+    recording: Recording = Recording()
+    greetings: Greetings = Greetings()
+    # what the phone shows for a call that came through a group, a receptionist or a DID:
+    # the caller, or the number that was dialled
+    caller_id_display: Literal["caller", "dialled"] = "caller"
     conference_host_code: str | None = Field(None, pattern=r"^[0-9]{4,10}$")
     conference_code: str | None = Field(None, pattern=r"^[0-9]{4,10}$")
     # this user's conference; unset: the [conference] defaults
@@ -494,9 +522,18 @@ def _resolve_paths(config: Config, base: Path) -> Config:
     users = [
         u.model_copy(
             update={
-                key: fix(getattr(u, key))
-                for key in ("greeting", "name_recording")
-                if getattr(u, key) is not None
+                **{
+                    key: fix(getattr(u, key))
+                    for key in ("greeting", "name_recording")
+                    if getattr(u, key) is not None
+                },
+                "greetings": u.greetings.model_copy(
+                    update={
+                        key: fix(getattr(u.greetings, key))
+                        for key in ("business_hours", "after_hours", "temporary")
+                        if getattr(u.greetings, key) is not None
+                    }
+                ),
             }
         )
         for u in config.users
@@ -514,6 +551,12 @@ def check_audio(config: Config, source: str) -> None:
         for i, u in enumerate(config.users)
         for key in ("greeting", "name_recording")
         if (path := getattr(u, key)) is not None
+    ]
+    files += [
+        (f"users[{i}].greetings.{key}", path)
+        for i, u in enumerate(config.users)
+        for key in ("business_hours", "after_hours", "temporary")
+        if (path := getattr(u.greetings, key)) is not None
     ]
     for key, path in files:
         try:

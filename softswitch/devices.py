@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import sip
@@ -25,6 +26,22 @@ if TYPE_CHECKING:
     from .calls import Party
 
 log = logging.getLogger("softswitch")
+
+
+@dataclass(frozen=True, slots=True)
+class Login:
+    """A SIP login that a feature manages (a hot-desk phone): its password, and the user
+    and device it acts as now."""
+
+    password: str
+    user: User
+    device: Device | None = None
+
+
+# Features add logins the configuration does not list (by username), and addresses of
+# record where a user also rings (each with the device name its forks carry).
+LoginSource = Callable[[str], Login | None]
+AorSource = Callable[[User], list[tuple[str, str | None]]]
 
 
 class Devices:
@@ -52,6 +69,8 @@ class Devices:
         self._unregistered = emit_unregistered
         self._spawn = spawn
         self.auth_failures = 0
+        self.logins: list[LoginSource] = []
+        self.aor_sources: list[AorSource] = []
 
     @property
     def config(self) -> Config:
@@ -76,14 +95,27 @@ class Devices:
             device = user.device(username)
             if device is not None:
                 return user, device
+        login = self._login(username)
+        return (login.user, login.device) if login is not None else None
+
+    def _login(self, username: str) -> Login | None:
+        for source in self.logins:
+            login = source(username)
+            if login is not None:
+                return login
         return None
 
     def password(self, username: str) -> str | None:
-        found = self.identity(username)
-        if found is None:
-            return None
-        user, device = found
-        return device.password if device is not None else user.password
+        config = self.config
+        user = config.user(username)
+        if user is not None:
+            return user.password
+        for user in config.users:
+            device = user.device(username)
+            if device is not None:
+                return device.password
+        login = self._login(username)
+        return login.password if login is not None else None
 
     def owner_of(self, aor: str) -> User | None:
         """The user whose extension or device ``aor`` is."""
@@ -103,6 +135,10 @@ class Devices:
         for d in user.devices:
             if d.username is not None and (device is None or d.name == device):
                 out += [(b, d.name) for b in self.registrar.lookup(self.aor(d.username), now)]
+        for source in self.aor_sources:
+            for aor, name in source(user):
+                if device is None or name == device:
+                    out += [(b, name) for b in self.registrar.lookup(aor, now)]
         return out
 
     def registered(self, user: User) -> bool:
@@ -195,7 +231,11 @@ class UserEndpoint:
         user = self.devices.config.user(target.value)
         if user is None:
             return []
-        return self.devices.forks_to(user, self.caller_id(caller))
+        caller_id = self.caller_id(caller)
+        if user.caller_id_display == "dialled" and target.shown is not None:
+            name, number = target.shown
+            caller_id = sip.NameAddr(sip.URI("sip", number, host=self.devices.domain), name)
+        return self.devices.forks_to(user, caller_id)
 
 
 class DeviceEndpoint:

@@ -116,6 +116,7 @@ class Fork:
     label: str = ""
     user: User | None = None  # the user this fork reaches (its party's user)
     device: str | None = None  # the device name, for call flip
+    headers: tuple[tuple[str, str], ...] = ()  # extra INVITE headers (intercom auto-answer)
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +129,9 @@ class Target:
     permission: str = "internal"  # for external numbers: the outbound permission
     caller_id: str | None = None  # the number shown on external legs
     device: str | None = None  # for kind "device": the device name
+    # (name, number) of what the caller dialled (a group, a receptionist, a DID): shown
+    # instead of the caller to users whose caller_id_display is "dialled"
+    shown: tuple[str, str] | None = None
 
 
 class Endpoint(Protocol):
@@ -142,6 +146,10 @@ class Endpoint(Protocol):
 class CallListener:
     """Call events, each a no-op here: a feature overrides what it follows. Any number of
     listeners hear every event."""
+
+    def trying(self, party: Party) -> None:
+        """``party``'s INVITE is on its way: a call from a phone arrived, or a fork of a
+        ring was sent to a device (its dialog state is "trying", RFC 4235)."""
 
     def ringing(self, party: Party) -> None:
         """``party`` (a callee's leg) is ringing."""

@@ -162,6 +162,7 @@ class Pbx:
                 await feature.stop()
             except Exception:
                 log.exception("event=feature_stop_failed feature=%s", type(feature).name)
+        await self.svc.close()  # HTTP servers the features started
         await self.ua.close()  # BYE to every established call
         await self.clock.stop()
         self.engine.close()
@@ -304,4 +305,5 @@ class Pbx:
         label = user.extension if user else (call.invite.from_.uri.user or "?")
         party = Party(call, leg, user, label=label, device=device, offer=offer)
         self.svc.track(party)
+        self.svc.emit("trying", party)
         return party

@@ -11,17 +11,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import zoneinfo
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 import sip
-from ivr import Prompt
+from ivr import Prompt, collect_digits
 from media.clock import MediaClock
 from rtp import PortAllocator
 
@@ -37,8 +38,25 @@ from .plugins import Registry
 from .prompts import Prompts
 from .rules import CallFacts, Rule, first_match
 
+if TYPE_CHECKING:
+    from .http import HttpServer
+
 log = logging.getLogger("softswitch")
 MAX_DEPTH = 5  # forwards/transfers in a row before the call is refused (loops)
+
+
+@dataclass(eq=False)
+class Ringing:
+    """A caller whose forks ring now: ``forks`` are the callee parties (outgoing calls,
+    early once their phone rings); ``picked`` resolves with the party of a pickup."""
+
+    caller: Party
+    forks: list[Party]
+    picked: asyncio.Future[Party]
+
+    def at(self, user: User) -> list[Party]:
+        """The forks ringing at ``user``'s devices (a 180/183 came back)."""
+        return [p for p in self.forks if p.user is user and p.call.state is sip.CallState.EARLY]
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +97,8 @@ class Services:
         self.counters: dict[str, int] = {"calls": 0, "refused": 0}
         # hold music by slot name, set by the hold-music feature
         self.music: Callable[[str], Source] | None = None
+        self.ringing: list[Ringing] = []  # callers whose forks ring now (pickup)
+        self._http: dict[str, HttpServer] = {}
         # (dial, block list, whose) -> the refusal, or None: set by the blocking feature
         self.refuse_blocked: Callable[[Dial, list[str], str], Awaitable[Outcome | None]] | None = (
             None
@@ -115,6 +135,22 @@ class Services:
                 getattr(listener, event)(*args)
             except Exception:
                 log.exception("event=listener_failed listener=%r event=%s", listener, event)
+
+    def http(self, listen: str) -> HttpServer:
+        """The HTTP server on ``listen`` (``host:port``), shared by every feature that
+        mounts routes there (provisioning, a web console); started by the first
+        ``await server.start()``, stopped with the PBX."""
+        from .http import HttpServer  # imported when a feature serves HTTP
+
+        server = self._http.get(listen)
+        if server is None:
+            server = self._http[listen] = HttpServer(listen)
+        return server
+
+    async def close(self) -> None:
+        """Stop what the services run for the features (HTTP servers)."""
+        for server in self._http.values():
+            await server.stop()
 
     def office_open(self) -> bool:
         """Is it business hours now (``[business_hours]``; always, without it)?"""
@@ -286,10 +322,13 @@ class Services:
         *,
         skip_busy: bool = False,
         progress: bool = True,
+        headers: Sequence[tuple[str, str]] = (),
     ) -> RingResult:
         """Ring every target together for ``timeout`` seconds; the first to answer wins
         and the others get CANCEL. ``skip_busy`` leaves out users already on a call.
-        ``progress`` relays 180/183 to an unanswered caller as 180."""
+        ``progress`` relays 180/183 to an unanswered caller as 180; ``headers`` go in
+        every INVITE (intercom's auto-answer). While the forks ring,
+        the call is in :attr:`ringing`, where a pickup may take it (:meth:`pick`)."""
         chosen = list(targets)
         if skip_busy:
             chosen = [
@@ -305,19 +344,25 @@ class Services:
         leg = await self.engine.new_leg(caller.host)
         first = caller.leg.codec.name if caller.leg.codec else None
         offer = sip.make_offer(caller.host, leg.local[1], codec_preference(first))
-        winner: list[tuple[sip.OutgoingCall, Fork]] = []
-        calls: list[sip.OutgoingCall] = []
+        winner: list[Party] = []
+        parties: list[Party] = []  # one per fork sent, the same object in every event
         statuses: list[int] = []
         pending = len(forks)
         settled = asyncio.Event()  # every fork failed
         wake = asyncio.Event()  # answered, or every fork failed
+        ringing = Ringing(caller, parties, asyncio.get_running_loop().create_future())
+        self.ringing.append(ringing)
 
-        def on_progress(fork: Fork, out: sip.OutgoingCall, response: sip.Response) -> None:
+        def on_progress(party: Party, response: sip.Response) -> None:
             if response.status not in (180, 183):
                 return
             if progress and isinstance(caller.call, sip.IncomingCall) and caller.leg.source is None:
                 caller.call.ring()
-            self.emit("ringing", Party(out, leg, fork.user, label=fork.label, device=fork.device))
+            self.emit("ringing", party)
+
+        def lost(party: Party) -> None:
+            if not winner or winner[0] is not party:  # the winner's end is track()'s
+                self.emit("ended", party)
 
         async def one(fork: Fork) -> None:
             try:
@@ -329,22 +374,26 @@ class Services:
                     credentials=fork.credentials,
                     from_=fork.from_ or self.caller_id(caller),
                     to=fork.to,
+                    headers=[*fork.headers, *headers] or None,
                 )
             except (OSError, sip.SipUsageError) as exc:
                 statuses.append(503)
                 log.info("event=fork_failed target=%s error=%s", fork.uri, exc)
                 return
-            calls.append(out)
-            out.on_progress.add(lambda r: on_progress(fork, out, r))
+            party = Party(out, leg, fork.user, label=fork.label, device=fork.device)
+            parties.append(party)
+            out.on_progress.add(lambda r: on_progress(party, r))
+            out.on_end.add(lambda _: lost(party))
+            self.emit("trying", party)
             try:
                 await out.wait_answer()
             except sip.RequestFailed as exc:
                 statuses.append(exc.status)
                 return
-            if winner:
+            if winner or ringing.picked.done():
                 await out.bye()  # a second device answered too late
             else:
-                winner.append((out, fork))
+                winner.append(party)
                 wake.set()
 
         def finished(_: asyncio.Task[None]) -> None:
@@ -357,40 +406,59 @@ class Services:
         tasks = [self.spawn(one(fork)) for fork in forks]
         for task in tasks:
             task.add_done_callback(finished)
-        waits = {
+        waits: set[asyncio.Future[Any]] = {
             asyncio.ensure_future(wake.wait()),
             asyncio.ensure_future(caller.call.ended.wait()),
+            asyncio.ensure_future(asyncio.shield(ringing.picked)),
         }
         try:
             await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         finally:
             for waiter in waits:
                 waiter.cancel()
+            self.ringing.remove(ringing)
         caller_gone = caller.call.state is sip.CallState.ENDED
         if winner and not caller_gone:
-            out, fork = winner[0]
-            for other in calls:
-                if other is not out:
-                    self.spawn(other.hangup())
-            assert out.remote_sdp is not None
-            leg.configure(sip.process_answer(offer, sip.parse_sdp(out.remote_sdp)))
-            party = Party(out, leg, fork.user, label=fork.label, device=fork.device)
+            party = winner[0]
+            for other in parties:
+                if other is not party:
+                    self.spawn(other.call.hangup())
+            assert party.call.remote_sdp is not None
+            leg.configure(sip.process_answer(offer, sip.parse_sdp(party.call.remote_sdp)))
             self.track(party)
             self.emit("answered", party)
+            if not ringing.picked.done():
+                ringing.picked.cancel()
             return RingResult("answered", party)
-        for out in calls:
-            self.spawn(out.hangup())
+        if not ringing.picked.done():
+            ringing.picked.cancel()
+        winner.clear()  # an answer the caller did not wait for ends like any other fork
+        for other in parties:
+            self.spawn(other.call.hangup())
         for task in tasks:
             if not task.done():
                 task.cancel()
         leg.close()
         if caller_gone:
             return RingResult("cancelled")
+        if not ringing.picked.cancelled():
+            picker = ringing.picked.result()
+            log.info("event=picked_up caller=%s by=%s", caller.label, picker.label)
+            return RingResult("answered", picker)
         if not settled.is_set():
             return RingResult("noanswer")
         if any(s in (486, 600, 603) for s in statuses):
             return RingResult("busy")
         return RingResult("unreachable")
+
+    def pick(self, ringing: Ringing, picker: Party) -> bool:
+        """Take a ringing call for ``picker`` (an answered party): the forks get CANCEL
+        and the ring answers with ``picker``, whom the caller's destination then bridges.
+        False when the call was answered, picked or abandoned meanwhile."""
+        if ringing.picked.done() or ringing.caller.ended or ringing not in self.ringing:
+            return False
+        ringing.picked.set_result(picker)
+        return True
 
     # -- connecting -----------------------------------------------------------------------
 
@@ -559,6 +627,26 @@ class Services:
         )
         accepted = await self.ask_key(callee, prompt, "1") == "1"
         log.info("event=confirm callee=%s accepted=%s", callee.label, accepted)
+        return accepted
+
+    async def ask_pin(self, callee: Party, name: str, pin: str) -> bool:
+        """An external callee types ``pin`` (then #) before it gets the call."""
+        leg = callee.leg
+        leg.listen_dtmf = True
+        while not leg.dtmf.empty():
+            leg.dtmf.get_nowait()
+        try:
+            await self.prompts.say(
+                leg,
+                Prompt("builtin", "confirm-call-for"),
+                Prompt("text", name),
+                Prompt("builtin", "vm-enter-pin"),
+            )
+            typed = await collect_digits(leg, max_digits=12, first_timeout=8)
+        finally:
+            leg.listen_dtmf = False
+        accepted = secrets.compare_digest(typed, pin)
+        log.info("event=answer_pin callee=%s accepted=%s", callee.label, accepted)
         return accepted
 
     async def finish(self, party: Party, outcome: Outcome) -> None:

@@ -15,11 +15,20 @@ from ..feature import FeatureType
 def builtin() -> list[FeatureType]:
     from .blocking import Blocking
     from .call_flip import CallFlip
+    from .call_waiting import CallWaiting
     from .conference.service import Conference
     from .extensions import Extensions
     from .hold_music import HoldMusicFeature
+    from .hot_desk import HotDesk
+    from .intercom import Intercom
+    from .phones import Phones
+    from .pickup import Pickup
+    from .presence import Presence
+    from .provisioning import Provisioning
     from .receptionist import Receptionists
+    from .recording import CallRecording
     from .ring_groups import RingGroups
+    from .session_timers import SessionTimers
     from .transfer import Transfer
     from .trunks import Trunks
     from .voicemail import Voicemail
@@ -35,8 +44,17 @@ def builtin() -> list[FeatureType]:
         RingGroups,
         Receptionists,
         CallFlip,
+        CallRecording,
         Transfer,
         Trunks,
+        SessionTimers,
+        Presence,
+        Pickup,
+        Intercom,
+        Phones,
+        HotDesk,
+        Provisioning,
+        CallWaiting,
     ]
 
 

@@ -72,8 +72,15 @@ class Extensions(BaseFeature):
                 yield f"users[{i}] ({user.extension}): {conflict}"
 
     def steps(self, user: User) -> list[Step]:
-        """The ring sequence: the user's devices first unless a step names them."""
+        """The ring sequence: the user's devices first unless a step names them (a
+        virtual extension has none: only its steps)."""
         fw = user.forward
+        if user.kind == "virtual":
+            return [
+                Step(targets=kept, ring_seconds=s.ring_seconds)
+                for s in fw.steps
+                if (kept := [t for t in s.targets if t.removeprefix("ext:") != user.extension])
+            ]
         own = Step(
             targets=[user.extension], ring_seconds=fw.no_answer_after if fw.no_answer else 120
         )
@@ -91,6 +98,8 @@ class Extensions(BaseFeature):
             refused = await svc.refuse_blocked(dial, list(user.blocked), user.extension)
             if refused is not None:
                 return refused
+        if user.kind == "message_only":  # an information line: its greeting, a message
+            return await svc.send_on(dial, "voicemail", on_behalf=user)
         if user.dnd == "all":
             log.info("event=dnd user=%s", user.extension)
             return await self.apply_rule(
@@ -105,9 +114,11 @@ class Extensions(BaseFeature):
             if name is None:
                 return Done()  # the caller hung up
         outcome = "unreachable"
+        called = dial.called or dial.target
+        shown = (called, called) if called != user.extension else None
         for step in self.steps(user):
             targets = [
-                Target("user", t.removeprefix("ext:"))
+                Target("user", t.removeprefix("ext:"), shown=shown)
                 if t.removeprefix("ext:") == user.extension
                 else svc.target(t, permission=user.permission)
                 for t in step.targets
@@ -139,12 +150,19 @@ class Extensions(BaseFeature):
         return await self.apply_rule(dial, user, rule, outcome)
 
     async def accepted(self, result: RingResult, user: User) -> bool:
-        """An external number must press 1 first when the user asks for it."""
+        """An external number must press 1 first, or type the user's answer PIN, when
+        the user asks for it."""
         callee = result.party
         assert callee is not None
-        if callee.user is not None or not user.forward.confirm_external:
+        fw = user.forward
+        if callee.user is not None or not (fw.confirm_external or fw.answer_pin):
             return True
-        if await self.services.confirm(callee, user.name):
+        svc = self.services
+        if fw.answer_pin is not None:
+            ok = await svc.ask_pin(callee, user.name, fw.answer_pin)
+        else:
+            ok = await svc.confirm(callee, user.name)
+        if ok:
             return True
         await callee.call.hangup()
         return False

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from typing import Literal
 
 from pydantic import Field, field_validator
@@ -103,7 +104,10 @@ class RingGroups(BaseFeature):
             party.leg.source = svc.ringback()  # a transferee: no phone rings back for it
         for number, step in enumerate(group.steps, 1):
             targets = [
-                svc.target(t, permission=group.permission, caller_id=group.caller_id)
+                replace(
+                    svc.target(t, permission=group.permission, caller_id=group.caller_id),
+                    shown=(group.name, group.extension),
+                )
                 for t in step.targets
             ]
             result = await svc.ring(party, targets, step.ring_seconds, skip_busy=True)

@@ -14,14 +14,20 @@ import logging
 import secrets
 import sqlite3
 import time
-from collections.abc import Iterable, Mapping
+import zoneinfo
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
+import numpy.typing as npt
+import soundfile
+
 import sip
 from ivr.digits import collect_digits, flush
 from media.audio import Recorder
+from media.resample import resample
 from media.tones import tone
 
 from ..config import User
@@ -44,6 +50,7 @@ if TYPE_CHECKING:
     from ..services import Services
 
 log = logging.getLogger(__name__)
+Samples = npt.NDArray[np.int16]
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
@@ -220,14 +227,44 @@ async def say_number(leg: MediaLeg, n: int) -> None:
     await leg.play_prompt(f"num-{min(n, 20)}")
 
 
+async def record_until_hash(leg: MediaLeg, call: sip.Call, max_seconds: float) -> Samples:
+    """After a beep: what the phone says until '#', hang-up or ``max_seconds``."""
+    await leg.play_samples(tone("beep", leg.engine.country, leg.rate)[0])
+    flush(leg)
+    frames: list[Samples] = []
+    leg.taps.append(frames.append)
+    leg.source = None
+    hash_key = asyncio.ensure_future(_wait_digit(leg, "#"))
+    ended = asyncio.ensure_future(call.ended.wait())
+    try:
+        await asyncio.wait(
+            {hash_key, ended}, timeout=max_seconds, return_when=asyncio.FIRST_COMPLETED
+        )
+    finally:
+        hash_key.cancel()
+        ended.cancel()
+        leg.taps.remove(frames.append)
+    return np.concatenate(frames) if frames else np.zeros(0, np.int16)
+
+
+GREETING_KINDS = {"1": "standard", "2": "business_hours", "3": "after_hours", "4": "temporary"}
+# (message, target mailbox, spoken introduction, its rate) -> forwarded?
+Forward = Callable[[Message, str, Samples, int], Awaitable[bool]]
+SaveGreeting = Callable[[str, str, Samples, int], None]  # (mailbox, kind, audio, rate)
+
+
 async def retrieve(
     leg: MediaLeg,
+    call: sip.Call,
     store: VoicemailStore,
     mailbox: str | None,
     pin_of: dict[str, str],
-    on_change: asyncio.Event | None = None,
+    *,
+    forward: Forward | None = None,
+    save_greeting: SaveGreeting | None = None,
 ) -> None:
-    """Mailbox login (PIN, three tries), then each message with its menu."""
+    """Mailbox login (PIN, three tries), then each message with its menu (1 again,
+    7 delete, 8 forward to another mailbox, 9 keep), then the greetings menu."""
     for _ in range(3):
         box = mailbox
         if box is None:
@@ -253,11 +290,20 @@ async def retrieve(
         while True:
             await leg.play_file(message.path)
             store.mark_heard(message.id)
-            if on_change is not None:
-                on_change.set()
             await leg.play_prompt("vm-message-menu")
             choice = await collect_digits(leg, max_digits=1, terminator=None, first_timeout=8)
             if choice == "1":
+                continue
+            if choice == "8" and forward is not None:
+                await leg.play_prompt("vm-forward-to")
+                target = await collect_digits(leg, max_digits=8)
+                if target == box or target not in pin_of:
+                    await leg.play_prompt("ivr-invalid-extension")
+                    continue
+                await leg.play_prompt("vm-record-intro")
+                intro = await record_until_hash(leg, call, 15)
+                if await forward(message, target, intro, leg.rate):
+                    await leg.play_prompt("vm-forwarded")
                 continue
             if choice == "7":
                 store.delete(message.id)
@@ -267,6 +313,17 @@ async def retrieve(
             break
     if messages:
         await leg.play_prompt("vm-no-more")
+    if save_greeting is not None:
+        await leg.play_prompt("vm-greetings-menu")
+        kind = GREETING_KINDS.get(
+            await collect_digits(leg, max_digits=1, terminator=None, first_timeout=4)
+        )
+        if kind is not None:
+            await leg.play_prompt("vm-record-greeting")
+            recorded = await record_until_hash(leg, call, 60)
+            if len(recorded) >= leg.rate:  # at least a second
+                save_greeting(box, kind, recorded, leg.rate)
+                await leg.play_prompt("vm-greeting-saved")
     await leg.play_prompt("goodbye")
 
 
@@ -342,7 +399,7 @@ class Voicemail(BaseFeature, CallListener):
             self.store,
             user.extension,
             who,
-            greeting=user.greeting,
+            greeting=self.greeting_for(user),
             max_seconds=settings.max_message_seconds,
             max_messages=settings.max_messages,
         )
@@ -351,6 +408,53 @@ class Voicemail(BaseFeature, CallListener):
             svc.spawn(self.notify(user.extension))
             svc.emit("voicemail_left", user.extension, message.id)
         return Done()
+
+    # -- greetings and forwarded messages -----------------------------------------------
+
+    def greetings_dir(self, mailbox: str) -> Path:
+        return self.services.data_dir / "greetings" / mailbox
+
+    def greeting_for(self, user: User) -> Path | None:
+        """Temporary (until its date), else business-hours or after-hours, else standard:
+        each recorded by phone, or from the configuration; None: the built-in one."""
+        svc = self.services
+        mine = self.greetings_dir(user.extension)
+        g = user.greetings
+
+        def pick(kind: str, configured: Path | None) -> Path | None:
+            recorded = mine / f"{kind}.wav"
+            return recorded if recorded.exists() else configured
+
+        zone = svc.config.business_hours.timezone if svc.config.business_hours else "UTC"
+        today = svc.wallclock().astimezone(zoneinfo.ZoneInfo(zone)).date()
+        temporary = pick("temporary", g.temporary)
+        if temporary is not None and (g.temporary_until is None or today <= g.temporary_until):
+            return temporary
+        state = "business_hours" if svc.office_open() else "after_hours"
+        by_state = pick(state, getattr(g, state))
+        return by_state or pick("standard", user.greeting)
+
+    def save_greeting(self, mailbox: str, kind: str, samples: Samples, rate: int) -> None:
+        folder = private_dir(self.greetings_dir(mailbox))
+        path = private_file(folder / f"{kind}.wav")
+        soundfile.write(path, samples, rate, subtype="PCM_16")
+        log.info("event=greeting_recorded mailbox=%s kind=%s", mailbox, kind)
+
+    async def forward(self, message: Message, target: str, intro: Samples, rate: int) -> bool:
+        """A copy of ``message`` in ``target``'s mailbox, after the spoken introduction."""
+        assert self.store is not None
+        if self.config.user(target) is None:
+            return False
+        original, file_rate = soundfile.read(message.path, dtype="int16")
+        audio = np.concatenate([resample(intro, rate, file_rate), original])
+        path = private_file(self.store.new_path(target))
+        soundfile.write(path, audio, file_rate, subtype="PCM_16")
+        seconds = len(audio) / file_rate
+        copy = self.store.add(target, f"{message.caller} via {message.mailbox}", path, seconds)
+        log.info("event=voicemail_forwarded from=%s to=%s id=%s", message.mailbox, target, copy.id)
+        self.services.spawn(self.notify(target))
+        self.services.emit("voicemail_left", target, copy.id)
+        return True
 
     async def access_own(self, dial: Dial) -> Outcome:
         if dial.caller is None:
@@ -367,7 +471,17 @@ class Voicemail(BaseFeature, CallListener):
             return Done()
         caller.leg.listen_dtmf = True
         pins = {u.extension: u.pin for u in svc.config.users if u.voicemail}
-        session = asyncio.ensure_future(retrieve(caller.leg, self.store, mailbox, pins))
+        session = asyncio.ensure_future(
+            retrieve(
+                caller.leg,
+                caller.call,
+                self.store,
+                mailbox,
+                pins,
+                forward=self.forward,
+                save_greeting=self.save_greeting,
+            )
+        )
         gone = asyncio.ensure_future(caller.call.ended.wait())
         await asyncio.wait({session, gone}, return_when=asyncio.FIRST_COMPLETED)
         session.cancel()
