@@ -21,6 +21,9 @@ Listen = tuple[str, str, int]  # transport, host, port (as bound)
 WILDCARDS = ("0.0.0.0", "::", "")
 
 
+KINDS = {"virtual": " (virtual)", "message_only": " (messages only)"}
+
+
 @dataclass(frozen=True, slots=True)
 class Account:
     """One login a phone can register with: an extension or one of its SIP devices."""
@@ -38,8 +41,9 @@ def accounts(config: Config, codes: Mapping[str, tuple[str | None, str | None]])
     out: list[Account] = []
     for user in config.users:
         host, guest = codes.get(user.extension, (None, None))
+        name = user.name + KINDS.get(user.kind, "")
         out.append(
-            Account(user.extension, user.name, user.password, user.pin, host, guest, user.extension)
+            Account(user.extension, name, user.password, user.pin, host, guest, user.extension)
         )
         for device in user.devices:
             if device.username is not None and device.password is not None:
@@ -64,13 +68,37 @@ def stored_codes(config: Config) -> dict[str, tuple[str | None, str | None]]:
     return known_codes(config.users, Path(config.server.data_dir))
 
 
+# what the numbers of the built-in features do; "+ext": a code followed by an extension
+DESCRIPTIONS = {
+    ("pickup", ""): "pickup: answer a call ringing in your pickup group",
+    ("pickup", "+ext"): "pickup: answer the call ringing at that extension",
+    ("intercom", "+ext"): "intercom: that phone answers itself, on its speaker",
+    ("hot_desk", ""): "hot desk: then an extension and its PIN to log in; again to log out",
+}
+ORDER = {"conference": 0, "voicemail": 1, "receptionist": 2, "ring_groups": 3}
+
+
 def numbers(config: Config, registry: Registry) -> list[tuple[str, str]]:
-    """(number, what it is) for every number that is not a user's extension."""
+    """(number, what it is) for every number that is not a user's extension; codes made
+    of a prefix and every extension (``*8100``, ``*8101``, ...) are shown once, ``*8 + ext``."""
     features = config.features
-    described: dict[str, str] = {}
+    extensions = {user.extension for user in config.users}
+    described: dict[str, tuple[int, str]] = {}
     for number in registry.numbers:
         owner = registry.owners.get(f"number {number}", "")
         if owner == "extensions":
+            continue
+        rank = ORDER.get(owner, 9)
+        prefix = next(
+            (
+                number[: -len(e)]
+                for e in sorted(extensions, key=len, reverse=True)  # the longest that fits
+                if len(number) > len(e) and number.endswith(e)
+            ),
+            "",
+        )
+        if prefix.startswith("*") and (owner, "+ext") in DESCRIPTIONS:
+            described[f"{prefix} + ext"] = (rank, DESCRIPTIONS[owner, "+ext"])
             continue
         if owner == "conference":
             what = "conference bridge: then a host or participant code and # (it picks the room)"
@@ -83,13 +111,12 @@ def numbers(config: Config, registry: Registry) -> list[tuple[str, str]]:
         elif owner == "ring_groups":
             what = "ring group " + _name_of(config.section("ring_groups"), number)
         else:
-            what = owner or "feature"
-        described[number] = what
-    order = {"conference": 0, "voicemail": 1, "receptionist": 2, "ring_groups": 3}
-    return sorted(
-        described.items(),
-        key=lambda item: (order.get(registry.owners.get(f"number {item[0]}", ""), 9), item[0]),
-    )
+            what = DESCRIPTIONS.get((owner, ""), owner or "feature")
+        described[number] = (rank, what)
+    return [
+        (number, what)
+        for number, (_, what) in sorted(described.items(), key=lambda i: (i[1][0], i[0]))
+    ]
 
 
 def _name_of(section: Iterable[object] | None, number: str) -> str:
@@ -128,6 +155,19 @@ def account_lines(found: Sequence[Account], *, secrets: bool) -> list[str]:
         for a in found
     ]
     return columns(rows)
+
+
+def provisioning_line(config: Config) -> list[str]:
+    """Where Polycom phones fetch their configuration, when ``[provisioning]`` is on."""
+    settings = config.section("provisioning")
+    listen = getattr(settings, "listen", None)
+    if not isinstance(listen, str):
+        return []
+    host, _, port = listen.rpartition(":")
+    if host.strip("[]") in WILDCARDS:
+        host = config.server.public_address or _lan_address(host.strip("[]")) or host
+    host = f"[{host}]" if ":" in host and not host.startswith("[") else host
+    return [f"  Polycom phones provision from http://{host}:{port}/ (user {settings.username})"]
 
 
 def where_phones_register(listen: Sequence[Listen], public_address: str | None) -> list[str]:
@@ -184,6 +224,7 @@ def render(
     server = config.server
     lines = [f"{title}: domain {server.domain}, data in {server.data_dir}"]
     lines += where_phones_register(listen, server.public_address)
+    lines += provisioning_line(config)
     lines.append("")
     lines += account_lines(accounts(config, codes), secrets=secrets)
     if not secrets and config.users:
