@@ -111,7 +111,7 @@ async def test_banner_users_and_status_of_a_running_office(office: Office) -> No
         assert re.search(rf"^  {login}\s+{name}\s+{login}$", shown, re.M), shown
     assert "alice100" not in shown and "1100" not in shown  # a real office: no secrets
     assert f"softswitch users {office.config_path} --secrets" in shown
-    numbers = shown[shown.index("\n\n  800 ") :].splitlines()[1:]
+    numbers = shown[shown.index("\n\n  800 ") + 2 :].splitlines()
     firsts = [line.split()[0] for line in numbers]
     assert firsts[:5] == ["800", "*97", "*98", "500", "600"], shown  # bridge, voicemail, ...
     assert re.search(r"^  500 +receptionist Reception$", shown, re.M)
