@@ -7,12 +7,23 @@ PKGS   := sip rtp media ivr softswitch
 
 .PHONY: run test lint bench venv system-deps format clean
 
-$(STAMP): pyproject.toml constraints.txt
-	test -x $(PY) || $(PYTHON) -m venv $(VENV) || \
-		(rm -rf $(VENV) && scripts/system-deps.sh venv && $(PYTHON) -m venv $(VENV))
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -c constraints.txt -e '.[test,dev,bench]'
-	touch $(STAMP)
+RUNSTAMP := $(VENV)/.installed-run
+PIP    := $(PY) -m pip install -q --disable-pip-version-check -c constraints.txt
+
+# `make run` needs the package alone; `make test` adds the test, lint and bench tools.
+# Each prints one line when it has work to do, then how long it took.
+$(RUNSTAMP): pyproject.toml constraints.txt
+	@echo "setting up $(VENV) (once, under a minute)..."; start=$$(date +%s); \
+	{ test -x $(PY) || $(PYTHON) -m venv $(VENV) || \
+		{ rm -rf $(VENV) && scripts/system-deps.sh venv && $(PYTHON) -m venv $(VENV); }; } && \
+	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip && \
+	$(PIP) -e . && touch $@ && \
+	echo "$(VENV) ready in $$(( $$(date +%s) - start )) s"
+
+$(STAMP): $(RUNSTAMP)
+	@echo "adding the test, lint and benchmark tools to $(VENV)..."; start=$$(date +%s); \
+	$(PIP) -e '.[test,dev,bench]' && touch $@ && \
+	echo "$(VENV) ready for tests in $$(( $$(date +%s) - start )) s"
 
 venv: $(STAMP)
 
@@ -20,8 +31,9 @@ venv: $(STAMP)
 system-deps:
 	scripts/system-deps.sh
 
-run: $(STAMP)
-	$(VENV)/bin/softswitch run $(ARGS)
+# make run ARGS="--listen 0.0.0.0:5060" lets phones on the LAN in; ARGS="--help" lists options
+run: $(RUNSTAMP)
+	@$(VENV)/bin/softswitch run $(ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -8,6 +8,13 @@ once for every listener (hold music for a thousand callers is one decode, one en
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import os
+import sys
+import tempfile
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +25,7 @@ from .codecs import Codec, Encoder
 from .resample import resample
 
 Samples = npt.NDArray[np.int16]
+log = logging.getLogger(__name__)
 MAX_AUDIO_FILE = 5 * 1024 * 1024  # the seed guides' limit for uploaded hold music
 
 
@@ -36,14 +44,48 @@ def load_audio(
         raise AudioFileError(f"{p}: cannot read ({exc.strerror})") from None
     if max_bytes is not None and size > max_bytes:
         raise AudioFileError(f"{p}: {size} bytes is larger than the {max_bytes} byte limit")
-    try:
-        data, file_rate = soundfile.read(str(p), dtype="int16", always_2d=True)
-    except (RuntimeError, soundfile.LibsndfileError) as exc:
-        raise AudioFileError(f"{p}: not a readable audio file ({exc})") from None
+    with _decoder_stderr(p):
+        try:
+            data, file_rate = soundfile.read(str(p), dtype="int16", always_2d=True)
+        except (RuntimeError, soundfile.LibsndfileError) as exc:
+            raise AudioFileError(
+                f"{p}: not an MP3/WAV/FLAC file we can read ({_reason(exc)})"
+            ) from None
     if data.shape[0] == 0:
         raise AudioFileError(f"{p}: contains no audio")
     mono = data.mean(axis=1).astype(np.int16) if data.shape[1] > 1 else data[:, 0].copy()
     return resample(mono, int(file_rate), rate)
+
+
+_STDERR_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _decoder_stderr(path: Path) -> Iterator[None]:
+    """Keep what the C decoders write to file descriptor 2 (libmpg123's "Note: Illegal
+    Audio-MPEG-Header" lines) off the terminal: captured, and logged at debug level.
+    Other threads' writes to fd 2 during a decode are captured too (and logged)."""
+    with _STDERR_LOCK, tempfile.TemporaryFile() as sink:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            noise = sink.read(4096).decode("utf-8", "replace").strip()
+            if noise:
+                log.debug("event=decoder_output file=%s text=%r", path, noise)
+
+
+def _reason(exc: Exception) -> str:
+    text = getattr(exc, "error_string", None) or str(exc)
+    if "does not exist or is not a regular file" in text:  # libsndfile's guess, misleading
+        return "unknown or damaged data"
+    return text.rstrip(".")
 
 
 class Player:

@@ -13,12 +13,15 @@ import asyncio
 import contextlib
 import logging
 import time
+import warnings
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 log = logging.getLogger(__name__)
 
 TickHandler = Callable[[int], None]
+NOT_STARTED_AFTER = 1.0  # seconds a subscribed clock may wait for start() before a warning
 
 
 @dataclass(slots=True)
@@ -54,6 +57,8 @@ class MediaClock:
         self._order = 0
         self._task: asyncio.Task[None] | None = None
         self._start = 0.0
+        self._watching = False  # a check that start() is called is pending or done
+        self._started = False
 
     def subscribe(self, handler: TickHandler, priority: int = 50) -> Callable[[], None]:
         """Call ``handler(tick)`` every tick; returns a function that unsubscribes."""
@@ -61,6 +66,8 @@ class MediaClock:
         sub = _Subscription(priority, self._order, handler)
         self._subs.append(sub)
         self._subs.sort()
+        if not self._started and not self._watching:
+            self._watch_start()
 
         def unsubscribe() -> None:
             if sub in self._subs:
@@ -68,12 +75,35 @@ class MediaClock:
 
         return unsubscribe
 
+    def _watch_start(self) -> None:
+        """Media is being wired to a clock nobody started: without ``start()`` no tick
+        ever comes, so nothing is sent or recorded (a 44-byte WAV). Say so once."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # no loop yet: checked at the next subscribe inside one
+        self._watching = True
+        ref = weakref.ref(self)  # a clock dropped meanwhile (a failed set-up) says nothing
+
+        def check() -> None:
+            clock = ref()
+            if clock is not None and not clock._started and clock._subs:
+                warnings.warn(
+                    f"MediaClock has {len(clock._subs)} subscriber(s) but was never started:"
+                    " no frame is sent, played or recorded until clock.start() is called",
+                    RuntimeWarning,
+                    stacklevel=1,
+                )
+
+        loop.call_later(NOT_STARTED_AFTER, check)
+
     @property
     def running(self) -> bool:
         return self._task is not None and not self._task.done()
 
     def start(self) -> None:
         if not self.running:
+            self._started = True
             self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def stop(self) -> None:

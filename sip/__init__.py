@@ -10,7 +10,7 @@ from .auth import (
     parse_challenge,
     parse_credentials,
 )
-from .errors import ParseError, SipUsageError
+from .errors import BindError, ParseError, ResolveError, SipUsageError
 from .events import Listeners
 from .framing import StreamFramer
 from .headers import Contact, CSeq, Headers, NameAddr, Via, parse_name_addr, parse_via
@@ -47,6 +47,7 @@ __all__ = [
     "URI",
     "AudioStream",
     "AuthResult",
+    "BindError",
     "CSeq",
     "Challenge",
     "Codec",
@@ -63,6 +64,7 @@ __all__ = [
     "Origin",
     "ParseError",
     "Request",
+    "ResolveError",
     "Response",
     "SessionDescription",
     "SipUsageError",

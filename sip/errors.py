@@ -22,3 +22,11 @@ class ParseError(ValueError):
 
 class SipUsageError(RuntimeError):
     """This program used the API in a way that cannot work (not the peer's fault)."""
+
+
+class ResolveError(OSError):
+    """A host name in a URI that does not resolve (DNS gave no address)."""
+
+
+class BindError(OSError):
+    """A listen address that cannot be bound; the message names it (``udp:HOST:PORT``)."""

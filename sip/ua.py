@@ -19,10 +19,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from .address import bind_error, checked_destination
 from .auth import DigestClient, parse_challenge
 from .connections import ConnectionLimits
 from .dialog import Dialog, new_call_id, new_tag
-from .errors import ParseError, SipUsageError
+from .errors import ParseError, ResolveError, SipUsageError
 from .headers import Headers, NameAddr
 from .message import Request, Response, make_response
 from .netroute import source_address_for
@@ -204,12 +205,21 @@ class UserAgent:
     # -- lifecycle -----------------------------------------------------------------------
 
     async def start(self) -> None:
+        """Bind every listener; :class:`BindError` names the one that cannot be bound
+        (and the ones already bound are closed again)."""
         self._loop = asyncio.get_running_loop()
         for spec in self.listen_specs:
             transport, host, port = _parse_listen(spec)
-            await self.transport.listen(
-                transport, host, port, ssl_context=self.tls_context if transport == "tls" else None
-            )
+            try:
+                await self.transport.listen(
+                    transport,
+                    host,
+                    port,
+                    ssl_context=self.tls_context if transport == "tls" else None,
+                )
+            except OSError as exc:
+                await self.transport.close()
+                raise bind_error(f"{transport}:{host}:{port}", exc) from exc
 
     async def __aenter__(self) -> UserAgent:
         await self.start()
@@ -296,9 +306,12 @@ class UserAgent:
             ipaddress.ip_address(host)
         except ValueError:
             loop = asyncio.get_running_loop()
-            infos = await loop.getaddrinfo(host, port, type=2)  # SOCK_DGRAM: one per address
+            try:
+                infos = await loop.getaddrinfo(host, port, type=2)  # SOCK_DGRAM: one each
+            except (OSError, UnicodeError) as exc:  # socket.gaierror; IDNA refuses the name
+                raise ResolveError(f"cannot resolve {host!r} (in {uri}): {_why(exc)}") from None
             if not infos:
-                raise OSError(f"cannot resolve {host}") from None
+                raise ResolveError(f"cannot resolve {host!r} (in {uri}): no address") from None
             host = str(infos[0][4][0])
         return (transport, host, port)
 
@@ -376,6 +389,7 @@ class UserAgent:
     ) -> ClientTransaction:
         """Start a client transaction; ``on_response`` sees every response (and a
         synthetic 408 on timeout or transport failure)."""
+        destination = checked_destination(destination)
         self._stamp(request, destination)
         tx, actions = self.transactions.send_request(request, destination, self.now())
         self._client_handlers[tx] = on_response
@@ -392,7 +406,8 @@ class UserAgent:
     ) -> Response:
         """Send ``request``, answer one digest challenge if ``credentials`` are given
         (and a second when the nonce was stale), return the final response."""
-        dest = destination or await self.destination_of(request)
+        dest = checked_destination(destination) if destination is not None else None
+        dest = dest or await self.destination_of(request)
         client = DigestClient(*credentials) if credentials else None
         for attempt in range(3):
             response = await self._transact(request, dest, on_provisional)
@@ -456,6 +471,7 @@ class UserAgent:
 
     def send_stateless(self, request: Request, destination: Address) -> None:
         """Send without a transaction (ACK for a 2xx)."""
+        destination = checked_destination(destination)
         self._stamp(request, destination)
         self.transport.send(request, destination)
 
@@ -509,6 +525,8 @@ class UserAgent:
         (raise :class:`RequestFailed` for an error); else at once, to ring or cancel."""
         from .call import OutgoingCall
 
+        if destination is not None:
+            destination = checked_destination(destination)
         request = self.new_request(
             "INVITE",
             uri,
@@ -767,6 +785,10 @@ def stateless_tag(request: Request) -> str:
     via = request.via[0]
     key = f"{request.call_id}|{request.from_.tag}|{via.branch}|{request.cseq.seq}"
     return hashlib.blake2s(key.encode("utf-8", "surrogateescape"), digest_size=8).hexdigest()
+
+
+def _why(exc: BaseException) -> str:
+    return exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
 
 
 def _bracket(host: str) -> str:

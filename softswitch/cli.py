@@ -1,4 +1,5 @@
-"""``softswitch`` command line: ``run`` starts the PBX daemon, ``check`` validates a config.
+"""``softswitch`` command line: ``run`` starts the PBX daemon, ``check`` validates a config,
+``status`` asks the running daemon what it is doing, ``users`` lists the accounts.
 
 The CLI only builds a :class:`~softswitch.config.Config` and hands it to the
 :class:`~softswitch.pbx.Pbx` (start, serve until SIGINT/SIGTERM, stop).
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import logging.handlers
 import signal
@@ -26,8 +28,23 @@ def _listen_specs(listen: str) -> list[str]:
     return [f"udp:{listen}", f"tcp:{listen}"]
 
 
-async def _serve(config: cfg.Config, demo: bool, stats_file: Path | None = None) -> None:
-    from .pbx import Pbx, print_demo_accounts
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}" if count == 1 else f"{count} {word}s"
+
+
+async def _serve(
+    config: cfg.Config,
+    demo: bool,
+    stats_file: Path | None = None,
+    *,
+    quiet: bool = False,
+    secrets: bool = False,
+) -> None:
+    import sip
+
+    from . import banner
+    from .control import ControlServer, socket_path
+    from .pbx import Pbx
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -39,22 +56,39 @@ async def _serve(config: cfg.Config, demo: bool, stats_file: Path | None = None)
         raise SystemExit(str(exc)) from None
     try:
         await pbx.start()
+    except sip.BindError as exc:  # the UA closed what it had bound
+        raise SystemExit(
+            f"softswitch: cannot start: {exc} (another softswitch? choose the address with"
+            " --listen HOST:PORT)"
+        ) from None
     except OSError as exc:
         raise SystemExit(f"softswitch: cannot start: {exc}") from None
-    if demo:
-        print_demo_accounts(config, ", ".join(config.server.listen))
-    print("softswitch running", flush=True)
+    control = ControlServer(pbx, socket_path(pbx.data_dir))
+    await control.start()
+    if not quiet:
+        service = pbx.conference
+        codes = dict(service.codes.of_user) if service else banner.stored_codes(config)
+        listen = [(x.transport, x.host, x.port) for x in pbx.ua.listeners]
+        title = "softswitch demo office" if demo else f"softswitch: {config.source}"
+        shown = demo or secrets
+        print(banner.render(config, pbx.registry, listen, codes, secrets=shown, title=title))
+        print("softswitch running (Ctrl-C stops; `softswitch status` shows what it does)")
+        sys.stdout.flush()
     await stop.wait()
     log.info("event=stopping")
+    await control.close()
     await pbx.stop()
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="softswitch", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="start the PBX daemon")
     run.add_argument("--config", type=Path, help="TOML file (default: the embedded demo office)")
-    run.add_argument("--listen", help="HOST:PORT (UDP and TCP) or udp:/tcp:HOST:PORT")
+    run.add_argument(
+        "--listen",
+        help="HOST:PORT (UDP and TCP) or udp:/tcp:HOST:PORT; 0.0.0.0:5060 lets LAN phones in",
+    )
     run.add_argument("--data-dir", type=Path, help="voicemail, recordings, state")
     run.add_argument("--log-level", default="info", help="debug, info, warning, error")
     run.add_argument(
@@ -63,28 +97,105 @@ def main(argv: list[str] | None = None) -> int:
         help="append the log here too (for fail2ban; reopened when logrotate moves it)",
     )
     run.add_argument("--stats-file", type=Path, help="write counters here (JSON) every second")
+    run.add_argument("--quiet", action="store_true", help="print no banner (logs only)")
+    run.add_argument(
+        "--secrets",
+        action="store_true",
+        help="show passwords, PINs and conference codes in the banner (the demo always does)",
+    )
     check = sub.add_parser("check", help="validate a configuration file")
     check.add_argument("file", type=Path)
-    args = parser.parse_args(argv)
+    status = sub.add_parser("status", help="what the running daemon is doing")
+    where = status.add_mutually_exclusive_group()
+    where.add_argument("--config", type=Path, help="the daemon's TOML file (for its data dir)")
+    where.add_argument("--data-dir", type=Path, help="the daemon's data dir (default: data)")
+    status.add_argument("--json", action="store_true", help="the daemon's answer as JSON")
+    users = sub.add_parser("users", help="list the accounts of a configuration")
+    users.add_argument("file", type=Path, nargs="?", help="TOML file (default: the demo office)")
+    users.add_argument(
+        "--secrets", action="store_true", help="with passwords, PINs and conference codes"
+    )
+    return parser
 
-    if args.command == "check":
-        from .features import builtin
-        from .plugins import Registry
 
+def _load(path: Path | None) -> cfg.Config:
+    return cfg.load(path) if path else cfg.demo()
+
+
+def _check(file: Path) -> int:
+    from .features import builtin
+    from .plugins import Registry
+
+    try:
+        config = cfg.load(file)
+        registry = Registry(config, builtin())  # numbers, codes and destinations resolve
+    except cfg.ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    for warning in registry.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    groups = len(config.section("ring_groups") or [])
+    print(
+        f"{file}: OK ({_plural(len(config.users), 'user')}, "
+        f"{_plural(len(config.trunks), 'trunk')}, {_plural(groups, 'ring group')}, "
+        f"{_plural(len(registry.numbers), 'number')})"
+    )
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    from .control import ControlError, query, render
+
+    if args.config is not None:
         try:
-            config = cfg.load(args.file)
-            registry = Registry(config, builtin())  # numbers, codes and destinations resolve
+            data_dir = cfg.load(args.config).server.data_dir
         except cfg.ConfigError as exc:
             print(exc, file=sys.stderr)
             return 1
-        for warning in registry.warnings:
-            print(f"warning: {warning}", file=sys.stderr)
-        groups = len(config.section("ring_groups") or [])
+    else:
+        data_dir = args.data_dir or cfg.demo().server.data_dir
+    try:
+        status = query(data_dir)
+    except ControlError as exc:
         print(
-            f"{args.file}: OK ({len(config.users)} users, {len(config.trunks)} trunks, "
-            f"{groups} ring groups, {len(registry.numbers)} numbers)"
+            f"softswitch status: {exc}\n  is `softswitch run` running with this data dir?"
+            " (--data-dir DIR or --config FILE names another)",
+            file=sys.stderr,
         )
-        return 0
+        return 1
+    print(json.dumps(status, indent=2) if args.json else render(status))
+    return 0
+
+
+def _users(args: argparse.Namespace) -> int:
+    from . import banner
+    from .features import builtin
+    from .plugins import Registry
+
+    try:
+        config = _load(args.file)
+        registry = Registry(config, builtin())
+    except cfg.ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    secrets = args.secrets or args.file is None
+    found = banner.accounts(config, banner.stored_codes(config))
+    lines = banner.account_lines(found, secrets=secrets)
+    numbers = banner.numbers(config, registry)
+    if numbers:
+        lines += ["", *banner.columns([list(n) for n in numbers])]
+    print("\n".join(lines))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "check":
+        return _check(args.file)
+    if args.command == "status":
+        return _status(args)
+    if args.command == "users":
+        return _users(args)
 
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if args.log_file:
@@ -100,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
         handlers=handlers,
     )
     try:
-        config = cfg.load(args.config) if args.config else cfg.demo()
+        config = _load(args.config)
     except cfg.ConfigError as exc:
         print(exc, file=sys.stderr)
         return 1
@@ -112,7 +223,15 @@ def main(argv: list[str] | None = None) -> int:
         updates["data_dir"] = args.data_dir
     if updates:
         config = config.model_copy(update={"server": server.model_copy(update=updates)})
-    asyncio.run(_serve(config, demo=args.config is None, stats_file=args.stats_file))
+    asyncio.run(
+        _serve(
+            config,
+            demo=args.config is None,
+            stats_file=args.stats_file,
+            quiet=args.quiet,
+            secrets=args.secrets,
+        )
+    )
     return 0
 
 

@@ -10,12 +10,15 @@ from __future__ import annotations
 import difflib
 import re
 import tomllib
-from collections.abc import Mapping
+import types
+import typing
+from collections.abc import Iterable, Mapping
 from datetime import date
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Union
 
 from pydantic import (
+    BaseModel,
     Field,
     TypeAdapter,
     ValidationError,
@@ -401,13 +404,67 @@ def _where(loc: tuple[int | str, ...]) -> str:
     return out or "(top level)"
 
 
-def _errors(exc: ValidationError, source: str, prefix: tuple[int | str, ...] = ()) -> str:
+def _errors(
+    exc: ValidationError, source: str, prefix: tuple[int | str, ...] = (), root: Any = None
+) -> str:
+    """One line per error; an unknown key gets the closest known one (``root`` is the
+    type validated, to find the keys known where the unknown one is)."""
     lines = []
     for error in exc.errors():
         where = _where(prefix + tuple(error["loc"]))
         message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden" and root is not None:
+            *parent, key = error["loc"]
+            message = "unknown key" + _hint(str(key), known_keys(root, tuple(parent)))
         lines.append(f"{source}: {where}: {message}")
     return "\n".join(lines)
+
+
+def _hint(name: str, known: Iterable[str]) -> str:
+    names = sorted(set(known))
+    close = difflib.get_close_matches(name, names, n=1)
+    if close:
+        return f" (did you mean {close[0]!r}?)"
+    return f" (known: {', '.join(names)})" if 0 < len(names) <= 12 else ""
+
+
+def known_keys(root: Any, loc: tuple[int | str, ...]) -> set[str]:
+    """The keys the model(s) at ``loc`` under type ``root`` accept (names and aliases)."""
+    types = _members(root)
+    for part in loc:
+        types = [found for tp in types for found in _step(tp, part)]
+    keys: set[str] = set()
+    for tp in types:
+        if isinstance(tp, type) and issubclass(tp, BaseModel):
+            for name, field in tp.model_fields.items():
+                keys.add(field.alias or name)
+                if tp.model_config.get("populate_by_name"):
+                    keys.add(name)
+    return keys - {"source", "sections"} if root is Config and not loc else keys
+
+
+def _members(tp: Any) -> list[Any]:
+    """``tp`` without Annotated/Optional wrappers: the types a value may be."""
+    origin = typing.get_origin(tp)
+    if origin is Annotated:
+        return _members(typing.get_args(tp)[0])
+    if origin in (Union, types.UnionType):
+        return [m for arg in typing.get_args(tp) for m in _members(arg)]
+    return [tp]
+
+
+def _step(tp: Any, part: int | str) -> list[Any]:
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if isinstance(part, int):
+        return _members(args[0]) if origin in (list, set, frozenset) and args else []
+    if origin is dict and len(args) == 2:
+        return _members(args[1])
+    if isinstance(tp, type) and issubclass(tp, BaseModel):
+        for key, field in tp.model_fields.items():
+            if part in (key, field.alias):
+                return _members(field.annotation)
+    tag = getattr(tp, "__name__", None)
+    return [tp] if tag and tag in part else []  # a union member's tag ("MenuSettings")
 
 
 CORE_SECTIONS = frozenset(
@@ -442,11 +499,11 @@ def parse(text: str, source: str = "<config>", sections: Mapping[str, Any] | Non
         try:
             owned[name] = TypeAdapter(kind).validate_python(value)
         except ValidationError as exc:
-            problems.append(_errors(exc, source, (name,)))
+            problems.append(_errors(exc, source, (name,), kind))
     try:
         config = Config.model_validate(data)
     except ValidationError as exc:
-        problems.insert(0, _errors(exc, source))
+        problems.insert(0, _errors(exc, source, root=Config))
     if problems:
         raise ConfigError("\n".join(problems))
     return config.model_copy(update={"sections": owned})

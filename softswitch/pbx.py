@@ -23,6 +23,7 @@ import sip
 from media.clock import MediaClock
 from rtp import PortAllocator
 
+from .banner import print_demo_accounts as print_demo_accounts  # moved; kept importable
 from .call_limit import RETRY_AFTER, CallLimit
 from .calls import Party
 from .config import Config, Trunk, User
@@ -59,7 +60,6 @@ class Pbx:
         )
         self.clock = MediaClock()
         self.ports = PortAllocator(*server.rtp_ports)
-        self.engine = MediaEngine(self.clock, self.ports, server.country, server.language)
         self.ua = sip.UserAgent(
             server.listen,
             user="pbx",
@@ -91,6 +91,8 @@ class Pbx:
                 "device": DeviceEndpoint(self.devices, lambda p: self.svc.caller_id(p)),
             },
         )
+        # after the registry: a configuration it refuses leaves no subscriber on the clock
+        self.engine = MediaEngine(self.clock, self.ports, server.country, server.language)
         self.svc = Services(
             config=lambda: self.config,
             ua=self.ua,
@@ -322,15 +324,3 @@ class Pbx:
         self.svc.track(party)
         self.svc.emit("trying", party)
         return party
-
-
-def print_demo_accounts(config: Config, listen: str) -> None:
-    """What `make run` shows so that a softphone can register at once."""
-    lines = [f"softswitch demo office on {listen} (domain {config.server.domain})"]
-    for user in config.users:
-        lines.append(
-            f"  extension {user.extension:>4}  {user.name:<16} password {user.password:<10}"
-            f" voicemail PIN {user.pin}"
-        )
-    lines.append(f"  voicemail: dial {config.features.voicemail_access}")
-    print("\n".join(lines), flush=True)

@@ -31,7 +31,7 @@ def test_load_converts_any_format_once(tmp_path: Path) -> None:
 def test_load_errors_name_the_file(tmp_path: Path) -> None:
     bad = tmp_path / "notes.txt"
     bad.write_text("hello")
-    with pytest.raises(AudioFileError, match=r"notes\.txt: not a readable audio file"):
+    with pytest.raises(AudioFileError, match=r"notes\.txt: not an MP3/WAV/FLAC file we can read"):
         load_audio(bad)
     with pytest.raises(AudioFileError, match="cannot read"):
         load_audio(tmp_path / "missing.wav")

@@ -6,10 +6,12 @@ directory (``conference-codes.json``) so that they survive restarts.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ...config import User
 from ...private_files import private_dir, write_private_text
@@ -19,6 +21,26 @@ from ...private_files import private_dir, write_private_text
 class Access:
     owner: str  # the extension whose conference this is
     host: bool
+
+
+def known_codes(users: list[User], data_dir: Path) -> dict[str, tuple[str | None, str | None]]:
+    """Each user's (host, participant) codes as a running bridge would use them: from the
+    configuration, else as generated and kept in the data directory (None: not generated
+    yet). Reads only; :class:`Codes` generates and writes."""
+    path = data_dir / "conference-codes.json"
+    stored: Any = {}
+    with contextlib.suppress(OSError, ValueError):  # none yet, or unreadable: unknown
+        stored = json.loads(path.read_text())
+    out: dict[str, tuple[str | None, str | None]] = {}
+    for user in users:
+        kept = stored.get(user.extension) if isinstance(stored, dict) else None
+        if not isinstance(kept, dict):
+            kept = {}
+        out[user.extension] = (
+            user.conference_host_code or kept.get("host"),
+            user.conference_code or kept.get("participant"),
+        )
+    return out
 
 
 class Codes:

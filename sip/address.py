@@ -1,0 +1,61 @@
+"""Addresses as the user agent takes them: ``(transport, host, port)`` destinations, checked
+at the API's edge so a mistake is named there, and listen addresses that cannot be bound.
+
+A destination is where a request goes, bypassing the Request-URI and Route: a
+``(transport, host, port)`` tuple with an IP literal, e.g. ``("udp", "127.0.0.1", 5060)``.
+A name must be resolved first (``await ua.resolve(sip.parse_uri("sip:pbx.example"))``).
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+from typing import Any
+
+from .errors import BindError, SipUsageError
+from .transaction import Address
+
+TRANSPORTS = ("udp", "tcp", "tls")
+_EXAMPLE = "e.g. ('udp', '127.0.0.1', 5060)"
+
+
+def checked_destination(value: Any) -> Address:
+    """``value`` as an :data:`Address`, or :class:`SipUsageError` saying what is wrong."""
+    if not isinstance(value, tuple | list) or len(value) != 3:
+        raise SipUsageError(
+            f"destination must be (transport, host, port), {_EXAMPLE}; got {value!r}"
+        )
+    transport, host, port = value
+    if not isinstance(transport, str) or transport.lower() not in TRANSPORTS:
+        raise SipUsageError(
+            f"destination {tuple(value)!r}: transport must be one of udp, tcp, tls ({_EXAMPLE})"
+        )
+    if not isinstance(host, str):
+        raise SipUsageError(f"destination {tuple(value)!r}: host must be a str ({_EXAMPLE})")
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        raise SipUsageError(
+            f"destination {tuple(value)!r}: host must be an IP address; resolve a name "
+            "first: await ua.resolve(sip.parse_uri('sip:HOST'))"
+        ) from None
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+        raise SipUsageError(f"destination {tuple(value)!r}: port must be an int in 1-65535")
+    if isinstance(value, tuple) and transport.islower() and "[" not in host:
+        return value  # already canonical: the common case costs no copy
+    return (transport.lower(), host.strip("[]"), port)
+
+
+def bind_error(spec: str, exc: OSError) -> BindError:
+    """What went wrong binding ``spec`` (``udp:HOST:PORT``), in words that name the fix."""
+    if exc.errno == errno.EADDRINUSE:
+        why = "is already in use"
+    elif exc.errno == errno.EADDRNOTAVAIL:
+        why = "is not an address of this machine"
+    elif exc.errno == errno.EACCES:
+        why = "needs privileges (ports below 1024: root or CAP_NET_BIND_SERVICE)"
+    else:
+        why = f"cannot be bound ({exc.strerror or exc})"
+    error = BindError(f"{spec} {why}")
+    error.errno = exc.errno
+    return error
