@@ -273,7 +273,9 @@ async def retrieve(
         await leg.play_prompt("vm-enter-pin")
         pin = await collect_digits(leg, max_digits=12)
         if box in pin_of and secrets.compare_digest(pin, pin_of[box]):
+            log.info("event=voicemail_login mailbox=%s", box)
             break
+        log.info("event=voicemail_login_failed mailbox=%s", box)
         await leg.play_prompt("vm-incorrect")
     else:
         await leg.play_prompt("goodbye")
@@ -292,6 +294,7 @@ async def retrieve(
             store.mark_heard(message.id)
             await leg.play_prompt("vm-message-menu")
             choice = await collect_digits(leg, max_digits=1, terminator=None, first_timeout=8)
+            log.info("event=voicemail_choice mailbox=%s choice=%s", box, choice or "-")
             if choice == "1":
                 continue
             if choice == "8" and forward is not None:
@@ -378,6 +381,7 @@ class Voicemail(BaseFeature, CallListener):
                     await asyncio.wait_for(sub.close(), 2)
         if self.store is not None:
             self.store.close()
+            self.store = None  # a notification still on its way finds nothing to count
 
     # -- leaving and reading messages -------------------------------------------------------
 
@@ -484,6 +488,8 @@ class Voicemail(BaseFeature, CallListener):
         )
         gone = asyncio.ensure_future(caller.call.ended.wait())
         await asyncio.wait({session, gone}, return_when=asyncio.FIRST_COMPLETED)
+        if session.done() and not session.cancelled() and session.exception() is not None:
+            log.error("event=voicemail_menu_failed", exc_info=session.exception())
         session.cancel()
         gone.cancel()
         for box in {mailbox} if mailbox else set(pins):
@@ -527,6 +533,8 @@ class Voicemail(BaseFeature, CallListener):
 
     async def notify(self, mailbox: str, *, only: list[Binding] | None = None) -> None:
         """Tell the mailbox owner's phones how many messages wait."""
+        if self.store is None:
+            return
         svc = self.services
         subs = self.subscriptions.get(mailbox, [])
         for sub in list(subs):
