@@ -11,6 +11,7 @@ command -v baresip >/dev/null || need+=(baresip-core)
 command -v sox >/dev/null || need+=(sox)
 command -v espeak-ng >/dev/null || need+=(espeak-ng)
 command -v openssl >/dev/null || need+=(openssl)
+ldconfig -p | grep -q 'libopus\.so\.0' || need+=(libopus0)  # Opus (opuslib-next loads it)
 fi
 [ ${#need[@]} -eq 0 ] && exit 0
 echo "installing Debian packages: ${need[*]}"

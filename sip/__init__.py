@@ -24,6 +24,7 @@ from .message import (
 )
 from .offer_answer import (
     G722,
+    OPUS,
     PCMA,
     PCMU,
     TELEPHONE_EVENT,
@@ -39,6 +40,7 @@ from .uri import URI, parse_uri
 __all__ = [
     "G722",
     "MAX_MESSAGE_SIZE",
+    "OPUS",
     "PCMA",
     "PCMU",
     "REASONS",

@@ -103,18 +103,34 @@ permission = "national"
         return self.start()
 
     def phone(
-        self, name: str, ext: str, tone_hz: float, *, answer: str = "auto", mwi: bool = False
+        self,
+        name: str,
+        ext: str,
+        tone_hz: float,
+        *,
+        answer: str = "auto",
+        mwi: bool = False,
+        codecs: str = "PCMU,PCMA",
+        srate: int = 8000,
     ) -> Phone:
+        """A baresip phone for ``ext`` that sends ``tone_hz`` (a file at ``srate``) and
+        offers ``codecs`` (SDP names, e.g. ``G722,PCMU`` or ``opus``)."""
         password = USERS[ext][1]
         account = (
             f"<sip:{ext}@127.0.0.1:{self.port}>;auth_pass={password};regint=300;"
-            f"answermode={answer};audio_codecs=PCMU,PCMA"
+            f"answermode={answer};audio_codecs={baresip_codecs(codecs)}"
         )
         directory = self.tmp / f"phone-{name}"
         directory.mkdir(parents=True, exist_ok=True)
-        source = directory / f"tone{int(tone_hz)}.wav"
-        soundfile.write(source, sine_mix((tone_hz,), 8000 * 60, 8000, -12), 8000, subtype="PCM_16")
+        source = directory / f"tone{int(tone_hz)}-{srate}.wav"
+        soundfile.write(
+            source, sine_mix((tone_hz,), srate * 60, srate, -12), srate, subtype="PCM_16"
+        )
         sip_port = free_port()
+        names = codecs.lower()
+        modules = tuple(
+            module for codec, module in (("g722", "g722.so"), ("opus", "opus.so")) if codec in names
+        )
         return Phone(
             name,
             directory,
@@ -124,7 +140,17 @@ permission = "national"
             free_port(),
             random.randrange(40000, 49000, 2),
             mwi=mwi,
+            srate=srate,
+            modules=modules,
         )
+
+
+BARESIP_CODECS = {"G722": "G722/16000/1", "OPUS": "opus/48000/2"}
+
+
+def baresip_codecs(codecs: str) -> str:
+    """baresip's account syntax: a codec without a rate is taken at 8000 Hz."""
+    return ",".join(BARESIP_CODECS.get(c.strip().upper(), c.strip()) for c in codecs.split(","))
 
 
 def segment(path: Path, start: float, end: float | None = None) -> tuple[np.ndarray, int]:
