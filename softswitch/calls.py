@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import sip
 from media.codecs import CODECS
 
+from . import codec_policy
 from .config import User
 from .media_engine import LegSource, MediaLeg, Source
 
@@ -45,6 +46,9 @@ class Party:
     holding: bool = False  # this party has put its peer on hold
     hold_source: Callable[[Party], Source] | None = None
     on_gone: list[Callable[[Party], None]] = field(default_factory=list)
+    # codecs this party's phone or trunk may use, best first (softswitch.codec_policy)
+    codecs: list[str] = field(default_factory=lambda: codec_policy.usable(codec_policy.DEFAULT))
+    partner_codec: str | None = None  # the codec of the leg it is about to be bridged to
 
     @property
     def ended(self) -> bool:
@@ -54,11 +58,21 @@ class Party:
     def host(self) -> str:
         return self.leg.local[0]
 
+    def usable_codecs(self) -> list[str]:
+        """The codecs this party can take without transcoding: the one in use once its
+        media is set up, else those of its offer that its policy allows."""
+        if self.leg.codec is not None:
+            return [self.leg.codec.name]
+        offered = codec_policy.offered(self.offer)
+        return [name for name in self.codecs if name in offered]
+
     def answer_sdp(
         self, offer: sip.SessionDescription
     ) -> tuple[sip.SessionDescription, sip.AudioStream | None]:
-        first = self.leg.codec.name if self.leg.codec else None
-        return sip.answer(offer, self.host, self.leg.local[1], codec_preference(first))
+        # the codec in use (a re-INVITE keeps it), else the partner's: no transcoding
+        keep = self.leg.codec.name if self.leg.codec else self.partner_codec
+        chosen = codec_policy.answer_codecs(self.codecs, offer, keep)
+        return sip.answer(offer, self.host, self.leg.local[1], chosen)
 
     def __repr__(self) -> str:
         return f"<Party {self.label} {self.call.call_id}>"

@@ -12,14 +12,40 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from media.audio import AudioFileError, load_audio
+from media.codecs import CODECS
 
 Permission = Literal["internal", "emergency", "national", "international"]
 PERMISSION_RANK = {"internal": 0, "emergency": 1, "national": 2, "international": 3}
 Extension = Annotated[str, Field(pattern=r"^[0-9]{2,8}$")]
 Target = Annotated[str, Field(pattern=r"^(voicemail|ext:[0-9]{2,8}|tel:\+?[0-9]{3,20}|hangup)$")]
+
+
+def _codec_list(names: list[str]) -> list[str]:
+    """Codec names as media knows them (PCMU, PCMA, G722, OPUS), each once, best first."""
+    out: list[str] = []
+    for name in names:
+        canonical = name.upper()
+        if canonical not in CODECS:
+            raise ValueError(f"unknown codec {name!r}: use some of {sorted(CODECS)}")
+        if canonical in out:
+            raise ValueError(f"codec {name!r} is listed twice")
+        out.append(canonical)
+    return out
+
+
+# Codec preference, best first (e.g. ["G722", "PCMU", "PCMA"]); see softswitch.codec_policy.
+Codecs = Annotated[list[str], Field(min_length=1, max_length=8), AfterValidator(_codec_list)]
 
 
 class ConfigError(ValueError):
@@ -57,6 +83,9 @@ class User(Strict):
     # this user's conference; unset: the [conference] defaults
     conference_join_before_host: bool | None = None
     conference_end_with_host: bool | None = None
+    codecs: Codecs | None = None  # this user's phones; unset: server.codecs
+    # per device: a User-Agent substring -> codecs (e.g. {"VVX" = ["G722", "PCMU"]})
+    device_codecs: dict[str, Codecs] = {}
 
 
 class Trunk(Strict):
@@ -69,6 +98,7 @@ class Trunk(Strict):
     from_domain: str | None = None
     addresses: list[str] = []  # source IPs whose requests are the trunk's (inbound)
     inbound_extension: Extension | None = None  # where calls from the trunk ring
+    codecs: Codecs | None = None  # e.g. ["PCMA", "PCMU"]; unset: server.codecs
 
 
 class Dialplan(Strict):
@@ -124,6 +154,8 @@ class Server(Strict):
     keepalive_interval: float = Field(30.0, ge=1.0, le=3600.0)
     sip_t1: float = Field(0.5, ge=0.01, le=5.0)  # RFC 3261 T1 (round-trip estimate), seconds
     failed_auth_limit: int = Field(10, ge=1, le=1000)
+    # codecs offered and accepted unless a user, device or trunk says otherwise
+    codecs: Codecs = ["G722", "PCMU", "PCMA", "OPUS"]
 
     @field_validator("rtp_ports")
     @classmethod

@@ -21,9 +21,9 @@ import sip
 from media.clock import MediaClock
 from rtp import PortAllocator
 
-from . import router
+from . import codec_policy, router
 from .authguard import AuthGuard
-from .calls import Party, bridge, codec_preference, on_reinvite, refresh_media, sipfrag, unbridge
+from .calls import Party, bridge, on_reinvite, refresh_media, sipfrag, unbridge
 from .config import PERMISSION_RANK, Config, Trunk, User
 from .features import voicemail as vm
 from .features.conference.service import ConferenceService
@@ -385,6 +385,12 @@ class Pbx:
             return None
         label = user.extension if user else (call.invite.from_.uri.user or "?")
         party = Party(call, leg, user, label=label, offer=offer)
+        party.codecs = codec_policy.preference(
+            self.config,
+            user=user,
+            trunk=self.trunk_for(call.incoming.source[1]) if user is None else None,
+            user_agent=call.invite.headers.get("User-Agent"),
+        )
         self._track(party)
         return party
 
@@ -433,7 +439,10 @@ class Pbx:
 
     async def _answer_late_offer(self, party: Party, call: sip.IncomingCall) -> bool:
         """An INVITE without SDP: our offer goes in the 200, the answer comes in the ACK."""
-        offer = sip.make_offer(party.host, party.leg.local[1], codec_preference())
+        partner = [party.partner_codec] if party.partner_codec else []
+        offer = sip.make_offer(
+            party.host, party.leg.local[1], codec_policy.offer_codecs(party.codecs, partner)
+        )
         call.answer(bytes(offer))
         try:
             await asyncio.wait_for(call.acked.wait(), 64 * self.server.sip_t1)
@@ -464,8 +473,8 @@ class Pbx:
             return "unreachable", None
         host = caller.host
         leg = await self.engine.new_leg(host)
-        first = caller.leg.codec.name if caller.leg.codec else None
-        offer = sip.make_offer(host, leg.local[1], codec_preference(first))
+        partner = caller.usable_codecs()
+        offers: dict[int, tuple[sip.SessionDescription, list[str]]] = {}  # per fork
         forks: list[sip.OutgoingCall] = []
         statuses: list[int] = []
         answered: asyncio.Future[sip.OutgoingCall] = asyncio.get_running_loop().create_future()
@@ -475,6 +484,8 @@ class Pbx:
                 caller.call.ring()
 
         async def fork(binding: Binding) -> None:
+            mine = codec_policy.preference(self.config, user=user, user_agent=binding.user_agent)
+            offer = sip.make_offer(host, leg.local[1], codec_policy.offer_codecs(mine, partner))
             try:
                 out = await self.ua.invite(
                     binding.contact,
@@ -489,6 +500,7 @@ class Pbx:
                 log.info("event=fork_failed contact=%s error=%s", binding.contact, exc)
                 return
             forks.append(out)
+            offers[id(out)] = (offer, mine)
             out.on_progress = progress
             try:
                 await out.wait_answer()
@@ -516,9 +528,11 @@ class Pbx:
                 if other is not winner:
                     self.spawn(other.hangup())
             assert winner.remote_sdp is not None
+            offer, mine = offers[id(winner)]
             stream = sip.process_answer(offer, sip.parse_sdp(winner.remote_sdp))
             leg.configure(stream)
-            party = Party(winner, leg, user, label=user.extension)
+            party = Party(winner, leg, user, label=user.extension, codecs=mine)
+            caller.partner_codec = stream.codec.name.upper()
             self._track(party)
             return "answered", party
         for out in forks:
@@ -597,8 +611,10 @@ class Pbx:
         proxy = sip.parse_uri(trunk.proxy)
         destination = await self.ua.resolve(proxy)
         leg = await self.engine.new_leg(caller.host)
-        first = caller.leg.codec.name if caller.leg.codec else None
-        offer = sip.make_offer(leg.local[0], leg.local[1], codec_preference(first))
+        mine = codec_policy.preference(self.config, trunk=trunk)
+        offer = sip.make_offer(
+            leg.local[0], leg.local[1], codec_policy.offer_codecs(mine, caller.usable_codecs())
+        )
         domain = trunk.from_domain or proxy.host
         number_shown = (
             "anonymous"
@@ -650,8 +666,10 @@ class Pbx:
                 caller.call.reject(status if 400 <= status < 700 else 480)
             return
         assert out.remote_sdp is not None
-        leg.configure(sip.process_answer(offer, sip.parse_sdp(out.remote_sdp)))
-        party = Party(out, leg, None, label=f"trunk:{number}")
+        stream = sip.process_answer(offer, sip.parse_sdp(out.remote_sdp))
+        leg.configure(stream)
+        party = Party(out, leg, None, label=f"trunk:{number}", codecs=mine)
+        caller.partner_codec = stream.codec.name.upper()
         self._track(party)
         if not await self.answer(caller):
             await out.hangup()
