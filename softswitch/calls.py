@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import sip
-from media.codecs import CODECS
+from media.codecs import CODECS, Options
 
 from . import codec_policy
 from .config import User
@@ -49,6 +49,7 @@ class Party:
     # codecs this party's phone or trunk may use, best first (softswitch.codec_policy)
     codecs: list[str] = field(default_factory=lambda: codec_policy.usable(codec_policy.DEFAULT))
     partner_codec: str | None = None  # the codec of the leg it is about to be bridged to
+    partner_max_bitrate: int | None = None  # and what that leg's phone may receive (Opus)
 
     @property
     def ended(self) -> bool:
@@ -66,12 +67,28 @@ class Party:
         offered = codec_policy.offered(self.offer)
         return [name for name in self.codecs if name in offered]
 
+    def max_bitrate(self) -> int | None:
+        """The bitrate this party's phone asked not to exceed (Opus maxaveragebitrate)."""
+        if self.leg.stream is not None:
+            return self.leg.stream.options.max_bitrate
+        return Options.from_fmtp(codec_policy.fmtp_of(self.offer, "OPUS")).max_bitrate
+
+    def expect_partner(self, leg: MediaLeg) -> None:
+        """Note the set-up leg this party is about to be bridged to, so that its answer
+        takes the same codec (no transcoding) and passes on the leg's limits."""
+        if leg.stream is not None:
+            self.partner_codec = leg.stream.codec.name
+            self.partner_max_bitrate = leg.stream.options.max_bitrate
+
     def answer_sdp(
         self, offer: sip.SessionDescription
     ) -> tuple[sip.SessionDescription, sip.AudioStream | None]:
         # the codec in use (a re-INVITE keeps it), else the partner's: no transcoding
         keep = self.leg.codec.name if self.leg.codec else self.partner_codec
-        chosen = codec_policy.answer_codecs(self.codecs, offer, keep)
+        limit = self.partner_max_bitrate
+        if self.peer is not None and self.peer.leg.stream is not None:
+            limit = self.peer.leg.stream.options.max_bitrate
+        chosen = codec_policy.answer_codecs(self.codecs, offer, keep, limit)
         return sip.answer(offer, self.host, self.leg.local[1], chosen)
 
     def __repr__(self) -> str:

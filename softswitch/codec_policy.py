@@ -21,7 +21,8 @@ from .config import Config, Trunk, User
 
 # What we put in SDP. Opus: we decode at 16 kHz (maxplaybackrate), send at most that
 # (sprop-maxcapturerate) and decode in-band FEC (useinbandfec) - RFC 7587 §6.1.
-OPUS_SDP = replace(sip.OPUS, fmtp="maxplaybackrate=16000;sprop-maxcapturerate=16000;useinbandfec=1")
+OPUS_FMTP = "maxplaybackrate=16000;sprop-maxcapturerate=16000;useinbandfec=1"
+OPUS_SDP = replace(sip.OPUS, fmtp=OPUS_FMTP)
 SIP_CODECS: dict[str, sip.Codec] = {
     "PCMU": sip.PCMU,
     "PCMA": sip.PCMA,
@@ -82,20 +83,48 @@ def offered(offer: sip.SessionDescription | None) -> list[str]:
     return []
 
 
-def sdp_codecs(names: Iterable[str]) -> list[sip.Codec]:
-    return [SIP_CODECS[name] for name in usable(names)]
+def fmtp_of(offer: sip.SessionDescription | None, name: str) -> str | None:
+    """The fmtp ``offer``'s first audio stream gives for codec ``name``."""
+    if offer is None:
+        return None
+    codec = SIP_CODECS[name.upper()]
+    for media in offer.media:
+        if media.media != "audio" or media.port == 0:
+            continue
+        maps = media.rtpmaps
+        for pt, fmtp in media.fmtps.items():
+            if codec.matches(pt, maps.get(pt)):
+                return fmtp
+        return None
+    return None
 
 
-def offer_codecs(mine: Sequence[str], partner: Sequence[str] = ()) -> list[sip.Codec]:
+def sdp_codecs(names: Iterable[str], max_bitrate: int | None = None) -> list[sip.Codec]:
+    """Our SDP codecs for ``names``. ``max_bitrate`` (the partner's maxaveragebitrate) is
+    passed on in our Opus fmtp: a stream relayed from this leg to the partner then keeps
+    within what the partner asked for (RFC 7587 §6.1)."""
+    out = [SIP_CODECS[name] for name in usable(names)]
+    if max_bitrate is not None:
+        opus = replace(OPUS_SDP, fmtp=f"{OPUS_FMTP};maxaveragebitrate={max_bitrate}")
+        out = [opus if c is OPUS_SDP else c for c in out]
+    return out
+
+
+def offer_codecs(
+    mine: Sequence[str], partner: Sequence[str] = (), max_bitrate: int | None = None
+) -> list[sip.Codec]:
     """What to offer a new leg whose partner can use ``partner``: the codecs both can use
     first (in this leg's order: the answerer takes one, and nothing is transcoded), then
     this leg's others (the call is transcoded if the phone takes one of those)."""
     shared = [name for name in mine if name in partner]
-    return sdp_codecs([*shared, *mine])
+    return sdp_codecs([*shared, *mine], max_bitrate)
 
 
 def answer_codecs(
-    mine: Sequence[str], offer: sip.SessionDescription, partner: str | None = None
+    mine: Sequence[str],
+    offer: sip.SessionDescription,
+    partner: str | None = None,
+    max_bitrate: int | None = None,
 ) -> list[sip.Codec]:
     """The codec to answer ``offer`` with, as a one-element list for :func:`sip.answer`
     (empty: nothing acceptable, answer 488): the partner leg's codec when the offer has
@@ -103,8 +132,8 @@ def answer_codecs(
     names = offered(offer)
     allowed = usable(mine)
     if partner is not None and partner.upper() in names and partner.upper() in allowed:
-        return sdp_codecs([partner])
+        return sdp_codecs([partner], max_bitrate)
     for name in allowed:
         if name in names:
-            return sdp_codecs([name])
+            return sdp_codecs([name], max_bitrate)
     return []

@@ -440,9 +440,8 @@ class Pbx:
     async def _answer_late_offer(self, party: Party, call: sip.IncomingCall) -> bool:
         """An INVITE without SDP: our offer goes in the 200, the answer comes in the ACK."""
         partner = [party.partner_codec] if party.partner_codec else []
-        offer = sip.make_offer(
-            party.host, party.leg.local[1], codec_policy.offer_codecs(party.codecs, partner)
-        )
+        ours = codec_policy.offer_codecs(party.codecs, partner, party.partner_max_bitrate)
+        offer = sip.make_offer(party.host, party.leg.local[1], ours)
         call.answer(bytes(offer))
         try:
             await asyncio.wait_for(call.acked.wait(), 64 * self.server.sip_t1)
@@ -473,7 +472,7 @@ class Pbx:
             return "unreachable", None
         host = caller.host
         leg = await self.engine.new_leg(host)
-        partner = caller.usable_codecs()
+        partner, limit = caller.usable_codecs(), caller.max_bitrate()
         offers: dict[int, tuple[sip.SessionDescription, list[str]]] = {}  # per fork
         forks: list[sip.OutgoingCall] = []
         statuses: list[int] = []
@@ -485,7 +484,8 @@ class Pbx:
 
         async def fork(binding: Binding) -> None:
             mine = codec_policy.preference(self.config, user=user, user_agent=binding.user_agent)
-            offer = sip.make_offer(host, leg.local[1], codec_policy.offer_codecs(mine, partner))
+            ours = codec_policy.offer_codecs(mine, partner, limit)
+            offer = sip.make_offer(host, leg.local[1], ours)
             try:
                 out = await self.ua.invite(
                     binding.contact,
@@ -532,7 +532,7 @@ class Pbx:
             stream = sip.process_answer(offer, sip.parse_sdp(winner.remote_sdp))
             leg.configure(stream)
             party = Party(winner, leg, user, label=user.extension, codecs=mine)
-            caller.partner_codec = stream.codec.name.upper()
+            caller.expect_partner(leg)
             self._track(party)
             return "answered", party
         for out in forks:
@@ -612,9 +612,8 @@ class Pbx:
         destination = await self.ua.resolve(proxy)
         leg = await self.engine.new_leg(caller.host)
         mine = codec_policy.preference(self.config, trunk=trunk)
-        offer = sip.make_offer(
-            leg.local[0], leg.local[1], codec_policy.offer_codecs(mine, caller.usable_codecs())
-        )
+        ours = codec_policy.offer_codecs(mine, caller.usable_codecs(), caller.max_bitrate())
+        offer = sip.make_offer(leg.local[0], leg.local[1], ours)
         domain = trunk.from_domain or proxy.host
         number_shown = (
             "anonymous"
@@ -669,7 +668,7 @@ class Pbx:
         stream = sip.process_answer(offer, sip.parse_sdp(out.remote_sdp))
         leg.configure(stream)
         party = Party(out, leg, None, label=f"trunk:{number}", codecs=mine)
-        caller.partner_codec = stream.codec.name.upper()
+        caller.expect_partner(leg)
         self._track(party)
         if not await self.answer(caller):
             await out.hangup()

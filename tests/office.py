@@ -6,6 +6,7 @@ import contextlib
 import random
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -112,9 +113,11 @@ permission = "national"
         mwi: bool = False,
         codecs: str = "PCMU,PCMA",
         srate: int = 8000,
+        signal_of: Callable[[int], np.ndarray] | None = None,
     ) -> Phone:
         """A baresip phone for ``ext`` that sends ``tone_hz`` (a file at ``srate``) and
-        offers ``codecs`` (SDP names, e.g. ``G722,PCMU`` or ``opus``)."""
+        offers ``codecs`` (SDP names, e.g. ``G722,PCMU`` or ``opus``); ``signal_of(rate)``
+        replaces the tone."""
         password = USERS[ext][1]
         account = (
             f"<sip:{ext}@127.0.0.1:{self.port}>;auth_pass={password};regint=300;"
@@ -123,9 +126,10 @@ permission = "national"
         directory = self.tmp / f"phone-{name}"
         directory.mkdir(parents=True, exist_ok=True)
         source = directory / f"tone{int(tone_hz)}-{srate}.wav"
-        soundfile.write(
-            source, sine_mix((tone_hz,), srate * 60, srate, -12), srate, subtype="PCM_16"
-        )
+        signal = (signal_of or (lambda rate: sine_mix((tone_hz,), rate * 60, rate, -12)))(srate)
+        if "opus" in codecs.lower():  # baresip's Opus is stereo: its source must be too
+            signal = np.stack([signal, signal], axis=1)
+        soundfile.write(source, signal, srate, subtype="PCM_16")
         sip_port = free_port()
         names = codecs.lower()
         modules = tuple(
@@ -155,6 +159,8 @@ def baresip_codecs(codecs: str) -> str:
 
 def segment(path: Path, start: float, end: float | None = None) -> tuple[np.ndarray, int]:
     audio, rate = soundfile.read(path, dtype="int16")
+    if audio.ndim > 1:  # a stereo recording (baresip's Opus): its mono mix
+        audio = audio.mean(axis=1).astype(np.int16)
     stop = None if end is None else int(end * rate)
     return audio[int(start * rate) : stop], rate
 
