@@ -40,6 +40,9 @@ module_app ctrl_tcp.so
 snd_path {records}
 """
 
+# baresip's Opus: asks for at most 16 kbit/s (maxaveragebitrate) and for in-band FEC
+OPUS_CONFIG = ("opus_bitrate 16000", "opus_inbandfec yes")
+
 
 def baresip_binary() -> str:
     path = shutil.which("baresip")
@@ -85,7 +88,12 @@ class Phone:
                 rtp_end=self.rtp_start + 20,
                 extra_modules="module_app mwi.so\n" if self.mwi else "",
                 srate=self.srate,
-                codec_modules="".join(f"module {m}\n" for m in self.modules),
+                codec_modules="".join(f"module {m}\n" for m in self.modules)
+                + (
+                    "".join(f"{line}\n" for line in OPUS_CONFIG)
+                    if "opus.so" in self.modules
+                    else ""
+                ),
             )
         )
         # The account is added over ctrl_tcp once we listen to events: we then see its
@@ -127,6 +135,7 @@ class Phone:
             except (asyncio.IncompleteReadError, ValueError, ConnectionError):
                 return
             message = json.loads(data)
+            message["_received"] = time.monotonic()  # when it came (recordings start)
             if message.get("event"):
                 self.events.append(message)
             elif message.get("response"):
