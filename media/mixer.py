@@ -77,11 +77,13 @@ class MixOutput:
                 self._row_of.update({int(r): (True, i) for i, r in enumerate(self.wide_talkers)})
         return self._row_of.get(row)
 
-    def shared_payload(self, codec: Codec, encoder: Encoder) -> bytes:
-        """The full mix encoded with ``codec`` - once per tick, for every listener."""
-        payload = self._encoded.get(codec.name)
+    def shared_payload(self, codec: Codec, encoder: Encoder, key: str | None = None) -> bytes:
+        """The full mix encoded with ``codec`` - once per tick, for every listener of that
+        codec (``key`` tells apart encoders of one codec with different settings)."""
+        key = key or codec.name
+        payload = self._encoded.get(key)
         if payload is None:
-            payload = self._encoded[codec.name] = encoder.encode(self.full_for(codec.sample_rate))
+            payload = self._encoded[key] = encoder.encode(self.full_for(codec.sample_rate))
         return payload
 
     def is_talker(self, row: int) -> bool:

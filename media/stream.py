@@ -45,6 +45,9 @@ class AudioStream:
         self.decoder = codec.decoder()
         self.silence = np.zeros(self.samples, dtype=np.int16)
         self.payload_in: bytes | None = None  # this tick's payload as received (relays)
+        self._status = Status.WAITING
+        self._payload = b""
+        self._frame: Samples | None = self.silence
         self._last = self.silence
         self._repeats = 0
         self.concealed = 0
@@ -53,24 +56,43 @@ class AudioStream:
 
     def read(self) -> Samples:
         """The frame received for this tick (concealed if lost, silence if none)."""
-        status, payload = self.session.pop()
+        self.receive()
+        return self.frame()
+
+    def receive(self) -> None:
+        """Take this tick's packet from the jitter buffer, without decoding it yet: a leg
+        whose packets are only relayed never pays for a decode."""
+        self._status, self._payload = self.session.pop()
+        self._frame = None
         self.payload_in = None
-        if status is Status.FRAME:
+        if self._status is Status.FRAME:
+            if len(self._payload) > MAX_PAYLOAD:
+                self._refuse(CodecError(f"{len(self._payload)} bytes is more than {MAX_PAYLOAD}"))
+                self._status = Status.LOST
+            else:
+                self.payload_in = self._payload
+
+    def frame(self) -> Samples:
+        """This tick's audio, decoded on first use (concealed if lost, silence if none)."""
+        if self._frame is not None:
+            return self._frame
+        if self._status is Status.FRAME:
             try:
-                if len(payload) > MAX_PAYLOAD:
-                    raise CodecError(f"{len(payload)} bytes is more than {MAX_PAYLOAD}")
-                frame = self.decoder.decode(payload)
+                frame = self.decoder.decode(self._payload)
             except CodecError as exc:
                 self._refuse(exc)
-                return self._conceal()
+                self.payload_in = None
+                self._frame = self._conceal()
+                return self._frame
             if len(frame) != self.samples:  # a peer with another ptime: fit the tick
                 frame = np.resize(frame, self.samples) if len(frame) else self.silence
-            self.payload_in = payload
             self._last, self._repeats = frame, 0
-            return frame
-        if status is Status.LOST:
-            return self._conceal()
-        return self.silence
+        elif self._status is Status.LOST:
+            frame = self._conceal()
+        else:
+            frame = self.silence
+        self._frame = frame
+        return frame
 
     def _conceal(self) -> Samples:
         if self._repeats >= MAX_REPEATS:

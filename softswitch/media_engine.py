@@ -150,7 +150,6 @@ class MediaLeg:
         self.stream: AudioStream | None = None
         self.codec: codecs.Codec | None = None
         self.rate = 8000
-        self.frame_in: Samples = np.zeros(160, dtype=np.int16)
         self.payload_in: bytes | None = None  # this tick's packet as received (relays)
         self.source: Source | None = None
         self.sending = True  # False while the peer holds us (sendonly/inactive from it)
@@ -191,7 +190,6 @@ class MediaLeg:
             self.codec = codec
             self.stream = AudioStream(self.session, codec, stream.ptime, options)
             self.rate = codec.sample_rate
-            self.frame_in = np.zeros(self.stream.samples, dtype=np.int16)
         self.sending = stream.sends
         self._inband = stream.dtmf_payload_type is None
         self._detect_at_8k = StreamResampler(self.rate, 8000) if self.rate != 8000 else None
@@ -216,20 +214,31 @@ class MediaLeg:
                 dtmf_tone(digit, 100, 60, self.rate), self.frame_samples, loop=False
             )
 
+    @property
+    def frame_in(self) -> Samples:
+        """This tick's audio from the phone (decoded when first asked for)."""
+        if self.stream is None:
+            return np.zeros(160, dtype=np.int16)
+        return self.stream.frame()
+
     def receive(self) -> None:
         if self.stream is None:
             return
-        self.frame_in = frame = self.stream.read()
+        self.stream.receive()
         self.payload_in = self.stream.payload_in
+        if not self.taps and not (self.listen_dtmf and self._inband):
+            return  # decoded later only if a listener needs audio (not for a relay)
+        frame = self.stream.frame()
         if self.listen_dtmf and self._inband and frame is not self.stream.silence:
             if self._detector is None:
                 self._detector = DtmfDetector()
+            narrow = frame
             if self._detect_at_8k is not None:  # the detector's filters are set for 8 kHz
-                frame = self._detect_at_8k.process(frame)
-            for digit in self._detector.feed(frame):
+                narrow = self._detect_at_8k.process(frame)
+            for digit in self._detector.feed(narrow):
                 self.push_dtmf(digit)
         for tap in self.taps:
-            tap(self.frame_in)
+            tap(frame)
 
     def transmit(self, tick: int) -> None:
         stream = self.stream

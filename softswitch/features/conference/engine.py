@@ -78,7 +78,8 @@ class ConfLeg:
         self._detect_at_8k = (
             StreamResampler(self.rate, 8000) if self._inband and self.rate != 8000 else None
         )
-        self.encoder = self.codec.encoder(codecs.Options.from_fmtp(stream.remote_fmtp))
+        self.options = codecs.Options.from_fmtp(stream.remote_fmtp)
+        self.encoder = self.codec.encoder(self.options)
         self.decoder = self.codec.decoder()
         self.frame_in: Samples | None = None
         self.player: Player | None = None

@@ -21,6 +21,7 @@ import numpy as np
 import numpy.typing as npt
 
 from media.audio import Player, Recorder
+from media.codecs import Encoder
 from media.mixer import Mixer, MixOutput
 from media.tones import sine_mix
 
@@ -69,7 +70,7 @@ class Room:
         self.ended = False
         self.on_end = on_end
         self._overlay: list[tuple[Player, Player]] = []  # (8 kHz, 16 kHz) of one tone
-        self._encoders: dict[str, object] = {}
+        self._encoders: dict[str, Encoder] = {}
 
     @property
     def size(self) -> int:
@@ -272,12 +273,15 @@ class Room:
         codec = leg.codec
         if out.is_talker(leg.mixer_row):
             return leg.encode(out.frame_for(leg.mixer_row))
-        if not codec.stateless:
-            return leg.encode(out.full_for(leg.rate))
-        encoder = self._encoders.get(codec.name)
+        # Everyone else hears the same mix: one encoding per codec (and, for codecs with
+        # state such as G.722 and Opus, per encoder setting), shared. A listener of a
+        # stateful codec that stops talking switches from its own encoder's stream to the
+        # shared one: its decoder re-adapts within a few milliseconds.
+        key = codec.name if codec.stateless else f"{codec.name}:{leg.options}"
+        encoder = self._encoders.get(key)
         if encoder is None:
-            encoder = self._encoders[codec.name] = codec.encoder()
-        return out.shared_payload(codec, encoder)  # type: ignore[arg-type]
+            encoder = self._encoders[key] = codec.encoder(leg.options)
+        return out.shared_payload(codec, encoder, key)
 
 
 def _clip(x: npt.NDArray[np.float32]) -> npt.NDArray[np.int16]:
