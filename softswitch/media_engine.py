@@ -112,7 +112,10 @@ class PlayerSource(Source):
 
 class SharedSource(Source):
     """Hold music or a progress tone: one player per rate (the audio made at that rate,
-    not resampled per tick), one frame per tick and one encoding per stateless codec."""
+    not resampled per tick), one frame per tick and one encoding per stateless codec for
+    every listener. G.722 and Opus listeners keep their own encoder: a phone's decoder
+    follows the state of the encoder whose stream it gets, and switching it to a shared
+    encoder's stream (bridge, then music) garbles the audio well beyond a few ms."""
 
     def __init__(self, make: Callable[[int], Samples]) -> None:
         self.make = make
@@ -122,9 +125,9 @@ class SharedSource(Source):
         shared = self.players.get(rate)
         if shared is None:
             offset = 0
-            for other_rate, other in self.players.items():  # start where the others are
+            if self.players:  # start where the others are
+                other_rate, other = next(iter(self.players.items()))
                 offset = other.player.position * rate // other_rate
-                break
             player = Player(self.make(rate), rate // 50, loop=True, offset=offset)
             shared = self.players[rate] = SharedPlayer(player)
         return shared
@@ -133,8 +136,10 @@ class SharedSource(Source):
         return self.player(leg.rate).advance(tick)
 
     def payload(self, leg: MediaLeg, tick: int) -> bytes | None:
-        codec = leg.codec
-        if codec is None or not codec.stateless or leg.frame_samples != leg.rate // 50:
+        codec, stream = leg.codec, leg.stream
+        if codec is None or stream is None or stream.samples != leg.rate // 50:
+            return None
+        if not codec.stateless:
             return None
         shared = self.player(leg.rate)
         shared.advance(tick)

@@ -27,7 +27,11 @@ def best_correlation(signal: npt.NDArray[np.int16], reference: npt.NDArray[np.in
     size = 1 << (n - 1).bit_length()
     corr = np.fft.irfft(np.fft.rfft(s, size) * np.conj(np.fft.rfft(r, size)), size)
     energy_r = float(np.dot(r, r))
-    window = np.convolve(s * s, np.ones(len(r)), "full")[len(r) - 1 : len(r) - 1 + size]
+    # energy of s over each window of len(r) starting at a lag (a running sum: O(n), where
+    # a convolution with ones would be O(n * len(r)) - seconds for long signals)
+    running = np.concatenate([[0.0], np.cumsum(s * s)])
+    lags = np.arange(size)
+    window = running[np.minimum(lags + len(r), len(s))] - running[np.minimum(lags, len(s))]
     lag = int(np.argmax(corr[: len(s)]))
     denom = np.sqrt(energy_r * max(window[lag], 1e-9))
     return float(corr[lag] / denom) if denom else 0.0

@@ -41,11 +41,13 @@ USERS = "".join(
     for i in range(24)
 )
 RESULTS: list[str] = []  # measured values, printed with -s
+CLOCKS: list[object] = []
 
 
 @pytest.fixture
 async def pbx(tmp_path: Path) -> AsyncIterator[Pbx]:
     p = await demo_pbx(tmp_path, extra=USERS, rtp=36000)
+    CLOCKS.append(p.clock.stats)
     features = p.config.features.model_copy(update={"transfer_audio": "music"})
     p.config = p.config.model_copy(update={"features": features})
     yield p
@@ -55,6 +57,7 @@ async def pbx(tmp_path: Path) -> AsyncIterator[Pbx]:
 @pytest.fixture
 async def clock() -> AsyncIterator[MediaClock]:
     c = MediaClock()
+    CLOCKS.append(c.stats)
     c.start()
     yield c
     await c.stop()
@@ -75,6 +78,9 @@ def tones(a: str, b: str) -> tuple[float, float]:
 
 
 def check(leg: Leg, freq: float, what: str, start: float = 1.0, end: float | None = None) -> None:
+    session = leg.stream.session
+    jitter = session.jitter.stats
+    what += f" [{session.counters}, {jitter}, frames {len(leg.frames)}, {CLOCKS}]"
     measured = check_bursts(leg.heard(start, end), leg.rate, freq, what)
     RESULTS.append(f"{what}: {measured[0]:.1f} Hz, bursts {measured[1]:.3f}/{measured[2]:.3f} s")
 
@@ -139,8 +145,8 @@ async def hold_and_transfer_music(pbx: Pbx, clock: MediaClock) -> None:
     try:
         leg = await wide.call("201")
         await wait_for(lambda: bool(narrow.legs))
-        await asyncio.sleep(2.5)
-        check(leg, 600.0, "bridge PCMU -> G722 before hold", 0.5, 2.5)
+        await asyncio.sleep(3.2)
+        check(leg, 600.0, "bridge PCMU -> G722 before hold", 0.5, 3.2)
         held_at = len(leg.frames) / 50
         local = narrow.legs[0].stream.session.local
         assert local is not None

@@ -273,14 +273,15 @@ class Room:
         codec = leg.codec
         if out.is_talker(leg.mixer_row):
             return leg.encode(out.frame_for(leg.mixer_row))
-        # Everyone else hears the same mix: one encoding per codec (and, for codecs with
-        # state such as G.722 and Opus, per encoder setting), shared. A listener of a
-        # stateful codec that stops talking switches from its own encoder's stream to the
-        # shared one: its decoder re-adapts within a few milliseconds.
-        key = codec.name if codec.stateless else f"{codec.name}:{leg.options}"
+        if not codec.stateless:
+            # G.722 and Opus keep their own encoder: the phone's decoder follows its state,
+            # and a talker moving between its N-1 stream and a shared one would be garbled
+            return leg.encode(out.full_for(leg.rate))
+        # everyone else of a stateless codec hears the same mix: one encoding per codec
+        key = codec.name
         encoder = self._encoders.get(key)
         if encoder is None:
-            encoder = self._encoders[key] = codec.encoder(leg.options)
+            encoder = self._encoders[key] = codec.encoder()
         return out.shared_payload(codec, encoder, key)
 
 
