@@ -59,14 +59,15 @@ def burst_signal(
 
 def burst_timing(samples: npt.NDArray[np.int16], rate: int) -> tuple[float, float, int]:
     """(median burst length, median onset-to-onset period, bursts seen) of the complete
-    bursts in ``samples`` (5 ms envelope above a third of its peak)."""
+    bursts in ``samples`` (5 ms envelope above a third of the bursts' level: the 90th
+    percentile, so that one click does not move every edge)."""
     hop = rate // 200
     n = len(samples) // hop
     if n < 4:
         return 0.0, 0.0, 0
     x = samples[: n * hop].astype(np.float64).reshape(n, hop)
     envelope = np.sqrt((x * x).mean(axis=1))
-    loud = envelope > envelope.max() / 3
+    loud = envelope > np.percentile(envelope, 90) / 3
     edges = np.diff(loud.astype(np.int8))
     rises = np.flatnonzero(edges == 1) + 1
     falls = np.flatnonzero(edges == -1) + 1
