@@ -135,7 +135,7 @@ class _G722:
 OPUS_RATE = 16000  # libopus's rate on our side: wideband speech, converted inside libopus
 OPUS_BITRATE = 24000  # bit/s unless the peer's maxaveragebitrate asks for less
 OPUS_MAX_FRAME = OPUS_RATE * 120 // 1000  # the longest Opus packet, 120 ms
-OPUS_WIDEBAND_FROM = 10000  # bit/s from which the encoder is held to the 8 kHz band
+OPUS_WIDEBAND_FROM = 16000  # bit/s from which the encoder is held to the 8 kHz band
 
 
 @functools.cache
@@ -169,8 +169,9 @@ class _OpusEncoder:
         self._encoder.complexity = 5  # half the default work; no audible loss for speech
         self._encoder.max_bandwidth = opus.BANDWIDTH_WIDEBAND
         if bitrate >= OPUS_WIDEBAND_FROM:
-            # libopus picks the audio band from the bitrate and the signal; near 12 kbit/s
-            # it may fall to 4 or 6 kHz for a while. A wideband leg keeps its band.
+            # libopus picks the audio band from the bitrate and the signal and may fall to
+            # 4 or 6 kHz for a while; with bits enough, a wideband leg keeps its band
+            # (below that, libopus's choice is the better trade)
             opus.api.encoder.encoder_ctl(
                 self._encoder.encoder_state, opus.api.ctl.set_bandwidth, opus.BANDWIDTH_WIDEBAND
             )

@@ -22,7 +22,7 @@ from rtp import Session, Status
 from softswitch import codec_policy
 
 Samples = npt.NDArray[np.int16]
-OPUS_MAX_BITRATE = 12000  # what Opus phones here put in maxaveragebitrate
+OPUS_MAX_BITRATE = 16000  # what Opus phones here put in maxaveragebitrate (< our 24000)
 
 
 @dataclass

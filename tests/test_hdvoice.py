@@ -228,9 +228,13 @@ async def voicemail(pbx: Pbx, clock: MediaClock) -> None:
         RESULTS.append(f"voicemail greeting to G.722: correlation {corr:.3f}")
         assert corr > 0.9
         tail = leg.heard(beep_at, beep_at + 0.5)
-        loud = np.flatnonzero(np.abs(tail) > np.abs(tail).max() / 3)
-        beep_s = (loud[-1] - loud[0]) / 16000
-        beep_hz = dominant_frequency(tail[loud[0] : loud[-1]], 16000)
+        hop = 80  # 5 ms
+        envelope = np.sqrt(
+            (tail[: len(tail) // hop * hop].astype(float).reshape(-1, hop) ** 2).mean(1)
+        )
+        loud = np.flatnonzero(envelope > np.percentile(envelope, 90) / 3)
+        beep_s = len(loud) * hop / 16000
+        beep_hz = dominant_frequency(tail[loud[0] * hop : (loud[-1] + 1) * hop], 16000)
         RESULTS.append(f"voicemail beep to G.722: {beep_hz:.1f} Hz, {beep_s:.3f} s")
         assert abs(beep_hz - 1000) <= 10 and abs(beep_s - 0.25) <= 0.03 * 0.25
         leg.position, leg.sending = 0, True
@@ -306,12 +310,14 @@ async def conference(pbx: Pbx, clock: MediaClock) -> None:
 async def test_music_prompts_voicemail_and_conference_per_codec(
     pbx: Pbx, clock: MediaClock
 ) -> None:
-    """The other paths, at once on one PBX (different users): hold and transfer music,
-    voicemail prompts, recording and playback, a conference of G.722, Opus and PCMU."""
-    async with asyncio.TaskGroup() as group:  # a failure cancels the others
+    """The other paths on one PBX (different users): hold and transfer music with voicemail
+    prompts, recording and playback at once, then a conference of G.722, Opus and PCMU."""
+    async with asyncio.TaskGroup() as group:  # a failure cancels the other
         group.create_task(hold_and_transfer_music(pbx, clock))
         group.create_task(voicemail(pbx, clock))
-        group.create_task(conference(pbx, clock))
+    # alone: the bridge keeps at most 4 packets per leg between ticks, so a stall of the
+    # shared event loop (this process runs the PBX and every phone) would cut the bursts
+    await conference(pbx, clock)
     print("\n".join(RESULTS))
 
 
