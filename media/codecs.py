@@ -135,7 +135,6 @@ class _G722:
 OPUS_RATE = 16000  # libopus's rate on our side: wideband speech, converted inside libopus
 OPUS_BITRATE = 24000  # bit/s unless the peer's maxaveragebitrate asks for less
 OPUS_MAX_FRAME = OPUS_RATE * 120 // 1000  # the longest Opus packet, 120 ms
-OPUS_WIDEBAND_FROM = 16000  # bit/s from which the encoder is held to the 8 kHz band
 
 
 @functools.cache
@@ -168,13 +167,6 @@ class _OpusEncoder:
         self._encoder.bitrate = bitrate
         self._encoder.complexity = 5  # half the default work; no audible loss for speech
         self._encoder.max_bandwidth = opus.BANDWIDTH_WIDEBAND
-        if bitrate >= OPUS_WIDEBAND_FROM:
-            # libopus picks the audio band from the bitrate and the signal and may fall to
-            # 4 or 6 kHz for a while; with bits enough, a wideband leg keeps its band
-            # (below that, libopus's choice is the better trade)
-            opus.api.encoder.encoder_ctl(
-                self._encoder.encoder_state, opus.api.ctl.set_bandwidth, opus.BANDWIDTH_WIDEBAND
-            )
         if options.fec:
             self._encoder.inband_fec = 1
             self._encoder.packet_loss_perc = 10  # FEC is coded only when loss is expected
