@@ -10,7 +10,13 @@ Reported: join time for all legs, the daemon's late media ticks (target < 1 %), 
 as % of one core (target <= 50 %), its RSS, and the listener check; a table, a PNG plot
 over time and, with --json, one JSON object.
 
+With ``--wideband 10``, 10 % of the legs are G.722 (16 kHz) phones, so the room mixes at
+16 kHz too (media.mixer: each band's sum converted once per tick; one G.722 encoding of
+the full mix shared by the wideband listeners); the same load all-G.711 runs first, in
+the same invocation, and the CPU ratio between the two is the cost of the 16 kHz mix.
+
     python benchmarks/conference_load.py [--legs 1000] [--seconds 60] [--json]
+                                         [--wideband PCT] [--no-baseline]
                                          [--plot benchmarks/out/conference_load.png]
 """
 
@@ -69,7 +75,7 @@ def tone_level(audio: np.ndarray, freq: float) -> float:
     return float(near.max() / (np.sqrt(np.mean(x * x)) * len(x) + 1e-9))
 
 
-def run(legs: int, seconds: float, work: Path) -> dict[str, object]:
+def run(legs: int, seconds: float, work: Path, wideband: float = 0.0) -> dict[str, object]:
     port = free_port()
     rtp = random.randrange(30000, 50000, 2)
     config = work / "load.toml"
@@ -142,6 +148,8 @@ conference_code = "2001"
             str(listener),
             "--save-prefix",
             str(work / "heard-"),
+            "--wideband",
+            str(wideband),
         ],
         cwd=ROOT,
         stdout=subprocess.PIPE,
@@ -182,6 +190,11 @@ conference_code = "2001"
     except subprocess.TimeoutExpired:
         daemon.kill()
     result: dict[str, object] = {"legs": legs, "seconds": seconds, "samples": samples}
+    every = round(1 / wideband) if wideband > 0 else 0
+    result["wideband_pct"] = round(wideband * 100, 1)
+    result["wideband_legs"] = sum(
+        1 for i in range(3, legs) if every and i % every == every - 1 and i != listener
+    )
     events = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
     joined: dict[str, object] = next((e for e in events if e.get("event") == "joined"), {})
     result["answered"] = joined.get("answered", 0)
@@ -241,14 +254,40 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=60.0, help="talking time after joining")
     ap.add_argument("--plot", default="benchmarks/out/conference_load.png")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--wideband", type=float, default=0.0, help="%% of legs on G.722 (16 kHz)")
+    ap.add_argument(
+        "--no-baseline", action="store_true", help="with --wideband: skip the all-G.711 run"
+    )
     args = ap.parse_args()
+    baseline: dict[str, object] | None = None
+    if args.wideband > 0 and not args.no_baseline:
+        with tempfile.TemporaryDirectory() as tmp:
+            baseline = run(args.legs, args.seconds, Path(tmp))
+        print(
+            f"baseline, all G.711: CPU {baseline.get('cpu_pct_of_one_core')} % of one core, "
+            f"late {baseline.get('late_pct')} %",
+            flush=True,
+        )
     with tempfile.TemporaryDirectory() as tmp:
-        result = run(args.legs, args.seconds, Path(tmp))
+        result = run(args.legs, args.seconds, Path(tmp), args.wideband / 100)
+    if baseline is not None:
+        base_cpu, cpu = baseline.get("cpu_pct_of_one_core"), result.get("cpu_pct_of_one_core")
+        result["narrowband_baseline"] = {
+            k: baseline.get(k)
+            for k in ("cpu_pct_of_one_core", "late_pct", "late_ticks", "ticks", "peak_rss_mb")
+        }
+        if isinstance(base_cpu, float) and isinstance(cpu, float) and base_cpu:
+            result["cpu_ratio_to_narrowband"] = round(cpu / base_cpu, 3)
     print(
         f"legs {result['legs']}: answered {result['answered']}, all joined after "
         f"{result['join_all_s']} s"
     )
     rows = [
+        ("wideband (G.722) legs", f"{result['wideband_legs']} ({result['wideband_pct']} %)"),
+        (
+            "CPU ratio to all-G.711 run",
+            f"{result.get('cpu_ratio_to_narrowband')} {result.get('narrowband_baseline')}",
+        ),
         ("measured (after the join)", f"{result.get('measured_s')} s"),
         ("daemon CPU, % of one core", f"{result.get('cpu_pct_of_one_core')} (target <= 50)"),
         (

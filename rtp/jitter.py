@@ -66,6 +66,7 @@ class JitterBuffer:
         self._first_arrival: tuple[int, int] | None = None  # (tick, timestamp)
         self._last_transit: float | None = None
         self._calm = 0  # ticks the queue stayed above target
+        self._missing: int | None = None  # the frame last reported lost
 
     @property
     def buffered(self) -> int:
@@ -142,12 +143,22 @@ class JitterBuffer:
             # playout waits, which adds one frame of latency
             self.stats.underruns += 1
             return Status.WAITING, b""
+        self._missing = self._next
         if self.adaptive and self.latency <= self.target:
             self.stats.grown += 1  # the missing frame is probably late: hold one tick
             return Status.LOST, b""
         self._next += 1
         self.stats.lost += 1
         return Status.LOST, b""
+
+    def following(self) -> bytes | None:
+        """After a LOST: the payload of the frame just after the missing one, if queued
+        (codecs with forward error correction, such as Opus, rebuild the lost frame
+        from it)."""
+        if self._missing is None:
+            return None
+        frame = self._frames.get(self._missing + 1)
+        return frame[0] if frame is not None else None
 
     def _shrink(self) -> None:
         """After a second with more latency than needed, drop one frame of it."""

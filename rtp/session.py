@@ -218,6 +218,15 @@ class Session:
         if self._allocator is not None and self.local is not None:
             self._allocator.release(self.local[1])
 
+    def set_clock(self, clock_rate: int, frame_ticks: int) -> None:
+        """The RTP clock of the negotiated codec and the timestamp step of one packet
+        (G.722: 8000 and 160; Opus: 48000 and 960 for 20 ms). Set before media flows."""
+        if (clock_rate, frame_ticks) == (self.clock_rate, self.frame_ticks):
+            return
+        self.clock_rate, self.frame_ticks = clock_rate, frame_ticks
+        self.stats = ReceiverStats(clock_rate)
+        self.jitter = JitterBuffer(frame_ticks=frame_ticks, depth=self.jitter.depth)
+
     def set_remote(
         self, address: Address, rtcp: Address | None = None, *, signalling: str | None = None
     ) -> None:

@@ -15,6 +15,7 @@ command -v openssl >/dev/null || need+=(openssl)
 # the tests use fail2ban-regex alone, to check deploy/fail2ban against the daemon's log
 # (its recommends, a firewall among them, are left out)
 command -v fail2ban-regex >/dev/null || lean+=(fail2ban)
+ldconfig -p | grep -q 'libopus\.so\.0' || need+=(libopus0)  # Opus (opuslib-next loads it)
 fi
 [ ${#need[@]} -eq 0 ] && [ ${#lean[@]} -eq 0 ] && exit 0
 echo "installing Debian packages: ${need[*]} ${lean[*]}"

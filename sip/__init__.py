@@ -25,6 +25,7 @@ from .message import (
 )
 from .offer_answer import (
     G722,
+    OPUS,
     PCMA,
     PCMU,
     TELEPHONE_EVENT,
@@ -40,6 +41,7 @@ from .uri import URI, parse_uri
 __all__ = [
     "G722",
     "MAX_MESSAGE_SIZE",
+    "OPUS",
     "PCMA",
     "PCMU",
     "REASONS",

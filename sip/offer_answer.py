@@ -36,8 +36,10 @@ PCMU = Codec("PCMU", 8000, 0)
 PCMA = Codec("PCMA", 8000, 8)
 # G.722 samples at 16 kHz but its RTP clock is 8000 by a historical error (RFC 3551 §4.5.2).
 G722 = Codec("G722", 8000, 9)
+# Opus: always opus/48000/2 in SDP, whatever is sent (RFC 7587 §7); a dynamic payload type.
+OPUS = Codec("opus", 48000, None, channels=2, fmtp="useinbandfec=1")
 TELEPHONE_EVENT = Codec("telephone-event", 8000, None, fmtp="0-16")
-CODECS_BY_NAME = {c.name.lower(): c for c in (PCMU, PCMA, G722)}
+CODECS_BY_NAME = {c.name.lower(): c for c in (PCMU, PCMA, G722, OPUS)}
 DEFAULT_DTMF_PT = 101
 
 # offer direction -> our wish -> answer direction (RFC 3264 §6.1)
@@ -79,6 +81,7 @@ class AudioStream:
     media_index: int = 0
     remote_hold: bool = False  # the peer put us on hold (sendonly/inactive or c=0.0.0.0)
     codecs: list[tuple[int, Codec]] = field(default_factory=list)  # all agreed, best first
+    remote_fmtp: str | None = None  # the peer's fmtp for the chosen payload type
 
     @property
     def sends(self) -> bool:
@@ -240,6 +243,7 @@ def answer(
             index,
             hold,
             agreed,
+            media.fmtps.get(pt),
         )
     return result, stream
 
@@ -272,6 +276,7 @@ def process_answer(offer: SessionDescription, answer_sdp: SessionDescription) ->
             index,
             hold,
             agreed,
+            theirs.fmtps.get(pt),
         )
     raise ParseError("SDP answer refused every audio stream")
 

@@ -14,8 +14,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import sip
-from media.codecs import CODECS
+from media.codecs import CODECS, Options
 
+from . import codec_policy
 from .config import User
 from .media_engine import LegSource, MediaLeg, Source
 
@@ -49,6 +50,10 @@ class Party:
     # called once when a destination takes this party's call (answers it or connects it):
     # a blind transfer reports success to the transferor then
     on_taken: list[Callable[[], None]] = field(default_factory=list)
+    # codecs this party's phone or trunk may use, best first (softswitch.codec_policy)
+    codecs: list[str] = field(default_factory=lambda: codec_policy.usable(codec_policy.DEFAULT))
+    partner_codec: str | None = None  # the codec of the leg it is about to be bridged to
+    partner_max_bitrate: int | None = None  # and what that leg's phone may receive (Opus)
 
     @property
     def ended(self) -> bool:
@@ -58,11 +63,37 @@ class Party:
     def host(self) -> str:
         return self.leg.local[0]
 
+    def usable_codecs(self) -> list[str]:
+        """The codecs this party can take without transcoding: the one in use once its
+        media is set up, else those of its offer that its policy allows."""
+        if self.leg.codec is not None:
+            return [self.leg.codec.name]
+        offered = codec_policy.offered(self.offer)
+        return [name for name in self.codecs if name in offered]
+
+    def max_bitrate(self) -> int | None:
+        """The bitrate this party's phone asked not to exceed (Opus maxaveragebitrate)."""
+        if self.leg.stream is not None:
+            return self.leg.stream.options.max_bitrate
+        return Options.from_fmtp(codec_policy.fmtp_of(self.offer, "OPUS")).max_bitrate
+
+    def expect_partner(self, leg: MediaLeg) -> None:
+        """Note the set-up leg this party is about to be bridged to, so that its answer
+        takes the same codec (no transcoding) and passes on the leg's limits."""
+        if leg.stream is not None:
+            self.partner_codec = leg.stream.codec.name
+            self.partner_max_bitrate = leg.stream.options.max_bitrate
+
     def answer_sdp(
         self, offer: sip.SessionDescription
     ) -> tuple[sip.SessionDescription, sip.AudioStream | None]:
-        first = self.leg.codec.name if self.leg.codec else None
-        return sip.answer(offer, self.host, self.leg.local[1], codec_preference(first))
+        # the codec in use (a re-INVITE keeps it), else the partner's: no transcoding
+        keep = self.leg.codec.name if self.leg.codec else self.partner_codec
+        limit = self.partner_max_bitrate
+        if self.peer is not None and self.peer.leg.stream is not None:
+            limit = self.peer.leg.stream.options.max_bitrate
+        chosen = codec_policy.answer_codecs(self.codecs, offer, keep, limit)
+        return sip.answer(offer, self.host, self.leg.local[1], chosen)
 
     def __repr__(self) -> str:
         return f"<Party {self.label} {self.call.call_id}>"

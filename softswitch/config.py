@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     Field,
     TypeAdapter,
@@ -27,6 +28,7 @@ from pydantic import (
 )
 
 from media.audio import AudioFileError, load_audio
+from media.codecs import CODECS
 
 from .model import Strict
 from .rules import Rule
@@ -52,6 +54,23 @@ Blocked = Annotated[str, Field(pattern=r"^(anonymous|external|\+?[0-9]{1,20}\*?)
 # What a ring step rings: an extension (all of that user's devices) or an external number.
 RingTarget = Annotated[str, Field(pattern=r"^(ext:)?[0-9]{2,8}$|^(tel:)?\+?[0-9]{3,20}$")]
 MAX_RING_TARGETS = 10
+
+
+def _codec_list(names: list[str]) -> list[str]:
+    """Codec names as media knows them (PCMU, PCMA, G722, OPUS), each once, best first."""
+    out: list[str] = []
+    for name in names:
+        canonical = name.upper()
+        if canonical not in CODECS:
+            raise ValueError(f"unknown codec {name!r}: use some of {sorted(CODECS)}")
+        if canonical in out:
+            raise ValueError(f"codec {name!r} is listed twice")
+        out.append(canonical)
+    return out
+
+
+# Codec preference, best first (e.g. ["G722", "PCMU", "PCMA"]); see softswitch.codec_policy.
+Codecs = Annotated[list[str], Field(min_length=1, max_length=8), AfterValidator(_codec_list)]
 
 
 class ConfigError(ValueError):
@@ -184,6 +203,9 @@ class User(Strict):
     # this user's conference; unset: the [conference] defaults
     conference_join_before_host: bool | None = None
     conference_end_with_host: bool | None = None
+    codecs: Codecs | None = None  # this user's phones; unset: server.codecs
+    # per device: a User-Agent substring -> codecs (e.g. {"VVX" = ["G722", "PCMU"]})
+    device_codecs: dict[str, Codecs] = {}
 
     @model_validator(mode="after")
     def _flips(self) -> User:
@@ -206,6 +228,7 @@ class Trunk(Strict):
     from_domain: str | None = None
     addresses: list[str] = []  # source IPs whose requests are the trunk's (inbound)
     inbound_extension: Extension | None = None  # where calls from the trunk ring
+    codecs: Codecs | None = None  # e.g. ["PCMA", "PCMU"]; unset: server.codecs
 
 
 class Dialplan(Strict):
@@ -278,6 +301,8 @@ class Server(Strict):
     tcp_message_timeout: float = Field(10.0, ge=0.5, le=300.0)
     tcp_max_connections: int = Field(2048, ge=1, le=100_000)
     tcp_max_per_address: int = Field(32, ge=1, le=100_000)
+    # codecs offered and accepted unless a user, device or trunk says otherwise
+    codecs: Codecs = ["G722", "PCMU", "PCMA", "OPUS"]
 
     @field_validator("rtp_ports")
     @classmethod

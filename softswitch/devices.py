@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 import sip
 
+from . import codec_policy
 from .authguard import AuthGuard, Report, Verdict
 from .config import Config, Device, User
 from .feature import Fork, Target
@@ -158,6 +159,9 @@ class Devices:
                 label=user.extension if name is None else f"{user.extension}/{name}",
                 user=user,
                 device=name,
+                codecs=codec_policy.preference(
+                    self.config, user=user, user_agent=binding.user_agent
+                ),
             )
             for binding, name in self.bindings(user, device)
         ]

@@ -116,6 +116,7 @@ class Fork:
     label: str = ""
     user: User | None = None  # the user this fork reaches (its party's user)
     device: str | None = None  # the device name, for call flip
+    codecs: list[str] | None = None  # the callee's codec preference (softswitch.codec_policy)
     headers: tuple[tuple[str, str], ...] = ()  # extra INVITE headers (intercom auto-answer)
 
 

@@ -4,7 +4,8 @@ one process, dialling the bridge, entering a code by RFC 4733, then talking or l
 Every leg has its own UDP socket (a phone of its own, as far as the bridge can tell). One
 task sends every leg's packet each 20 ms against absolute deadlines: a tone for talkers,
 silence for the others, DTMF events while keys are being pressed. Legs chosen for
-recording have their received audio decoded and kept.
+recording have their received audio decoded and kept. A share of the legs may be wideband
+(G.722, 16 kHz: ``--wideband 0.1``), as desk phones are.
 
     python -m softswitch.loadgen --target sip:800@127.0.0.1:5060 --user 100 --password x \\
         --code 2001 --legs 100 --talkers 3 --seconds 30
@@ -25,7 +26,7 @@ import numpy as np
 import numpy.typing as npt
 
 import sip
-from media import g711
+from media import codecs, g711
 from media.tones import sine_mix
 from rtp import DtmfSender
 
@@ -39,7 +40,9 @@ class Leg:
     index: int
     sock: socket.socket
     port: int
-    tone: list[bytes] | None = None  # µ-law frames of this leg's voice, cycled
+    tone: list[bytes] | None = None  # frames of this leg's voice (its codec), cycled
+    silence: list[bytes] = field(default_factory=lambda: [SILENCE])  # cycled when quiet
+    pt: int = 0  # payload type: 0 PCMU, 9 G.722
     remote: tuple[str, int] | None = None
     call: sip.OutgoingCall | None = None
     ssrc: int = 0
@@ -54,9 +57,14 @@ class Leg:
     failed: str | None = None
 
 
-def tone_frames(freq: float, seconds: float = 2.0) -> list[bytes]:
-    samples = sine_mix((freq,), int(8000 * seconds), 8000, -15)
-    return [g711.ulaw_encode(samples[i : i + 160]).tobytes() for i in range(0, len(samples), 160)]
+def tone_frames(freq: float, seconds: float = 2.0, codec: str = "PCMU") -> list[bytes]:
+    """``freq`` for ``seconds`` encoded frame by frame with ``codec`` (one encoder: the
+    frames form one stream, cycled)."""
+    c = codecs.codec(codec)
+    n = c.samples_per_frame()
+    samples = sine_mix((freq,), int(c.sample_rate * seconds), c.sample_rate, -15)
+    encoder = c.encoder()
+    return [encoder.encode(samples[i : i + n]) for i in range(0, len(samples), n)]
 
 
 class ConferenceLoad:
@@ -71,6 +79,7 @@ class ConferenceLoad:
         record: tuple[int, ...] = (),
         host: str = "127.0.0.1",
         concurrency: int = 50,
+        wideband: float = 0.0,
     ) -> None:
         self.target = target
         self.credentials = (user, password)
@@ -86,6 +95,12 @@ class ConferenceLoad:
                 s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # never read
             leg = Leg(i, s, s.getsockname()[1], record=i in record)
             leg.ssrc = 0x10000 + i
+            # every 1/wideband-th leg is G.722, never a talker nor a recorded one
+            every = round(1 / wideband) if wideband > 0 else 0
+            wide = every > 0 and i >= talkers and i % every == every - 1 and i not in record
+            if wide:
+                leg.pt = 9
+                leg.silence = tone_frames(0.0, 1.0, "G722")
             if i < talkers:
                 leg.tone = tone_frames(TALKER_TONES[i % len(TALKER_TONES)])
             self.legs.append(leg)
@@ -98,7 +113,8 @@ class ConferenceLoad:
         self._sender = asyncio.create_task(self._media())
 
     async def call(self, leg: Leg, code: str) -> None:
-        offer = bytes(sip.make_offer(self.host, leg.port, (sip.PCMU,)))
+        codec = sip.G722 if leg.pt == 9 else sip.PCMU
+        offer = bytes(sip.make_offer(self.host, leg.port, (codec,)))
         try:
             call = await self.ua.invite(
                 self.target, offer, credentials=self.credentials, timeout=30
@@ -164,8 +180,11 @@ class ConferenceLoad:
                         + event.payload
                     )
                 else:
-                    voice = leg.tone[n % len(leg.tone)] if leg.tone and not leg.muted else SILENCE
-                    packet = pack(0x80, 0, leg.seq, leg.ts, leg.ssrc) + voice
+                    if leg.tone and not leg.muted:
+                        voice = leg.tone[n % len(leg.tone)]
+                    else:
+                        voice = leg.silence[n % len(leg.silence)]
+                    packet = pack(0x80, leg.pt, leg.seq, leg.ts, leg.ssrc) + voice
                 leg.seq = (leg.seq + 1) & 0xFFFF
                 leg.ts = (leg.ts + 160) & 0xFFFFFFFF
                 with contextlib.suppress(OSError):
@@ -226,6 +245,7 @@ async def _main(args: argparse.Namespace) -> None:
         legs=args.legs,
         talkers=args.talkers,
         record=record,
+        wideband=args.wideband,
     )
     await load.start()
     join = await load.join_all(args.code, {0: args.host_code} if args.host_code else None)
@@ -262,6 +282,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=30.0)
     ap.add_argument("--record", default="", help="comma-separated leg indexes to record")
     ap.add_argument("--save-prefix", help="save recorded audio as PREFIX<leg>.npy")
+    ap.add_argument("--wideband", type=float, default=0.0, help="share of G.722 legs (0-1)")
     args = ap.parse_args()
     asyncio.run(_main(args))
 

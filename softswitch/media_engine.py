@@ -3,10 +3,16 @@
 Each 20 ms tick has two passes over every leg: *receive* (one decoded frame from the
 jitter buffer, handed to taps such as recorders and DTMF detectors) then *transmit*
 (what the leg's source gives: the other party's frame when bridged, the shared hold
-music or ringback, a prompt...). Legs with different codecs are transcoded by this
-decode/encode; 16 kHz (G.722) and 8 kHz legs are resampled between. Shared sources
-(hold music, tones) are decoded once and encoded once per codec per tick, however many
-legs listen.
+music or ringback, a prompt...).
+
+Rates: a leg works at its codec's audio rate (``leg.rate``: 8000 for G.711, 16000 for
+G.722 and Opus), never at the RTP clock (:mod:`media.codecs` keeps the two apart). Every
+source gives frames at the rate of the leg that asks, converting at most once: a bridge
+of an 8 kHz and a 16 kHz leg resamples in :class:`LegSource`, a shared source keeps one
+player per rate (decoded from the file at that rate). Two legs with the same codec relay
+payloads untouched (no transcoding, no 8 kHz bottleneck between wideband phones). Shared
+sources (hold music, tones) are decoded once and encoded once per stateless codec per
+tick, however many legs listen.
 """
 
 from __future__ import annotations
@@ -41,30 +47,57 @@ def prompt_path(name: str, language: str = "en") -> Path:
 
 
 class Source:
-    """What a leg transmits. ``frame`` gives samples at ``rate``; shared sources also give
-    an encoded payload per codec (computed once per tick)."""
-
-    rate = 8000
-    shared: SharedPlayer | None = None
+    """What a leg transmits. :meth:`frame` gives this tick's samples at ``leg.rate``;
+    :meth:`payload` gives a payload already encoded for ``leg``'s codec when the source
+    has one (a shared encoding, a relayed packet), else None and :meth:`frame` is used."""
 
     def frame(self, leg: MediaLeg, tick: int) -> Samples | None:
         raise NotImplementedError
 
+    def payload(self, leg: MediaLeg, tick: int) -> bytes | None:
+        return None
+
+
+class _Converter:
+    """A stream resampler that follows the rates it is asked for (a re-INVITE may change
+    a leg's codec)."""
+
+    def __init__(self) -> None:
+        self._resampler: StreamResampler | None = None
+
+    def convert(self, frame: Samples, rate_in: int, rate_out: int) -> Samples:
+        if rate_in == rate_out:
+            return frame
+        r = self._resampler
+        if r is None or (r.rate_in, r.rate_out) != (rate_in, rate_out):
+            r = self._resampler = StreamResampler(rate_in, rate_out)
+        return r.process(frame)
+
 
 class LegSource(Source):
-    """The other party of a bridged call."""
+    """The other party of a bridged call: its packets relayed as they came when both legs
+    use the same codec and packet time, else its decoded frames (resampled once when the
+    rates differ) re-encoded."""
 
     def __init__(self, other: MediaLeg) -> None:
         self.other = other
-        self._resampler: StreamResampler | None = None
+        self._converter = _Converter()
+
+    @property
+    def rate(self) -> int:
+        return self.other.rate
+
+    def relays(self, leg: MediaLeg) -> bool:
+        a, b = self.other.stream, leg.stream
+        return a is not None and b is not None and a.codec == b.codec and a.ptime == b.ptime
+
+    def payload(self, leg: MediaLeg, tick: int) -> bytes | None:
+        return self.other.payload_in if self.relays(leg) else None
 
     def frame(self, leg: MediaLeg, tick: int) -> Samples | None:
-        frame = self.other.frame_in
-        if self.other.rate != leg.rate:
-            if self._resampler is None:
-                self._resampler = StreamResampler(self.other.rate, leg.rate)
-            frame = self._resampler.process(frame)
-        return frame
+        if self.relays(leg):
+            return None  # nothing to relay this tick: the phone conceals the gap itself
+        return self._converter.convert(self.other.frame_in, self.other.rate, leg.rate)
 
 
 class PlayerSource(Source):
@@ -74,23 +107,49 @@ class PlayerSource(Source):
         self.player = player
         self.rate = rate
         self.done = asyncio.Event()
+        self._converter = _Converter()
 
     def frame(self, leg: MediaLeg, tick: int) -> Samples | None:
         if self.player.done:
             self.done.set()
             return None
-        return self.player.read()
+        return self._converter.convert(self.player.read(), self.rate, leg.rate)
 
 
 class SharedSource(Source):
-    """Hold music or a progress tone: one frame and one encoding per codec per tick."""
+    """Hold music or a progress tone: one player per rate (the audio made at that rate,
+    not resampled per tick), one frame per tick and one encoding per stateless codec for
+    every listener. G.722 and Opus listeners keep their own encoder: a phone's decoder
+    follows the state of the encoder whose stream it gets, and switching it to a shared
+    encoder's stream (bridge, then music) garbles the audio well beyond a few ms."""
 
-    def __init__(self, shared: SharedPlayer, rate: int) -> None:
-        self.shared = shared
-        self.rate = rate
+    def __init__(self, make: Callable[[int], Samples]) -> None:
+        self.make = make
+        self.players: dict[int, SharedPlayer] = {}
+
+    def player(self, rate: int) -> SharedPlayer:
+        shared = self.players.get(rate)
+        if shared is None:
+            offset = 0
+            if self.players:  # start where the others are
+                other_rate, other = next(iter(self.players.items()))
+                offset = other.player.position * rate // other_rate
+            player = Player(self.make(rate), rate // 50, loop=True, offset=offset)
+            shared = self.players[rate] = SharedPlayer(player)
+        return shared
 
     def frame(self, leg: MediaLeg, tick: int) -> Samples | None:
-        return self.shared.advance(tick) if self.shared else None
+        return self.player(leg.rate).advance(tick)
+
+    def payload(self, leg: MediaLeg, tick: int) -> bytes | None:
+        codec, stream = leg.codec, leg.stream
+        if codec is None or stream is None or stream.samples != leg.rate // 50:
+            return None
+        if not codec.stateless:
+            return None
+        shared = self.player(leg.rate)
+        shared.advance(tick)
+        return shared.encoded(codec)
 
 
 class MediaLeg:
@@ -102,7 +161,7 @@ class MediaLeg:
         self.stream: AudioStream | None = None
         self.codec: codecs.Codec | None = None
         self.rate = 8000
-        self.frame_in: Samples = np.zeros(160, dtype=np.int16)
+        self.payload_in: bytes | None = None  # this tick's packet as received (relays)
         self.source: Source | None = None
         self.sending = True  # False while the peer holds us (sendonly/inactive from it)
         self.taps: list[Callable[[Samples], None]] = []
@@ -117,6 +176,7 @@ class MediaLeg:
         self._tone: Player | None = None  # an in-band key being played to this phone
         self._inband = False
         self._detector: DtmfDetector | None = None
+        self._detect_at_8k: StreamResampler | None = None  # wideband legs: for the detector
         self._last_rfc4733: float = -1.0
         self.closed = False
         session.on_dtmf = self._on_rfc4733
@@ -148,13 +208,20 @@ class MediaLeg:
             (stream.remote_address, stream.remote_port),
             signalling=self.signalling if signalling is None else signalling,
         )
-        if self.codec != codec:
+        options = codecs.Options.from_fmtp(stream.remote_fmtp)
+        current = self.stream
+        if (
+            current is None
+            or current.codec != codec
+            or current.ptime != stream.ptime
+            or current.options != options
+        ):
             self.codec = codec
-            self.stream = AudioStream(self.session, codec, stream.ptime)
+            self.stream = AudioStream(self.session, codec, stream.ptime, options)
             self.rate = codec.sample_rate
-            self.frame_in = np.zeros(self.stream.samples, dtype=np.int16)
         self.sending = stream.sends
-        self._inband = stream.dtmf_payload_type is None and codec.sample_rate == 8000
+        self._inband = stream.dtmf_payload_type is None
+        self._detect_at_8k = StreamResampler(self.rate, 8000) if self.rate != 8000 else None
 
     def _on_rfc4733(self, digit: str) -> None:
         self.push_dtmf(digit)
@@ -184,17 +251,31 @@ class MediaLeg:
                 dtmf_tone(digit, 100, 60, self.rate), self.frame_samples, loop=False
             )
 
+    @property
+    def frame_in(self) -> Samples:
+        """This tick's audio from the phone (decoded when first asked for)."""
+        if self.stream is None:
+            return np.zeros(160, dtype=np.int16)
+        return self.stream.frame()
+
     def receive(self) -> None:
         if self.stream is None:
             return
-        self.frame_in = frame = self.stream.read()
+        self.stream.receive()
+        self.payload_in = self.stream.payload_in
+        if not self.taps and not (self.listen_dtmf and self._inband):
+            return  # decoded later only if a listener needs audio (not for a relay)
+        frame = self.stream.frame()
         if self.listen_dtmf and self._inband and frame is not self.stream.silence:
             if self._detector is None:
                 self._detector = DtmfDetector()
-            for digit in self._detector.feed(frame):
+            narrow = frame
+            if self._detect_at_8k is not None:  # the detector's filters are set for 8 kHz
+                narrow = self._detect_at_8k.process(frame)
+            for digit in self._detector.feed(narrow):
                 self.push_dtmf(digit)
         for tap in self.taps:
-            tap(self.frame_in)
+            tap(frame)
 
     def transmit(self, tick: int) -> None:
         stream = self.stream
@@ -204,27 +285,21 @@ class MediaLeg:
         if not self.sending or source is None:
             self.session.skip()
             return
-        if (
-            source.shared is not None
-            and source.rate == self.rate
-            and self.codec is not None
-            and self.codec.stateless
-        ):
-            source.shared.advance(tick)
-            stream.write_payload(source.shared.encoded(self.codec))
-            return
-        frame = source.frame(self, tick)
         if self._tone is not None:  # a relayed key replaces the audio while it sounds
-            frame = self._tone.read()
+            source.frame(self, tick)  # the source moves on all the same
+            key = self._tone.read()
             if self._tone.done:
                 self._tone = None
-            stream.write(frame)
+            stream.write(key)
             return
+        payload = source.payload(self, tick)
+        if payload is not None:
+            stream.write_payload(payload)
+            return
+        frame = source.frame(self, tick)
         if frame is None:
             self.session.skip()
             return
-        if source.rate != self.rate:
-            frame = self.engine.resample_shared(source, frame, self.rate, tick)
         stream.write(frame)
 
     def play(self, samples: Samples, *, loop: bool = False) -> PlayerSource:
@@ -272,8 +347,6 @@ class MediaEngine:
         self.legs: set[MediaLeg] = set()
         self._prompts: dict[tuple[str, int], Samples] = {}
         self._shared: dict[str, SharedSource] = {}
-        self._resamplers: dict[tuple[int, int], StreamResampler] = {}
-        self._resampled: dict[tuple[int, int], tuple[int, Samples]] = {}
         self._unsubscribe = clock.subscribe(self._tick, priority=50)
 
     async def new_leg(self, host: str) -> MediaLeg:
@@ -297,29 +370,16 @@ class MediaEngine:
             samples = self._prompts[key] = load_audio(prompt_path(name, self.language), rate)
         return samples
 
-    def shared(self, name: str, make: Callable[[], Samples], rate: int = 8000) -> SharedSource:
-        """The shared source ``name`` (created on first use)."""
+    def shared(self, name: str, make: Callable[[int], Samples]) -> SharedSource:
+        """The shared source ``name`` (created on first use); ``make(rate)`` gives its
+        audio at ``rate``, called once per rate that some leg needs."""
         source = self._shared.get(name)
         if source is None:
-            player = Player(make(), rate * 20 // 1000, loop=True)
-            source = self._shared[name] = SharedSource(SharedPlayer(player), rate)
+            source = self._shared[name] = SharedSource(make)
         return source
 
     def tone_source(self, name: str) -> SharedSource:
-        return self.shared(f"tone:{name}", lambda: tone(name, self.country)[0])
-
-    def resample_shared(self, source: Source, frame: Samples, rate: int, tick: int) -> Samples:
-        """``frame`` of ``source`` at ``rate``, converted once per tick for all legs."""
-        key = (id(source), rate)
-        entry = self._resampled.get(key)
-        if entry is not None and entry[0] == tick:
-            return entry[1]
-        resampler = self._resamplers.get(key)
-        if resampler is None:
-            resampler = self._resamplers[key] = StreamResampler(source.rate, rate)
-        out = resampler.process(frame)
-        self._resampled[key] = (tick, out)
-        return out
+        return self.shared(f"tone:{name}", lambda rate: tone(name, self.country, rate)[0])
 
     def close(self) -> None:
         self._unsubscribe()

@@ -23,6 +23,7 @@ import sip
 from media.clock import MediaClock
 from rtp import PortAllocator
 
+from . import codec_policy
 from .banner import print_demo_accounts as print_demo_accounts  # moved; kept importable
 from .call_limit import RETRY_AFTER, CallLimit
 from .calls import Party
@@ -321,6 +322,12 @@ class Pbx:
             return None
         label = user.extension if user else (call.invite.from_.uri.user or "?")
         party = Party(call, leg, user, label=label, device=device, offer=offer)
+        party.codecs = codec_policy.preference(
+            self.config,
+            user=user,
+            trunk=self.trunk_for(call.incoming.source[1]) if user is None else None,
+            user_agent=call.invite.headers.get("User-Agent"),
+        )
         self.svc.track(party)
         self.svc.emit("trying", party)
         return party

@@ -26,7 +26,8 @@ from ivr import Prompt, collect_digits
 from media.clock import MediaClock
 from rtp import PortAllocator
 
-from .calls import Party, bridge, codec_preference, on_reinvite, unbridge
+from . import codec_policy
+from .calls import Party, bridge, on_reinvite, unbridge
 from .config import Config, User
 from .devices import Devices
 from .dialplan import classify, parse_destination
@@ -256,7 +257,9 @@ class Services:
 
     async def _answer_late_offer(self, party: Party, call: sip.IncomingCall) -> bool:
         """An INVITE without SDP: our offer goes in the 200, the answer comes in the ACK."""
-        offer = sip.make_offer(party.host, party.leg.local[1], codec_preference())
+        partner = [party.partner_codec] if party.partner_codec else []
+        ours = codec_policy.offer_codecs(party.codecs, partner, party.partner_max_bitrate)
+        offer = sip.make_offer(party.host, party.leg.local[1], ours)
         call.answer(bytes(offer))
         try:
             await asyncio.wait_for(call.acked.wait(), 64 * self.config.server.sip_t1)
@@ -354,8 +357,10 @@ class Services:
             return RingResult("cancelled")
         leg = await self.engine.new_leg(caller.host)
         leg.session.on_rejected_source = self.report_rtp(None)  # until a callee answers
-        first = caller.leg.codec.name if caller.leg.codec else None
-        offer = sip.make_offer(caller.host, leg.local[1], codec_preference(first))
+        partner, limit = caller.usable_codecs(), caller.max_bitrate()
+        # one offer per fork: the callee's own preference (its user, device or trunk),
+        # with what the caller can use first, so that nothing is transcoded if avoidable
+        offers: dict[int, tuple[sip.SessionDescription, list[str]]] = {}
         winner: list[Party] = []
         parties: list[Party] = []  # one per fork sent, the same object in every event
         statuses: list[int] = []
@@ -377,6 +382,10 @@ class Services:
                 self.emit("ended", party)
 
         async def one(fork: Fork) -> None:
+            mine = fork.codecs or codec_policy.preference(self.config, user=fork.user)
+            offer = sip.make_offer(
+                caller.host, leg.local[1], codec_policy.offer_codecs(mine, partner, limit)
+            )
             try:
                 out = await self.ua.invite(
                     fork.uri,
@@ -392,7 +401,8 @@ class Services:
                 statuses.append(503)
                 log.info("event=fork_failed target=%s error=%s", fork.uri, exc)
                 return
-            party = Party(out, leg, fork.user, label=fork.label, device=fork.device)
+            party = Party(out, leg, fork.user, label=fork.label, device=fork.device, codecs=mine)
+            offers[id(party)] = (offer, mine)
             parties.append(party)
             out.on_progress.add(lambda r: on_progress(party, r))
             out.on_end.add(lambda _: lost(party))
@@ -436,7 +446,9 @@ class Services:
                 if other is not party:
                     self.spawn(other.call.hangup())
             assert party.call.remote_sdp is not None
+            offer, _ = offers[id(party)]
             leg.configure(sip.process_answer(offer, sip.parse_sdp(party.call.remote_sdp)))
+            caller.expect_partner(leg)
             self.track(party)
             self.emit("answered", party)
             if not ringing.picked.done():

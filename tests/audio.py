@@ -27,7 +27,74 @@ def best_correlation(signal: npt.NDArray[np.int16], reference: npt.NDArray[np.in
     size = 1 << (n - 1).bit_length()
     corr = np.fft.irfft(np.fft.rfft(s, size) * np.conj(np.fft.rfft(r, size)), size)
     energy_r = float(np.dot(r, r))
-    window = np.convolve(s * s, np.ones(len(r)), "full")[len(r) - 1 : len(r) - 1 + size]
+    # energy of s over each window of len(r) starting at a lag (a running sum: O(n), where
+    # a convolution with ones would be O(n * len(r)) - seconds for long signals)
+    running = np.concatenate([[0.0], np.cumsum(s * s)])
+    lags = np.arange(size)
+    window = running[np.minimum(lags + len(r), len(s))] - running[np.minimum(lags, len(s))]
     lag = int(np.argmax(corr[: len(s)]))
     denom = np.sqrt(energy_r * max(window[lag], 1e-9))
     return float(corr[lag] / denom) if denom else 0.0
+
+
+# Tone bursts: a signal whose pitch and timing a receiver can check (a path that plays
+# audio too fast or too slow changes both the frequency and the burst length).
+BURST_ON, BURST_OFF = 0.5, 0.25  # seconds
+
+
+def burst_signal(
+    freq: float, rate: int, seconds: float = 30.0, on: float = BURST_ON, off: float = BURST_OFF
+) -> npt.NDArray[np.int16]:
+    """``freq`` on for ``on`` s, off for ``off`` s, repeated; 5 ms ramps keep it clean."""
+    n_on, n_off = int(on * rate), int(off * rate)
+    ramp = int(0.005 * rate)
+    env = np.ones(n_on)
+    env[:ramp] = env[-ramp:][::-1] = 0.5 - 0.5 * np.cos(np.pi * np.arange(ramp) / ramp)
+    t = np.arange(n_on) / rate
+    burst = 0.3 * 32767 * env * np.sin(2 * np.pi * freq * t)
+    period = np.concatenate([burst, np.zeros(n_off)])
+    reps = int(np.ceil(seconds * rate / len(period)))
+    return np.tile(period, reps)[: int(seconds * rate)].astype(np.int16)
+
+
+def burst_timing(samples: npt.NDArray[np.int16], rate: int) -> tuple[float, float, int]:
+    """(median burst length, median onset-to-onset period, bursts seen) of the complete
+    bursts in ``samples`` (5 ms envelope above a third of the bursts' level: the 90th
+    percentile, so that one click does not move every edge)."""
+    hop = rate // 200
+    n = len(samples) // hop
+    if n < 4:
+        return 0.0, 0.0, 0
+    x = samples[: n * hop].astype(np.float64).reshape(n, hop)
+    envelope = np.sqrt((x * x).mean(axis=1))
+    loud = envelope > np.percentile(envelope, 90) / 3
+    edges = np.diff(loud.astype(np.int8))
+    rises = np.flatnonzero(edges == 1) + 1
+    falls = np.flatnonzero(edges == -1) + 1
+    if len(rises) == 0:
+        return 0.0, 0.0, 0
+    falls = falls[falls > rises[0]]
+    count = min(len(rises), len(falls))
+    lengths = (falls[:count] - rises[:count]) * hop / rate
+    periods = np.diff(rises) * hop / rate
+    return (
+        float(np.median(lengths)) if count else 0.0,
+        float(np.median(periods)) if len(periods) else 0.0,
+        int(count),
+    )
+
+
+def check_bursts(
+    samples: npt.NDArray[np.int16], rate: int, freq: float, what: str = ""
+) -> tuple[float, float, float]:
+    """Asserts that ``samples`` hold ``freq`` bursts at the right pitch (±1 %) and the right
+    timing (±3 %); returns (frequency, burst length, period) measured."""
+    heard = active(samples)
+    measured = dominant_frequency(heard, rate) if len(heard) else 0.0
+    length, period, count = burst_timing(samples, rate)
+    report = f"{what}: {measured:.1f} Hz (want {freq}), bursts {length:.3f}/{period:.3f} s x{count}"
+    assert abs(measured - freq) <= 0.01 * freq, report
+    assert count >= 2, report
+    assert abs(length - BURST_ON) <= 0.03 * BURST_ON, report
+    assert abs(period - (BURST_ON + BURST_OFF)) <= 0.03 * (BURST_ON + BURST_OFF), report
+    return measured, length, period

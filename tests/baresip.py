@@ -25,12 +25,12 @@ audio_player aufile,/dev/null
 audio_source aufile,{source}
 audio_alert aufile,/dev/null
 audio_channels 1
-audio_srate 8000
+audio_srate {srate}
 jitter_buffer_delay 2-10
 rtp_ports {rtp_start}-{rtp_end}
 module_path /usr/lib/baresip/modules
 module g711.so
-module aufile.so
+{codec_modules}module aufile.so
 module sndfile.so
 module_app account.so
 module_app menu.so
@@ -39,6 +39,9 @@ module_app ctrl_tcp.so
 {extra_modules}ctrl_tcp_listen 127.0.0.1:{ctrl_port}
 snd_path {records}
 """
+
+# baresip's Opus: asks for at most 16 kbit/s (maxaveragebitrate) and for in-band FEC
+OPUS_CONFIG = ("opus_bitrate 16000", "opus_inbandfec yes")
 
 
 def baresip_binary() -> str:
@@ -58,6 +61,8 @@ class Phone:
     ctrl_port: int
     rtp_start: int
     mwi: bool = False  # load baresip's mwi module (subscribes to message-summary)
+    srate: int = 8000  # baresip's audio rate (source file, player, sndfile)
+    modules: tuple[str, ...] = ()  # codec modules beside g711.so, e.g. ("g722.so",)
     events: list[dict[str, Any]] = field(default_factory=list)
     responses: list[dict[str, Any]] = field(default_factory=list)
     proc: asyncio.subprocess.Process | None = None
@@ -82,6 +87,13 @@ class Phone:
                 rtp_start=self.rtp_start,
                 rtp_end=self.rtp_start + 20,
                 extra_modules="module_app mwi.so\n" if self.mwi else "",
+                srate=self.srate,
+                codec_modules="".join(f"module {m}\n" for m in self.modules)
+                + (
+                    "".join(f"{line}\n" for line in OPUS_CONFIG)
+                    if "opus.so" in self.modules
+                    else ""
+                ),
             )
         )
         # The account is added over ctrl_tcp once we listen to events: we then see its

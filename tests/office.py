@@ -28,6 +28,7 @@ USERS = {
     "100": ("Alice Martin", "alice100", "1100"),
     "101": ("Bob Durand", "bob101", "1101"),
     "102": ("Carol Dupont", "carol102", "1102"),
+    "103": ("Dave Caller", "dave103", "1103"),
 }
 
 
@@ -127,19 +128,31 @@ permission = "national"
         answer: str = "auto",
         mwi: bool = False,
         password: str | None = None,
+        codecs: str = "PCMU,PCMA",
+        srate: int = 8000,
+        signal_of: Callable[[int], np.ndarray] | None = None,
     ) -> Phone:
         """A baresip phone registered as ``ext`` (a user's extension, or a device's
-        username with its ``password``) that sends ``tone_hz``."""
+        username with its ``password``) that sends ``tone_hz`` (a file at ``srate``) and
+        offers ``codecs`` (SDP names, e.g. ``G722,PCMU`` or ``opus``); ``signal_of(rate)``
+        replaces the tone."""
         password = password or USERS[ext][1]
         account = (
             f"<sip:{ext}@127.0.0.1:{self.port}>;auth_pass={password};regint=300;"
-            f"answermode={answer};audio_codecs=PCMU,PCMA"
+            f"answermode={answer};audio_codecs={baresip_codecs(codecs)}"
         )
         directory = self.tmp / f"phone-{name}"
         directory.mkdir(parents=True, exist_ok=True)
-        source = directory / f"tone{int(tone_hz)}.wav"
-        soundfile.write(source, sine_mix((tone_hz,), 8000 * 60, 8000, -12), 8000, subtype="PCM_16")
+        source = directory / f"tone{int(tone_hz)}-{srate}.wav"
+        signal = (signal_of or (lambda rate: sine_mix((tone_hz,), rate * 60, rate, -12)))(srate)
+        if "opus" in codecs.lower():  # baresip's Opus is stereo: its source must be too
+            signal = np.stack([signal, signal], axis=1)
+        soundfile.write(source, signal, srate, subtype="PCM_16")
         sip_port = free_port()
+        names = codecs.lower()
+        modules = tuple(
+            module for codec, module in (("g722", "g722.so"), ("opus", "opus.so")) if codec in names
+        )
         return Phone(
             name,
             directory,
@@ -149,11 +162,23 @@ permission = "national"
             free_port(),
             random.randrange(40000, 49000, 2),
             mwi=mwi,
+            srate=srate,
+            modules=modules,
         )
+
+
+BARESIP_CODECS = {"G722": "G722/16000/1", "OPUS": "opus/48000/2"}
+
+
+def baresip_codecs(codecs: str) -> str:
+    """baresip's account syntax: a codec without a rate is taken at 8000 Hz."""
+    return ",".join(BARESIP_CODECS.get(c.strip().upper(), c.strip()) for c in codecs.split(","))
 
 
 def segment(path: Path, start: float, end: float | None = None) -> tuple[np.ndarray, int]:
     audio, rate = soundfile.read(path, dtype="int16")
+    if audio.ndim > 1:  # a stereo recording (baresip's Opus): its mono mix
+        audio = audio.mean(axis=1).astype(np.int16)
     stop = None if end is None else int(end * rate)
     return audio[int(start * rate) : stop], rate
 

@@ -22,15 +22,6 @@ from .test_sipp import sipp
 pytestmark = pytest.mark.interop
 __all__ = ["office"]  # the fixture
 
-CALLER = """
-[[users]]
-extension = "103"
-name = "Dave Caller"
-password = "dave103"
-pin = "1103"
-permission = "national"
-"""
-
 
 def caller(office: Office) -> Phone:
     return office.phone("caller", "103", 1000.0, password="dave103")
@@ -47,15 +38,12 @@ def voicemail_frequency(office: Office, mailbox: str) -> float:
 
 
 async def test_ring_group_rings_members_together_first_answer_wins(office: Office) -> None:
-    office.extra = (
-        CALLER
-        + """
+    office.extra = """
 [[ring_groups]]
 extension = "600"
 name = "Sales"
 steps = [ { targets = ["100", "101", "102"], ring_seconds = 20 } ]
 """
-    )
     office.start()
     dave = caller(office)
     members = [
@@ -89,9 +77,7 @@ async def test_ring_group_steps_follow_their_ring_times_then_voicemail(
     """Sequential steps, the caller hearing music while they ring, then voicemail."""
     music = builtin_music(8000)
     soundfile.write(tmp_path / "moh.wav", music, 8000, subtype="PCM_16")
-    office.extra = (
-        CALLER
-        + f"""
+    office.extra = f"""
 [hold_music]
 default = "{tmp_path / "moh.wav"}"
 
@@ -102,7 +88,6 @@ steps = [ {{ targets = ["101"], ring_seconds = 5 }}, {{ targets = ["102"], ring_
 no_answer = "voicemail:100"
 caller_hears = "music"
 """
-    )
     office.start()
     dave = caller(office)
     bob = office.phone("bob", "101", 800.0, answer="manual")
@@ -136,9 +121,7 @@ async def test_ring_group_external_step_only_when_the_group_may_call_out(
     from .netutil import free_port
 
     provider_port = free_port()
-    office.extra = (
-        CALLER
-        + f"""
+    office.extra = f"""
 [[trunks]]
 name = "provider"
 proxy = "sip:127.0.0.1:{provider_port}"
@@ -154,7 +137,6 @@ name = "Mobile"
 permission = "national"
 steps = [ {{ targets = ["0123456789"], ring_seconds = 5 }} ]
 """
-    )
     office.start()
     provider = await asyncio.create_subprocess_exec(
         sipp(),

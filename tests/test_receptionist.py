@@ -22,7 +22,7 @@ from .audio import best_correlation
 from .baresip import Phone
 from .netutil import daemon, free_port
 from .office import Office, segment
-from .test_features import CALLER, caller
+from .test_features import caller
 from .test_pbx import frequency, started, stop_all
 
 pytestmark = pytest.mark.interop
@@ -86,7 +86,7 @@ class Reception:
 
 @pytest.fixture
 async def reception(tmp_path: Path) -> AsyncIterator[Reception]:
-    office = Office(tmp_path, extra=CALLER + RECEPTIONIST)
+    office = Office(tmp_path, extra=RECEPTIONIST)
     pbx = await office.start_inprocess(wallclock=lambda: OPEN)
     r = Reception(office, pbx)
     await started(*r.phones)
@@ -127,7 +127,7 @@ async def test_the_caller_hears_the_rendered_greeting(reception: Reception) -> N
 
 
 async def test_after_hours_the_after_hours_menu_answers(tmp_path: Path) -> None:
-    office = Office(tmp_path, extra=CALLER + RECEPTIONIST)
+    office = Office(tmp_path, extra=RECEPTIONIST)
     pbx = await office.start_inprocess(wallclock=lambda: CLOSED_AT)
     r = Reception(office, pbx)
     await started(*r.phones)

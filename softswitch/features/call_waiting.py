@@ -30,7 +30,6 @@ class WithTone(Source):
 
     def __init__(self, inner: Source, cycle: Samples, start: int) -> None:
         self.inner = inner
-        self.rate = inner.rate
         self.cycle = cycle.astype(np.int32)
         self.start = start
 

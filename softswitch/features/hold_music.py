@@ -1,8 +1,9 @@
 """Music on hold: one shared stream per slot (file or the built-in tune).
 
-A slot is decoded once at start (files are checked at config load: WAV/MP3, ≤ 5 MB) and
-played by one :class:`SharedPlayer`: a thousand held callers cost one frame and one
-encoding per codec per tick.
+A slot is decoded once per audio rate that listeners need (8 kHz for G.711, 16 kHz for
+G.722 and Opus: wideband phones get the file at 16 kHz, not an upsampled 8 kHz copy; files
+are checked at config load: WAV/MP3, ≤ 5 MB) and played by one shared player per rate: a
+thousand held callers cost one frame and one encoding per codec per tick.
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ class HoldMusic:
         path = self.slots.get(slot)
         if path is None:
             return self.engine.shared("moh:default", builtin_music)
-        return self.engine.shared(f"moh:{slot}", lambda: load_audio(path))
+        return self.engine.shared(f"moh:{slot}", lambda rate: load_audio(path, rate))
 
 
 class HoldMusicFeature(BaseFeature):

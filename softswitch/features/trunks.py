@@ -17,6 +17,7 @@ from collections.abc import Iterable, Mapping
 
 import sip
 
+from .. import codec_policy
 from ..calls import Party
 from ..config import Trunk, User
 from ..dialplan import classify, permitted
@@ -143,5 +144,6 @@ class Trunks(BaseFeature):
                 from_=sip.NameAddr(sip.URI("sip", shown, host=domain)),
                 credentials=credentials,
                 label=f"trunk:{target.value}",
+                codecs=codec_policy.preference(self.config, trunk=trunk),
             )
         ]

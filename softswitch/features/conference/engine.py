@@ -15,6 +15,11 @@ probation and silence from the old one; other packets are counted and dropped. E
 3. every leg gets one packet: its own prompt, the waiting music, its N-1 mix if it talks,
    or the room's shared mix encoded once per codec.
 
+Each leg works at its codec's audio rate (8 kHz G.711, 16 kHz G.722 and Opus; the RTP
+clock, 8000 for G.722 and 48000 for Opus, only steps the timestamps): wideband legs put
+16 kHz frames into their room's mixer and hear its 16 kHz mix (media.mixer), prompts and
+waiting music are made at the rate of the leg that hears them.
+
 RTCP is received on port+1 and dropped (the port exists so peers get no ICMP errors).
 """
 
@@ -71,19 +76,21 @@ class ConfLeg:
         self.ssrc = secrets.randbits(32)
         self.seq = secrets.randbits(16)
         self.ts = secrets.randbits(32)
-        self.step = self.codec.rtp_clock * stream.ptime // 1000
+        self.step = self.codec.rtp_ticks(stream.ptime)
+        self.rate = self.codec.sample_rate
+        self.samples = self.rate // 50  # one 20 ms tick of audio
         self.rx: deque[bytes] = deque(maxlen=RX_QUEUE)
         self.dtmf: asyncio.Queue[str] = asyncio.Queue(maxsize=64)
         self.on_digit: Callable[[str], None] | None = None
         self._rfc4733 = DtmfReceiver()
-        self._inband = (
-            DtmfDetector() if self.dtmf_pt is None and self.codec.sample_rate == 8000 else None
+        self._inband = DtmfDetector() if self.dtmf_pt is None else None
+        # the detector's filters are set for 8 kHz: a wideband caller's keys go through this
+        self._detect_at_8k = (
+            StreamResampler(self.rate, 8000) if self._inband and self.rate != 8000 else None
         )
-        self.encoder = self.codec.encoder()
+        self.options = codecs.Options.from_fmtp(stream.remote_fmtp)
+        self.encoder = self.codec.encoder(self.options)
         self.decoder = self.codec.decoder()
-        # wideband legs join 8 kHz rooms through resamplers, one per direction
-        self._down = StreamResampler(16000, 8000) if self.codec.sample_rate != 8000 else None
-        self._up = StreamResampler(8000, 16000) if self.codec.sample_rate != 8000 else None
         self.frame_in: Samples | None = None
         self.player: Player | None = None
         self._played: asyncio.Event | None = None
@@ -110,9 +117,9 @@ class ConfLeg:
     # -- prompts (ivr.Channel) ------------------------------------------------------------
 
     def play(self, samples: Samples, *, interruptible: bool = False) -> asyncio.Event:
-        """Play ``samples`` (8 kHz) to this leg only, instead of the room."""
+        """Play ``samples`` (at this leg's rate) to this leg only, instead of the room."""
         self._stop_prompt()  # the previous prompt is cut short
-        self.player = Player(samples, 160, loop=False)
+        self.player = Player(samples, self.samples, loop=False)
         self._played = asyncio.Event()
         self._barge_in = interruptible
         return self._played
@@ -128,33 +135,37 @@ class ConfLeg:
     async def play_prompt(self, name: str, *, interruptible: bool = False) -> None:
         if interruptible and not self.dtmf.empty():
             return  # the caller typed ahead
-        await self.play(self.engine.prompt(name), interruptible=interruptible).wait()
+        await self.play(self.engine.prompt(name, self.rate), interruptible=interruptible).wait()
 
     async def play_file(self, path: Path) -> None:
-        await self.play_samples(load_audio(path, 8000))
+        await self.play_samples(load_audio(path, self.rate))
 
     def say(self, *names: str) -> None:
         """Queue several prompts as one (does not wait)."""
-        self.play(np.concatenate([self.engine.prompt(n) for n in names]))
+        self.play(np.concatenate([self.engine.prompt(n, self.rate) for n in names]))
 
     # -- per tick ---------------------------------------------------------------------------
 
-    def decode_one(self, payload: bytes) -> Samples:
-        frame = self.decoder.decode(payload)
-        if self._down is not None:
-            frame = self._down.process(frame)
-        return frame if len(frame) == 160 else np.resize(frame, 160)
+    def decode_one(self, payload: bytes) -> Samples | None:
+        """This caller's frame at its rate (None: a payload its decoder refused)."""
+        try:
+            frame = self.decoder.decode(payload)
+        except codecs.CodecError:
+            self.engine.stats["malformed"] += 1
+            return None
+        return frame if len(frame) == self.samples else np.resize(frame, self.samples)
 
     def heard(self, frame: Samples) -> None:
-        """A decoded 8 kHz frame from this caller (for in-band DTMF)."""
+        """A decoded frame from this caller, at its rate (and in-band DTMF)."""
         self.frame_in = frame
         if self._inband is not None:
+            if self._detect_at_8k is not None:
+                frame = self._detect_at_8k.process(frame)
             for d in self._inband.feed(frame):
                 self.digit(d)
 
     def encode(self, frame: Samples) -> bytes:
-        if self._up is not None:
-            frame = self._up.process(frame)
+        """``frame`` (at this leg's rate) in this leg's codec."""
         return self.encoder.encode(frame)
 
     def next_prompt_frame(self) -> Samples | None:
@@ -177,7 +188,7 @@ class ConferenceEngine:
         ports: PortAllocator,
         *,
         capacity: int = 2000,
-        hold_music: Callable[[], Samples] | None = None,
+        hold_music: Callable[[int], Samples] | None = None,
     ) -> None:
         self.clock = clock
         self.host = host
@@ -185,10 +196,12 @@ class ConferenceEngine:
         self.legs: list[ConfLeg] = []
         self.by_addr: dict[Address, ConfLeg] = {}
         self.rooms: dict[str, object] = {}
-        self._prompts: dict[str, Samples] = {}
+        self._prompts: dict[tuple[str, int], Samples] = {}
         self._silence: dict[str, bytes] = {}
-        # waiting music: one frame and one encoding per codec per tick, for every listener
-        self._hold = SharedPlayer(Player(hold_music(), 160, loop=True)) if hold_music else None
+        # waiting music: one player per rate (``hold_music(rate)`` makes its audio), one
+        # frame and one encoding per stateless codec per tick, for every listener
+        self._hold_music = hold_music
+        self._hold: dict[int, SharedPlayer] = {}
         self.stats = {"received": 0, "sent": 0, "malformed": 0, "strays": 0, "dropped": 0}
         self.stats.update({f"strays_{reason}": 0 for reason in REASONS})
         self.by_ip: dict[str, list[ConfLeg]] = {}  # legs by the IPs signalling named
@@ -306,10 +319,10 @@ class ConferenceEngine:
             if self.on_rejected_source is not None:
                 self.on_rejected_source(source, reason)
 
-    def prompt(self, name: str) -> Samples:
-        samples = self._prompts.get(name)
+    def prompt(self, name: str, rate: int = 8000) -> Samples:
+        samples = self._prompts.get((name, rate))
         if samples is None:
-            samples = self._prompts[name] = load_audio(SOUNDS / f"{name}.flac", 8000)
+            samples = self._prompts[name, rate] = load_audio(SOUNDS / f"{name}.flac", rate)
         return samples
 
     # -- the tick -------------------------------------------------------------------------
@@ -391,7 +404,10 @@ class ConferenceEngine:
                     alaw.append(leg)
                     alaw_data.append(payload)
             else:
-                leg.heard(leg.decode_one(payload))
+                frame = leg.decode_one(payload)
+                leg.frame_in = None
+                if frame is not None:
+                    leg.heard(frame)
         for legs, data, table in (
             (ulaw, ulaw_data, g711.ULAW_DECODE),
             (alaw, alaw_data, g711.ALAW_DECODE),
@@ -403,19 +419,24 @@ class ConferenceEngine:
                 leg.heard(frames[i])
 
     def _hold_payload(self, leg: ConfLeg, tick: int) -> bytes:
-        if self._hold is None:
+        if self._hold_music is None:
             return self._silence_payload(leg)
-        frame = self._hold.advance(tick)
+        shared = self._hold.get(leg.rate)
+        if shared is None:
+            music = self._hold_music(leg.rate)
+            shared = self._hold[leg.rate] = SharedPlayer(Player(music, leg.samples, loop=True))
+        frame = shared.advance(tick)
         if not leg.codec.stateless:
-            return leg.encode(frame)  # G.722 keeps state per leg
-        return self._hold.encoded(leg.codec)
+            return leg.encode(frame)  # G.722 and Opus keep state per leg
+        return shared.encoded(leg.codec)
 
     def _silence_payload(self, leg: ConfLeg) -> bytes:
+        silence = np.zeros(leg.samples, np.int16)
         if not leg.codec.stateless:
-            return leg.encode(np.zeros(160, np.int16))
+            return leg.encode(silence)
         payload = self._silence.get(leg.codec.name)
         if payload is None:
-            payload = self._silence[leg.codec.name] = leg.encoder.encode(np.zeros(160, np.int16))
+            payload = self._silence[leg.codec.name] = leg.encoder.encode(silence)
         return payload
 
     def _send(self, tick: int) -> None:

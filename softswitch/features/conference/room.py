@@ -21,6 +21,7 @@ import numpy as np
 import numpy.typing as npt
 
 from media.audio import Player, Recorder
+from media.codecs import Encoder
 from media.mixer import Mixer, MixOutput
 from media.tones import sine_mix
 
@@ -31,8 +32,15 @@ from .keypad import COMMANDS, Pressed, allowed
 log = logging.getLogger(__name__)
 Samples = npt.NDArray[np.int16]
 
-ENTRY_TONE = np.concatenate([sine_mix((1400.0,), 1200, 8000, -12), np.zeros(400, np.int16)])
-EXIT_TONE = np.concatenate([sine_mix((700.0,), 1200, 8000, -12), np.zeros(400, np.int16)])
+
+def _beep(freq: float, rate: int) -> Samples:
+    """150 ms of ``freq`` and 50 ms of silence, at ``rate``."""
+    on = rate * 150 // 1000
+    return np.concatenate([sine_mix((freq,), on, rate, -12), np.zeros(on // 3, np.int16)])
+
+
+ENTRY_TONE, EXIT_TONE = _beep(1400.0, 8000), _beep(700.0, 8000)
+TONES = {rate: (_beep(1400.0, rate), _beep(700.0, rate)) for rate in (8000, 16000)}
 
 
 class Room:
@@ -62,8 +70,8 @@ class Room:
         self.output: MixOutput | None = None
         self.ended = False
         self.on_end = on_end
-        self._overlay: list[Player] = []
-        self._encoders: dict[str, object] = {}
+        self._overlay: list[tuple[Player, Player]] = []  # (8 kHz, 16 kHz) of one tone
+        self._encoders: dict[str, Encoder] = {}
 
     @property
     def size(self) -> int:
@@ -90,7 +98,9 @@ class Room:
 
     def _enter(self, leg: ConfLeg) -> None:
         leg.waiting = False
-        leg.mixer_row = self.mixer.add(talk=self._can_talk(leg), listen=True)
+        leg.mixer_row = self.mixer.add(
+            talk=self._can_talk(leg), listen=True, wide=leg.rate != self.mixer.rate
+        )
         self.members.append(leg)
         if leg.host:
             self.hosts += 1
@@ -98,7 +108,7 @@ class Room:
             for other in waiting:
                 self._enter(other)
         if self.tones in (2, 4):
-            self._overlay.append(Player(ENTRY_TONE, 160, loop=False))
+            self._overlay.append(self._tone(0))
         log.info(
             "event=conference_join room=%s host=%s members=%d",
             self.owner,
@@ -116,12 +126,19 @@ class Room:
             if leg.host:
                 self.hosts -= 1
             if self.tones in (3, 4):
-                self._overlay.append(Player(EXIT_TONE, 160, loop=False))
+                self._overlay.append(self._tone(1))
         leg.room = None
         leg.mixer_row = None
         host_gone = leg.host and self.hosts == 0 and self.end_with_host
         if host_gone or (not self.members and not self.waiting):
             self.end()
+
+    @staticmethod
+    def _tone(which: int) -> tuple[Player, Player]:
+        return (
+            Player(TONES[8000][which], 160, loop=False),
+            Player(TONES[16000][which], 320, loop=False),
+        )
 
     def end(self) -> None:
         if self.ended:
@@ -229,20 +246,25 @@ class Room:
         for leg in self.members:
             frame = leg.frame_in
             if frame is not None and leg.mixer_row is not None:
-                mixer.inputs[leg.mixer_row] = frame
-                mixer.has_input[leg.mixer_row] = True
+                mixer.put(leg.mixer_row, frame)
         out = mixer.mix()
         if self._overlay:
             tone = np.zeros(160, np.float32)
-            for player in list(self._overlay):
-                tone += player.read()
-                if player.done:
-                    self._overlay.remove(player)
-            out.full = np.clip(out.full + tone, -32768, 32767).astype(np.int16)
+            tone_wide = np.zeros(320, np.float32)
+            for pair in list(self._overlay):
+                tone += pair[0].read()
+                tone_wide += pair[1].read()
+                if pair[0].done:
+                    self._overlay.remove(pair)
+            out.full = _clip(out.full + tone)
             if len(out.minus_one):
-                out.minus_one = np.clip(out.minus_one + tone, -32768, 32767).astype(np.int16)
+                out.minus_one = _clip(out.minus_one + tone)
+            if out.full_wide is not None:
+                out.full_wide = _clip(out.full_wide + tone_wide)
+            if out.minus_one_wide is not None and len(out.minus_one_wide):
+                out.minus_one_wide = _clip(out.minus_one_wide + tone_wide)
         if self.recorder is not None:
-            self.recorder.write(out.full)
+            self.recorder.write(out.full_for(self.recorder.rate))
         self.output = out
 
     def payload_for(self, leg: ConfLeg) -> bytes | None:
@@ -253,11 +275,19 @@ class Room:
         if out.is_talker(leg.mixer_row):
             return leg.encode(out.frame_for(leg.mixer_row))
         if not codec.stateless:
-            return leg.encode(out.full)
-        encoder = self._encoders.get(codec.name)
+            # G.722 and Opus keep their own encoder: the phone's decoder follows its state,
+            # and a talker moving between its N-1 stream and a shared one would be garbled
+            return leg.encode(out.full_for(leg.rate))
+        # everyone else of a stateless codec hears the same mix: one encoding per codec
+        key = codec.name
+        encoder = self._encoders.get(key)
         if encoder is None:
-            encoder = self._encoders[codec.name] = codec.encoder()
-        return out.shared_payload(codec, encoder)  # type: ignore[arg-type]
+            encoder = self._encoders[key] = codec.encoder()
+        return out.shared_payload(codec, encoder, key)
+
+
+def _clip(x: npt.NDArray[np.float32]) -> npt.NDArray[np.int16]:
+    return np.asarray(np.clip(x, -32768, 32767), dtype=np.int16)
 
 
 __all__ = ["COMMANDS", "Room"]

@@ -14,9 +14,13 @@ import contextlib
 import logging
 from collections.abc import Mapping
 
+import numpy as np
+import numpy.typing as npt
+
 import sip
 from ivr.digits import collect_digits
 
+from ... import codec_policy
 from ...feature import BaseFeature, Dial, Done, Failed, Handler, Outcome
 from ...services import Services
 from ..hold_music import builtin_music
@@ -26,7 +30,8 @@ from .keypad import KeypadParser, Pressed
 from .room import Room
 
 log = logging.getLogger(__name__)
-CODECS = (sip.PCMU, sip.PCMA, sip.G722)
+Samples = npt.NDArray[np.int16]
+CODECS = (sip.PCMU, sip.PCMA, sip.G722, codec_policy.OPUS_SDP)
 
 
 class Conference(BaseFeature):
@@ -73,20 +78,21 @@ class ConferenceService:
         host = listener.host if listener.host not in ("0.0.0.0", "::") else "0.0.0.0"
         slots = svc.config.hold_music
 
-        def music() -> object:
+        def music(rate: int) -> Samples:
             from media.audio import load_audio
 
             path = slots.get("default")
-            return load_audio(path) if path else builtin_music()
+            return load_audio(path, rate) if path else builtin_music(rate)
 
         self.engine = ConferenceEngine(
             svc.clock,
             host,
             svc.ports,
             capacity=self.settings.max_legs_total,
-            hold_music=music,  # type: ignore[arg-type]
+            hold_music=music,
         )
         self.engine.on_rejected_source = svc.report_rtp(None)
+        self.codecs = codec_policy.preference(svc.config)
         self.codes = Codes(svc.config.users, svc.data_dir)
         self.rooms: dict[str, Room] = {}
         log.info(
@@ -141,7 +147,8 @@ class ConferenceService:
             call.reject(503, "Service Unavailable (conference bridge full)")
             return
         host = self.svc.ua.local_host(call.incoming.source)
-        answer, stream = sip.answer(offer, host, self.engine.port, CODECS)
+        chosen = codec_policy.answer_codecs(self.codecs, offer)
+        answer, stream = sip.answer(offer, host, self.engine.port, chosen)
         if stream is None:
             call.reject(488)
             return
@@ -162,7 +169,8 @@ class ConferenceService:
         if not request.body:
             return None
         offer = sip.parse_sdp(request.body)
-        answer, stream = sip.answer(offer, self.engine.host, self.engine.port, CODECS)
+        chosen = codec_policy.answer_codecs(self.codecs, offer, leg.codec.name)
+        answer, stream = sip.answer(offer, self.engine.host, self.engine.port, chosen)
         if stream is None:
             raise sip.RequestRefused(488)
         leg.sending = stream.sends  # a phone that holds us gets nothing until it resumes
