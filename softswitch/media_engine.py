@@ -57,6 +57,11 @@ class Source:
     def payload(self, leg: MediaLeg, tick: int) -> bytes | None:
         return None
 
+    def samples(self, leg: MediaLeg, tick: int) -> Samples | None:
+        """This tick's audio as samples even where :meth:`payload` would relay it (for
+        what mixes something over a source, such as the call-waiting tone)."""
+        return self.frame(leg, tick)
+
 
 class _Converter:
     """A stream resampler that follows the rates it is asked for (a re-INVITE may change
@@ -97,6 +102,9 @@ class LegSource(Source):
     def frame(self, leg: MediaLeg, tick: int) -> Samples | None:
         if self.relays(leg):
             return None  # nothing to relay this tick: the phone conceals the gap itself
+        return self.samples(leg, tick)
+
+    def samples(self, leg: MediaLeg, tick: int) -> Samples | None:
         return self._converter.convert(self.other.frame_in, self.other.rate, leg.rate)
 
 
