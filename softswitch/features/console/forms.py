@@ -105,7 +105,7 @@ def user_patch(form: FormData) -> dict[str, Any]:
                 "action": action or "",
             }
         )
-    return {
+    patch = {
         "extension": text(form, "extension"),
         "name": text(form, "name"),
         "password": text(form, "password"),
@@ -124,6 +124,12 @@ def user_patch(form: FormData) -> dict[str, Any]:
         "rules": rules or None,
         "blocked": words(text(form, "blocked")) or None,
     }
+    return keep_key(patch, "extension")
+
+
+def keep_key(patch: dict[str, Any], key: str) -> dict[str, Any]:
+    """A key the form left out is not a change (a merge patch would remove it)."""
+    return patch if patch.get(key) is not None else {k: v for k, v in patch.items() if k != key}
 
 
 def user_rows(user: User | None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -168,7 +174,7 @@ def group_form(group: RingGroup | None) -> dict[str, Any]:
 def ivr_patch(form: FormData) -> dict[str, Any]:
     """The main menu's fields (sub-menus, after-hours and rules are kept as they are)."""
     keys = {k: v for k in KEYS if (v := text(form, f"key_{k}")) is not None}
-    return {
+    patch = {
         "extension": text(form, "extension"),
         "name": text(form, "name"),
         "greeting": text(form, "greeting"),
@@ -179,6 +185,7 @@ def ivr_patch(form: FormData) -> dict[str, Any]:
         "retries": number(form, "retries"),
         "dial_by": text(form, "dial_by"),
     }
+    return keep_key(patch, "extension")
 
 
 def ivr_keys_patch(old: Receptionist | None, new: dict[str, Any]) -> dict[str, Any]:
