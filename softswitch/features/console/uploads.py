@@ -27,6 +27,9 @@ from media.audio import MAX_AUDIO_FILE, AudioFileError, load_audio
 from ...private_files import private_dir
 
 FORM_OVERHEAD = 64 * 1024  # the multipart framing and the other fields of an upload form
+# what is read (and dropped) of a refused body before answering, so that a browser sees the
+# answer instead of a reset connection; a longer body has its connection closed
+DRAIN_LIMIT = 64 * 1024 * 1024
 SUFFIXES = {".wav", ".mp3", ".flac", ".ogg"}
 MB = 1024 * 1024
 
@@ -69,16 +72,32 @@ def _declared_length(request: Request) -> int | None:
         raise UploadError("bad Content-Length") from None
 
 
+async def _drain(receive: Receive) -> None:
+    """Read what is left of a refused body, keeping none of it (up to DRAIN_LIMIT)."""
+    seen = 0
+    while seen <= DRAIN_LIMIT:
+        message = await receive()
+        if message["type"] != "http.request":
+            return
+        seen += len(message.get("body", b""))
+        if not message.get("more_body", False):
+            return
+    raise UploadError("the upload is far too large", 413)
+
+
 async def read_form(request: Request, limit: int = MAX_AUDIO_FILE) -> FormData:
     """The multipart form of ``request``, its body at most ``limit`` + the framing."""
     total = limit + FORM_OVERHEAD
     declared = _declared_length(request)
     if declared is not None and declared > total:
+        await _drain(request.receive)
         raise too_large(limit)
     bounded = Request(request.scope, bounded_receive(request.receive, total))
     try:
         return await bounded.form(max_files=1, max_fields=32, max_part_size=64 * 1024)
-    except UploadError:
+    except UploadError as exc:
+        if exc.status == 413:
+            await _drain(request.receive)
         raise
     except Exception as exc:  # the multipart parser's own refusals
         raise UploadError(f"the form could not be read ({exc})") from None
