@@ -310,8 +310,11 @@ class CallHistory(BaseFeature, CallListener):
         call = self.calls.get(dial.party)
         if call is None:
             return
+        target = dial.target
+        if kind == "voicemail" and not target and dial.on_behalf is not None:
+            target = dial.on_behalf.extension  # "voicemail": the forwarding user's own box
         if len(call.chain) < MAX_CHAIN:
-            call.chain.append(dial.target if kind == "number" else f"{kind}:{dial.target}")
+            call.chain.append(target if kind == "number" else f"{kind}:{target}")
         call.last_kind = kind
 
     def answered(self, party: Party) -> None:
