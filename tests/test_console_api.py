@@ -5,7 +5,9 @@ their own user."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import signal
 import tomllib
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -17,6 +19,9 @@ from softswitch.config import ConfigError
 from softswitch.control import reload
 
 from .console import Running, login, make_token, office_text, start
+from .netutil import free_port
+from .office import Office
+from .test_cli import softswitch
 
 
 @pytest.fixture
@@ -240,3 +245,39 @@ async def test_reload_applies_a_hand_edited_file_and_refuses_an_invalid_one(
     assert office.pbx.config is running and "600" in office.pbx.registry.numbers
     with pytest.raises(ConfigError, match="targets"):
         office.file.load()
+
+
+@pytest.mark.interop
+async def test_softswitch_reload_and_sighup_apply_the_file_or_refuse_it(tmp_path: Path) -> None:
+    office = Office(tmp_path)
+    office.extra = f'\n[console]\nlisten = "127.0.0.1:{free_port()}"\n'
+    proc = office.start()
+    url = proc.wait_for(r"web console (http://\S+)").group(1)
+    password = proc.wait_for(r"console login: admin / (\S+)").group(1)
+    path = office.config_path
+    try:
+        async with httpx.AsyncClient(base_url=url) as client:
+            token = await make_token(client, await login(client, "admin", password))
+        group = '[[ring_groups]]\nextension = "600"\nname = "Sales"\n'
+        group += 'steps = [ { targets = ["100"] } ]\n'
+        path.write_text(path.read_text() + "\n" + group)
+        done = softswitch("reload", "--config", str(path))
+        assert done.returncode == 0 and "applied" in done.stdout, done.stderr
+        async with httpx.AsyncClient(
+            base_url=url + "api", headers={"Authorization": f"Bearer {token}"}
+        ) as client:
+            assert (await client.get("/ring_groups/600")).json()["name"] == "Sales"
+            path.write_text(path.read_text().replace('name = "Sales"', 'name = ""'))
+            refused = softswitch("reload", "--config", str(path))
+            assert refused.returncode == 1
+            assert "ring_groups[0].name: String should have at least 1 character" in refused.stderr
+            assert (await client.get("/ring_groups/600")).json()["name"] == "Sales"  # kept
+            path.write_text(path.read_text().replace('name = ""', 'name = "Sales desk"'))
+            proc.proc.send_signal(signal.SIGHUP)
+            for _ in range(50):
+                if (await client.get("/ring_groups/600")).json()["name"] == "Sales desk":
+                    break
+                await asyncio.sleep(0.1)
+            assert (await client.get("/ring_groups/600")).json()["name"] == "Sales desk"
+    finally:
+        office.stop()
