@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import subprocess
 import tomllib
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -281,3 +282,31 @@ async def test_softswitch_reload_and_sighup_apply_the_file_or_refuse_it(tmp_path
             assert (await client.get("/ring_groups/600")).json()["name"] == "Sales desk"
     finally:
         office.stop()
+
+
+async def test_https_with_a_configured_certificate(tmp_path: Path) -> None:
+    made = subprocess.run(
+        [
+            *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"),
+            *("-subj", "/CN=127.0.0.1", "-keyout", "console.key", "-out", "console.crt"),
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+    )
+    assert made.returncode == 0, made.stderr
+    path = tmp_path / "office.toml"
+    path.write_text(office_text(tmp_path, 'certificate = "console.crt"\nkey = "console.key"'))
+    running = await start(path)
+    try:
+        assert running.url.startswith("https://127.0.0.1:")
+        password = admin_password(running)
+        async with httpx.AsyncClient(base_url=running.url, verify=False) as client:
+            answer = await client.post("/login", data={"name": "admin", "password": password})
+            cookie = answer.headers["set-cookie"]
+            assert answer.status_code == 303 and "Secure" in cookie and "HttpOnly" in cookie
+            assert answer.headers["strict-transport-security"].startswith("max-age=")
+        with pytest.raises(httpx.HTTPError):  # no plain HTTP on that port
+            async with httpx.AsyncClient() as plain:
+                await plain.get(running.url.replace("https://", "http://") + "login")
+    finally:
+        await running.pbx.stop()
