@@ -44,6 +44,7 @@ class WithTone(Source):
 
 class CallWaiting(BaseFeature, CallListener):
     name = "call_waiting"
+    state = ("waiting",)
     section = "call_waiting"
     config_model = CallWaitingSettings
 
