@@ -59,6 +59,8 @@ class LegSource(Source):
         self._resampler: StreamResampler | None = None
 
     def frame(self, leg: MediaLeg, tick: int) -> Samples | None:
+        if not self.other.heard:
+            return None  # a relay: nothing came from the other party, nothing goes out
         frame = self.other.frame_in
         if self.other.rate != leg.rate:
             if self._resampler is None:
@@ -103,6 +105,7 @@ class MediaLeg:
         self.codec: codecs.Codec | None = None
         self.rate = 8000
         self.frame_in: Samples = np.zeros(160, dtype=np.int16)
+        self.heard = False  # frame_in came from the peer this tick (or conceals a loss)
         self.source: Source | None = None
         self.sending = True  # False while the peer holds us (sendonly/inactive from it)
         self.taps: list[Callable[[Samples], None]] = []
@@ -187,7 +190,11 @@ class MediaLeg:
     def receive(self) -> None:
         if self.stream is None:
             return
+        if not self.session.counters.received and not self.taps:
+            self.heard = False  # nothing ever came (an idle leg costs next to nothing)
+            return
         self.frame_in = frame = self.stream.read()
+        self.heard = frame is not self.stream.silence
         if self.listen_dtmf and self._inband and frame is not self.stream.silence:
             if self._detector is None:
                 self._detector = DtmfDetector()
@@ -221,7 +228,10 @@ class MediaLeg:
             stream.write(frame)
             return
         if frame is None:
-            self.session.skip()
+            if self.session.dtmf_sender.active:  # a relayed RFC 4733 key still goes out
+                stream.write(stream.silence)
+            else:
+                self.session.skip()
             return
         if source.rate != self.rate:
             frame = self.engine.resample_shared(source, frame, self.rate, tick)
