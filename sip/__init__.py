@@ -84,6 +84,7 @@ __all__ = [
 from .call import Call, CallState, IncomingCall, OutgoingCall, RequestRefused
 from .connections import ConnectionLimits
 from .dialog import Dialog
+from .overload import OverloadControl, OverloadSettings
 from .registration import Registration, RegistrationFailed
 from .security import SecurityLog
 from .subscription import ServerSubscription, Subscription
@@ -98,6 +99,8 @@ __all__ += [
     "IncomingCall",
     "IncomingRequest",
     "OutgoingCall",
+    "OverloadControl",
+    "OverloadSettings",
     "Registration",
     "RegistrationFailed",
     "RequestFailed",

@@ -17,7 +17,10 @@ import asyncio
 import contextlib
 import logging
 import os
+import socket
 import ssl
+import struct
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -35,6 +38,7 @@ KEEPALIVES = (b"\r\n", b"\r\n\r\n", b"\x00\x00\x00\x00")
 MAX_CONNECTIONS = ConnectionLimits().max_connections
 # SOFTSWITCH_SIP_TRACE=1 logs whole messages at debug level, not just their first line.
 _FULL_TRACE = os.environ.get("SOFTSWITCH_SIP_TRACE") == "1"
+_MEMINFO = sys.platform == "linux"  # SO_MEMINFO (55): the socket's queued bytes
 
 
 def _trace(data: bytes) -> str:
@@ -291,6 +295,20 @@ class TransportLayer:
         self.listeners.append(listener)
         log.info("event=listening transport=%s host=%s port=%d", transport, bind, listener.port)
         return listener
+
+    def backlog(self) -> int:
+        """Bytes received but not read yet in the UDP sockets (Linux SO_MEMINFO; 0
+        where unsupported): what a saturated event loop leaves in the kernel."""
+        total = 0
+        for listener in self.listeners:
+            if listener._udp is None or not _MEMINFO:
+                continue
+            sock = listener._udp.get_extra_info("socket")
+            try:
+                total += struct.unpack_from("I", sock.getsockopt(socket.SOL_SOCKET, 55, 36))[0]
+            except OSError:
+                return 0
+        return total
 
     def listener_for(self, destination: Address) -> Listener:
         """The listener whose transport and address family fit ``destination``."""
