@@ -23,6 +23,7 @@ import sip
 from media.clock import MediaClock
 from rtp import PortAllocator
 
+from .binding_store import SqliteBindingStore
 from .calls import Party
 from .config import Config, Trunk, User
 from .devices import DeviceEndpoint, Devices, UserEndpoint
@@ -55,6 +56,7 @@ class Pbx:
         self.registrar = Registrar(
             min_expires=server.registration_min_expires,
             max_expires=server.registration_max_expires,
+            store=SqliteBindingStore(self.data_dir / "registrations.sqlite"),
         )
         self.clock = MediaClock()
         self.ports = PortAllocator(*server.rtp_ports)
@@ -136,6 +138,7 @@ class Pbx:
         ua.handlers["SUBSCRIBE"] = self.on_subscribe
         ua.on_invite = self.on_invite
         await ua.start()
+        self.devices.restore()  # registrations from before a restart, each checked
         self.clock.start()
         for feature in self.registry.features:
             await feature.start(self.svc)
@@ -163,6 +166,8 @@ class Pbx:
         await self.ua.close()  # BYE to every established call
         await self.clock.stop()
         self.engine.close()
+        if self.registrar.store is not None:
+            self.registrar.store.close()
         log.info("event=stopped")
 
     def spawn(self, coro: Awaitable[Any]) -> asyncio.Task[Any]:
