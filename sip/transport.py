@@ -296,19 +296,21 @@ class TransportLayer:
         log.info("event=listening transport=%s host=%s port=%d", transport, bind, listener.port)
         return listener
 
-    def backlog(self) -> int:
-        """Bytes received but not read yet in the UDP sockets (Linux SO_MEMINFO; 0
-        where unsupported): what a saturated event loop leaves in the kernel."""
-        total = 0
+    def backlog(self) -> float:
+        """How full the fullest UDP socket's receive buffer is, 0..1 (Linux SO_MEMINFO:
+        bytes queued over the buffer size; 0 where unsupported): what a saturated event
+        loop leaves in the kernel."""
+        fullest = 0.0
         for listener in self.listeners:
             if listener._udp is None or not _MEMINFO:
                 continue
             sock = listener._udp.get_extra_info("socket")
             try:
-                total += struct.unpack_from("I", sock.getsockopt(socket.SOL_SOCKET, 55, 36))[0]
+                queued, size = struct.unpack_from("II", sock.getsockopt(socket.SOL_SOCKET, 55, 36))
             except OSError:
-                return 0
-        return total
+                return 0.0
+            fullest = max(fullest, queued / size if size else 0.0)
+        return fullest
 
     def listener_for(self, destination: Address) -> Listener:
         """The listener whose transport and address family fit ``destination``."""

@@ -618,9 +618,9 @@ class UserAgent:
         change = control.observe(now - self._probe_due, len(self.ringing), busy, backlog)
         if change == "start":
             log.warning(
-                "event=overload state=start busy=%.2f backlog=%d lag_ms=%.0f pending=%d",
+                "event=overload state=start busy=%.2f backlog=%.2f lag_ms=%.0f pending=%d",
                 control.busy,
-                backlog,
+                control.backlog,
                 control.lag * 1000,
                 len(self.ringing),
             )

@@ -138,6 +138,8 @@ class Services:
             party.hold_source = self.music_for
         call = party.call
         call.on_dtmf.add(party.leg.push_dtmf)
+        while not call.dtmf.empty():  # keys that came before anyone listened (a callee
+            party.leg.push_dtmf(call.dtmf.get_nowait())  # pressing as it answers)
 
         async def reinvite(_: sip.Call, request: sip.Request) -> bytes | None:
             was = party.holding
