@@ -226,6 +226,10 @@ class Session:
                 t.close()
         if self._allocator is not None and self.local is not None:
             self._allocator.release(self.local[1])
+        # transport -> protocol -> our bound methods -> us: a cycle; let go of it so the
+        # session is freed at once, not by the cycle collector
+        self._transport = self._rtcp_transport = self._rtcp_timer = None
+        self.on_dtmf = self.on_bye = self.on_rejected_source = None
 
     def set_remote(
         self, address: Address, rtcp: Address | None = None, *, signalling: str | None = None

@@ -269,6 +269,10 @@ class MediaLeg:
             self.closed = True
             self.engine.legs.discard(self)
             self.session.close()
+            # bridged legs point at each other (sources, keys): undo it, so that an
+            # ended call is freed at once rather than by the cycle collector
+            self.source = self.dtmf_peer = self.key_filter = None
+            self.taps = []
 
 
 class MediaEngine:

@@ -191,6 +191,12 @@ class Pbx:
             "conference_legs": len(conference.engine.legs) if conference else 0,
             "conference_members": conference.members() if conference else 0,
             "auth_failures": self.devices.auth_failures,
+            # what the soak benchmark watches for leaks
+            "tasks": len(asyncio.all_tasks()),
+            "rtp_ports": self.ports.in_use,
+            "transactions": len(self.ua.transactions),
+            "dialogs": len(self.ua.calls),
+            "overload_refused": self.ua.overload.stats.refused if self.ua.overload else 0,
             **self.counters,
         }
 

@@ -164,6 +164,7 @@ class Services:
             for hook in party.on_gone:
                 hook(party)
             self.emit("ended", party)
+            party.on_gone, party.on_taken, party.hold_source = [], [], None
 
         call.on_end.add(gone)
 
