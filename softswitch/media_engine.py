@@ -306,7 +306,10 @@ class MediaLeg:
             return
         frame = source.frame(self, tick)
         if frame is None:
-            self.session.skip()
+            if self.session.dtmf_sender.active:  # a relayed RFC 4733 key still goes out
+                stream.write(stream.silence)
+            else:
+                self.session.skip()
             return
         stream.write(frame)
 
@@ -342,6 +345,10 @@ class MediaLeg:
             self.closed = True
             self.engine.legs.discard(self)
             self.session.close()
+            # bridged legs point at each other (sources, keys): undo it, so that an
+            # ended call is freed at once rather than by the cycle collector
+            self.source = self.dtmf_peer = self.key_filter = None
+            self.taps = []
 
 
 class MediaEngine:

@@ -25,6 +25,7 @@ from rtp import PortAllocator
 
 from . import codec_policy
 from .banner import print_demo_accounts as print_demo_accounts  # moved; kept importable
+from .binding_store import SqliteBindingStore
 from .call_limit import RETRY_AFTER, CallLimit
 from .calls import Party
 from .config import Config, Trunk, User
@@ -60,6 +61,7 @@ class Pbx:
         self.registrar = Registrar(
             min_expires=server.registration_min_expires,
             max_expires=server.registration_max_expires,
+            store=SqliteBindingStore(self.data_dir / "registrations.sqlite"),
         )
         self.clock = MediaClock()
         self.ports = PortAllocator(*server.rtp_ports)
@@ -188,6 +190,7 @@ class Pbx:
         ua.handlers["SUBSCRIBE"] = self.on_subscribe
         ua.on_invite = self.on_invite
         await ua.start()
+        self.devices.restore()  # registrations from before a restart, each checked
         self.clock.start()
         for feature in self.registry.features:
             await feature.start(self.svc)
@@ -217,6 +220,8 @@ class Pbx:
         await self.ua.close()  # BYE to every established call
         await self.clock.stop()
         self.engine.close()
+        if self.registrar.store is not None:
+            self.registrar.store.close()
         log.info("event=stopped")
 
     def spawn(self, coro: Awaitable[Any]) -> asyncio.Task[Any]:
@@ -241,6 +246,12 @@ class Pbx:
             "conference_legs": len(conference.engine.legs) if conference else 0,
             "conference_members": conference.members() if conference else 0,
             "auth_failures": self.devices.auth_failures,
+            # what the soak benchmark watches for leaks
+            "tasks": len(asyncio.all_tasks()),
+            "rtp_ports": self.ports.in_use,
+            "transactions": len(self.ua.transactions),
+            "dialogs": len(self.ua.calls),
+            "overload_refused": self.ua.overload.stats.refused if self.ua.overload else 0,
             **self.counters,
         }
 

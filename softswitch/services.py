@@ -191,6 +191,8 @@ class Services:
             party.hold_source = self.music_for
         call = party.call
         call.on_dtmf.add(party.leg.push_dtmf)
+        while not call.dtmf.empty():  # keys that came before anyone listened (a callee
+            party.leg.push_dtmf(call.dtmf.get_nowait())  # pressing as it answers)
 
         async def reinvite(_: sip.Call, request: sip.Request) -> bytes | None:
             was = party.holding
@@ -215,6 +217,7 @@ class Services:
             for hook in party.on_gone:
                 hook(party)
             self.emit("ended", party)
+            party.on_gone, party.on_taken, party.hold_source = [], [], None
 
         call.on_end.add(gone)
 
