@@ -249,10 +249,13 @@ def run_uac(target: str, server: Server, rate: int, seconds: float, hold: float,
         ok = _count(out, r"Successful call\s*\|\s*\d+\s*\|\s*(\d+)")
         row.answered = completed = ok[-1] if ok else 0
     row.answered_failed = max(0, row.answered - completed)
-    row.achieved_cps = round(row.answered / (calls / rate), 1)
+    dates, times = _rtts(work)
+    # answered per second of wall clock: over the offered schedule, or over the time the
+    # answers actually took to come when SIPp or the PBX fell behind it
+    span = (max(dates) - min(dates)) / 1000 + 1 / rate if dates else 0.0
+    row.achieved_cps = round(row.answered / max(calls / rate, span), 1)
     row.cpu_pct = round(cpu / elapsed * 100, 1)
     row.cpu_ms_per_call = round(cpu * 1000 / max(1, row.answered), 3)
-    times = _rtts(work)
     row.setup_p50_ms = round(percentile(times, 0.5), 1)
     row.setup_p90_ms = round(percentile(times, 0.9), 1)
     row.setup_p99_ms = round(percentile(times, 0.99), 1)
@@ -282,15 +285,19 @@ def _retransmissions(out: str) -> int:
     return total
 
 
-def _rtts(work: Path) -> list[float]:
+def _rtts(work: Path) -> tuple[list[float], list[float]]:
+    """SIPp's -trace_rtt rows: (when each set-up ended, epoch ms; how long it took, ms)."""
+    dates: list[float] = []
     times: list[float] = []
     for path in work.glob("*_rtt.csv"):
         for line in path.read_text().splitlines()[1:]:
             parts = line.split(";")
             if len(parts) >= 2:
                 with contextlib.suppress(ValueError):
-                    times.append(float(parts[1]))
-    return times
+                    date, took = float(parts[0]), float(parts[1])
+                    dates.append(date)
+                    times.append(took)
+    return dates, times
 
 
 def print_row(row: Row) -> None:

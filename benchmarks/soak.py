@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -80,7 +81,12 @@ class Sampler:
             stats = json.loads(self.stats.read_text())
         except (OSError, ValueError):
             stats = {}
-        sqlite = sum(p.stat().st_size for p in self.data.glob("*.sqlite*") if p.is_file())
+        # the registrations store (with its write-ahead log): bounded by the phones, not the
+        # calls; the call history (cdr.sqlite) grows a row per call by design, up to its
+        # retention, and is not counted here
+        sqlite = sum(
+            p.stat().st_size for p in self.data.glob("registrations.sqlite*") if p.is_file()
+        )
         row = {
             "t": round(time.monotonic() - self.start, 1),
             "phase": {"idle": 0.0, "load": 1.0, "after": 2.0}[phase],
@@ -259,13 +265,8 @@ def summarise(
     second_half = load[len(load) // 2 :]
     calls: dict[str, dict[str, int]] = {}
     for kind, out in outputs.items():
-        failed = [
-            int(x) for x in __import__("re").findall(r"Failed call\s*\|\s*\d+\s*\|\s*(\d+)", out)
-        ]
-        ok = [
-            int(x)
-            for x in __import__("re").findall(r"Successful call\s*\|\s*\d+\s*\|\s*(\d+)", out)
-        ]
+        failed = [int(x) for x in re.findall(r"Failed call\s*\|\s*\d+\s*\|\s*(\d+)", out)]
+        ok = [int(x) for x in re.findall(r"Successful call\s*\|\s*\d+\s*\|\s*(\d+)", out)]
         calls[kind] = {
             "ok": ok[-1] if ok else 0,
             "failed": failed[-1] if failed else -1,
