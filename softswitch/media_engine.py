@@ -18,6 +18,7 @@ tick, however many legs listen.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -339,6 +340,15 @@ class MediaLeg:
     @property
     def frame_samples(self) -> int:
         return self.stream.samples if self.stream else 160
+
+    def add_tap(self, tap: Callable[[Samples], None]) -> None:
+        """``tap`` gets each received frame (decoded) until :meth:`remove_tap`."""
+        self.taps.append(tap)
+
+    def remove_tap(self, tap: Callable[[Samples], None]) -> None:
+        """Stops ``tap``; a leg that closed meanwhile has already let go of it."""
+        with contextlib.suppress(ValueError):
+            self.taps.remove(tap)
 
     def close(self) -> None:
         if not self.closed:

@@ -614,11 +614,11 @@ class Services:
     async def record(self, party: Party, seconds: float) -> Samples:
         """What ``party`` says for ``seconds`` (a screened caller's name)."""
         frames: list[Samples] = []
-        party.leg.taps.append(frames.append)
+        party.leg.add_tap(frames.append)
         try:
             await asyncio.sleep(seconds)
         finally:
-            party.leg.taps.remove(frames.append)
+            party.leg.remove_tap(frames.append)
         return np.concatenate(frames) if frames else np.zeros(0, np.int16)
 
     async def ask_key(

@@ -194,7 +194,7 @@ async def deposit(
     flush(leg)
     path = store.new_path(mailbox)
     recorder = Recorder(path, leg.rate)
-    leg.taps.append(recorder.write)
+    leg.add_tap(recorder.write)
     leg.source = None
     hash_key = asyncio.ensure_future(_wait_digit(leg, "#"))
     ended = asyncio.ensure_future(call.ended.wait())
@@ -205,7 +205,7 @@ async def deposit(
     finally:
         hash_key.cancel()
         ended.cancel()
-        leg.taps.remove(recorder.write)
+        leg.remove_tap(recorder.write)
         recorder.close()
     seconds = recorder.frames * leg.frame_samples / leg.rate
     if seconds < 1.0:
@@ -232,7 +232,7 @@ async def record_until_hash(leg: MediaLeg, call: sip.Call, max_seconds: float) -
     await leg.play_samples(tone("beep", leg.engine.country, leg.rate)[0])
     flush(leg)
     frames: list[Samples] = []
-    leg.taps.append(frames.append)
+    leg.add_tap(frames.append)
     leg.source = None
     hash_key = asyncio.ensure_future(_wait_digit(leg, "#"))
     ended = asyncio.ensure_future(call.ended.wait())
@@ -243,7 +243,7 @@ async def record_until_hash(leg: MediaLeg, call: sip.Call, max_seconds: float) -
     finally:
         hash_key.cancel()
         ended.cancel()
-        leg.taps.remove(frames.append)
+        leg.remove_tap(frames.append)
     return np.concatenate(frames) if frames else np.zeros(0, np.int16)
 
 
