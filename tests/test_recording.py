@@ -21,6 +21,7 @@ from softswitch.features.recording import CallRecording
 from softswitch.media_engine import prompt_path
 
 from .audio import active, best_correlation, dominant_frequency
+from .baresip import Phone
 from .office import Office, demo_pbx
 from .test_pbx import started, stop_all
 from .test_pbx_inprocess import SoftPhone
@@ -245,6 +246,7 @@ greeting = "{info}"
     carol = office.phone("carol", "102", 800.0, answer="manual")
     line = office.phone("line", "700", 300.0, password="info-line-700")
     await started(alice, bob, carol, line)
+    late: list[Phone] = []  # phones started on the way: stopped whatever happens
     try:
         # the information line: its greeting, a message, and its phone never rings
         await alice.command("dial", f"sip:700@127.0.0.1:{office.port}")
@@ -281,6 +283,7 @@ greeting = "{info}"
         assert best_correlation(heard, load_audio(closed)[:16000]) > 0.8
         # Bob forwards Carol's message to Alice with an introduction, from a new phone
         bob2 = office.phone("bob2", "101", 1000.0)
+        late.append(bob2)
         await started(bob2)
         await bob2.command("dial", f"sip:*97@127.0.0.1:{office.port}")
         await bob2.wait_event("CALL_ESTABLISHED")
@@ -297,9 +300,8 @@ greeting = "{info}"
         await alice.wait_event("MWI_NOTIFY", mwi + 1, timeout=20)
         assert "Messages-Waiting: yes" in alice.seen("MWI_NOTIFY")[-1].get("param", "")
         await bob2.command("hangup")
-        await stop_all(bob2)
     finally:
-        await stop_all(alice, carol, line)
+        await stop_all(alice, bob, carol, line, *late)
         await pbx.stop()
     [forwarded] = list((office.data_dir / "voicemail" / "100").glob("*.wav"))
     audio, rate = soundfile.read(forwarded, dtype="int16")
