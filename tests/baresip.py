@@ -51,6 +51,11 @@ def baresip_binary() -> str:
     return path
 
 
+# pids of the baresip processes started and not yet stopped: tests/conftest.py kills what a
+# failing test left behind, so that it cannot disturb the next tests
+RUNNING: set[int] = set()
+
+
 @dataclass
 class Phone:
     name: str
@@ -110,6 +115,7 @@ class Phone:
             stdout=log,
             stderr=log,
         )
+        RUNNING.add(self.proc.pid)
         deadline = time.monotonic() + 10
         while True:
             try:
@@ -179,5 +185,6 @@ class Phone:
             except TimeoutError:
                 self.proc.kill()
                 await self.proc.wait()
+            RUNNING.discard(self.proc.pid)
         if self._task is not None:
             self._task.cancel()
