@@ -113,8 +113,9 @@ class SqliteBindingStore:
             self._db = sqlite3.connect(str(private_file(self.path)))
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
-            # the write-ahead log is truncated back to this after each checkpoint: a
-            # long-running daemon's files stay the size of its bindings
+            # checkpoint every 64 pages and truncate the write-ahead log back to 256 kB:
+            # a long-running daemon's files stay the size of its bindings
+            self._db.execute("PRAGMA wal_autocheckpoint=64")
             self._db.execute("PRAGMA journal_size_limit=262144")
             self._db.executescript(_SCHEMA)
             self._db.commit()
