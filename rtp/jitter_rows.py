@@ -8,13 +8,15 @@ while later ones are queued (LOST: the caller conceals), or waits on an empty qu
 than ``max_depth`` is skipped at once; a new SSRC starts the row over. Sequence numbers
 are extended across wraps as :class:`rtp.packet.SequenceWrap` does.
 
-Storage is a ring of ``slots`` payloads per row (``ext_seq % slots``), so a frame is
-kept only within ``slots`` of the one due: one that comes further ahead is dropped,
-unless the row's queue is empty, where playout jumps to it (the per-packet buffer would
-keep it and jump there once the queued frames are played: the same audio after a jump
-wider than ``slots``, less those queued frames). With ``slots`` = the per-packet
-buffer's ``capacity`` and a stream that never leaps that far, both give the same frames
-(tests/test_batch.py checks it with hypothesis).
+A row holds at most ``capacity`` frames (more are dropped, as the per-packet buffer's
+``capacity``), in a ring of ``slots`` payloads (``ext_seq % slots``), so a frame is kept
+only within ``slots`` sequence numbers of the one due: one that comes further ahead is
+dropped, unless the row's queue is empty, where playout jumps to it (the per-packet
+buffer would keep it and jump there once the queued frames are played: the same audio
+after such a leap, less those queued frames). With ``slots`` well above ``capacity``
+(3x by default) that takes a leap, or two thirds of a stream lost, over ``slots``
+packets; short of that both give the same frames, tick by tick (tests/test_batch.py
+checks it with hypothesis).
 
 Packets are put in rounds where each row appears once (a tick usually brings one packet
 per stream, a burst a few): each round is a handful of array operations.
@@ -49,14 +51,16 @@ class JitterRows:
         self,
         rows: int,
         *,
-        slots: int = 16,
-        payload: int = 320,
+        slots: int = 48,
+        capacity: int = 16,
+        payload: int = 240,
         depth: int = 3,
         max_depth: int = 12,
     ) -> None:
-        if not 1 <= depth <= max_depth < slots:
-            raise ValueError("need 1 <= depth <= max_depth < slots")
+        if not 1 <= depth <= max_depth < capacity <= slots:
+            raise ValueError("need 1 <= depth <= max_depth < capacity <= slots")
         self.rows, self.slots, self.width = rows, slots, payload
+        self.capacity = capacity
         self.depth, self.max_depth = depth, max_depth
         self.seq = np.full((rows, slots), -1, dtype=np.int64)  # extended seq held, -1 free
         self.length = np.zeros((rows, slots), dtype=np.int64)
@@ -133,13 +137,14 @@ class JitterRows:
         slot = ext % self.slots
         dup = ~late & (self.seq[r, slot] == ext)
         count = self.count[r]
+        full = ~late & ~dup & (count >= self.capacity)
         empty = count == 0
         low = np.where(empty, ext, np.minimum(self.low[r], ext))
         high = np.where(empty, ext, np.maximum(self.high[r], ext))
         fits = np.where(started, ext < nxt + self.slots, high - low < self.slots)
         # an empty started row jumps to a frame further ahead (see the module's notes)
         leap = started & ~late & ~dup & empty & ~fits
-        far = ~late & ~dup & ~fits & ~leap
+        far = ~late & ~dup & (full | (~fits & ~leap))
         keep = ~late & ~dup & ~far
         self.late[r[late]] += 1
         self.duplicates[r[dup]] += 1

@@ -347,13 +347,18 @@ class MediaEngine:
         self.legs: set[MediaLeg] = set()
         self._prompts: dict[tuple[str, int], Samples] = {}
         self._shared: dict[str, SharedSource] = {}
-        self._unsubscribe = clock.subscribe(self._tick, priority=50)
+        self._unsubscribe = clock.subscribe(self._tick, priority=50, idle=self.idle)
+
+    def idle(self) -> bool:
+        """No leg: the media clock may sleep."""
+        return not self.legs
 
     async def new_leg(self, host: str) -> MediaLeg:
         session = Session(payload_type=0)
         await session.open_from(self.ports, host)
         leg = MediaLeg(self, session)
         self.legs.add(leg)
+        self.clock.wake()
         return leg
 
     def _tick(self, tick: int) -> None:

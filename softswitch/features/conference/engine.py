@@ -77,7 +77,7 @@ log = logging.getLogger(__name__)
 Samples = npt.NDArray[np.int16]
 Address = tuple[str, int]
 Ints = npt.NDArray[np.int64]
-MAX_PAYLOAD = 320  # bytes of audio per packet kept (20 ms G.711 is 160, 30 ms 240)
+MAX_PAYLOAD = 240  # bytes of audio per packet kept (20 ms G.711 is 160, 30 ms 240)
 SLOT = 512  # bytes per received datagram (longer ones are refused)
 MAX_REPEATS = 3  # lost frames concealed in a row before silence
 PCMU_ID, PCMA_ID, OTHER_ID = 0, 1, 2
@@ -387,7 +387,11 @@ class ConferenceEngine:
         self.rx = Batch(min(max(256, 3 * capacity), 8192), SLOT)
         self._rtcp_rx = Batch(256, SLOT)
         self.tx = Batch(n, 12 + MAX_PAYLOAD)
-        self._unsubscribe = clock.subscribe(self._tick, priority=40)
+        self._unsubscribe = clock.subscribe(self._tick, priority=40, idle=self.idle)
+
+    def idle(self) -> bool:
+        """No leg: the media clock may sleep."""
+        return not self.legs
 
     def close(self) -> None:
         self._unsubscribe()
@@ -438,6 +442,7 @@ class ConferenceEngine:
         if leg._inband is not None:
             self._inband.add(leg)
         self.rows = np.array(sorted(x.row for x in self.legs), dtype=np.int64)
+        self.clock.wake()
         return leg
 
     def _ip_bytes(self, host: str) -> bytes:
