@@ -23,7 +23,7 @@ import secrets
 import socket
 import struct
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from .dtmf import DtmfReceiver, DtmfSender
@@ -65,7 +65,12 @@ class Counters:
 
 
 class PortAllocator:
-    """Even RTP ports in ``[start, end)``; RTCP takes port+1 (RFC 3550 §11)."""
+    """Even RTP ports in ``[start, end)``; RTCP takes port+1 (RFC 3550 §11).
+
+    Ports are handed out round the range from the last one taken (spreading reuse, so a
+    late packet of an ended call rarely reaches a new one); finding the next free port
+    costs what it skips, not the size of the range.
+    """
 
     def __init__(self, start: int = 16384, end: int = 32768) -> None:
         if start % 2 or end <= start + 2:
@@ -78,12 +83,15 @@ class PortAllocator:
     def in_use(self) -> int:
         return len(self._used)
 
-    def candidates(self) -> list[int]:
-        """Free even ports, starting after the last one handed out (spreads reuse)."""
-        span = range(self.start, self.end, 2)
-        count = len(span)
+    def candidates(self) -> Iterator[int]:
+        """Free even ports, starting after the last one handed out (spreads reuse); a
+        port taken meanwhile is skipped."""
+        count = (self.end - self.start) // 2
         first = (self._next - self.start) // 2
-        return [p for p in (span[(first + i) % count] for i in range(count)) if p not in self._used]
+        for i in range(count):
+            port = self.start + 2 * ((first + i) % count)
+            if port not in self._used:
+                yield port
 
     def take(self, port: int) -> None:
         self._used.add(port)
@@ -195,11 +203,12 @@ class Session:
     async def open_from(self, allocator: PortAllocator, host: str) -> Address:
         """Bind the first free even port of ``allocator`` (and its RTCP port)."""
         for port in allocator.candidates():
+            allocator.take(port)  # reserved while binding: a concurrent open skips it
             try:
                 address = await self.open(host, port)
             except OSError:
+                allocator.release(port)
                 continue
-            allocator.take(port)
             self._allocator = allocator
             return address
         raise OSError(f"no free RTP port pair in {allocator.start}-{allocator.end}")
@@ -217,6 +226,10 @@ class Session:
                 t.close()
         if self._allocator is not None and self.local is not None:
             self._allocator.release(self.local[1])
+        # transport -> protocol -> our bound methods -> us: a cycle; let go of it so the
+        # session is freed at once, not by the cycle collector
+        self._transport = self._rtcp_transport = self._rtcp_timer = None
+        self.on_dtmf = self.on_bye = self.on_rejected_source = None
 
     def set_clock(self, clock_rate: int, frame_ticks: int) -> None:
         """The RTP clock of the negotiated codec and the timestamp step of one packet

@@ -12,6 +12,8 @@ command -v baresip >/dev/null || need+=(baresip-core)
 command -v sox >/dev/null || need+=(sox)
 command -v espeak-ng >/dev/null || need+=(espeak-ng)
 command -v openssl >/dev/null || need+=(openssl)
+# the console's browser tests (Playwright drives Debian's chromium: no browser download)
+command -v chromium >/dev/null || need+=(chromium)
 # the tests use fail2ban-regex alone, to check deploy/fail2ban against the daemon's log
 # (its recommends, a firewall among them, are left out)
 command -v fail2ban-regex >/dev/null || lean+=(fail2ban)

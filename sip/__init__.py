@@ -88,6 +88,7 @@ __all__ = [
 from .call import Call, CallState, IncomingCall, OutgoingCall, RequestRefused
 from .connections import ConnectionLimits
 from .dialog import Dialog
+from .overload import OverloadControl, OverloadSettings
 from .registration import Registration, RegistrationFailed
 from .security import SecurityLog
 from .session_timer import TimerSettings
@@ -103,6 +104,8 @@ __all__ += [
     "IncomingCall",
     "IncomingRequest",
     "OutgoingCall",
+    "OverloadControl",
+    "OverloadSettings",
     "Registration",
     "RegistrationFailed",
     "RequestFailed",

@@ -14,7 +14,8 @@ from typing import TypeVar
 
 from . import grammar
 from .errors import ParseError
-from .uri import URI, parse_uri, split_hostport
+from .uri import _COMMON as _COMMON_URI
+from .uri import MAX_USER_LENGTH, URI, parse_uri, split_hostport
 
 T = TypeVar("T")
 
@@ -244,6 +245,43 @@ _VIA_PROTO = re.compile(
 )
 _VIA_SENT_BY = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_\-.]+)(?:[ \t]*:[ \t]*([0-9]+))?")
 
+# Fast paths: one regex for the everyday shape of a header (no whitespace inside, no
+# quoted parameter values, no escapes); whatever it does not match takes the general
+# parser, which accepts a superset and gives the same values for these.
+_TOKEN = r"[A-Za-z0-9\-.!%*_+`'~]+"
+_FAST_PARAMS = r"((?:;" + _TOKEN + r"(?:=[A-Za-z0-9\-.!%*_+`'~:\[\]]+)?)*)"
+_HOSTNAME = (
+    r"(?:[A-Za-z0-9_](?:[A-Za-z0-9_\-]*[A-Za-z0-9_])?\.)*"
+    r"[A-Za-z0-9_](?:[A-Za-z0-9_\-]*[A-Za-z0-9_])?\.?"
+)
+_VIA_FAST = re.compile(
+    r"SIP/2\.0/([A-Za-z]+) (" + _HOSTNAME + r")(?::([0-9]{1,5}))?" + _FAST_PARAMS + r"\Z"
+)
+_NAME_ADDR_FAST = re.compile(
+    r'(?:"([^"\\\x00-\x1f]*)" ?|(' + _TOKEN + r') ?)?<(sips?:[^<>"\s]+)>' + _FAST_PARAMS + r"\Z"
+)
+_CSEQ_FAST = re.compile(r"([0-9]{1,10}) ([A-Za-z]+)\Z")
+# the same with the URI's own everyday shape inline (uri._COMMON): one match, no escapes
+_NAME_ADDR_URI_FAST = re.compile(
+    r'(?:"([^"\\\x00-\x1f]*)" ?|('
+    + _TOKEN
+    + r") ?)?<"
+    + _COMMON_URI.pattern.removesuffix("\\Z")
+    + ">"
+    + _FAST_PARAMS
+    + r"\Z"
+)
+
+
+def _fast_params(text: str) -> dict[str, str | None]:
+    """``;a=b;c`` as matched by ``_FAST_PARAMS``: names lower-cased, values as written."""
+    params: dict[str, str | None] = {}
+    if text:
+        for item in text[1:].split(";"):
+            name, sep, value = item.partition("=")
+            params[name.lower()] = value if sep else None
+    return params
+
 
 def unquote(text: str) -> str:
     """Content of a quoted-string (quoted-pairs resolved); other text is returned stripped."""
@@ -364,6 +402,18 @@ def parse_name_addr(text: str, what: str = "address") -> NameAddr:
 
 
 def _parse_name_addr_parts(text: str, what: str) -> tuple[URI, str | None, dict[str, str | None]]:
+    if len(text) <= MAX_USER_LENGTH:
+        m = _NAME_ADDR_URI_FAST.match(text)
+        if m is not None:
+            quoted, token, scheme, user, host, port_text, uri_params, param_text = m.groups()
+            port = int(port_text) if port_text else None
+            if port is None or port <= 65535:
+                uri = URI(scheme, user, None, host, port, _fast_params(uri_params), {})
+                return uri, quoted if token is None else token, _fast_params(param_text)
+    fast = _NAME_ADDR_FAST.match(text)
+    if fast is not None:
+        quoted, token, uri_text, param_text = fast.groups()
+        return _uri_in(uri_text, what), quoted if token is None else token, _fast_params(param_text)
     s = text.strip(_LWS)
     if not s:
         raise ParseError(f"empty {what}")
@@ -466,6 +516,18 @@ class Via:
 
 
 def parse_via(text: str) -> Via:
+    fast = _VIA_FAST.match(text)
+    if fast is not None:
+        transport, host, port_text, param_text = fast.groups()
+        params = _fast_params(param_text)
+        port = int(port_text) if port_text else None
+        rport, ttl = params.get("rport"), params.get("ttl")
+        if (
+            (port is None or port <= 65535)
+            and (rport is None or (rport.isdigit() and len(rport) <= 5 and int(rport) <= 65535))
+            and (ttl is None or (ttl.isdigit() and len(ttl) <= 3 and int(ttl) <= 255))
+        ):
+            return Via(transport.upper(), host, port, params, "SIP/2.0")
     m = _VIA_PROTO.match(text)
     if m is None:
         raise ParseError(f"bad Via protocol in {text!r}")
@@ -504,6 +566,9 @@ class CSeq:
 
 
 def parse_cseq(text: str) -> CSeq:
+    fast = _CSEQ_FAST.match(text)
+    if fast is not None and int(fast.group(1)) <= 2**32 - 1:
+        return CSeq(int(fast.group(1)), fast.group(2))
     parts = text.split()
     if len(parts) != 2 or not grammar.is_token(parts[1]):
         raise ParseError(f"CSeq must be 'number method', got {text!r}")

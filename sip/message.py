@@ -26,7 +26,7 @@ from .headers import (
     parse_uint,
     parse_via,
 )
-from .uri import URI, parse_uri, uri_length_error
+from .uri import MAX_USER_LENGTH, URI, parse_uri, uri_length_error
 
 MAX_MESSAGE_SIZE: Final = 65535
 MAX_HEADER_LINES: Final = 256
@@ -90,8 +90,6 @@ REASONS: Final[dict[int, str]] = {
 
 _HEAD_END = re.compile(rb"\r?\n\r?\n")
 _FOLD = re.compile(r"\n([ \t])")
-# One header field per line: name, optional whitespace, colon, value (trailing WSP dropped).
-_FIELDS = re.compile(r"^([A-Za-z0-9\-.!%*_+`'~]+)[ \t]*:[ \t]*([^\n]*?)[ \t]*$", re.M)
 _STATUS_LINE = re.compile(r"SIP/2\.0 ([1-6][0-9][0-9])(?: (.*))?\Z", re.S)
 _DATE = re.compile(
     r"(Mon|Tue|Wed|Thu|Fri|Sat|Sun), [0-9]{2} "
@@ -101,8 +99,13 @@ _DATE = re.compile(
 _WARNING = re.compile(r"[0-9]{3} [^ \t]+ \"(?:[^\"\\]|\\.)*\"\Z")
 # Headers that may occur once only (RFC 3261 §20 and RFC 4475 §3.3.8/§3.3.9).
 _SINGLETONS = ("Call-ID", "From", "To", "CSeq", "Content-Length", "Max-Forwards", "Expires")
+_SINGLETON_SET = frozenset(_SINGLETONS)
 _REQUIRED = ("Via", "From", "To", "Call-ID", "CSeq")
 _CRLF_CHARS = b"\r\n"
+_METHODS = frozenset(
+    ("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "INFO", "PRACK", "UPDATE")
+)
+_METHODS |= {"SUBSCRIBE", "NOTIFY", "REFER", "MESSAGE", "PUBLISH"}
 # C0 controls other than HTAB (and LF, the line separator here): allowed in a header
 # value only as a quoted-pair inside a quoted string (RFC 3261 §25.1).
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f]")
@@ -276,37 +279,90 @@ def _typed_name_addr_list(h: Headers, name: str) -> list[NameAddr]:
 # -- parsing --------------------------------------------------------------------------------
 
 
-def parse(data: bytes) -> Request | Response:
+def parse(data: bytes | bytearray | memoryview) -> Request | Response:
     """Parse one SIP message from a datagram (or a framed stream message).
 
     Raises :class:`ParseError` for anything that is not a valid SIP message.
+
+    One pass over the header lines (each split at its colon, its name looked up in a
+    cache of names already validated), then the typed parse of the headers the stack
+    relies on, each through a one-regex fast path for the everyday shape with the general
+    parser behind it; the typed values are kept, so reading them later costs nothing.
+    Other headers stay text until asked for.
     """
-    if not isinstance(data, bytes | bytearray | memoryview):
-        raise ParseError(f"expected bytes, got {type(data).__name__}")
-    data = bytes(data)
+    if type(data) is not bytes:
+        if not isinstance(data, bytearray | memoryview):  # a caller's mistake, said as such
+            raise ParseError(f"expected bytes, got {type(data).__name__}")
+        data = bytes(data)
+    assert isinstance(data, bytes)
     if len(data) > MAX_MESSAGE_SIZE:
         raise ParseError(f"message of {len(data)} bytes exceeds {MAX_MESSAGE_SIZE}", status=513)
-    data = data.lstrip(_CRLF_CHARS)  # RFC 3261 §7.5: ignore CRLFs before the start line
-    end = _HEAD_END.search(data)
-    if end is None:
-        raise ParseError("no empty line after the header fields")
-    head = data[: end.start()].decode("utf-8", "surrogateescape")
-    body = data[end.end() :]
-    head = _FOLD.sub(r"\1", head.replace("\r\n", "\n"))
+    if data[:1] in _CRLF_START:
+        data = data.lstrip(_CRLF_CHARS)  # RFC 3261 §7.5: ignore CRLFs before the start line
+    end = data.find(b"\r\n\r\n")
+    # the first "\r?\n\r?\n" ends the head: the usual CRLFCRLF unless a bare LF comes first
+    if end >= 0 and data.find(b"\n\n", 0, end) < 0 and data.find(b"\n\r\n", 0, end + 2) < 0:
+        head = data[:end].decode("utf-8", "surrogateescape")
+        body = data[end + 4 :]
+    else:  # bare LFs somewhere: the general rule
+        found_end = _HEAD_END.search(data)
+        if found_end is None:
+            raise ParseError("no empty line after the header fields")
+        head = data[: found_end.start()].decode("utf-8", "surrogateescape")
+        body = data[found_end.end() :]
+    head = head.replace("\r\n", "\n")
+    if "\n " in head or "\n\t" in head:
+        head = _FOLD.sub(r"\1", head)
     start_line, _, fields = head.partition("\n")
     message = _parse_start_line(start_line)
     if _CONTROL.search(fields) is not None:
         _check_controls(fields)
-    found = _FIELDS.findall(fields)
-    expected = fields.count("\n") + 1 if fields else 0
-    if len(found) != expected:
-        _raise_bad_line(fields)
-    if expected > MAX_HEADER_LINES:
+    lines = fields.split("\n") if fields else []
+    if len(lines) > MAX_HEADER_LINES:
         raise ParseError(f"more than {MAX_HEADER_LINES} header lines")
-    message.headers._items = [(canonical_name(n), v) for n, v in found]
-    _validate(message)
-    message.body = _body(message.headers, body)
+    items: list[tuple[str, str]] = []
+    first: dict[str, str] = {}
+    repeated: list[str] = []
+    names = _NAMES
+    for line in lines:
+        raw, colon, value = line.partition(":")
+        name = names.get(raw)
+        if name is None:
+            if not colon:
+                _raise_bad_line(fields)
+            name = _header_name(raw, fields)
+        value = value.strip(" \t")
+        items.append((name, value))
+        if name in first:
+            repeated.append(name)
+        else:
+            first[name] = value
+    message.headers._items = items
+    _validate(message, first, repeated)
+    length_text = first.get("Content-Length")
+    if length_text is not None:
+        length = parse_uint(length_text, "Content-Length", MAX_MESSAGE_SIZE)
+        if length > len(body):
+            raise ParseError(f"Content-Length {length} larger than the {len(body)} body bytes")
+        body = body[:length]  # extra octets in a datagram are ignored (RFC 4475 §3.1.1.8)
+    message.body = body
     return message
+
+
+_CRLF_START = (b"\r", b"\n")
+# header names as written (with any whitespace before the colon) -> canonical name; only
+# names that are valid tokens get in, so a hit needs no further check
+_NAMES: dict[str, str] = {}
+
+
+def _header_name(raw: str, fields: str) -> str:
+    name = raw.rstrip(" \t")
+    if not name or grammar.TOKEN_FULL.match(name) is None:
+        _raise_bad_line(fields)
+    canonical = canonical_name(name)
+    if len(_NAMES) < 4096:  # names come from peers: bound the cache
+        _NAMES[raw] = canonical
+    return canonical
 
 
 def _check_controls(fields: str) -> None:
@@ -350,13 +406,13 @@ def _parse_start_line(line: str) -> Request | Response:
             f"bad request line {line[:80]!r}: expected 'METHOD URI SIP/2.0' with single spaces"
         )
     method, uri_text, version = parts
-    if not grammar.is_token(method):
+    if method not in _METHODS and not grammar.is_token(method):
         raise ParseError(f"bad method {method[:40]!r} in request line")
     if version != SIP_VERSION:
         if version.upper().startswith("SIP/"):
             raise ParseError(f"unsupported SIP version {version[:20]!r}", status=505)
         raise ParseError(f"bad SIP version {version[:20]!r} in request line")
-    too_long = uri_length_error(uri_text)
+    too_long = uri_length_error(uri_text) if len(uri_text) > MAX_USER_LENGTH else None
     if too_long is not None:
         raise ParseError(f"Request-URI: {too_long}", status=414)
     uri = parse_uri(uri_text)
@@ -365,39 +421,51 @@ def _parse_start_line(line: str) -> Request | Response:
     return Request(method, uri)
 
 
-def _validate(message: Request | Response) -> None:
+def _validate(message: Request | Response, first: dict[str, str], repeated: list[str]) -> None:
+    """Check what the stack relies on; the typed values parsed here stay cached."""
     headers = message.headers
-    counts: dict[str, int] = {}
-    first: dict[str, str] = {}
-    for name, value in headers:
-        if name in counts:
-            counts[name] += 1
-        else:
-            counts[name] = 1
-            first[name] = value
     for name in _REQUIRED:
-        if name not in counts:
+        if name not in first:
             raise ParseError(f"missing {name} header")
-    for name in _SINGLETONS:
-        if counts.get(name, 0) > 1:
+    for name in repeated:
+        if name in _SINGLETON_SET:
             raise ParseError(f"{name} header must occur once")
     call_id = first["Call-ID"]
     if grammar.CALL_ID_FULL.match(call_id) is None:
         raise ParseError(f"bad Call-ID {call_id[:60]!r}")
-    _ = message.via, message.from_, message.to
-    cseq = message.cseq
-    if isinstance(message, Request) and cseq.method != message.method:
+    cache = headers._cache
+    multi = set(repeated)
+    via = first["Via"]
+    if "Via" not in multi and "," not in via:
+        if not via:
+            raise ParseError("empty value in Via list")
+        cache["Via"] = [parse_via(via)]
+    else:
+        cache["Via"] = _typed_vias(headers, "Via")
+    cache["From"] = parse_name_addr(first["From"], "From")
+    cache["To"] = parse_name_addr(first["To"], "To")
+    cseq = cache["CSeq"] = parse_cseq(first["CSeq"])
+    if type(message) is Request and cseq.method != message.method:
         raise ParseError(f"CSeq method {cseq.method!r} differs from {message.method!r}")
-    for name, limit in (("Max-Forwards", 255), ("Expires", 2**32 - 1)):
-        if name in first:
-            parse_uint(first[name], name, limit)
-    if "Contact" in counts:
-        _ = message.contact
-    if "Route" in counts:
-        _ = message.route
-    if "Record-Route" in counts:
-        _ = message.record_route
-    if "Warning" in counts:
+    value = first.get("Max-Forwards")
+    if value is not None:
+        parse_uint(value, "Max-Forwards", 255)
+    value = first.get("Expires")
+    if value is not None:
+        parse_uint(value, "Expires", 2**32 - 1)
+    contact = first.get("Contact")
+    if contact is not None:
+        if "Contact" not in multi and "," not in contact and contact != "*":
+            if not contact:
+                raise ParseError("empty value in Contact list")
+            cache["Contact"] = [parse_contact(contact)]
+        else:
+            cache["Contact"] = _typed_contacts(headers, "Contact")
+    if "Route" in first:
+        cache["Route"] = _typed_name_addr_list(headers, "Route")
+    if "Record-Route" in first:
+        cache["Record-Route"] = _typed_name_addr_list(headers, "Record-Route")
+    if "Warning" in first:
         for value in headers.values("Warning"):
             if _WARNING.match(value) is None:
                 raise ParseError(f"bad Warning {value[:60]!r}: expected 'NNN agent \"text\"'")
@@ -407,16 +475,6 @@ def _validate(message: Request | Response) -> None:
     date = first.get("Date")
     if date is not None and _DATE.match(date) is None:
         raise ParseError(f"bad Date {date[:60]!r}: expected RFC 1123 date in GMT")
-
-
-def _body(headers: Headers, body: bytes) -> bytes:
-    length_text = headers.get("Content-Length")
-    if length_text is None:
-        return body  # datagram without Content-Length: the rest of the packet
-    length = parse_uint(length_text, "Content-Length", MAX_MESSAGE_SIZE)
-    if length > len(body):
-        raise ParseError(f"Content-Length {length} larger than the {len(body)} body bytes")
-    return body[:length]  # extra octets in a datagram are ignored (RFC 4475 §3.1.1.8)
 
 
 # -- building -------------------------------------------------------------------------------

@@ -483,6 +483,10 @@ class TransactionLayer:
         self._by_key[key] = new
         return self._track(new, actions)
 
+    def matches(self, request: Request) -> bool:
+        """Is ``request`` a retransmission of one a server transaction holds?"""
+        return isinstance(self._by_key.get(server_key(request)), ServerTransaction)
+
     def respond(self, tx: ServerTransaction, response: Response, now: float) -> list[Action]:
         return self._track(tx, tx.respond(response, now))
 

@@ -17,7 +17,10 @@ import asyncio
 import contextlib
 import logging
 import os
+import socket
 import ssl
+import struct
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -35,6 +38,7 @@ KEEPALIVES = (b"\r\n", b"\r\n\r\n", b"\x00\x00\x00\x00")
 MAX_CONNECTIONS = ConnectionLimits().max_connections
 # SOFTSWITCH_SIP_TRACE=1 logs whole messages at debug level, not just their first line.
 _FULL_TRACE = os.environ.get("SOFTSWITCH_SIP_TRACE") == "1"
+_MEMINFO = sys.platform == "linux"  # SO_MEMINFO (55): the socket's queued bytes
 
 
 def _trace(data: bytes) -> str:
@@ -291,6 +295,22 @@ class TransportLayer:
         self.listeners.append(listener)
         log.info("event=listening transport=%s host=%s port=%d", transport, bind, listener.port)
         return listener
+
+    def backlog(self) -> float:
+        """How full the fullest UDP socket's receive buffer is, 0..1 (Linux SO_MEMINFO:
+        bytes queued over the buffer size; 0 where unsupported): what a saturated event
+        loop leaves in the kernel."""
+        fullest = 0.0
+        for listener in self.listeners:
+            if listener._udp is None or not _MEMINFO:
+                continue
+            sock = listener._udp.get_extra_info("socket")
+            try:
+                queued, size = struct.unpack_from("II", sock.getsockopt(socket.SOL_SOCKET, 55, 36))
+            except OSError:
+                return 0.0
+            fullest = max(fullest, queued / size if size else 0.0)
+        return fullest
 
     def listener_for(self, destination: Address) -> Listener:
         """The listener whose transport and address family fit ``destination``."""

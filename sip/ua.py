@@ -15,6 +15,7 @@ import inspect
 import ipaddress
 import logging
 import ssl
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -27,6 +28,7 @@ from .errors import ParseError, ResolveError, SipUsageError
 from .headers import Headers, NameAddr
 from .message import Request, Response, make_response
 from .netroute import source_address_for
+from .overload import OverloadControl, OverloadSettings
 from .security import SecurityLog
 from .transaction import (
     Address,
@@ -52,6 +54,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _CONTACT_METHODS = ("INVITE", "SUBSCRIBE", "REFER", "REGISTER", "UPDATE")
+_OVERLOAD_GUARDED = ("INVITE", "REGISTER")  # new ones are refused first under overload
 ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, REFER, NOTIFY, SUBSCRIBE, MESSAGE, UPDATE"
 SCHEMES = ("sip", "sips", "tel")  # Request-URI schemes served; others get 416
 RequestHandler = Callable[["IncomingRequest"], Awaitable[None] | None]
@@ -163,10 +166,12 @@ class UserAgent:
         client_tls_context: ssl.SSLContext | None = None,
         connection_limits: ConnectionLimits | None = None,
         security: SecurityLog | None = None,
+        overload: OverloadSettings | None = OverloadSettings(),  # noqa: B008 (frozen)
     ) -> None:
         """``connection_limits`` bound TCP/TLS connections (:mod:`sip.connections`);
         ``security`` is the security event log to report to (:mod:`sip.security`),
-        shared with whatever else in the process reports security events."""
+        shared with whatever else in the process reports security events; ``overload``
+        bounds the work taken on (:mod:`sip.overload`; None: no overload control)."""
         self.listen_specs = [listen] if isinstance(listen, str) else list(listen)
         self.user = user
         self.display_name = display_name
@@ -200,6 +205,9 @@ class UserAgent:
         self._timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self.overload = OverloadControl(overload) if overload is not None else None
+        self._probe_timer: asyncio.TimerHandle | None = None
+        self._probe_due = self._probe_at = self._probe_cpu = 0.0
         self.closed = False
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -220,6 +228,10 @@ class UserAgent:
             except OSError as exc:
                 await self.transport.close()
                 raise bind_error(f"{transport}:{host}:{port}", exc) from exc
+        if self.overload is not None:
+            self._probe_at, self._probe_cpu = self._loop.time(), time.process_time()
+            self._probe_due = self._probe_at + self.overload.settings.interval
+            self._probe_timer = self._loop.call_at(self._probe_due, self._probe)
 
     async def __aenter__(self) -> UserAgent:
         await self.start()
@@ -243,8 +255,9 @@ class UserAgent:
                 log.warning("event=close_timeout pending=%d", len(ending))
         for task in list(self._tasks):
             task.cancel()
-        if self._timer is not None:
-            self._timer.cancel()
+        for timer in (self._timer, self._probe_timer):
+            if timer is not None:
+                timer.cancel()
         await self.transport.close()
 
     @property
@@ -599,11 +612,67 @@ class UserAgent:
                 )
             return
         else:
+            if (
+                self.overload is not None
+                and self.overload.overloaded
+                and message.method in _OVERLOAD_GUARDED
+                and not self._admit(message, source)
+            ):
+                return
             received = self.transactions.receive_request(message, source, now)
             actions = [
                 _Incoming(a, source, listener) if isinstance(a, Deliver) else a for a in received
             ]
         self._execute(actions)
+
+    # -- overload control (sip.overload) ----------------------------------------------
+
+    def _probe(self) -> None:
+        """How late the event loop runs, and how many calls wait: the overload signal."""
+        assert self.overload is not None and self._loop is not None
+        now = self._loop.time()
+        cpu = time.process_time()
+        busy = (cpu - self._probe_cpu) / max(1e-3, now - self._probe_at)
+        self._probe_cpu, self._probe_at = cpu, now
+        backlog = self.transport.backlog()
+        control = self.overload
+        change = control.observe(now - self._probe_due, len(self.ringing), busy, backlog)
+        if change == "start":
+            log.warning(
+                "event=overload state=start busy=%.2f backlog=%.2f lag_ms=%.0f pending=%d",
+                control.busy,
+                control.backlog,
+                control.lag * 1000,
+                len(self.ringing),
+            )
+        elif change == "end":
+            log.warning(
+                "event=overload state=end refused=%d max_lag_ms=%.0f",
+                control.refused_in_episode,
+                control.stats.max_lag * 1000,
+            )
+        self._probe_due = now + control.settings.interval
+        if not self.closed:
+            self._probe_timer = self._loop.call_at(self._probe_due, self._probe)
+
+    def _admit(self, request: Request, source: Address) -> bool:
+        """Under overload: a new INVITE or REGISTER is served, or refused at once with
+        503 + Retry-After (no transaction, nothing kept). In-dialog requests and
+        retransmissions of accepted ones always pass."""
+        assert self.overload is not None
+        if request.to.tag is not None or self.transactions.matches(request):
+            return True
+        if self.overload.admit():
+            return True
+        retry = str(self.overload.settings.retry_after)
+        self.respond_stateless(
+            request,
+            source,
+            503,
+            "Service Unavailable (overload)",
+            headers=[("Retry-After", retry)],
+        )
+        return False
 
     def _execute(self, actions: list[Any]) -> None:
         for action in actions:

@@ -170,6 +170,24 @@ def provisioning_line(config: Config) -> list[str]:
     return [f"  Polycom phones provision from http://{host}:{port}/ (user {settings.username})"]
 
 
+def console_lines(registry: Registry, *, demo: bool) -> list[str]:
+    """The web console's address, and an administrator's password when one was just made
+    (the first start; the demo makes a new one at every start)."""
+    console = registry.feature("console")
+    url, password = getattr(console, "url", None), getattr(console, "admin_password", None)
+    problem = getattr(console, "problem", None)
+    if problem:
+        return [f"  web console: {problem}"]
+    if not url:
+        return []
+    lines = [f"  web console {url}"]
+    if password:
+        once = "" if demo else " (shown once: change it in the console)"
+        lines.append(f"  console login: admin / {password}{once}")
+    lines.append("  users log in there with their extension and phone password")
+    return lines
+
+
 def where_phones_register(listen: Sequence[Listen], public_address: str | None) -> list[str]:
     """The server address (and transports) to type into a phone."""
     by_port: dict[tuple[str, int], list[str]] = {}

@@ -1,5 +1,7 @@
 """``softswitch`` command line: ``run`` starts the PBX daemon, ``check`` validates a config,
-``status`` asks the running daemon what it is doing, ``users`` lists the accounts.
+``status`` asks the running daemon what it is doing, ``reload`` makes it apply its edited
+configuration file, ``users`` lists the accounts, ``console-password`` sets a web console
+administrator's password.
 
 The CLI only builds a :class:`~softswitch.config.Config` and hands it to the
 :class:`~softswitch.pbx.Pbx` (start, serve until SIGINT/SIGTERM, stop).
@@ -17,6 +19,7 @@ import sys
 from pathlib import Path
 
 from . import config as cfg
+from .reload import ConfigFile
 
 log = logging.getLogger("softswitch")
 
@@ -39,11 +42,12 @@ async def _serve(
     *,
     quiet: bool = False,
     secrets: bool = False,
+    source: ConfigFile | None = None,
 ) -> None:
     import sip
 
     from . import banner
-    from .control import ControlServer, socket_path
+    from .control import ControlServer, reload, socket_path
     from .pbx import Pbx
 
     stop = asyncio.Event()
@@ -54,6 +58,9 @@ async def _serve(
         pbx = Pbx(config, stats_file=stats_file)
     except cfg.ConfigError as exc:
         raise SystemExit(str(exc)) from None
+    pbx.svc.config_file = source
+    # SIGHUP: the edited file again, applied live (an invalid one is refused and logged)
+    loop.add_signal_handler(signal.SIGHUP, lambda: pbx.spawn(reload(pbx)))
     try:
         await pbx.start()
     except sip.BindError as exc:  # the UA closed what it had bound
@@ -71,7 +78,9 @@ async def _serve(
         listen = [(x.transport, x.host, x.port) for x in pbx.ua.listeners]
         title = "softswitch demo office" if demo else f"softswitch: {config.source}"
         shown = demo or secrets
-        print(banner.render(config, pbx.registry, listen, codes, secrets=shown, title=title))
+        text = banner.render(config, pbx.registry, listen, codes, secrets=shown, title=title)
+        console = banner.console_lines(pbx.registry, demo=demo)
+        print(text + ("\n\n" + "\n".join(console) if console else ""))
         print("softswitch running (Ctrl-C stops; `softswitch status` shows what it does)")
         sys.stdout.flush()
     await stop.wait()
@@ -110,6 +119,22 @@ def _parser() -> argparse.ArgumentParser:
     where.add_argument("--config", type=Path, help="the daemon's TOML file (for its data dir)")
     where.add_argument("--data-dir", type=Path, help="the daemon's data dir (default: data)")
     status.add_argument("--json", action="store_true", help="the daemon's answer as JSON")
+    reload_cmd = sub.add_parser(
+        "reload", help="make the running daemon apply its edited configuration file"
+    )
+    where = reload_cmd.add_mutually_exclusive_group()
+    where.add_argument("--config", type=Path, help="the daemon's TOML file (for its data dir)")
+    where.add_argument("--data-dir", type=Path, help="the daemon's data dir (default: data)")
+    password = sub.add_parser(
+        "console-password", help="set a web console administrator's password (asked for)"
+    )
+    where = password.add_mutually_exclusive_group()
+    where.add_argument("--config", type=Path, help="the daemon's TOML file (for its data dir)")
+    where.add_argument("--data-dir", type=Path, help="the daemon's data dir (default: data)")
+    password.add_argument("--user", default="admin", help="the administrator (default: admin)")
+    password.add_argument(
+        "--password-stdin", action="store_true", help="read the password from standard input"
+    )
     users = sub.add_parser("users", help="list the accounts of a configuration")
     users.add_argument("file", type=Path, nargs="?", help="TOML file (default: the demo office)")
     users.add_argument(
@@ -143,17 +168,66 @@ def _check(file: Path) -> int:
     return 0
 
 
+def _data_dir(args: argparse.Namespace) -> Path | None:
+    """The data directory named by --config FILE or --data-dir (None: the file is invalid)."""
+    if args.config is not None:
+        try:
+            return cfg.load(args.config).server.data_dir
+        except cfg.ConfigError as exc:
+            print(exc, file=sys.stderr)
+            return None
+    return Path(args.data_dir or cfg.demo().server.data_dir)
+
+
+def _reload(args: argparse.Namespace) -> int:
+    from .control import ControlError, query
+
+    data_dir = _data_dir(args)
+    if data_dir is None:
+        return 1
+    try:
+        answer = query(data_dir, "reload", timeout=60.0)
+    except ControlError as exc:
+        print(f"softswitch reload: {exc}", file=sys.stderr)
+        return 1
+    restart = answer.get("restart_needed") or []
+    print("softswitch reload: applied" + (f"; restart for {', '.join(restart)}" if restart else ""))
+    return 0
+
+
+def _console_password(args: argparse.Namespace) -> int:
+    import getpass
+
+    from .features.console.accounts import Accounts, PasswordError
+
+    data_dir = _data_dir(args)
+    if data_dir is None:
+        return 1
+    if args.password_stdin:
+        secret = sys.stdin.readline().rstrip("\n")
+    else:
+        secret = getpass.getpass(f"new password for {args.user}: ")
+        if getpass.getpass("again: ") != secret:
+            print("softswitch console-password: the two differ", file=sys.stderr)
+            return 1
+    accounts = Accounts(Path(data_dir))
+    try:
+        accounts.set_admin(args.user, secret)
+    except PasswordError as exc:
+        print(f"softswitch console-password: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        accounts.close()
+    print(f"softswitch console-password: {args.user} updated in {data_dir}")
+    return 0
+
+
 def _status(args: argparse.Namespace) -> int:
     from .control import ControlError, query, render
 
-    if args.config is not None:
-        try:
-            data_dir = cfg.load(args.config).server.data_dir
-        except cfg.ConfigError as exc:
-            print(exc, file=sys.stderr)
-            return 1
-    else:
-        data_dir = args.data_dir or cfg.demo().server.data_dir
+    data_dir = _data_dir(args)
+    if data_dir is None:
+        return 1
     try:
         status = query(data_dir)
     except ControlError as exc:
@@ -196,6 +270,10 @@ def main(argv: list[str] | None = None) -> int:
         return _status(args)
     if args.command == "users":
         return _users(args)
+    if args.command == "reload":
+        return _reload(args)
+    if args.command == "console-password":
+        return _console_password(args)
 
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if args.log_file:
@@ -210,19 +288,17 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
         handlers=handlers,
     )
-    try:
-        config = _load(args.config)
-    except cfg.ConfigError as exc:
-        print(exc, file=sys.stderr)
-        return 1
-    server = config.server
     updates: dict[str, object] = {}
     if args.listen:
         updates["listen"] = _listen_specs(args.listen)
     if args.data_dir:
         updates["data_dir"] = args.data_dir
-    if updates:
-        config = config.model_copy(update={"server": server.model_copy(update=updates)})
+    source = _source(args.config, updates)
+    try:
+        config = source.load()
+    except cfg.ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 1
     asyncio.run(
         _serve(
             config,
@@ -230,9 +306,27 @@ def main(argv: list[str] | None = None) -> int:
             stats_file=args.stats_file,
             quiet=args.quiet,
             secrets=args.secrets,
+            source=source,
         )
     )
     return 0
+
+
+def _source(path: Path | None, overrides: dict[str, object]) -> ConfigFile:
+    """The file the daemon runs (and the console saves to). The embedded demo runs with
+    the web console on, and its edits are saved in its data directory (``office.toml``
+    there, used from then on)."""
+    if path is not None:
+        return ConfigFile(path, overrides)
+    from .features.console.settings import ConsoleSettings
+
+    data_dir = Path(str(overrides.get("data_dir") or cfg.demo().server.data_dir))
+    return ConfigFile(
+        None,
+        {"data_dir": data_dir, **overrides},
+        save_to=data_dir / "office.toml",
+        default_sections={"console": ConsoleSettings(demo=True)},
+    )
 
 
 if __name__ == "__main__":

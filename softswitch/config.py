@@ -575,6 +575,9 @@ def _resolve_paths(config: Config, base: Path) -> Config:
     return config.model_copy(update={"users": users, "server": server, "hold_music": music})
 
 
+resolve_paths = _resolve_paths  # file names relative to the configuration's directory
+
+
 def check_audio(config: Config, source: str) -> None:
     """Every audio file named in ``config`` must load (names file and key if not)."""
     files = [(f"hold_music.{slot}", p) for slot, p in config.hold_music.items()]

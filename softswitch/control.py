@@ -5,8 +5,11 @@ only the daemon's own user (and root) can connect, which the kernel checks twice
 permissions, then the peer's credentials, ``SO_PEERCRED``); nothing listens on the network
 and there is no password to leak. A client sends one line, ``status``, and gets one JSON
 document back: registrations, calls, conferences and the counters, as of that moment.
-Requests are bounded (one line of at most 64 bytes within 2 s, 4 clients at a time) and it
-is read-only: nothing a client sends changes the PBX.
+``reload`` re-reads the daemon's own configuration file and applies it live (what SIGHUP
+does), answering ``{"ok": true, "restart_needed": [...]}`` or ``{"error": "<the file's
+errors>"}``; no other command changes anything, and nothing a client sends becomes
+configuration. Requests are bounded (one line of at most 64 bytes within 2 s, 4 clients
+at a time).
 """
 
 from __future__ import annotations
@@ -180,14 +183,33 @@ class ControlServer:
             command = line[:MAX_REQUEST].strip().decode("ascii", "replace")
             if command == "status":
                 answer = snapshot(self.pbx, self.started)
+            elif command == "reload":
+                answer = await reload(self.pbx)
             else:
-                answer = {"error": "unknown command (known: status)"}
+                answer = {"error": "unknown command (known: status, reload)"}
             writer.write(json.dumps(answer).encode() + b"\n")
             with contextlib.suppress(ConnectionError, TimeoutError):
                 await asyncio.wait_for(writer.drain(), REQUEST_TIMEOUT)
         finally:
             self._clients -= 1
             writer.close()
+
+
+async def reload(pbx: Pbx) -> dict[str, Any]:
+    """Read the configuration file again and apply it; an invalid file changes nothing."""
+    from .config import ConfigError
+
+    source = pbx.svc.config_file
+    if source is None:
+        return {"error": "this daemon was not started from a file (embedded configuration)"}
+    try:
+        config = source.load()
+        restart = await pbx.apply(config)
+    except ConfigError as exc:
+        log.warning("event=reload_refused errors=%d\n%s", str(exc).count("\n") + 1, exc)
+        return {"error": str(exc)}
+    log.info("event=reloaded file=%s", source.target)
+    return {"ok": True, "restart_needed": restart}
 
 
 def _trusted(writer: asyncio.StreamWriter) -> bool:

@@ -246,6 +246,16 @@ class Devices:
                 return user
         return None
 
+    def restore(self) -> int:
+        """Bindings stored before a restart, back in the table with their remaining
+        lifetime; each contact is asked with OPTIONS at once and dropped if silent."""
+        restored = self.registrar.restore(self.ua.now())
+        for binding in restored:
+            self._spawn(self._ping(binding))
+        if restored:
+            log.info("event=bindings_restored count=%d", len(restored))
+        return len(restored)
+
     async def keepalive(self, interval: float) -> None:
         """OPTIONS to every registered contact; a silent one is dropped."""
         while True:

@@ -176,6 +176,16 @@ class CallListener:
     def voicemail_left(self, mailbox: str, message_id: str) -> None:
         """A caller left message ``message_id`` in ``mailbox``."""
 
+    def routed(self, dial: Dial, kind: str) -> None:
+        """The dialplan sends ``dial.party``'s call to ``dial.target``: ``kind`` is
+        ``number`` (an extension, a group, a feature code) or the destination kind
+        (``voicemail``, ``tel``, ``announce``, ``hangup``...). A forward, a group's
+        exhaustion or a transfer is one more ``routed`` of the same party."""
+
+    def finished(self, party: Party, outcome: Outcome) -> None:
+        """The dialplan is done with ``party``'s call: it was connected, handled by an
+        application (voicemail, a menu...), or failed (busy, no answer, refused...)."""
+
 
 # -- the feature contract -----------------------------------------------------------------
 
@@ -214,6 +224,8 @@ class Feature(Protocol):
 
     async def stop(self) -> None: ...
 
+    async def resume(self, old: Any, svc: Services) -> None: ...
+
 
 @dataclass
 class BaseFeature:
@@ -225,6 +237,9 @@ class BaseFeature:
     name: ClassVar[str] = "feature"
     section: ClassVar[str | None] = None
     config_model: ClassVar[Any] = None
+    # what start() builds and a new configuration keeps (open stores, subscriptions,
+    # conference rooms): moved to the feature built from the new configuration by resume()
+    state: ClassVar[tuple[str, ...]] = ()
 
     def __post_init__(self) -> None:
         """Build what the feature needs from ``self.config`` (no I/O); a ValueError
@@ -278,6 +293,15 @@ class BaseFeature:
 
     async def stop(self) -> None:
         return None
+
+    async def resume(self, old: Any, svc: Services) -> None:
+        """Take over from ``old``, this feature built from the previous configuration,
+        while calls go on (a configuration applied live): the attributes named in
+        ``state`` move over and nothing restarts. A feature whose start() acts on its
+        settings (hooks on the services, prompts to render) does that again here."""
+        self.svc = svc
+        for name in self.state:
+            setattr(self, name, getattr(old, name))
 
 
 # A feature module is loaded by its class: built from the configuration alone.

@@ -18,7 +18,7 @@ from typing import Any
 
 import uvicorn
 from starlette.applications import Starlette
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 log = logging.getLogger("softswitch")
 
@@ -49,12 +49,35 @@ class HttpServer:
         self.app = Starlette()
         self._server: _Server | None = None
         self._task: asyncio.Task[None] | None = None
+        self.tls: tuple[str, str] | None = None
 
     def mount(
         self, path: str, endpoint: Callable[..., Any], methods: Sequence[str] = ("GET",)
     ) -> None:
-        """Serve ``endpoint`` (a Starlette request handler) at ``path``."""
-        self.app.router.routes.append(Route(path, endpoint, methods=list(methods)))
+        """Serve ``endpoint`` (a Starlette request handler) at ``path`` (a route already
+        at ``path`` is replaced: a feature built from a new configuration mounts again)."""
+        self.add(Route(path, endpoint, methods=list(methods)))
+
+    def add(self, route: BaseRoute) -> None:
+        """Serve a Starlette route (a ``Mount`` of static files, ...), replacing the one
+        at the same path for the same methods."""
+
+        def key(r: BaseRoute) -> tuple[object, object]:
+            methods = getattr(r, "methods", None)
+            return getattr(r, "path", None), frozenset(methods) if methods else None
+
+        routes = self.app.router.routes
+        routes[:] = [r for r in routes if key(r) != key(route)]
+        routes.append(route)
+
+    def use_tls(self, certificate: str, key: str) -> None:
+        """Serve HTTPS with this certificate chain and private key (PEM files); before
+        :meth:`start`."""
+        self.tls = (certificate, key)
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls else "http"
 
     @property
     def running(self) -> bool:
@@ -85,6 +108,8 @@ class HttpServer:
             h11_max_incomplete_event_size=MAX_HEADER_BYTES,
             timeout_keep_alive=KEEPALIVE_SECONDS,
             server_header=False,
+            ssl_certfile=self.tls[0] if self.tls else None,
+            ssl_keyfile=self.tls[1] if self.tls else None,
         )
         server = self._server = _Server(config)
         self._task = asyncio.create_task(server.serve(sockets=[sock]))

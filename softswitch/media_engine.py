@@ -57,6 +57,11 @@ class Source:
     def payload(self, leg: MediaLeg, tick: int) -> bytes | None:
         return None
 
+    def samples(self, leg: MediaLeg, tick: int) -> Samples | None:
+        """This tick's audio as samples even where :meth:`payload` would relay it (for
+        what mixes something over a source, such as the call-waiting tone)."""
+        return self.frame(leg, tick)
+
 
 class _Converter:
     """A stream resampler that follows the rates it is asked for (a re-INVITE may change
@@ -97,6 +102,9 @@ class LegSource(Source):
     def frame(self, leg: MediaLeg, tick: int) -> Samples | None:
         if self.relays(leg):
             return None  # nothing to relay this tick: the phone conceals the gap itself
+        return self.samples(leg, tick)
+
+    def samples(self, leg: MediaLeg, tick: int) -> Samples | None:
         return self._converter.convert(self.other.frame_in, self.other.rate, leg.rate)
 
 
@@ -298,7 +306,10 @@ class MediaLeg:
             return
         frame = source.frame(self, tick)
         if frame is None:
-            self.session.skip()
+            if self.session.dtmf_sender.active:  # a relayed RFC 4733 key still goes out
+                stream.write(stream.silence)
+            else:
+                self.session.skip()
             return
         stream.write(frame)
 
@@ -334,6 +345,10 @@ class MediaLeg:
             self.closed = True
             self.engine.legs.discard(self)
             self.session.close()
+            # bridged legs point at each other (sources, keys): undo it, so that an
+            # ended call is freed at once rather than by the cycle collector
+            self.source = self.dtmf_peer = self.key_filter = None
+            self.taps = []
 
 
 class MediaEngine:

@@ -25,15 +25,17 @@ from rtp import PortAllocator
 
 from . import codec_policy
 from .banner import print_demo_accounts as print_demo_accounts  # moved; kept importable
+from .binding_store import SqliteBindingStore
 from .call_limit import RETRY_AFTER, CallLimit
 from .calls import Party
 from .config import Config, Trunk, User
 from .devices import DeviceEndpoint, Devices, UserEndpoint
-from .feature import Dial, Failed, FeatureType
+from .feature import Dial, Endpoint, Failed, FeatureType
 from .features import builtin
 from .media_engine import MediaEngine
 from .plugins import Registry
 from .registrar import Registrar
+from .reload import needs_restart
 from .services import Services
 
 log = logging.getLogger("softswitch")
@@ -52,12 +54,14 @@ class Pbx:
         configuration they cannot serve raises :class:`~softswitch.config.ConfigError`.
         ``wallclock``: the time of day for business hours (default: the real one)."""
         self._config = config
+        self.feature_types = builtin() if features is None else list(features)
         self.stats_file = stats_file
         server = config.server
         self.data_dir = Path(server.data_dir)
         self.registrar = Registrar(
             min_expires=server.registration_min_expires,
             max_expires=server.registration_max_expires,
+            store=SqliteBindingStore(self.data_dir / "registrations.sqlite"),
         )
         self.clock = MediaClock()
         self.ports = PortAllocator(*server.rtp_ports)
@@ -86,11 +90,8 @@ class Pbx:
         )
         self.registry = Registry(
             config,
-            builtin() if features is None else list(features),
-            core_endpoints={
-                "user": UserEndpoint(self.devices, lambda p: self.svc.caller_id(p)),
-                "device": DeviceEndpoint(self.devices, lambda p: self.svc.caller_id(p)),
-            },
+            self.feature_types,
+            core_endpoints=self._core_endpoints(),
         )
         # after the registry: a configuration it refuses leaves no subscriber on the clock
         self.engine = MediaEngine(self.clock, self.ports, server.country, server.language)
@@ -105,9 +106,11 @@ class Pbx:
             spawn=self.spawn,
             wallclock=wallclock,
         )
+        self.svc.apply_config = self.apply
         self.counters = self.svc.counters
         self.calls = CallLimit(lambda: self.config.server.max_calls)
         self.started = asyncio.Event()
+        self._applying = asyncio.Lock()
 
     @property
     def config(self) -> Config:
@@ -117,6 +120,52 @@ class Pbx:
     def config(self, config: Config) -> None:
         """A new configuration for what is read live (users' settings)."""
         self._config = config
+
+    def _core_endpoints(self) -> dict[str, Endpoint]:
+        return {
+            "user": UserEndpoint(self.devices, lambda p: self.svc.caller_id(p)),
+            "device": DeviceEndpoint(self.devices, lambda p: self.svc.caller_id(p)),
+        }
+
+    async def apply(self, config: Config) -> list[str]:
+        """Run ``config`` from now on, calls in progress going on: the features are built
+        again from it (a ConfigError leaves everything as it was) and each takes over
+        the state of its predecessor (:meth:`BaseFeature.resume`); new calls see the new
+        numbers, groups, menus and users at once. Returns the keys whose change needs a
+        restart (listen addresses, ports, the data directory...): their running values
+        stay until then."""
+        async with self._applying:
+            restart = needs_restart(self.config, config)
+            running = {
+                k.removeprefix("server."): getattr(self.config.server, k[7:]) for k in restart
+            }
+            if running:
+                config = config.model_copy(
+                    update={"server": config.server.model_copy(update=running)}
+                )
+            await self._apply(config)
+            log.info(
+                "event=config_applied users=%d numbers=%d restart_needed=%s",
+                len(config.users),
+                len(self.registry.numbers),
+                ",".join(restart) or "-",
+            )
+            return restart
+
+    async def _apply(self, config: Config) -> None:
+        registry = Registry(config, self.feature_types, core_endpoints=self._core_endpoints())
+        old = self.registry
+        self._config = config
+        self.registry = self.svc.registry = registry
+        for feature in registry.features:
+            previous = old.feature(type(feature).name)
+            try:
+                if previous is None:
+                    await feature.start(self.svc)
+                else:
+                    await feature.resume(previous, self.svc)
+            except Exception:
+                log.exception("event=feature_resume_failed feature=%s", type(feature).name)
 
     @property
     def parties(self) -> set[Party]:
@@ -141,6 +190,7 @@ class Pbx:
         ua.handlers["SUBSCRIBE"] = self.on_subscribe
         ua.on_invite = self.on_invite
         await ua.start()
+        self.devices.restore()  # registrations from before a restart, each checked
         self.clock.start()
         for feature in self.registry.features:
             await feature.start(self.svc)
@@ -170,6 +220,8 @@ class Pbx:
         await self.ua.close()  # BYE to every established call
         await self.clock.stop()
         self.engine.close()
+        if self.registrar.store is not None:
+            self.registrar.store.close()
         log.info("event=stopped")
 
     def spawn(self, coro: Awaitable[Any]) -> asyncio.Task[Any]:
@@ -194,6 +246,12 @@ class Pbx:
             "conference_legs": len(conference.engine.legs) if conference else 0,
             "conference_members": conference.members() if conference else 0,
             "auth_failures": self.devices.auth_failures,
+            # what the soak benchmark watches for leaks
+            "tasks": len(asyncio.all_tasks()),
+            "rtp_ports": self.ports.in_use,
+            "transactions": len(self.ua.transactions),
+            "dialogs": len(self.ua.calls),
+            "overload_refused": self.ua.overload.stats.refused if self.ua.overload else 0,
             **self.counters,
         }
 

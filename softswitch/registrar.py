@@ -1,17 +1,27 @@
-"""The registrar (RFC 3261 §10.3) as a pure table of bindings; time is passed in.
+"""The registrar (RFC 3261 §10.3) as a table of bindings; time is passed in.
 
-Storage is in memory: phones refresh their registrations, so a restart only costs one
-refresh interval (DESIGN.md). Several contacts per address of record, expiry, ``*`` to
-remove all, Call-ID/CSeq ordering, Min-Expires, and a bound on bindings per AOR.
+Several contacts per address of record, expiry, ``*`` to remove all, Call-ID/CSeq
+ordering, Min-Expires, and a bound on bindings per AOR. With a
+:class:`~softswitch.binding_store.BindingStore`, every change is written through (a new
+binding, one removed or expired, a refresh that moves the expiry by more than a tenth of
+its interval: not a retransmission or an early repeat), and :meth:`Registrar.restore`
+reads the bindings back after a restart with their remaining lifetime.
 """
 
 from __future__ import annotations
 
+import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from sip import Contact, Request
+from sip import Contact, ParseError, Request, parse_uri
 from sip.transaction import Address
 from sip.uri import URI
+
+from .binding_store import BindingStore, StoredBinding
+
+log = logging.getLogger("softswitch")
 
 
 @dataclass(slots=True)
@@ -28,6 +38,11 @@ class Binding:
 
     def expires_in(self, now: float) -> int:
         return max(0, round(self.expires_at - now))
+
+    @property
+    def device(self) -> str:
+        """What tells this binding from the AOR's others: +sip.instance, else the contact."""
+        return self.instance or str(self.contact)
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,12 +63,99 @@ class Registrar:
         max_expires: int = 3600,
         default_expires: int = 3600,
         max_bindings: int = 10,
+        store: BindingStore | None = None,
+        wallclock: Callable[[], float] = time.time,
     ) -> None:
+        """``store``: where bindings are written through (None: memory only);
+        ``wallclock``: seconds since the epoch, for the expiry written there."""
         self.min_expires = min_expires
         self.max_expires = max_expires
         self.default_expires = default_expires
         self.max_bindings = max_bindings
+        self.store = store
+        self._wall = wallclock
         self._bindings: dict[str, list[Binding]] = {}
+        self._stored: dict[tuple[str, str], StoredBinding] = {}
+
+    # -- persistence ----------------------------------------------------------------------
+
+    def restore(self, now: float) -> list[Binding]:
+        """Read the stored bindings back (after a restart), with their remaining lifetime;
+        expired or unreadable rows are deleted. Returns the bindings restored."""
+        if self.store is None:
+            return []
+        wall = self._wall()
+        restored: list[Binding] = []
+        for row in self.store.load():
+            left = row.expires_at - wall
+            try:
+                contact = parse_uri(row.contact)
+            except ParseError:
+                left = -1.0
+            if left <= 0 or row.transport not in ("udp", "tcp", "tls"):
+                self.store.delete(*row.key)
+                continue
+            binding = Binding(
+                row.aor,
+                contact,
+                (row.transport, row.host, row.port),
+                now + left,
+                row.call_id,
+                row.cseq,
+                row.user_agent,
+                row.q,
+                row.instance,
+            )
+            current = self._bindings.setdefault(row.aor, [])
+            if len(current) >= self.max_bindings:
+                continue
+            current.append(binding)
+            self._stored[row.key] = row
+            restored.append(binding)
+        return restored
+
+    def _sync(self, aor: str, before: list[Binding], now: float) -> None:
+        """Write what changed for ``aor`` to the store."""
+        if self.store is None:
+            return
+        after = self._bindings.get(aor, [])
+        kept = {b.device for b in after}
+        for binding in before:
+            if binding.device not in kept:
+                self._forget(binding)
+        for binding in after:
+            self._persist(binding, now)
+
+    def _persist(self, binding: Binding, now: float) -> None:
+        assert self.store is not None
+        left = binding.expires_at - now
+        row = StoredBinding(
+            binding.aor,
+            str(binding.contact),
+            *binding.source,
+            self._wall() + left,
+            binding.call_id,
+            binding.cseq,
+            binding.user_agent,
+            binding.q,
+            binding.instance,
+        )
+        old = self._stored.get(row.key)
+        if (
+            old is not None
+            and (old.contact, old.transport, old.host, old.port, old.call_id, old.q)
+            == (row.contact, row.transport, row.host, row.port, row.call_id, row.q)
+            and abs(old.expires_at - row.expires_at) <= max(1.0, 0.1 * left)
+        ):
+            return  # a retransmission or an early repeat: what is stored still holds
+        self.store.put(row)
+        self._stored[row.key] = row
+
+    def _forget(self, binding: Binding) -> None:
+        assert self.store is not None
+        key = (binding.aor, binding.device)
+        self.store.delete(*key)
+        self._stored.pop(key, None)
 
     def __len__(self) -> int:
         return sum(len(v) for v in self._bindings.values())
@@ -71,6 +173,8 @@ class Registrar:
         current = self._bindings.get(binding.aor, [])
         if binding in current:
             current.remove(binding)
+            if self.store is not None:
+                self._forget(binding)
         if not current:
             self._bindings.pop(binding.aor, None)
 
@@ -84,6 +188,9 @@ class Registrar:
                 self._bindings[aor] = keep
             else:
                 del self._bindings[aor]
+        if self.store is not None:
+            for binding in gone:
+                self._forget(binding)
         return gone
 
     def process(self, request: Request, aor: str, source: Address, now: float) -> RegisterResult:
@@ -101,6 +208,7 @@ class Registrar:
                 )
             removed = [b for b in current if self._in_order(b, request)]
             self._bindings[aor] = [b for b in current if b not in removed]
+            self._sync(aor, current, now)
             result = self._ok(aor, now)
             return RegisterResult(200, None, result.bindings, result.headers, [], removed)
         added: list[Binding] = []
@@ -134,10 +242,12 @@ class Registrar:
             )
             current.append(binding)
             added.append(binding)
+        before = self._bindings.get(aor, [])
         if current:
             self._bindings[aor] = current
         else:
             self._bindings.pop(aor, None)
+        self._sync(aor, before, now)
         result = self._ok(aor, now)
         return RegisterResult(200, None, result.bindings, result.headers, added, removed)
 

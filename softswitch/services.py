@@ -41,6 +41,7 @@ from .rules import CallFacts, Rule, first_match
 
 if TYPE_CHECKING:
     from .http import HttpServer
+    from .reload import ConfigFile
 
 log = logging.getLogger("softswitch")
 MAX_DEPTH = 5  # forwards/transfers in a row before the call is refused (loops)
@@ -100,6 +101,10 @@ class Services:
         self.music: Callable[[str], Source] | None = None
         self.ringing: list[Ringing] = []  # callers whose forks ring now (pickup)
         self._http: dict[str, HttpServer] = {}
+        # a configuration applied live (softswitch.pbx.Pbx.apply; the web console's edits)
+        self.apply_config: Callable[[Config], Awaitable[list[str]]] | None = None
+        # the file behind the running configuration, when there is one (edits are saved there)
+        self.config_file: ConfigFile | None = None
         # (dial, block list, whose) -> the refusal, or None: set by the blocking feature
         self.refuse_blocked: Callable[[Dial, list[str], str], Awaitable[Outcome | None]] | None = (
             None
@@ -186,6 +191,8 @@ class Services:
             party.hold_source = self.music_for
         call = party.call
         call.on_dtmf.add(party.leg.push_dtmf)
+        while not call.dtmf.empty():  # keys that came before anyone listened (a callee
+            party.leg.push_dtmf(call.dtmf.get_nowait())  # pressing as it answers)
 
         async def reinvite(_: sip.Call, request: sip.Request) -> bytes | None:
             was = party.holding
@@ -210,6 +217,7 @@ class Services:
             for hook in party.on_gone:
                 hook(party)
             self.emit("ended", party)
+            party.on_gone, party.on_taken, party.hold_source = [], [], None
 
         call.on_end.add(gone)
 
@@ -561,14 +569,17 @@ class Services:
             return Failed(482, "refused", "Loop Detected")
         dest = parse_destination(dial.target)
         if dest.kind == "hangup":
+            self.emit("routed", dial, "hangup")
             return Failed(480, "refused", "Temporarily Unavailable")
         if dest.kind == "number":
             handler = self.registry.numbers.get(dest.value)
             if handler is not None:
+                self.emit("routed", dial, "number")
                 return await handler(dial)
             if classify(dest.value, self.config) is None:
                 return Failed(404, "refused", "Not Found")
             dest = parse_destination(f"tel:{dest.value}")
+        self.emit("routed", replace(dial, target=dest.value), dest.kind)
         kind = self.registry.kinds.get(dest.kind)
         if kind is None:
             return Failed(404, "refused", f"Not Found (no {dest.kind} destinations)")
@@ -676,6 +687,7 @@ class Services:
     async def finish(self, party: Party, outcome: Outcome) -> None:
         """End what the dialplan left: refuse a caller nothing took, hang up after an
         application; a connected call is left to its bridge."""
+        self.emit("finished", party, outcome)
         if isinstance(outcome, Failed):
             self.counters["refused"] += outcome.cause == "refused"
             if isinstance(party.call, sip.IncomingCall) and not party.ended:

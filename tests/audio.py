@@ -68,6 +68,15 @@ def burst_timing(samples: npt.NDArray[np.int16], rate: int) -> tuple[float, floa
     x = samples[: n * hop].astype(np.float64).reshape(n, hop)
     envelope = np.sqrt((x * x).mean(axis=1))
     loud = envelope > np.percentile(envelope, 90) / 3
+    # a frame lost under load (20 ms of silence) must not split a burst: close gaps up to
+    # 60 ms, far shorter than the 250 ms pause that a wrong rate would stretch or shrink
+    quiet = np.flatnonzero(~loud)
+    if len(quiet):
+        starts = quiet[np.flatnonzero(np.diff(quiet, prepend=-2) != 1)]
+        ends = quiet[np.flatnonzero(np.diff(quiet, append=n + 1) != 1)] + 1
+        for a, b in zip(starts, ends, strict=True):
+            if a > 0 and b < n and b - a <= 12:
+                loud[a:b] = True
     edges = np.diff(loud.astype(np.int8))
     rises = np.flatnonzero(edges == 1) + 1
     falls = np.flatnonzero(edges == -1) + 1

@@ -187,13 +187,15 @@ async def demo_pbx(
     tmp_path: Path,
     *,
     server: str = "",
+    settings: str = "",
     extra: str = "",
     rtp: int = 33000,
     features: Sequence[FeatureType] | None = None,
 ) -> Pbx:
     """The embedded demo office, in this process, on a free port, started.
 
-    ``server`` adds lines to its [server] table, ``extra`` whole tables; ``features``
+    ``server`` adds lines to its [server] table, ``settings`` to its [features] table,
+    ``extra`` whole tables; ``features``
     replaces the built-in feature modules."""
     port = free_port()
     text = (
@@ -201,7 +203,7 @@ async def demo_pbx(
             'listen = ["udp:127.0.0.1:5060", "tcp:127.0.0.1:5060"]',
             f'listen = ["udp:127.0.0.1:{port}", "tcp:127.0.0.1:{port}"]\n'
             f"rtp_ports = [{rtp}, {rtp + 400}]\n{server}",
-        )
+        ).replace("[features]\n", f"[features]\n{settings}\n")
         + extra
     )
     config = cfg.parse(text, "test", sections_of(features) if features is not None else None)

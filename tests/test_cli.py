@@ -27,7 +27,7 @@ from softswitch.loadgen import ConferenceLoad
 from softswitch.plugins import Registry
 
 from .netutil import ROOT, daemon, free_port
-from .office import Office
+from .office import USERS, Office
 from .test_api_errors import JUNK_MP3
 
 EXTRA = """
@@ -162,7 +162,7 @@ async def test_banner_users_and_status_of_a_running_office(office: Office) -> No
         assert room["room"] == "100" and room["hosts"] == 1
         assert sorted(room["members"]) == ["102", "102 (host)"]
         text = render(answer)
-        assert "registrations: 2 (of 3 users)" in text and "calls: 1" in text
+        assert f"registrations: 2 (of {len(USERS)} users)" in text and "calls: 1" in text
         assert re.search(r"^  room 100\s+102 \(host\), 102$", text, re.M), text
 
         await alice.command("hangup")

@@ -17,6 +17,7 @@ PURE = [
     "sip/sdp.py",
     "sip/offer_answer.py",
     "sip/auth.py",
+    "sip/overload.py",
     "rtp/source_policy.py",
     "rtp/jitter.py",
 ]

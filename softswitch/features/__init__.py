@@ -16,7 +16,9 @@ def builtin() -> list[FeatureType]:
     from .blocking import Blocking
     from .call_flip import CallFlip
     from .call_waiting import CallWaiting
+    from .cdr import CallHistory
     from .conference.service import Conference
+    from .console.feature import Console
     from .extensions import Extensions
     from .hold_music import HoldMusicFeature
     from .hot_desk import HotDesk
@@ -55,6 +57,8 @@ def builtin() -> list[FeatureType]:
         HotDesk,
         Provisioning,
         CallWaiting,
+        CallHistory,
+        Console,
     ]
 
 

@@ -63,6 +63,9 @@ class Blocking(BaseFeature):
         svc.refuse_blocked = self.refuse_if  # users' own block lists (extensions)
         await svc.prompts.prepare([self.message])
 
+    async def resume(self, old: object, svc: Services) -> None:
+        await self.start(svc)  # the new patterns and message
+
     def check_announce(self, value: str, user: User | None) -> str | None:
         try:
             configured(value, self.config)

@@ -34,7 +34,7 @@ class WithTone(Source):
         self.start = start
 
     def frame(self, leg: MediaLeg, tick: int) -> Samples | None:
-        frame = self.inner.frame(leg, tick)
+        frame = self.inner.samples(leg, tick)  # decoded even where it was relayed
         n = leg.frame_samples if frame is None else len(frame)
         at = ((tick - self.start) * n) % len(self.cycle)
         part = np.resize(np.roll(self.cycle, -at)[:n], n)
@@ -44,6 +44,7 @@ class WithTone(Source):
 
 class CallWaiting(BaseFeature, CallListener):
     name = "call_waiting"
+    state = ("waiting",)
     section = "call_waiting"
     config_model = CallWaitingSettings
 

@@ -56,7 +56,9 @@ class HoldMusic:
         path = self.slots.get(slot)
         if path is None:
             return self.engine.shared("moh:default", builtin_music)
-        return self.engine.shared(f"moh:{slot}", lambda rate: load_audio(path, rate))
+        # keyed by the file: a slot given a new file (the console's upload) starts a new
+        # stream for new holds, while callers held now keep the old one to their resume
+        return self.engine.shared(f"moh:{slot}:{path}", lambda rate: load_audio(path, rate))
 
 
 class HoldMusicFeature(BaseFeature):
@@ -69,3 +71,6 @@ class HoldMusicFeature(BaseFeature):
         await super().start(svc)
         self.music = HoldMusic(svc.engine, dict(self.config.hold_music))
         svc.music = self.music.source
+
+    async def resume(self, old: object, svc: Services) -> None:
+        await self.start(svc)  # the new slots, for holds from now on

@@ -44,6 +44,7 @@ def device_name(phone: Phone) -> str:
 
 class HotDesk(BaseFeature):
     name = "hot_desk"
+    state = ("logged",)
     section = "hot_desk"
     config_model = HotDeskSettings
 
@@ -81,6 +82,16 @@ class HotDesk(BaseFeature):
         self._load()
         svc.devices.logins.append(self.login)
         svc.devices.aor_sources.append(self.aors)
+
+    async def resume(self, old: object, svc: Services) -> None:
+        if isinstance(old, HotDesk):  # the old hooks out, the new ones (if any) in
+            for hooks, hook in (
+                (svc.devices.logins, old.login),
+                (svc.devices.aor_sources, old.aors),
+            ):
+                if hook in hooks:
+                    hooks.remove(hook)  # type: ignore[arg-type]
+        await self.start(svc)  # logins kept in hot-desk.json are read again
 
     def call_checks(self) -> Iterable[CallCheck]:
         return (self.check,) if self.phones else ()

@@ -95,6 +95,9 @@ class Pickup(BaseFeature):
         if self.options.directed:
             svc.ua.supported.add("replaces")  # INVITEs that Require it are ours to take
 
+    async def resume(self, old: object, svc: Services) -> None:
+        await self.start(svc)  # what start() sets follows the new settings
+
     def call_checks(self) -> Iterable[CallCheck]:
         return (self.replaces,) if self.options.directed else ()
 

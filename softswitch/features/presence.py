@@ -68,6 +68,7 @@ def _dialog_id(call: sip.Call) -> str:
 
 class Presence(BaseFeature, CallListener):
     name = "presence"
+    state = ("watches", "live", "refusals")
     section = "presence"
     config_model = PresenceSettings
 

@@ -148,6 +148,7 @@ def parameters_document(params: dict[str, str]) -> bytes:
 
 class Provisioning(BaseFeature):
     name = "provisioning"
+    state = ("digest", "requests")
     section = "provisioning"
     config_model = ProvisioningSettings
 
@@ -170,6 +171,11 @@ class Provisioning(BaseFeature):
         server.mount("/{name}", self.serve)
         await server.start()
         log.info("event=provisioning_listening address=%s", options.listen)
+
+    async def resume(self, old: object, svc: Services) -> None:
+        await super().resume(old, svc)
+        if self.options is not None:  # the route now serves this configuration's phones
+            await self.start(svc)
 
     # -- HTTP ------------------------------------------------------------------------------
 

@@ -174,6 +174,9 @@ class Receptionists(BaseFeature):
         names = [Prompt("text", u.name) for u in self.config.users if u.name_recording is None]
         await svc.prompts.prepare([*self.prompts(), *names])
 
+    async def resume(self, old: object, svc: Services) -> None:
+        await self.start(svc)  # what start() sets follows the new settings
+
     def directory(self, by: str) -> list[Entry]:
         entries = []
         for user in self.services.config.users:

@@ -159,6 +159,7 @@ class Session:
 
 class CallRecording(BaseFeature, CallListener):
     name = "recording"
+    state = ("store", "archiver", "sessions")
     section = "recording"
     config_model = RecordingOffice
 

@@ -48,6 +48,9 @@ class SessionTimers(BaseFeature):
         )
         svc.ua.supported.add("timer")
 
+    async def resume(self, old: object, svc: Services) -> None:
+        await self.start(svc)  # what start() sets follows the new settings
+
     def call_checks(self) -> Iterable[CallCheck]:
         return (self.check,) if self.options.enabled else ()
 

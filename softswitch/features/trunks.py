@@ -30,6 +30,7 @@ EXTERNAL_RING_SECONDS = 120
 
 class Trunks(BaseFeature):
     name = "trunks"
+    state = ("registrations",)
 
     def __post_init__(self) -> None:
         self.registrations: list[sip.Registration] = []
@@ -56,6 +57,13 @@ class Trunks(BaseFeature):
         await super().start(svc)
         for trunk in self.config.trunks:
             if trunk.registers:
+                svc.spawn(self._register(trunk))
+
+    async def resume(self, old: object, svc: Services) -> None:
+        await super().resume(old, svc)
+        before = old.config.trunks if isinstance(old, Trunks) else []
+        for trunk in self.config.trunks:  # a trunk added or changed registers now
+            if trunk.registers and trunk not in before:
                 svc.spawn(self._register(trunk))
 
     async def stop(self) -> None:

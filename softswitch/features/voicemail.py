@@ -338,6 +338,7 @@ class Voicemail(BaseFeature, CallListener):
     the message-summary event package, and unsolicited MWI to phones that register."""
 
     name = "voicemail"
+    state = ("store", "subscriptions")
 
     def __post_init__(self) -> None:
         self.store: VoicemailStore | None = None

@@ -44,6 +44,7 @@ class SmtpSettings(Strict):
 
 class VoicemailEmail(BaseFeature, CallListener):
     name = "voicemail_email"
+    state = ("sending",)
     section = "smtp"
     config_model = SmtpSettings
 

@@ -38,6 +38,7 @@ class Conference(BaseFeature):
     """The bridge number as a feature: callers to it join :class:`ConferenceService`."""
 
     name = "conference"
+    state = ("service",)
 
     def __post_init__(self) -> None:
         self.service: ConferenceService | None = None
@@ -53,6 +54,11 @@ class Conference(BaseFeature):
     async def stop(self) -> None:
         if self.service is not None:
             self.service.close()
+
+    async def resume(self, old: object, svc: Services) -> None:
+        await super().resume(old, svc)  # the rooms and their calls go on
+        if self.service is not None:  # codes for users added meanwhile
+            self.service.codes = Codes(svc.config.users, svc.data_dir)
 
     async def join(self, dial: Dial) -> Outcome:
         party = dial.party

@@ -1,0 +1,653 @@
+"""The administrator's pages: dashboard, users, ring groups, receptionists, hours, hold
+music, voicemail, trunks, call history, API tokens, the administrator's own password."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from starlette.requests import Request
+from starlette.responses import FileResponse, RedirectResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from ...config import BusinessHours, Trunk, User, Voicemail
+from ..cdr import DISPOSITIONS, CallHistory, Filter, to_csv
+from ..receptionist import Receptionist
+from ..ring_groups import RingGroup
+from . import forms
+from .accounts import PasswordError
+from .edits import EditError, FieldError
+from .mailboxes import mailbox_store, message_file
+from .uploads import UploadError, read_form, save_audio
+
+if TYPE_CHECKING:
+    from .app import ConsoleApp
+    from .websec import Session
+
+
+def drop_none(data: Any) -> Any:
+    if isinstance(data, dict):
+        return {k: drop_none(v) for k, v in data.items() if v is not None}
+    return data
+
+
+def cdr(app: ConsoleApp) -> CallHistory | None:
+    feature = app.svc.registry.feature("cdr")
+    return feature if isinstance(feature, CallHistory) else None
+
+
+def day(value: str | None, *, end: bool = False) -> float | None:
+    """``2026-06-01`` (UTC) as a time; ``end``: the day after it."""
+    if not value:
+        return None
+    try:
+        when = datetime.strptime(value, "%Y-%m-%d").replace(tzinfo=UTC)
+    except ValueError:
+        field = "until" if end else "since"
+        raise EditError([FieldError(field, "expected YYYY-MM-DD")]) from None
+    return when.timestamp() + (86400 if end else 0)
+
+
+def call_filter(params: Any, extension: str | None = None) -> Filter:
+    disposition = params.get("disposition") or None
+    if disposition is not None and disposition not in DISPOSITIONS:
+        raise EditError([FieldError("disposition", f"one of {', '.join(DISPOSITIONS)}")])
+    try:
+        limit = int(params.get("limit") or 500)
+    except ValueError:
+        raise EditError([FieldError("limit", "expected a number")]) from None
+    return Filter(
+        since=day(params.get("since")),
+        until=day(params.get("until"), end=True),
+        number=extension or (params.get("number") or "").strip()[:32] or None,
+        disposition=disposition,
+        limit=limit,
+    )
+
+
+def routes(app: ConsoleApp) -> list[BaseRoute]:
+    r = app.route
+
+    def admin(handler: Any) -> Any:
+        async def checked(request: Request) -> Response:
+            session = app.need(request, "admin")
+            if isinstance(session, Response):
+                return session
+            return await handler(request, session)  # type: ignore[no-any-return]
+
+        return r(checked)
+
+    async def posted(request: Request, session: Session) -> Any:
+        return await app.form(request, session)
+
+    # -- dashboard ------------------------------------------------------------------------
+
+    async def dashboard(request: Request, session: Session) -> Response:
+        return app.render(request, "dashboard.html", session, live=app.snapshot())
+
+    # -- users ----------------------------------------------------------------------------
+
+    def user_page(
+        request: Request,
+        session: Session,
+        user: User | None,
+        status: int = 200,
+        errors: Any = (),
+        values: Any = None,
+    ) -> Response:
+        devices, rules = forms.user_rows(user)
+        return app.render(
+            request,
+            "user_edit.html",
+            session,
+            status,
+            user=user,
+            values=values,
+            devices=devices,
+            rules=rules,
+            errors=errors,
+            steps=forms.steps_text(user.forward.steps) if user else "",
+            slots=["default", *app.svc.config.hold_music],
+        )
+
+    async def users(request: Request, session: Session) -> Response:
+        return app.render(request, "users.html", session, users=app.svc.config.users)
+
+    async def user_new(request: Request, session: Session) -> Response:
+        return user_page(request, session, None)
+
+    async def user_create(request: Request, session: Session) -> Response:
+        form = await posted(request, session)
+        if isinstance(form, Response):
+            return form
+        data = drop_none(forms.user_patch(form))
+        try:
+            user = await app.editor.create("users", data)
+        except EditError as exc:
+            return user_page(request, session, None, 422, exc.errors)
+        assert isinstance(user, User)
+        return app.back(f"/admin/users/{user.extension}", session, f"user {user.extension} added")
+
+    async def user_show(request: Request, session: Session) -> Response:
+        user = app.editor.item("users", request.path_params["ext"])
+        assert isinstance(user, User)
+        return user_page(request, session, user)
+
+    async def user_update(request: Request, session: Session) -> Response:
+        ext = request.path_params["ext"]
+        form = await posted(request, session)
+        if isinstance(form, Response):
+            return form
+        user = app.editor.item("users", ext)
+        assert isinstance(user, User)
+        try:
+            await app.editor.replace("users", ext, forms.user_patch(form), patch=True)
+        except EditError as exc:
+            return user_page(request, session, user, 422, exc.errors)
+        return app.back(f"/admin/users/{ext}", session, "saved and applied")
+
+    async def user_delete(request: Request, session: Session) -> Response:
+        ext = request.path_params["ext"]
+        form = await posted(request, session)
+        if isinstance(form, Response):
+            return form
+        await app.editor.delete("users", ext)
+        app.accounts.forget_user(ext)
+        app.sessions.drop_user("user", ext)
+        return app.back("/admin/users", session, f"user {ext} deleted")
+
+    async def user_reset(request: Request, session: Session) -> Response:
+        """A new phone password and PIN (shown once); the portal password is forgotten
+        (the user logs in with the new phone password)."""
+        ext = request.path_params["ext"]
+        form = await posted(request, session)
+        if isinstance(form, Response):
+            return form
+        password = secrets.token_urlsafe(9)
+        pin = f"{secrets.randbelow(10**6):06d}"
+        await app.editor.replace("users", ext, {"password": password, "pin": pin}, patch=True)
+        app.accounts.forget_portal(ext)
+        app.sessions.drop_user("user", ext)
+        message = f"user {ext}: new phone password {password}, new PIN {pin} (shown once)"
+        return app.back(f"/admin/users/{ext}", session, message)
+
+    # -- ring groups ------------------------------------------------------------------------
+
+    def group_page(
+        request: Request,
+        session: Session,
+        group: RingGroup | None,
+        status: int = 200,
+        errors: Any = (),
+    ) -> Response:
+        return app.render(
+            request,
+            "group_edit.html",
+            session,
+            status,
+            group=group,
+            values=forms.group_form(group),
+            errors=errors,
+        )
+
+    async def groups(request: Request, session: Session) -> Response:
+        return app.render(request, "groups.html", session, groups=app.editor.items("ring_groups"))
+
+    async def group_new(request: Request, session: Session) -> Response:
+        return group_page(request, session, None)
+
+    async def group_save(request: Request, session: Session) -> Response:
+        ext = request.path_params.get("ext")
+        form = await posted(request, session)
+        if isinstance(form, Response):
+            return form
+        data = forms.group_data(form)
+        old = app.editor.item("ring_groups", ext) if ext else None
+        try:
+            if ext is None:
+                group = await app.editor.create("ring_groups", drop_none(data))
+            else:
+                group = await app.editor.replace("ring_groups", ext, data, patch=True)
+        except EditError as exc:
+            assert old is None or isinstance(old, RingGroup)
+            return group_page(request, session, old, 422, exc.errors)
+        assert isinstance(group, RingGroup)
+        return app.back(f"/admin/groups/{group.extension}", session, "saved and applied")
+
+    async def group_show(request: Request, session: Session) -> Response:
+        group = app.editor.item("ring_groups", request.path_params["ext"])
+        assert isinstance(group, RingGroup)
+        return group_page(request, session, group)
+
+    async def group_delete(request: Request, session: Session) -> Response:
+        form = await posted(request, session)
+        if isinstance(form, Response):
+            return form
+        await app.editor.delete("ring_groups", request.path_params["ext"])
+        return app.back("/admin/groups", session, "ring group deleted")
+
+    # -- receptionists ----------------------------------------------------------------------
+
+    def ivr_page(
+        request: Request,
+        session: Session,
+        menu: Receptionist | None,
+        status: int = 200,
+        errors: Any = (),
+    ) -> Response:
+        return app.render(
+            request,
+            "ivr_edit.html",
+            session,
+            status,
+            menu=menu,
+            keys=forms.KEYS,
+            errors=errors,
+        )
+
+    async def ivrs(request: Request, session: Session) -> Response:
+        return app.render(request, "ivrs.html", session, menus=app.editor.items("ivr"))
+
+    async def ivr_new(request: Request, session: Session) -> Response:
+        return ivr_page(request, session, None)
+
+    async def ivr_show(request: Request, session: Session) -> Response:
+        menu = app.editor.item("ivr", request.path_params["ext"])
+        assert isinstance(menu, Receptionist)
+        return ivr_page(request, session, menu)
+
+    async def ivr_save(request: Request, session: Session) -> Response:
+        ext = request.path_params.get("ext")
+        form = await read_form(request)  # a greeting file may come with it
+        checked = app.checked(request, session, form)
+        if isinstance(checked, Response):
+            return checked
+        old = app.editor.item("ivr", ext) if ext else None
+        assert old is None or isinstance(old, Receptionist)
+        data = forms.ivr_patch(form)
+        upload = form.get("greeting_file")
+        try:
+            if upload is not None and not isinstance(upload, str) and upload.filename:
+                folder = app.svc.data_dir / "audio" / "greetings"
+                path = await save_audio(upload, upload.filename, folder)
+                data["greeting"] = str(path)
+            if ext is None:
+                menu = await app.editor.create("ivr", drop_none(data))
+            else:
+                menu = await app.editor.replace(
+                    "ivr", ext, forms.ivr_keys_patch(old, data), patch=True
+                )
+        except UploadError as exc:
+            return ivr_page(request, session, old, exc.status, [FieldError("greeting", str(exc))])
+        except EditError as exc:
+            return ivr_page(request, session, old, 422, exc.errors)
+        assert isinstance(menu, Receptionist)
+        return app.back(f"/admin/ivr/{menu.extension}", session, "saved and applied")
+
+    async def ivr_delete(request: Request, session: Session) -> Response:
+        form = await posted(request, session)
+        if isinstance(form, Response):
+            return form
+        await app.editor.delete("ivr", request.path_params["ext"])
+        return app.back("/admin/ivr", session, "receptionist deleted")
+
+    async def tts(request: Request, session: Session) -> Response:
+        """The greeting as callers will hear it (the text spoken, or the file)."""
+        value = (request.query_params.get("text") or "").strip()
+        if not value or len(value) > 2000:
+            raise EditError([FieldError("greeting", "1 to 2000 characters")])
+        from ...prompts import is_audio_file
+
+        if is_audio_file(value):
+            path = app.svc.config.path(value)
+            if not path.is_file():
+                raise EditError([FieldError("greeting", f"{value}: no such file")], 404)
+        else:
+            speech = app.svc.prompts.speech
+            try:
+                path = await asyncio.to_thread(speech.render, value)
+            except Exception as exc:  # espeak-ng missing or failing
+                raise EditError([FieldError("greeting", f"cannot speak it: {exc}")], 500) from None
+        return FileResponse(path, media_type="audio/wav" if path.suffix == ".wav" else None)
+
+    # -- business hours -------------------------------------------------------------------
+
+    async def hours(request: Request, session: Session) -> Response:
+        return app.render(
+            request,
+            "hours.html",
+            session,
+            values=forms.hours_form(app.svc.config.business_hours),
+            days=forms.DAYS,
+            errors=(),
+            now_open=app.svc.office_open(),
+        )
+
+    async def hours_save(request: Request, session: Session) -> Response:
+        form = await posted(request, session)
+        if isinstance(form, Response):
+            return form
+        try:
+            if forms.checked(form, "always_open"):
+                await app.editor.set_singleton("business_hours", None)
+            else:
+                await app.editor.set_singleton("business_hours", forms.hours_data(form))
+        except EditError as exc:
+            values = {k: str(form.get(k) or "") for k in ("timezone", "closed", *forms.DAYS)}
+            return app.render(
+                request,
+                "hours.html",
+                session,
+                422,
+                values=values,
+                days=forms.DAYS,
+                errors=exc.errors,
+                now_open=app.svc.office_open(),
+            )
+        return app.back("/admin/hours", session, "business hours saved and applied")
+
+    # -- hold music -------------------------------------------------------------------------
+
+    async def music(request: Request, session: Session) -> Response:
+        slots = {"default": None, **app.svc.config.hold_music}
+        return app.render(request, "music.html", session, slots=slots, errors=())
+
+    async def music_upload(request: Request, session: Session) -> Response:
+        try:
+            form = await read_form(request)
+        except UploadError as exc:
+            return music_error(request, session, exc.status, str(exc))
+        checked = app.checked(request, session, form)
+        if isinstance(checked, Response):
+            return checked
+        slot = forms.text(form, "slot") or "default"
+        upload = form.get("file")
+        if upload is None or isinstance(upload, str) or not upload.filename:
+            return music_error(request, session, 400, "choose a file to upload")
+        try:
+            path = await save_audio(upload, upload.filename, app.svc.data_dir / "audio" / "music")
+            await app.editor.set_music(slot, str(path))
+        except UploadError as exc:
+            return music_error(request, session, exc.status, str(exc))
+        return app.back(
+            "/admin/music", session, f"hold music '{slot}': {upload.filename} plays now"
+        )
+
+    def music_error(request: Request, session: Session, status: int, message: str) -> Response:
+        slots = {"default": None, **app.svc.config.hold_music}
+        return app.render(
+            request,
+            "music.html",
+            session,
+            status,
+            slots=slots,
+            errors=[FieldError("file", message)],
+        )
+
+    async def music_delete(request: Request, session: Session) -> Response:
+        form = await posted(request, session)
+        if isinstance(form, Response):
+            return form
+        await app.editor.set_music(request.path_params["slot"], None)
+        return app.back("/admin/music", session, "slot removed")
+
+    async def music_file(request: Request, session: Session) -> Response:
+        slot = request.path_params["slot"]
+        path = app.svc.config.hold_music.get(slot)
+        if path is None or not app.svc.config.path(path).is_file():
+            return app.error(request, 404, "no file in this slot (the built-in music plays)")
+        return FileResponse(app.svc.config.path(path))
+
+    # -- voicemail --------------------------------------------------------------------------
+
+    async def voicemail(request: Request, session: Session) -> Response:
+        store = mailbox_store(app.svc)
+        boxes = [
+            (u, store.messages(u.extension) if store else [])
+            for u in app.svc.config.users
+            if u.voicemail
+        ]
+        return app.render(
+            request,
+            "voicemail.html",
+            session,
+            boxes=boxes,
+            settings=app.svc.config.voicemail,
+            errors=(),
+        )
+
+    async def voicemail_settings(request: Request, session: Session) -> Response:
+        form = await posted(request, session)
+        if isinstance(form, Response):
+            return form
+        data = {
+            "max_message_seconds": forms.number(form, "max_message_seconds"),
+            "max_messages": forms.number(form, "max_messages"),
+            "unsolicited_mwi": forms.checked(form, "unsolicited_mwi"),
+        }
+        await app.editor.set_singleton("voicemail", drop_none(data))
+        return app.back("/admin/voicemail", session, "voicemail settings saved")
+
+    async def voicemail_file(request: Request, session: Session) -> Response:
+        found = message_file(app.svc, request.path_params["ext"], request.path_params["id"])
+        if found is None:
+            return app.error(request, 404, "no such message")
+        download = request.query_params.get("download") is not None
+        return FileResponse(
+            found.path,
+            media_type="audio/wav",
+            filename=f"voicemail-{found.mailbox}-{found.id}.wav" if download else None,
+        )
+
+    async def voicemail_delete(request: Request, session: Session) -> Response:
+        form = await posted(request, session)
+        if isinstance(form, Response):
+            return form
+        ext, message_id = request.path_params["ext"], request.path_params["id"]
+        found = message_file(app.svc, ext, message_id)
+        store = mailbox_store(app.svc)
+        if found is None or store is None:
+            return app.error(request, 404, "no such message")
+        store.delete(found.id)
+        return app.back("/admin/voicemail", session, "message deleted")
+
+    # -- trunks -----------------------------------------------------------------------------
+
+    def trunk_page(
+        request: Request, session: Session, trunk: Trunk | None, status: int = 200, errors: Any = ()
+    ) -> Response:
+        return app.render(
+            request,
+            "trunk_edit.html",
+            session,
+            status,
+            trunk=trunk,
+            values=forms.trunk_form(trunk),
+            errors=errors,
+        )
+
+    async def trunks(request: Request, session: Session) -> Response:
+        return app.render(request, "trunks.html", session, trunks=app.svc.config.trunks)
+
+    async def trunk_new(request: Request, session: Session) -> Response:
+        return trunk_page(request, session, None)
+
+    async def trunk_show(request: Request, session: Session) -> Response:
+        trunk = app.editor.item("trunks", request.path_params["name"])
+        assert isinstance(trunk, Trunk)
+        return trunk_page(request, session, trunk)
+
+    async def trunk_save(request: Request, session: Session) -> Response:
+        name = request.path_params.get("name")
+        form = await posted(request, session)
+        if isinstance(form, Response):
+            return form
+        old = app.editor.item("trunks", name) if name else None
+        assert old is None or isinstance(old, Trunk)
+        try:
+            data = forms.trunk_data(form)
+            if name is None:
+                trunk = await app.editor.create("trunks", drop_none(data))
+            else:
+                trunk = await app.editor.replace("trunks", name, data, patch=True)
+        except EditError as exc:
+            return trunk_page(request, session, old, 422, exc.errors)
+        assert isinstance(trunk, Trunk)
+        return app.back(f"/admin/trunks/{trunk.name}", session, "saved and applied")
+
+    async def trunk_delete(request: Request, session: Session) -> Response:
+        form = await posted(request, session)
+        if isinstance(form, Response):
+            return form
+        await app.editor.delete("trunks", request.path_params["name"])
+        return app.back("/admin/trunks", session, "trunk deleted")
+
+    # -- call history -----------------------------------------------------------------------
+
+    async def calls(request: Request, session: Session) -> Response:
+        history = cdr(app)
+        where = call_filter(request.query_params)
+        rows = [c.row() for c in history.query(where)] if history else []
+        retention = history.options.retention_days if history else 0
+        return app.render(
+            request,
+            "calls.html",
+            session,
+            rows=rows,
+            params=dict(request.query_params),
+            dispositions=DISPOSITIONS,
+            retention=retention,
+            csv=f"/admin/calls.csv?{request.url.query}",
+        )
+
+    async def calls_csv(request: Request, session: Session) -> Response:
+        history = cdr(app)
+        rows = history.query(call_filter(request.query_params)) if history else []
+        return Response(
+            to_csv(rows),
+            media_type="text/csv; charset=utf-8",
+            headers={"Content-Disposition": 'attachment; filename="calls.csv"'},
+        )
+
+    async def retention(request: Request, session: Session) -> Response:
+        form = await posted(request, session)
+        if isinstance(form, Response):
+            return form
+        await app.editor.set_singleton(
+            "cdr", {"retention_days": forms.number(form, "retention_days")}
+        )
+        return app.back("/admin/calls", session, "retention saved")
+
+    # -- API tokens and the administrator's account ----------------------------------------
+
+    async def tokens(request: Request, session: Session) -> Response:
+        return app.render(
+            request,
+            "tokens.html",
+            session,
+            tokens=app.accounts.tokens(),
+            users=app.svc.config.users,
+        )
+
+    async def token_new(request: Request, session: Session) -> Response:
+        form = await posted(request, session)
+        if isinstance(form, Response):
+            return form
+        extension = forms.text(form, "extension")
+        if extension is not None and app.svc.user(extension) is None:
+            raise EditError([FieldError("extension", f"no user {extension}")])
+        label = forms.text(form, "label") or "token"
+        try:
+            token = app.accounts.new_token("user" if extension else "admin", extension, label)
+        except PasswordError as exc:
+            raise EditError([FieldError("label", str(exc))]) from None
+        return app.back("/admin/tokens", session, f"new token (shown once): {token}")
+
+    async def token_revoke(request: Request, session: Session) -> Response:
+        form = await posted(request, session)
+        if isinstance(form, Response):
+            return form
+        app.accounts.revoke(request.path_params["digest"])
+        return app.back("/admin/tokens", session, "token revoked")
+
+    async def account(request: Request, session: Session) -> Response:
+        return app.render(request, "account.html", session, errors=())
+
+    async def account_save(request: Request, session: Session) -> Response:
+        form = await posted(request, session)
+        if isinstance(form, Response):
+            return form
+        current = str(form.get("current") or "")
+        new = str(form.get("new") or "")
+        if not await app.accounts.check_admin(session.name, current):
+            errors = [FieldError("current", "this is not your password")]
+            return app.render(request, "account.html", session, 422, errors=errors)
+        if new != str(form.get("again") or ""):
+            errors = [FieldError("again", "the two new passwords differ")]
+            return app.render(request, "account.html", session, 422, errors=errors)
+        try:
+            app.accounts.set_admin(session.name, new)
+        except PasswordError as exc:
+            return app.render(
+                request, "account.html", session, 422, errors=[FieldError("new", str(exc))]
+            )
+        app.sessions.drop_user("admin", session.name, keep=session.id)
+        return app.back("/admin/account", session, "password changed")
+
+    async def root(request: Request, session: Session) -> Response:
+        return RedirectResponse("/admin", status_code=303)
+
+    get, post = ["GET"], ["POST"]
+    return [
+        Route("/admin", admin(dashboard), methods=get),
+        Route("/admin/", admin(root), methods=get),
+        Route("/admin/users", admin(users), methods=get),
+        Route("/admin/users/new", admin(user_new), methods=get),
+        Route("/admin/users/new", admin(user_create), methods=post),
+        Route("/admin/users/{ext}", admin(user_show), methods=get),
+        Route("/admin/users/{ext}", admin(user_update), methods=post),
+        Route("/admin/users/{ext}/delete", admin(user_delete), methods=post),
+        Route("/admin/users/{ext}/reset", admin(user_reset), methods=post),
+        Route("/admin/groups", admin(groups), methods=get),
+        Route("/admin/groups/new", admin(group_new), methods=get),
+        Route("/admin/groups/new", admin(group_save), methods=post),
+        Route("/admin/groups/{ext}", admin(group_show), methods=get),
+        Route("/admin/groups/{ext}", admin(group_save), methods=post),
+        Route("/admin/groups/{ext}/delete", admin(group_delete), methods=post),
+        Route("/admin/ivr", admin(ivrs), methods=get),
+        Route("/admin/ivr/new", admin(ivr_new), methods=get),
+        Route("/admin/ivr/new", admin(ivr_save), methods=post),
+        Route("/admin/tts", admin(tts), methods=get),
+        Route("/admin/ivr/{ext}", admin(ivr_show), methods=get),
+        Route("/admin/ivr/{ext}", admin(ivr_save), methods=post),
+        Route("/admin/ivr/{ext}/delete", admin(ivr_delete), methods=post),
+        Route("/admin/hours", admin(hours), methods=get),
+        Route("/admin/hours", admin(hours_save), methods=post),
+        Route("/admin/music", admin(music), methods=get),
+        Route("/admin/music", admin(music_upload), methods=post),
+        Route("/admin/music/{slot}/file", admin(music_file), methods=get),
+        Route("/admin/music/{slot}/delete", admin(music_delete), methods=post),
+        Route("/admin/voicemail", admin(voicemail), methods=get),
+        Route("/admin/voicemail", admin(voicemail_settings), methods=post),
+        Route("/admin/voicemail/{ext}/{id}.wav", admin(voicemail_file), methods=get),
+        Route("/admin/voicemail/{ext}/{id}/delete", admin(voicemail_delete), methods=post),
+        Route("/admin/trunks", admin(trunks), methods=get),
+        Route("/admin/trunks/new", admin(trunk_new), methods=get),
+        Route("/admin/trunks/new", admin(trunk_save), methods=post),
+        Route("/admin/trunks/{name}", admin(trunk_show), methods=get),
+        Route("/admin/trunks/{name}", admin(trunk_save), methods=post),
+        Route("/admin/trunks/{name}/delete", admin(trunk_delete), methods=post),
+        Route("/admin/calls", admin(calls), methods=get),
+        Route("/admin/calls.csv", admin(calls_csv), methods=get),
+        Route("/admin/calls/retention", admin(retention), methods=post),
+        Route("/admin/tokens", admin(tokens), methods=get),
+        Route("/admin/tokens", admin(token_new), methods=post),
+        Route("/admin/tokens/{digest}/revoke", admin(token_revoke), methods=post),
+        Route("/admin/account", admin(account), methods=get),
+        Route("/admin/account", admin(account_save), methods=post),
+    ]
+
+
+__all__ = ["BusinessHours", "Voicemail", "routes"]

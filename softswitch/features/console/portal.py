@@ -1,0 +1,216 @@
+"""The user portal: a user's own forwarding, do-not-disturb, screening, voicemail greeting
+(uploaded, or recorded in the browser), messages (listen, download, delete), call
+history, portal password and API token. Every route works on the session's own
+extension only: nothing here takes another extension from the request."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any
+
+from starlette.requests import Request
+from starlette.responses import FileResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from media.audio import load_audio
+
+from ...config import User
+from ..cdr import Filter
+from ..voicemail import Voicemail
+from . import forms
+from .accounts import PasswordError
+from .admin import cdr
+from .edits import EditError, FieldError
+from .mailboxes import mailbox_store, message_file, notify
+from .uploads import UploadError, read_form, save_audio
+
+if TYPE_CHECKING:
+    from .app import ConsoleApp
+    from .websec import Session
+
+GREETING_RATE = 16000
+
+
+def own_patch(form: Any) -> dict[str, Any]:
+    """The settings a user may change: forwarding, DND, screening."""
+    return {
+        "dnd": forms.text(form, "dnd"),
+        "screening": forms.text(form, "screening"),
+        "forward": {
+            "busy": forms.text(form, "forward_busy"),
+            "no_answer": forms.text(form, "forward_no_answer"),
+            "no_answer_after": forms.number(form, "forward_no_answer_after"),
+            "unreachable": forms.text(form, "forward_unreachable"),
+        },
+    }
+
+
+def routes(app: ConsoleApp) -> list[BaseRoute]:
+    r = app.route
+
+    def user(handler: Any) -> Any:
+        async def checked(request: Request) -> Response:
+            session = app.need(request, "user")
+            if isinstance(session, Response):
+                return session
+            me = app.svc.user(session.name)
+            if me is None:  # deleted meanwhile
+                app.sessions.drop(session.id)
+                return app.error(request, 403, "this account no longer exists")
+            return await handler(request, session, me)  # type: ignore[no-any-return]
+
+        return r(checked)
+
+    def greeting_path(me: User) -> Any:
+        feature = app.svc.registry.feature("voicemail")
+        if not isinstance(feature, Voicemail):
+            return None
+        return feature.greetings_dir(me.extension) / "standard.wav"
+
+    def page(
+        request: Request, session: Session, me: User, status: int = 200, errors: Any = ()
+    ) -> Response:
+        store = mailbox_store(app.svc)
+        history = cdr(app)
+        calls = (
+            [c.row() for c in history.query(Filter(number=me.extension, limit=100))]
+            if (history)
+            else []
+        )
+        greeting = greeting_path(me)
+        return app.render(
+            request,
+            "portal.html",
+            session,
+            status,
+            me=me,
+            messages=store.messages(me.extension) if store else [],
+            calls=calls,
+            errors=errors,
+            has_greeting=bool(greeting and greeting.exists()),
+            tokens=app.accounts.tokens(me.extension),
+        )
+
+    async def home(request: Request, session: Session, me: User) -> Response:
+        return page(request, session, me)
+
+    async def settings(request: Request, session: Session, me: User) -> Response:
+        form = await app.form(request, session)
+        if isinstance(form, Response):
+            return form
+        try:
+            await app.editor.replace("users", me.extension, own_patch(form), patch=True)
+        except EditError as exc:
+            return page(request, session, me, 422, exc.errors)
+        return app.back("/portal", session, "your settings are saved and in use")
+
+    async def greeting(request: Request, session: Session, me: User) -> Response:
+        try:
+            form = await read_form(request)
+        except UploadError as exc:
+            return page(request, session, me, exc.status, [FieldError("greeting", str(exc))])
+        checked = app.checked(request, session, form)
+        if isinstance(checked, Response):
+            return checked
+        feature = app.svc.registry.feature("voicemail")
+        upload = form.get("file")
+        if not isinstance(feature, Voicemail) or upload is None or isinstance(upload, str):
+            return page(request, session, me, 400, [FieldError("greeting", "no file")])
+        folder = app.svc.data_dir / "audio" / "uploads"
+        try:
+            path = await save_audio(upload, upload.filename or "greeting.wav", folder)
+        except UploadError as exc:
+            return page(request, session, me, exc.status, [FieldError("greeting", str(exc))])
+        samples = await asyncio.to_thread(load_audio, path, GREETING_RATE)
+        feature.save_greeting(me.extension, "standard", samples, GREETING_RATE)
+        path.unlink(missing_ok=True)
+        return app.back("/portal", session, "your greeting is saved: callers hear it now")
+
+    async def greeting_delete(request: Request, session: Session, me: User) -> Response:
+        form = await app.form(request, session)
+        if isinstance(form, Response):
+            return form
+        path = greeting_path(me)
+        if path is not None:
+            path.unlink(missing_ok=True)
+        return app.back("/portal", session, "greeting removed: callers hear the standard one")
+
+    async def greeting_file(request: Request, session: Session, me: User) -> Response:
+        path = greeting_path(me)
+        if path is None or not path.exists():
+            return app.error(request, 404, "no recorded greeting")
+        return FileResponse(path, media_type="audio/wav")
+
+    async def message(request: Request, session: Session, me: User) -> Response:
+        found = message_file(app.svc, me.extension, request.path_params["id"])
+        if found is None:
+            return app.error(request, 404, "no such message")
+        download = request.query_params.get("download") is not None
+        return FileResponse(
+            found.path,
+            media_type="audio/wav",
+            filename=f"voicemail-{found.id}.wav" if download else None,
+        )
+
+    async def message_delete(request: Request, session: Session, me: User) -> Response:
+        form = await app.form(request, session)
+        if isinstance(form, Response):
+            return form
+        found = message_file(app.svc, me.extension, request.path_params["id"])
+        store = mailbox_store(app.svc)
+        if found is None or store is None:
+            return app.error(request, 404, "no such message")
+        store.delete(found.id)
+        notify(app.svc, me.extension)
+        return app.back("/portal", session, "message deleted")
+
+    async def password(request: Request, session: Session, me: User) -> Response:
+        form = await app.form(request, session)
+        if isinstance(form, Response):
+            return form
+        current = str(form.get("current") or "")
+        if not await app.accounts.check_portal(me.extension, current, me.password):
+            return page(request, session, me, 422, [FieldError("current", "not your password")])
+        new = str(form.get("new") or "")
+        if new != str(form.get("again") or ""):
+            return page(request, session, me, 422, [FieldError("again", "the two differ")])
+        try:
+            app.accounts.set_portal(me.extension, new)
+        except PasswordError as exc:
+            return page(request, session, me, 422, [FieldError("new", str(exc))])
+        app.sessions.drop_user("user", me.extension, keep=session.id)
+        return app.back("/portal", session, "portal password changed")
+
+    async def token(request: Request, session: Session, me: User) -> Response:
+        form = await app.form(request, session)
+        if isinstance(form, Response):
+            return form
+        try:
+            value = app.accounts.new_token("user", me.extension, forms.text(form, "label") or "me")
+        except PasswordError as exc:
+            return page(request, session, me, 422, [FieldError("token", str(exc))])
+        return app.back("/portal", session, f"your API token (shown once): {value}")
+
+    async def token_revoke(request: Request, session: Session, me: User) -> Response:
+        form = await app.form(request, session)
+        if isinstance(form, Response):
+            return form
+        app.accounts.revoke(request.path_params["digest"], me.extension)
+        return app.back("/portal", session, "token revoked")
+
+    get, post = ["GET"], ["POST"]
+    return [
+        Route("/portal", user(home), methods=get),
+        Route("/portal/settings", user(settings), methods=post),
+        Route("/portal/greeting", user(greeting), methods=post),
+        Route("/portal/greeting.wav", user(greeting_file), methods=get),
+        Route("/portal/greeting/delete", user(greeting_delete), methods=post),
+        Route("/portal/voicemail/{id}.wav", user(message), methods=get),
+        Route("/portal/voicemail/{id}/delete", user(message_delete), methods=post),
+        Route("/portal/password", user(password), methods=post),
+        Route("/portal/token", user(token), methods=post),
+        Route("/portal/token/{digest}/revoke", user(token_revoke), methods=post),
+    ]
+
+
+__all__ = ["EditError", "routes"]
