@@ -6,7 +6,9 @@ its lowest sequence number; each tick gives the frame due (FRAME), reports it mi
 while later ones are queued (LOST: the caller conceals), or waits on an empty queue
 (WAITING); duplicates and frames that come after their turn are dropped; a gap wider
 than ``max_depth`` is skipped at once; a new SSRC starts the row over. Sequence numbers
-are extended across wraps as :class:`rtp.packet.SequenceWrap` does.
+are extended across wraps as :class:`rtp.packet.SequenceWrap` does, offset by ``BIAS``
+(a multiple of 2**32: the low 32 bits are RFC 3550's extended sequence number) so that a
+packet older than a stream's first one (65535 after 0) stays positive: -1 means "none".
 
 A row holds at most ``capacity`` frames (more are dropped, as the per-packet buffer's
 ``capacity``), in a ring of ``slots`` payloads (``ext_seq % slots``), so a frame is kept
@@ -33,6 +35,7 @@ Ints = npt.NDArray[np.int64]
 Bytes = npt.NDArray[np.uint8]
 
 WAITING, FRAME, LOST = 0, 1, 2
+BIAS = 1 << 32
 
 
 @dataclass(slots=True)
@@ -129,7 +132,7 @@ class JitterRows:
             self.ssrc[moved] = ssrc[changed]
         highest = self.highest[r]
         delta = (seq - (highest & 0xFFFF) + 0x8000) % 0x10000 - 0x8000
-        ext = np.where(highest < 0, seq, highest + delta)
+        ext = np.where(highest < 0, seq + BIAS, highest + delta)
         self.highest[r] = np.maximum(highest, ext)
         nxt = self.next[r]
         started = nxt >= 0

@@ -125,6 +125,7 @@ class ConferenceLoad:
             self.legs.append(leg)
         self.late = 0
         self.ticks = 0
+        self.retried = 0  # INVITEs tried again after a 503
         self._sender: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -134,12 +135,8 @@ class ConferenceLoad:
     async def call(self, leg: Leg, code: str) -> None:
         codec = sip.G722 if leg.pt == 9 else sip.PCMU
         offer = bytes(sip.make_offer(leg.ip, leg.port, (codec,)))
-        try:
-            call = await self.ua.invite(
-                self.target, offer, credentials=self.credentials, timeout=30
-            )
-        except (sip.RequestFailed, TimeoutError, OSError) as exc:
-            leg.failed = repr(exc)
+        call = await self.invite(leg, offer)
+        if call is None:
             return
         answer = sip.parse_sdp(call.remote_sdp or b"")
         stream = sip.process_answer(sip.parse_sdp(offer), answer)
@@ -148,6 +145,27 @@ class ConferenceLoad:
         leg.call = call
         leg.answered_at = time.monotonic()
         leg.dtmf.queue(code + "#", 80)
+
+    async def invite(self, leg: Leg, offer: bytes) -> sip.OutgoingCall | None:
+        """INVITE the target as a phone would: a 503 (the PBX's overload control) is
+        tried again after its Retry-After, up to 3 times; None when it failed."""
+        for attempt in range(4):
+            try:
+                return await self.ua.invite(
+                    self.target, offer, credentials=self.credentials, timeout=30
+                )
+            except sip.RequestFailed as exc:
+                retry = exc.response.headers.get("Retry-After")
+                if exc.status != 503 or retry is None or attempt == 3:
+                    leg.failed = repr(exc)
+                    return None
+                self.retried += 1
+                seconds = retry.split(";")[0].split("(")[0].strip()
+                await asyncio.sleep(min(10.0, float(seconds) if seconds.isdigit() else 1.0))
+            except (TimeoutError, OSError) as exc:
+                leg.failed = repr(exc)
+                return None
+        return None
 
     async def join_all(
         self, code: str, codes: dict[int, str] | None = None, indexes: list[int] | None = None

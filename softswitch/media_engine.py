@@ -313,6 +313,12 @@ class MediaLeg:
             return
         stream.write(frame)
 
+    def remove_tap(self, tap: Callable[[Samples], None]) -> None:
+        """Stop handing frames to ``tap`` (gone already once the leg closed: a recording
+        that ends with the call)."""
+        if tap in self.taps:
+            self.taps.remove(tap)
+
     def play(self, samples: Samples, *, loop: bool = False) -> PlayerSource:
         source = PlayerSource(Player(samples, self.frame_samples, loop=loop), self.rate)
         self.source = source

@@ -618,7 +618,7 @@ class Services:
         try:
             await asyncio.sleep(seconds)
         finally:
-            party.leg.taps.remove(frames.append)
+            party.leg.remove_tap(frames.append)
         return np.concatenate(frames) if frames else np.zeros(0, np.int16)
 
     async def ask_key(

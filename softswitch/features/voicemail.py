@@ -205,7 +205,7 @@ async def deposit(
     finally:
         hash_key.cancel()
         ended.cancel()
-        leg.taps.remove(recorder.write)
+        leg.remove_tap(recorder.write)
         recorder.close()
     seconds = recorder.frames * leg.frame_samples / leg.rate
     if seconds < 1.0:
@@ -243,7 +243,7 @@ async def record_until_hash(leg: MediaLeg, call: sip.Call, max_seconds: float) -
     finally:
         hash_key.cancel()
         ended.cancel()
-        leg.taps.remove(frames.append)
+        leg.remove_tap(frames.append)
     return np.concatenate(frames) if frames else np.zeros(0, np.int16)
 
 
