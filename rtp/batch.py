@@ -2,7 +2,7 @@
 packets out in one call, into and from preallocated numpy arrays.
 
 At 1000 legs x 50 packets/s the cost of a media engine is its system calls and the
-Python objects made per packet (DESIGN.md, "Media hot path"). Here a socket is drained
+Python objects made per packet (README.md, "Batched media I/O"). Here a socket is drained
 by one ``recvmmsg(2)`` into a row per packet of a preallocated ``uint8`` array, source
 addresses in columns beside it (:class:`Batch`); a tick's packets leave by one
 ``sendmmsg(2)`` from such rows, destinations taken from columns. Nothing is allocated

@@ -1,7 +1,7 @@
 """The conference media engine: conference legs batched per tick, at the I/O floor.
 
 At a thousand legs the per-packet cost of an asyncio datagram transport per leg is more
-than the whole tick budget (DESIGN.md, "Media hot path"), so conference legs share one
+than the whole tick budget (README.md, "Batched media I/O"), so conference legs share one
 UDP port, drained by one ``recvmmsg`` a tick and sent by one ``sendmmsg``
 (:mod:`rtp.batch`). Nothing per packet is a Python object on that path:
 
