@@ -7,15 +7,23 @@ N calls over loopback, each entering the conference code by RFC 4733 and then se
 silence. One listener's received audio is kept and checked for the talkers' tones.
 
 Reported: join time for all legs, the daemon's late media ticks (target < 1 %), its CPU
-as % of one core (target <= 50 %), its RSS, and the listener check; a table, a PNG plot
-over time and, with --json, one JSON object.
+as % of one core, its RSS, and the listener check; a table, a PNG plot over time and,
+with --json, one JSON object.
+
+The I/O floor is measured in the same invocation on the same generator: the same legs
+call benchmarks/io_floor.py, a bare receiver that answers and echoes every packet with
+one recvmmsg and one sendmmsg per tick. ``ratio_to_floor`` is the daemon's CPU over the
+floor's (target <= 1.5 at 1000 legs); the generator's own CPU is reported (it must stay
+below the daemon's: it batches its sends the same way). ``--legs 100,250,500,1000,2000``
+sweeps, with a plot of CPU and ratio against legs.
 
 With ``--wideband 10``, 10 % of the legs are G.722 (16 kHz) phones, so the room mixes at
 16 kHz too (media.mixer: each band's sum converted once per tick; one G.722 encoding of
 the full mix shared by the wideband listeners); the same load all-G.711 runs first, in
 the same invocation, and the CPU ratio between the two is the cost of the 16 kHz mix.
 
-    python benchmarks/conference_load.py [--legs 1000] [--seconds 60] [--json]
+    python benchmarks/conference_load.py [--legs 1000 | --legs 100,250,500] [--seconds 60]
+                                         [--json] [--no-floor]
                                          [--wideband PCT] [--no-baseline]
                                          [--plot benchmarks/out/conference_load.png]
 """
@@ -75,6 +83,114 @@ def tone_level(audio: np.ndarray, freq: float) -> float:
     return float(near.max() / (np.sqrt(np.mean(x * x)) * len(x) + 1e-9))
 
 
+def generator_command(
+    target: str, legs: int, seconds: float, work: Path, wideband: float
+) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "softswitch.loadgen",
+        "--target",
+        target,
+        "--user",
+        "100",
+        "--password",
+        "host-secret",
+        "--code",
+        "2001",
+        "--host-code",
+        "1001",
+        "--legs",
+        str(legs),
+        "--talkers",
+        "3",
+        "--seconds",
+        str(seconds),
+        "--record",
+        str(legs // 2),
+        "--save-prefix",
+        str(work / "heard-"),
+        "--wideband",
+        str(wideband),
+    ]
+
+
+class Lines:
+    """A child's output lines, read by a thread (the main loop only samples CPU)."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        import threading
+
+        self.lines: list[str] = []
+        self._thread = threading.Thread(target=self._read, args=(proc,), daemon=True)
+        self._thread.start()
+
+    def _read(self, proc: subprocess.Popen[str]) -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            self.lines.append(line)
+
+    def joined(self) -> bool:
+        return any('"joined"' in line for line in self.lines)
+
+    def text(self) -> str:
+        self._thread.join(5)
+        return "".join(self.lines)
+
+
+def run_floor(legs: int, seconds: float, work: Path, wideband: float = 0.0) -> dict[str, float]:
+    """The same generator against the bare batched echo: the floor's and the generator's
+    CPU while all legs are in."""
+    port, rtp = free_port(), free_port()
+    floor = subprocess.Popen(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "io_floor.py"),
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--rtp-port",
+            str(rtp),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert floor.stdout is not None
+    for line in floor.stdout:
+        if "floor running" in line:
+            break
+    generator = subprocess.Popen(
+        generator_command(f"sip:800@127.0.0.1:{port}", legs, seconds, work, wideband),
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    out = Lines(generator)
+    steady: list[tuple[float, float, float]] = []
+    while generator.poll() is None:
+        time.sleep(1.0)
+        if out.joined():
+            try:
+                steady.append(
+                    (time.monotonic(), cpu_seconds(floor.pid), cpu_seconds(generator.pid))
+                )
+            except (OSError, IndexError):
+                break
+    floor.terminate()
+    floor.wait(30)
+    out.text()
+    if len(steady) < 3:
+        return {}
+    (t0, f0, g0), (t1, f1, g1) = steady[1], steady[-2]  # whole seconds inside the window
+    return {
+        "floor_cpu_pct": round((f1 - f0) / (t1 - t0) * 100, 1),
+        "floor_generator_cpu_pct": round((g1 - g0) / (t1 - t0) * 100, 1),
+        "floor_measured_s": round(t1 - t0, 1),
+    }
+
+
 def run(legs: int, seconds: float, work: Path, wideband: float = 0.0) -> dict[str, object]:
     port = free_port()
     rtp = random.randrange(30000, 50000, 2)
@@ -124,48 +240,28 @@ conference_code = "2001"
             break
     listener = legs // 2
     generator = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "softswitch.loadgen",
-            "--target",
-            f"sip:800@127.0.0.1:{port}",
-            "--user",
-            "100",
-            "--password",
-            "host-secret",
-            "--code",
-            "2001",
-            "--host-code",
-            "1001",
-            "--legs",
-            str(legs),
-            "--talkers",
-            "3",
-            "--seconds",
-            str(seconds),
-            "--record",
-            str(listener),
-            "--save-prefix",
-            str(work / "heard-"),
-            "--wideband",
-            str(wideband),
-        ],
+        generator_command(f"sip:800@127.0.0.1:{port}", legs, seconds, work, wideband),
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
     )
+    lines = Lines(generator)
     started = time.monotonic()
     samples: list[dict[str, float]] = []
     joined_at = None
     # (time, daemon CPU seconds, stats) while all legs are in: the steady window measured
     steady: list[tuple[float, float, dict[str, float]]] = []
+    generator_cpu: list[float] = []
     last_cpu, last_t = cpu_seconds(daemon.pid), time.monotonic()
     while generator.poll() is None:
         time.sleep(1.0)
         now = time.monotonic()
         cpu = cpu_seconds(daemon.pid)
+        try:
+            gen_cpu = cpu_seconds(generator.pid)
+        except (OSError, IndexError):
+            break
         stats = read_stats(stats_path)
         samples.append(
             {
@@ -182,7 +278,8 @@ conference_code = "2001"
             if joined_at is None:
                 joined_at = now - started
             steady.append((now, cpu, stats))
-    out = generator.stdout.read() if generator.stdout else ""
+            generator_cpu.append(gen_cpu)
+    out = lines.text()
     peak_rss = max((s["rss_mb"] for s in samples), default=0.0)
     daemon.terminate()
     try:
@@ -206,6 +303,9 @@ conference_code = "2001"
         late = stats1.get("late_ticks", 0) - stats0.get("late_ticks", 0)
         result["measured_s"] = round(t1 - t0, 1)
         result["cpu_pct_of_one_core"] = round((cpu1 - cpu0) / (t1 - t0) * 100, 1)
+        result["generator_cpu_pct"] = round(
+            (generator_cpu[-1] - generator_cpu[0]) / (t1 - t0) * 100, 1
+        )
         result["ticks"] = ticks
         result["late_ticks"] = late
         result["late_pct"] = round(late / ticks * 100, 3) if ticks else None
@@ -248,9 +348,48 @@ def plot(result: dict[str, object], path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
+def with_floor(legs: int, seconds: float, wideband: float, floor: bool) -> dict[str, object]:
+    """The daemon's run, then the floor's on the same generator, and their ratio."""
+    with tempfile.TemporaryDirectory() as tmp:
+        result = run(legs, seconds, Path(tmp), wideband)
+    if floor:
+        with tempfile.TemporaryDirectory() as tmp:
+            result.update(run_floor(legs, seconds, Path(tmp), wideband))
+        cpu, base = result.get("cpu_pct_of_one_core"), result.get("floor_cpu_pct")
+        if isinstance(cpu, float) and isinstance(base, float) and base:
+            result["ratio_to_floor"] = round(cpu / base, 2)
+    return result
+
+
+def plot_sweep(results: list[dict[str, object]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    legs = [r["legs"] for r in results]
+    fig, ax = plt.subplots(2, 1, figsize=(8, 6), sharex=True)
+    for key, label in (
+        ("cpu_pct_of_one_core", "daemon"),
+        ("floor_cpu_pct", "I/O floor (batched echo)"),
+        ("generator_cpu_pct", "load generator"),
+    ):
+        ax[0].plot(legs, [r.get(key) for r in results], marker="o", label=label)
+    ax[0].set_ylabel("CPU, % of one core")
+    ax[0].legend()
+    ax[1].plot(legs, [r.get("ratio_to_floor") for r in results], marker="o", color="tab:red")
+    ax[1].axhline(1.5, color="gray", lw=0.8, ls="--")
+    ax[1].set_ylabel("daemon / floor")
+    ax[1].set_xlabel("legs in one conference (3 talkers)")
+    fig.suptitle("Conference load against the I/O floor, same run")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--legs", type=int, default=1000)
+    ap.add_argument("--legs", default="1000", help="a number, or a list to sweep: 100,250,500")
     ap.add_argument("--seconds", type=float, default=60.0, help="talking time after joining")
     ap.add_argument("--plot", default="benchmarks/out/conference_load.png")
     ap.add_argument("--json", action="store_true")
@@ -258,18 +397,46 @@ def main() -> None:
     ap.add_argument(
         "--no-baseline", action="store_true", help="with --wideband: skip the all-G.711 run"
     )
+    ap.add_argument("--no-floor", action="store_true", help="skip the I/O floor run")
     args = ap.parse_args()
+    counts = [int(x) for x in str(args.legs).split(",")]
+    if len(counts) > 1:
+        sweep = [
+            with_floor(n, args.seconds, args.wideband / 100, not args.no_floor) for n in counts
+        ]
+        print(
+            f"{'legs':>5} {'daemon %':>8} {'floor %':>8} {'ratio':>6} {'gen %':>6} "
+            f"{'late %':>7} {'skipped':>7} {'join s':>7} {'RSS MB':>7} {'hears':>5}"
+        )
+        for r in sweep:
+            print(
+                f"{r['legs']:>5} {r.get('cpu_pct_of_one_core')!s:>8} {r.get('floor_cpu_pct')!s:>8}"
+                f" {r.get('ratio_to_floor')!s:>6} {r.get('generator_cpu_pct')!s:>6}"
+                f" {r.get('late_pct')!s:>7} {r.get('skipped_ticks')!s:>7}"
+                f" {r.get('join_all_s')!s:>7} {r.get('peak_rss_mb')!s:>7}"
+                f" {r.get('listener_hears_talkers')!s:>5}"
+            )
+        if args.plot:
+            plot_sweep(sweep, Path(args.plot))
+            print(f"plot: {args.plot}")
+        if args.json:
+            kept = [
+                {k: v for k, v in r.items() if k not in ("generator_output", "samples")}
+                for r in sweep
+            ]
+            print(json.dumps({"benchmark": "conference_load", "sweep": kept}))
+        return
+    legs = counts[0]
     baseline: dict[str, object] | None = None
     if args.wideband > 0 and not args.no_baseline:
         with tempfile.TemporaryDirectory() as tmp:
-            baseline = run(args.legs, args.seconds, Path(tmp))
+            baseline = run(legs, args.seconds, Path(tmp))
         print(
             f"baseline, all G.711: CPU {baseline.get('cpu_pct_of_one_core')} % of one core, "
             f"late {baseline.get('late_pct')} %",
             flush=True,
         )
-    with tempfile.TemporaryDirectory() as tmp:
-        result = run(args.legs, args.seconds, Path(tmp), args.wideband / 100)
+    result = with_floor(legs, args.seconds, args.wideband / 100, not args.no_floor)
     if baseline is not None:
         base_cpu, cpu = baseline.get("cpu_pct_of_one_core"), result.get("cpu_pct_of_one_core")
         result["narrowband_baseline"] = {
@@ -289,7 +456,13 @@ def main() -> None:
             f"{result.get('cpu_ratio_to_narrowband')} {result.get('narrowband_baseline')}",
         ),
         ("measured (after the join)", f"{result.get('measured_s')} s"),
-        ("daemon CPU, % of one core", f"{result.get('cpu_pct_of_one_core')} (target <= 50)"),
+        ("daemon CPU, % of one core", f"{result.get('cpu_pct_of_one_core')}"),
+        ("I/O floor CPU (same generator)", f"{result.get('floor_cpu_pct')}"),
+        ("daemon / floor", f"{result.get('ratio_to_floor')} (target <= 1.5)"),
+        (
+            "generator CPU (daemon run, floor run)",
+            f"{result.get('generator_cpu_pct')}, {result.get('floor_generator_cpu_pct')}",
+        ),
         (
             "late ticks (all legs in)",
             f"{result.get('late_ticks')} of {result.get('ticks')} = "
@@ -304,7 +477,7 @@ def main() -> None:
         ),
     ]
     for name, value in rows:
-        print(f"  {name:32} {value}")
+        print(f"  {name:38} {value}")
     if args.plot:
         plot(result, Path(args.plot))
         print(f"plot: {args.plot}")

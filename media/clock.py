@@ -5,6 +5,11 @@ that accumulates error). Every subscriber runs in the same pass, in the order of
 priority (receive, then mix, then send). A tick that starts more than ``late_after``
 after its deadline is counted late; if the loop fell more than ``max_catch_up`` ticks
 behind, the missed ticks are skipped (and counted) rather than run in a burst.
+
+A subscriber may say when it has nothing to do (``idle``: an engine without legs). When
+every subscriber is idle the clock sleeps until :meth:`MediaClock.wake` (an engine that
+gets a leg calls it) instead of waking 50 times a second: an idle PBX costs nothing.
+Ticks resume on the next 20 ms from the wake-up, none counted late or skipped.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ class _Subscription:
     priority: int
     order: int
     handler: TickHandler = field(compare=False)
+    idle: Callable[[], bool] | None = field(compare=False, default=None)
 
 
 class MediaClock:
@@ -59,11 +65,22 @@ class MediaClock:
         self._start = 0.0
         self._watching = False  # a check that start() is called is pending or done
         self._started = False
+        self._wake: asyncio.Event | None = None
+        self.sleeping = False  # every subscriber is idle: no tick until wake()
+        self.sleeps = 0
 
-    def subscribe(self, handler: TickHandler, priority: int = 50) -> Callable[[], None]:
-        """Call ``handler(tick)`` every tick; returns a function that unsubscribes."""
+    def subscribe(
+        self,
+        handler: TickHandler,
+        priority: int = 50,
+        *,
+        idle: Callable[[], bool] | None = None,
+    ) -> Callable[[], None]:
+        """Call ``handler(tick)`` every tick; returns a function that unsubscribes.
+        ``idle()`` True says the handler has nothing to do: when all say so the clock
+        sleeps until :meth:`wake`."""
         self._order += 1
-        sub = _Subscription(priority, self._order, handler)
+        sub = _Subscription(priority, self._order, handler, idle)
         self._subs.append(sub)
         self._subs.sort()
         if not self._started and not self._watching:
@@ -73,7 +90,16 @@ class MediaClock:
             if sub in self._subs:
                 self._subs.remove(sub)
 
+        self.wake()
         return unsubscribe
+
+    def wake(self) -> None:
+        """Something may need ticks again (a leg was added): a sleeping clock resumes."""
+        if self._wake is not None:
+            self._wake.set()
+
+    def _idle(self) -> bool:
+        return all(sub.idle is not None and sub.idle() for sub in self._subs)
 
     def _watch_start(self) -> None:
         """Media is being wired to a clock nobody started: without ``start()`` no tick
@@ -116,8 +142,16 @@ class MediaClock:
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         self._start = loop.time()
+        self._wake = wake = asyncio.Event()
         n = 0
         while True:
+            wake.clear()
+            if self._idle():
+                self.sleeping = True
+                self.sleeps += 1
+                await wake.wait()
+                self.sleeping = False
+                self._start = loop.time() - n * self.interval  # resume now, on time
             due = self._start + n * self.interval
             delay = due - loop.time()
             if delay > 0:

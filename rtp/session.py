@@ -426,3 +426,33 @@ class Session:
                         self.peer_report = block
             elif isinstance(packet, Bye) and self.on_bye is not None:
                 self.on_bye()
+
+
+def send_payloads(sessions: list[Session], payloads: list[bytes]) -> None:
+    """``payloads[i]`` sent by ``sessions[i]``, each from its own socket to its own peer,
+    exactly as ``sessions[i].send(payloads[i])`` would with no RFC 4733 event queued (the
+    caller checks), in one tight pass: a media engine's relays and hold-music fan-out pay
+    one ``sendto`` per packet and little else. One packet per socket per tick leaves
+    nothing for ``sendmmsg`` to batch (it sends from one socket); the per-call Python
+    work is what this saves."""
+    pack = _HEADER.pack
+    for s, payload in zip(sessions, payloads, strict=True):
+        timestamp = s._timestamp
+        s._timestamp = (timestamp + s.frame_ticks) & 0xFFFFFFFF
+        sock, remote = s._sock, s.remote
+        if sock is None or remote is None or s.closed:
+            continue
+        seq = s._seq
+        s._seq = (seq + 1) & 0xFFFF
+        try:
+            sock.sendto(pack(0x80, s.payload_type, seq, timestamp, s.ssrc) + payload, remote)
+        except (BlockingIOError, InterruptedError):
+            s.counters.dropped += 1
+            continue
+        except OSError as exc:  # unreachable peer (ICMP), bad address: count, go on
+            s.counters.send_errors += 1
+            log.debug("event=rtp_send_error remote=%s error=%s", remote, exc)
+            continue
+        counters = s.counters
+        counters.sent += 1
+        counters.sent_octets += len(payload)

@@ -1,11 +1,15 @@
 """A conference load generator built on this project's ``sip`` and ``rtp``: many phones in
 one process, dialling the bridge, entering a code by RFC 4733, then talking or listening.
 
-Every leg has its own UDP socket (a phone of its own, as far as the bridge can tell). One
-task sends every leg's packet each 20 ms against absolute deadlines: a tone for talkers,
-silence for the others, DTMF events while keys are being pressed. Legs chosen for
-recording have their received audio decoded and kept. A share of the legs may be wideband
-(G.722, 16 kHz: ``--wideband 0.1``), as desk phones are.
+Every leg is a phone of its own on its own loopback IP (127.77.x.y, one port for all),
+so the bridge tells them apart as it would real phones. One task sends every leg's
+packet each 20 ms against absolute deadlines, all of them in one ``sendmmsg`` from one
+socket (rtp.batch; the source IP set per packet with IP_PKTINFO), headers written as
+columns: a tone for talkers, silence for the others, DTMF events while keys are being
+pressed. The generator must cost less than what it loads. Each leg's IP has a socket
+bound that the kernel fills and drops (read only for the legs chosen for recording,
+whose received audio is decoded and kept). A share of the legs may be wideband (G.722,
+16 kHz: ``--wideband 0.1``), as desk phones are.
 
     python -m softswitch.loadgen --target sip:800@127.0.0.1:5060 --user 100 --password x \\
         --code 2001 --legs 100 --talkers 3 --seconds 30
@@ -15,10 +19,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import socket
-import struct
 import time
 from dataclasses import dataclass, field
 
@@ -29,10 +31,16 @@ import sip
 from media import codecs, g711
 from media.tones import sine_mix
 from rtp import DtmfSender
+from rtp.batch import Batch, BatchSocket, address_bytes
+from rtp.columns import write_headers
 
-_HEADER = struct.Struct("!BBHII")
 SILENCE = b"\xff" * 160  # µ-law zero
 TALKER_TONES = (400.0, 1000.0, 1700.0, 2300.0, 300.0, 2700.0, 500.0, 1200.0, 1900.0, 2500.0)
+
+
+def leg_ip(index: int) -> str:
+    """The loopback IP of leg ``index`` (65,000 of them before a repeat)."""
+    return f"127.77.{index // 250}.{index % 250 + 1}"
 
 
 @dataclass(eq=False)
@@ -40,6 +48,7 @@ class Leg:
     index: int
     sock: socket.socket
     port: int
+    ip: str = "127.0.0.1"
     tone: list[bytes] | None = None  # frames of this leg's voice (its codec), cycled
     silence: list[bytes] = field(default_factory=lambda: [SILENCE])  # cycled when quiet
     pt: int = 0  # payload type: 0 PCMU, 9 G.722
@@ -55,6 +64,8 @@ class Leg:
     heard: list[bytes] = field(default_factory=list)
     answered_at: float | None = None
     failed: str | None = None
+    remote_bytes: bytes | None = None  # remote's IP as the batch columns hold it
+    source_bytes: bytes = b""  # this leg's IPv4 address (IP_PKTINFO)
 
 
 def tone_frames(freq: float, seconds: float = 2.0, codec: str = "PCMU") -> list[bytes]:
@@ -87,13 +98,21 @@ class ConferenceLoad:
         self.concurrency = concurrency
         self.ua = sip.UserAgent(f"udp:{host}:0", user=user, domain="loadgen")
         self.legs: list[Leg] = []
+        # one socket sends every leg's packets (source IP per packet); each leg's IP has a
+        # socket on the same port for what the bridge sends back
+        out = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        out.bind((host, 0))
+        out.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
+        self.port = out.getsockname()[1]
+        self.out = BatchSocket(out)
+        self.batch = Batch(max(legs, 1), 12 + 320)
         for i in range(legs):
             s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            s.bind((host, 0))
+            s.bind((leg_ip(i), self.port))
             s.setblocking(False)
             if i not in record:
                 s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # never read
-            leg = Leg(i, s, s.getsockname()[1], record=i in record)
+            leg = Leg(i, s, self.port, leg_ip(i), record=i in record)
             leg.ssrc = 0x10000 + i
             # every 1/wideband-th leg is G.722, never a talker nor a recorded one
             every = round(1 / wideband) if wideband > 0 else 0
@@ -106,6 +125,7 @@ class ConferenceLoad:
             self.legs.append(leg)
         self.late = 0
         self.ticks = 0
+        self.retried = 0  # INVITEs tried again after a 503
         self._sender: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -114,20 +134,38 @@ class ConferenceLoad:
 
     async def call(self, leg: Leg, code: str) -> None:
         codec = sip.G722 if leg.pt == 9 else sip.PCMU
-        offer = bytes(sip.make_offer(self.host, leg.port, (codec,)))
-        try:
-            call = await self.ua.invite(
-                self.target, offer, credentials=self.credentials, timeout=30
-            )
-        except (sip.RequestFailed, TimeoutError, OSError) as exc:
-            leg.failed = repr(exc)
+        offer = bytes(sip.make_offer(leg.ip, leg.port, (codec,)))
+        call = await self.invite(leg, offer)
+        if call is None:
             return
         answer = sip.parse_sdp(call.remote_sdp or b"")
         stream = sip.process_answer(sip.parse_sdp(offer), answer)
+        leg.remote_bytes = None
         leg.remote = (stream.remote_address, stream.remote_port)
         leg.call = call
         leg.answered_at = time.monotonic()
         leg.dtmf.queue(code + "#", 80)
+
+    async def invite(self, leg: Leg, offer: bytes) -> sip.OutgoingCall | None:
+        """INVITE the target as a phone would: a 503 (the PBX's overload control) is
+        tried again after its Retry-After, up to 3 times; None when it failed."""
+        for attempt in range(4):
+            try:
+                return await self.ua.invite(
+                    self.target, offer, credentials=self.credentials, timeout=30
+                )
+            except sip.RequestFailed as exc:
+                retry = exc.response.headers.get("Retry-After")
+                if exc.status != 503 or retry is None or attempt == 3:
+                    leg.failed = repr(exc)
+                    return None
+                self.retried += 1
+                seconds = retry.split(";")[0].split("(")[0].strip()
+                await asyncio.sleep(min(10.0, float(seconds) if seconds.isdigit() else 1.0))
+            except (TimeoutError, OSError) as exc:
+                leg.failed = repr(exc)
+                return None
+        return None
 
     async def join_all(
         self, code: str, codes: dict[int, str] | None = None, indexes: list[int] | None = None
@@ -153,7 +191,6 @@ class ConferenceLoad:
         loop = asyncio.get_running_loop()
         start = loop.time()
         n = 0
-        pack = _HEADER.pack
         while True:
             due = start + n * 0.02
             delay = due - loop.time()
@@ -162,36 +199,59 @@ class ConferenceLoad:
             elif delay < -0.01:
                 self.late += 1
             self.ticks += 1
+            self._send_tick(n)
             for leg in self.legs:
-                if leg.remote is None:
-                    continue
-                event, starting = leg.dtmf.next_packet() if leg.dtmf.active else (None, False)
-                if event is not None:
-                    if starting:
-                        leg.event_ts = leg.ts
-                    packet = (
-                        pack(
-                            0x80,
-                            (0x80 if event.marker else 0) | 101,
-                            leg.seq,
-                            leg.event_ts,
-                            leg.ssrc,
-                        )
-                        + event.payload
-                    )
-                else:
-                    if leg.tone and not leg.muted:
-                        voice = leg.tone[n % len(leg.tone)]
-                    else:
-                        voice = leg.silence[n % len(leg.silence)]
-                    packet = pack(0x80, leg.pt, leg.seq, leg.ts, leg.ssrc) + voice
-                leg.seq = (leg.seq + 1) & 0xFFFF
-                leg.ts = (leg.ts + 160) & 0xFFFFFFFF
-                with contextlib.suppress(OSError):
-                    leg.sock.sendto(packet, leg.remote)
-                if leg.record:
+                if leg.record and leg.remote is not None:
                     self._drain(leg)
             n += 1
+
+    def _send_tick(self, n: int) -> None:
+        """Every leg's packet of tick ``n``, in one batch: the payloads shared by many
+        (silence) copied to their rows at once, headers as columns."""
+        batch, data = self.batch, self.batch.data
+        rows, pts, seqs, tss, ssrcs, sources = [], [], [], [], [], []
+        groups: dict[bytes, list[int]] = {}
+        for i, leg in enumerate(self.legs):
+            if leg.remote is None:
+                continue
+            event, starting = leg.dtmf.next_packet() if leg.dtmf.active else (None, False)
+            if event is not None:
+                if starting:
+                    leg.event_ts = leg.ts
+                pt, ts, payload = (0x80 if event.marker else 0) | 101, leg.event_ts, event.payload
+            else:
+                if leg.tone and not leg.muted:
+                    payload = leg.tone[n % len(leg.tone)]
+                else:
+                    payload = leg.silence[n % len(leg.silence)]
+                pt, ts = leg.pt, leg.ts
+            groups.setdefault(payload, []).append(i)
+            rows.append(i)
+            pts.append(pt)
+            seqs.append(leg.seq)
+            tss.append(ts)
+            ssrcs.append(leg.ssrc)
+            if leg.remote_bytes is None:
+                leg.remote_bytes = address_bytes(leg.remote[0])
+                leg.source_bytes = address_bytes(leg.ip)[12:]
+            sources.append(leg.source_bytes)
+            leg.seq = (leg.seq + 1) & 0xFFFF
+            leg.ts = (leg.ts + 160) & 0xFFFFFFFF
+        if not rows:
+            return
+        r = np.array(rows, dtype=np.int64)
+        for payload, members in groups.items():
+            at = np.array(members, dtype=np.int64)
+            data[at, 12 : 12 + len(payload)] = np.frombuffer(payload, dtype=np.uint8)
+            batch.length[at] = 12 + len(payload)
+        write_headers(data, r, np.array(pts), np.array(seqs), np.array(tss), np.array(ssrcs))
+        for i in rows:  # destinations: the bridge's port(s)
+            leg = self.legs[i]
+            assert leg.remote is not None and leg.remote_bytes is not None
+            batch.ip[i] = np.frombuffer(leg.remote_bytes, dtype=np.uint8)
+            batch.port[i] = leg.remote[1]
+        source = np.frombuffer(b"".join(sources), dtype=np.uint8).reshape(-1, 4)
+        self.out.send(batch, r, source=source)
 
     def _drain(self, leg: Leg) -> None:
         while True:
@@ -234,6 +294,7 @@ class ConferenceLoad:
         await self.ua.close()
         for leg in self.legs:
             leg.sock.close()
+        self.out.close()
 
 
 async def _main(args: argparse.Namespace) -> None:

@@ -35,6 +35,7 @@ from media.resample import StreamResampler
 from media.stream import AudioStream
 from media.tones import dtmf_tone, tone
 from rtp import PortAllocator, Session
+from rtp.session import send_payloads
 
 log = logging.getLogger(__name__)
 Samples = npt.NDArray[np.int16]
@@ -286,7 +287,10 @@ class MediaLeg:
         for tap in self.taps:
             tap(frame)
 
-    def transmit(self, tick: int) -> None:
+    def transmit(self, tick: int, out: Outbox | None = None) -> None:
+        """This tick's packet to the phone. With ``out``, a payload ready to go as it is
+        (a relayed packet, a shared encoding) is queued there instead, for the engine to
+        send with every other leg's (:func:`rtp.session.send_payloads`)."""
         stream = self.stream
         if stream is None:
             return
@@ -303,7 +307,10 @@ class MediaLeg:
             return
         payload = source.payload(self, tick)
         if payload is not None:
-            stream.write_payload(payload)
+            if out is not None and not self.session.dtmf_sender.active:
+                out.add(self.session, payload)
+            else:
+                stream.write_payload(payload)
             return
         frame = source.frame(self, tick)
         if frame is None:
@@ -361,32 +368,75 @@ class MediaLeg:
             self.taps = []
 
 
+class Outbox:
+    """A tick's ready payloads, one per session (each leg keeps its own socket and so the
+    source port its SDP named: phones with strict RTP and our own source policy expect
+    it), sent in one pass when every leg has been through."""
+
+    __slots__ = ("payloads", "sessions")
+
+    def __init__(self) -> None:
+        self.sessions: list[Session] = []
+        self.payloads: list[bytes] = []
+
+    def add(self, session: Session, payload: bytes) -> None:
+        self.sessions.append(session)
+        self.payloads.append(payload)
+
+    def flush(self) -> None:
+        if self.sessions:
+            send_payloads(self.sessions, self.payloads)
+            self.sessions, self.payloads = [], []
+
+
 class MediaEngine:
+    """``batched``: ready payloads (relays, hold music) leave in one pass per tick
+    (:class:`Outbox`); False sends each as its leg is served (the reference path)."""
+
     def __init__(
-        self, clock: MediaClock, ports: PortAllocator, country: str = "us", language: str = "en"
+        self,
+        clock: MediaClock,
+        ports: PortAllocator,
+        country: str = "us",
+        language: str = "en",
+        *,
+        batched: bool = True,
     ) -> None:
         self.clock = clock
+        self.batched = batched
+        self._outbox = Outbox()
         self.ports = ports
         self.country = country
         self.language = language
         self.legs: set[MediaLeg] = set()
         self._prompts: dict[tuple[str, int], Samples] = {}
         self._shared: dict[str, SharedSource] = {}
-        self._unsubscribe = clock.subscribe(self._tick, priority=50)
+        self._unsubscribe = clock.subscribe(self._tick, priority=50, idle=self.idle)
+
+    def idle(self) -> bool:
+        """No leg: the media clock may sleep."""
+        return not self.legs
 
     async def new_leg(self, host: str) -> MediaLeg:
         session = Session(payload_type=0)
         await session.open_from(self.ports, host)
         leg = MediaLeg(self, session)
         self.legs.add(leg)
+        self.clock.wake()
         return leg
 
     def _tick(self, tick: int) -> None:
         legs = list(self.legs)
         for leg in legs:
             leg.receive()
+        if not self.batched:
+            for leg in legs:
+                leg.transmit(tick)
+            return
+        out = self._outbox
         for leg in legs:
-            leg.transmit(tick)
+            leg.transmit(tick, out)
+        out.flush()
 
     def prompt(self, name: str, rate: int = 8000) -> Samples:
         key = (name, rate)

@@ -21,7 +21,7 @@ import numpy as np
 import numpy.typing as npt
 
 from media.audio import Player, Recorder
-from media.codecs import Encoder
+from media.codecs import CODECS, Encoder
 from media.mixer import Mixer, MixOutput
 from media.tones import sine_mix
 
@@ -72,6 +72,9 @@ class Room:
         self.on_end = on_end
         self._overlay: list[tuple[Player, Player]] = []  # (8 kHz, 16 kHz) of one tone
         self._encoders: dict[str, Encoder] = {}
+        # members as columns: engine rows and mixer rows (remade when members change)
+        self._rows: npt.NDArray[np.int64] | None = None
+        self._mrows: npt.NDArray[np.int64] = np.zeros(0, dtype=np.int64)
 
     @property
     def size(self) -> int:
@@ -102,6 +105,7 @@ class Room:
             talk=self._can_talk(leg), listen=True, wide=leg.rate != self.mixer.rate
         )
         self.members.append(leg)
+        self._rows = None
         if leg.host:
             self.hosts += 1
             waiting, self.waiting = self.waiting, []
@@ -121,6 +125,7 @@ class Room:
             self.waiting.remove(leg)
         if leg in self.members:
             self.members.remove(leg)
+            self._rows = None
             if leg.mixer_row is not None:
                 self.mixer.remove(leg.mixer_row)
             if leg.host:
@@ -241,12 +246,28 @@ class Room:
 
     # -- media -------------------------------------------------------------------------------
 
+    def _columns(self) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+        if self._rows is None:
+            members = [leg for leg in self.members if leg.mixer_row is not None and leg.row >= 0]
+            self._rows = np.array([leg.row for leg in members], dtype=np.int64)
+            self._mrows = np.array([leg.mixer_row for leg in members], dtype=np.int64)
+        return self._rows, self._mrows
+
     def mix(self, tick: int) -> None:
+        """This tick's frames of the members into the mixer (one copy per band), then mix."""
         mixer = self.mixer
-        for leg in self.members:
-            frame = leg.frame_in
-            if frame is not None and leg.mixer_row is not None:
-                mixer.put(leg.mixer_row, frame)
+        rows, mrows = self._columns()
+        if len(rows):
+            engine = self.members[0].engine
+            heard = engine.heard[rows]
+            wide = mixer.wide[mrows]
+            narrow = heard & ~wide
+            mixer.inputs[mrows[narrow]] = engine.frames[rows[narrow], :160]
+            if (heard & wide).any():
+                assert mixer.wide_inputs is not None
+                both = heard & wide
+                mixer.wide_inputs[mrows[both]] = engine.frames[rows[both], :320]
+            mixer.has_input[mrows[heard]] = True
         out = mixer.mix()
         if self._overlay:
             tone = np.zeros(160, np.float32)
@@ -266,6 +287,38 @@ class Room:
         if self.recorder is not None:
             self.recorder.write(out.full_for(self.recorder.rate))
         self.output = out
+
+    def payloads(
+        self, taken: npt.NDArray[np.bool_]
+    ) -> tuple[list[tuple[npt.NDArray[np.int64], bytes]], list[tuple[int, bytes | None]]]:
+        """What the members not ``taken`` (by a prompt) hear this tick: groups of engine
+        rows that get the same payload (the shared mix, once per stateless codec) and
+        single rows with their own (talkers' N-1, G.722 and Opus encoders)."""
+        rows, mrows = self._columns()
+        groups: list[tuple[npt.NDArray[np.int64], bytes]] = []
+        singles: list[tuple[int, bytes | None]] = []
+        out = self.output
+        if not len(rows) or out is None:
+            return groups, [(int(r), None) for r in rows.tolist() if not taken[r]]
+        free = ~taken[rows]
+        rows, mrows = rows[free], mrows[free]
+        engine = self.members[0].engine
+        talking = np.isin(mrows, out.talkers) if len(out.talkers) else np.zeros(len(rows), bool)
+        codec = engine.codec_id[rows]
+        for cid, name in ((0, "PCMU"), (1, "PCMA")):
+            pick = rows[~talking & (codec == cid)]
+            if len(pick):
+                c = CODECS[name]
+                encoder = self._encoders.get(name)
+                if encoder is None:
+                    encoder = self._encoders[name] = c.encoder()
+                groups.append((pick, out.shared_payload(c, encoder, name)))
+        alone = ~(~talking & (codec != 2))
+        for row in rows[alone].tolist():
+            leg = engine._by_row[row]
+            if leg is not None:
+                singles.append((row, self.payload_for(leg)))
+        return groups, singles
 
     def payload_for(self, leg: ConfLeg) -> bytes | None:
         out = self.output

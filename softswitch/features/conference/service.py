@@ -158,7 +158,13 @@ class ConferenceService:
         if stream is None:
             call.reject(488)
             return
-        leg = self.engine.add_leg(call, stream)
+        try:
+            leg = self.engine.add_leg(call, stream)
+        except (OSError, OverflowError):
+            call.reject(503, "Service Unavailable (no RTP port for the bridge)")
+            return
+        if leg.port != self.engine.port:  # a port of its own (see the engine)
+            answer, stream = sip.answer(offer, host, leg.port, chosen)
         call.on_dtmf.add(leg.digit)
         call.on_reinvite = lambda c, request: self._reinvite(leg, request)
         try:
@@ -176,10 +182,10 @@ class ConferenceService:
             return None
         offer = sip.parse_sdp(request.body)
         chosen = codec_policy.answer_codecs(self.codecs, offer, leg.codec.name)
-        answer, stream = sip.answer(offer, self.engine.host, self.engine.port, chosen)
+        answer, stream = sip.answer(offer, self.engine.host, leg.port, chosen)
         if stream is None:
             raise sip.RequestRefused(488)
-        leg.sending = stream.sends  # a phone that holds us gets nothing until it resumes
+        self.engine.set_sending(leg, stream.sends)  # held: nothing until it resumes
         return bytes(answer)
 
     async def _session(self, leg: ConfLeg) -> None:
