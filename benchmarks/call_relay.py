@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import random
 import secrets
 import shutil
@@ -40,7 +39,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -53,28 +51,19 @@ import sip  # noqa: E402
 from media import g711  # noqa: E402
 from softswitch.loadgen import ConferenceLoad, Leg, tone_frames  # noqa: E402
 
-TICKS = os.sysconf("SC_CLK_TCK")
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import conference_load  # noqa: E402
+from conference_load import (  # noqa: E402
+    cpu_seconds,
+    free_port,
+    rss_mb,
+    start_daemon,
+    start_floor,
+)
+
 CALLER = ("100", "caller-secret")
 CALLEE = ("101", "callee-secret")
 CALLER_HZ, CALLEE_HZ = 700.0, 1300.0
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def dominant_hz(samples: np.ndarray, rate: int = 8000) -> float:
@@ -231,18 +220,8 @@ async def generate(args: argparse.Namespace) -> None:
 # -- the measurements -----------------------------------------------------------------
 
 
-class Lines:
-    """A child's output lines, read by a thread (the main loop only samples CPU)."""
-
-    def __init__(self, proc: subprocess.Popen[str]) -> None:
-        self.lines: list[str] = []
-        self._thread = threading.Thread(target=self._read, args=(proc,), daemon=True)
-        self._thread.start()
-
-    def _read(self, proc: subprocess.Popen[str]) -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            self.lines.append(line)
+class Lines(conference_load.Lines):
+    """The generator's output lines, with its JSON events by name."""
 
     def events(self) -> dict[str, dict[str, object]]:
         out: dict[str, dict[str, object]] = {}
@@ -358,28 +337,7 @@ password = "{CALLEE[1]}"
 pin = "1101"
 """)
     stats_path = work / "stats.json"
-    daemon = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "softswitch.cli",
-            "run",
-            "--config",
-            str(config),
-            "--log-level",
-            "warning",
-            "--stats-file",
-            str(stats_path),
-        ],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    assert daemon.stdout is not None
-    for line in daemon.stdout:
-        if "softswitch running" in line:
-            break
+    daemon = start_daemon(config, stats_path)
     daemon_lines = Lines(daemon)
     gen = generator(
         f"sip:{CALLEE[0]}@127.0.0.1:{port}",
@@ -418,24 +376,7 @@ pin = "1101"
 
 def run_floor(calls: int, seconds: float) -> dict[str, float]:
     port, rtp = free_port(), free_port()
-    floor = subprocess.Popen(
-        [
-            sys.executable,
-            str(ROOT / "benchmarks" / "io_floor.py"),
-            "--listen",
-            f"127.0.0.1:{port}",
-            "--rtp-port",
-            str(rtp),
-        ],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    assert floor.stdout is not None
-    for line in floor.stdout:
-        if "floor running" in line:
-            break
+    floor = start_floor(port, rtp)
     gen = generator(f"sip:echo@127.0.0.1:{port}", calls, seconds, "--floor")
     lines = Lines(gen)
     window = steady_window(floor, gen, lines)

@@ -66,6 +66,32 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
+def started(command: list[str], ready: str) -> subprocess.Popen[str]:
+    """``command`` run from the repository, once it has printed a line holding ``ready``."""
+    proc = subprocess.Popen(
+        command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if ready in line:
+            break
+    return proc
+
+
+def start_daemon(config: Path, stats_path: Path) -> subprocess.Popen[str]:
+    """The daemon on ``config``, writing its counters to ``stats_path`` every second."""
+    command = [sys.executable, "-m", "softswitch.cli", "run", "--config", str(config)]
+    command += ["--log-level", "warning", "--stats-file", str(stats_path)]
+    return started(command, "softswitch running")
+
+
+def start_floor(port: int, rtp: int) -> subprocess.Popen[str]:
+    """The bare recvmmsg/sendmmsg echo (benchmarks/io_floor.py) in the daemon's place."""
+    command = [sys.executable, str(ROOT / "benchmarks" / "io_floor.py")]
+    command += ["--listen", f"127.0.0.1:{port}", "--rtp-port", str(rtp)]
+    return started(command, "floor running")
+
+
 def read_stats(path: Path) -> dict[str, float]:
     try:
         return json.loads(path.read_text())  # type: ignore[no-any-return]
@@ -142,24 +168,7 @@ def run_floor(legs: int, seconds: float, work: Path, wideband: float = 0.0) -> d
     """The same generator against the bare batched echo: the floor's and the generator's
     CPU while all legs are in."""
     port, rtp = free_port(), free_port()
-    floor = subprocess.Popen(
-        [
-            sys.executable,
-            str(ROOT / "benchmarks" / "io_floor.py"),
-            "--listen",
-            f"127.0.0.1:{port}",
-            "--rtp-port",
-            str(rtp),
-        ],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    assert floor.stdout is not None
-    for line in floor.stdout:
-        if "floor running" in line:
-            break
+    floor = start_floor(port, rtp)
     generator = subprocess.Popen(
         generator_command(f"sip:800@127.0.0.1:{port}", legs, seconds, work, wideband),
         cwd=ROOT,
@@ -216,28 +225,7 @@ conference_host_code = "1001"
 conference_code = "2001"
 """)
     stats_path = work / "stats.json"
-    daemon = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "softswitch.cli",
-            "run",
-            "--config",
-            str(config),
-            "--log-level",
-            "warning",
-            "--stats-file",
-            str(stats_path),
-        ],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    assert daemon.stdout is not None
-    for line in daemon.stdout:
-        if "softswitch running" in line:
-            break
+    daemon = start_daemon(config, stats_path)
     listener = legs // 2
     generator = subprocess.Popen(
         generator_command(f"sip:800@127.0.0.1:{port}", legs, seconds, work, wideband),
