@@ -37,6 +37,18 @@ def best_correlation(signal: npt.NDArray[np.int16], reference: npt.NDArray[np.in
     return float(corr[lag] / denom) if denom else 0.0
 
 
+def piecewise_correlation(
+    signal: npt.NDArray[np.int16], heard: npt.NDArray[np.int16], rate: int, piece: float = 0.5
+) -> float:
+    """The median over ``piece``-second pieces of ``heard`` of each one's best correlation
+    within ``signal``: a receiver's jitter buffer drops or repeats a frame to keep its
+    latency (and a stalled loop may cost one), which shifts the rest of the audio by 20 ms,
+    so one lag cannot fit a long stretch while each piece still matches."""
+    size = int(piece * rate)
+    pieces = [heard[i : i + size] for i in range(0, len(heard) - size + 1, size)]
+    return float(np.median([best_correlation(signal, p) for p in pieces])) if pieces else 0.0
+
+
 # Tone bursts: a signal whose pitch and timing a receiver can check (a path that plays
 # audio too fast or too slow changes both the frequency and the burst length).
 BURST_ON, BURST_OFF = 0.5, 0.25  # seconds

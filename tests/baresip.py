@@ -124,8 +124,13 @@ class Phone:
                 )
                 break
             except OSError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"{self.name}: baresip ctrl_tcp did not open") from None
+                if self.proc.returncode is not None or time.monotonic() > deadline:
+                    log.flush()
+                    tail = (self.directory / "baresip.log").read_text(errors="replace")[-1500:]
+                    raise RuntimeError(
+                        f"{self.name}: baresip ctrl_tcp did not open on {self.ctrl_port} "
+                        f"(exit status {self.proc.returncode}); its log ends:\n{tail}"
+                    ) from None
                 await asyncio.sleep(0.1)
         self._task = asyncio.create_task(self._read())
         await asyncio.sleep(0.05)

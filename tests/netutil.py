@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import re
 import socket
 import subprocess
@@ -17,18 +18,31 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
+# Ports handed to servers a test starts come from below the kernel's ephemeral range
+# (32768-60999) and from under every RTP range the tests and the default config use
+# (20000 and up): an outgoing connection's or a daemon's RTP port can then never take a
+# port between the moment it is chosen here and the moment its server binds it. Only even
+# ports are handed out: the odd one above stays free for what servers take beside their
+# port (baresip listens for TLS on its SIP port + 1).
+_PORTS = range(10000, 20000, 2)
+_cursor = random.randrange(len(_PORTS))
+
+
 def free_port(kind: int = socket.SOCK_DGRAM, host: str = "127.0.0.1") -> int:
-    """A port free for both UDP and TCP on ``host``."""
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
-            u.bind((host, 0))
-            port = int(u.getsockname()[1])
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
-                try:
+    """A port free for both UDP and TCP on ``host``, not handed out before in this run
+    (unless the whole range has been)."""
+    global _cursor
+    for _ in range(len(_PORTS)):
+        port = _PORTS[_cursor]
+        _cursor = (_cursor + 1) % len(_PORTS)
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+                u.bind((host, port))
+                with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
                     t.bind((host, port))
-                except OSError:
-                    continue
-            return port
+        except OSError:
+            continue
+        return port
     raise RuntimeError("no free port")
 
 
