@@ -22,6 +22,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -36,7 +37,6 @@ from b2bua_cps import (
     CALLEE,
     CALLER,
     ROOT,
-    _final_screen,
     _message_count,
     free_port,
     office,
@@ -132,6 +132,9 @@ def main() -> None:
     ap.add_argument("--plot", type=Path, default=ROOT / "benchmarks/out/soak.png")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--log", type=Path, help="keep the daemon's log there")
+    ap.add_argument(
+        "--sipp-errors", type=Path, help="keep the callers' SIPp error traces in this directory"
+    )
     ap.add_argument("--only", help="one kind of call: plain, hold or transfer")
     args = ap.parse_args()
     hold_ms = str(int(args.hold * 1000))
@@ -208,6 +211,7 @@ def main() -> None:
                         ["-ap", CALLER[1], "-r", f"{rate:.3f}", "-m", str(calls)],
                         ["-l", str(int(rate * (args.hold + 10)) + 20)],
                         ["-timeout", f"{duration + 120:.0f}s", "-timeout_error"],
+                        ["-trace_err"] if args.sipp_errors else [],
                     ),
                     tmp,
                 )
@@ -233,6 +237,10 @@ def main() -> None:
             pbx.wait(30)
         if args.log:
             args.log.write_bytes(log.read_bytes())
+        if args.sipp_errors:
+            args.sipp_errors.mkdir(parents=True, exist_ok=True)
+            for trace in tmp.glob("*_errors.log"):
+                shutil.copy(trace, args.sipp_errors / trace.name)
         errors = sum(
             1
             for line in log.read_text(errors="replace").splitlines()
@@ -267,10 +275,13 @@ def summarise(
     for kind, out in outputs.items():
         failed = [int(x) for x in re.findall(r"Failed call\s*\|\s*\d+\s*\|\s*(\d+)", out)]
         ok = [int(x) for x in re.findall(r"Successful call\s*\|\s*\d+\s*\|\s*(\d+)", out)]
+        # a call refused by overload control (503 to either INVITE) ends at the scenario's
+        # "refused" label: a successful call to SIPp, counted apart here
+        refused = _message_count(out, "503", 0) + _message_count(out, "503", 1)
         calls[kind] = {
-            "ok": ok[-1] if ok else 0,
+            "ok": (ok[-1] if ok else 0) - refused,
             "failed": failed[-1] if failed else -1,
-            "refused": _message_count(out, "503", 0) if "503" in _final_screen(out) else 0,
+            "refused": refused,
         }
     print(f"\ncalls: {calls}; error lines in the daemon's log: {errors}")
     print(

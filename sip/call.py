@@ -375,6 +375,9 @@ class Call:
         self._awaiting_ack = None
         if self._session_task is not None and self._session_task is not asyncio.current_task():
             self._session_task.cancel()
+        # the cancelled task keeps its CancelledError, whose traceback holds the timer's
+        # frame and so this call: a cycle only the collector would free
+        self._session_task = None
         if self.dialog is not None:
             self.ua.calls.pop(self.dialog.id, None)
         self.ua._stray_handlers.pop(self.call_id, None)

@@ -47,6 +47,7 @@ async def _serve(
     import sip
 
     from . import banner
+    from .collector import FullCollections
     from .control import ControlServer, reload, socket_path
     from .pbx import Pbx
 
@@ -72,6 +73,8 @@ async def _serve(
         raise SystemExit(f"softswitch: cannot start: {exc}") from None
     control = ControlServer(pbx, socket_path(pbx.data_dir))
     await control.start()
+    collections = FullCollections(lambda: bool(pbx.ua.calls))  # a pause would be heard
+    collections.start()
     if not quiet:
         service = pbx.conference
         codes = dict(service.codes.of_user) if service else banner.stored_codes(config)
@@ -85,6 +88,7 @@ async def _serve(
         sys.stdout.flush()
     await stop.wait()
     log.info("event=stopping")
+    await collections.stop()
     await control.close()
     await pbx.stop()
 
