@@ -6,14 +6,17 @@ CPython starts one each time the old generation grows by a quarter: measured wit
 ``benchmarks/soak.py --only transfer``, a 150-390 ms stall every few seconds, long enough
 for SIP sockets to back up and overload control to refuse calls. The call paths make no
 cyclic garbage (tests/test_no_cycles.py), so the young generations, which are cheap,
-collect as usual, and the full pass runs here instead: at once when no call is up, else
-at most every ``longest`` seconds, each one logged with its pause. What start-up built is
-frozen out of the collector's reach first.
+collect as usual, and the full pass runs here instead: at once when no call is up (then
+the C heap's free pages go back to the system too), else at most every ``longest``
+seconds, each one logged with its pause. What start-up built is frozen out of the
+collector's reach first.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import ctypes.util
 import gc
 import logging
 import time
@@ -22,6 +25,21 @@ from collections.abc import Callable
 log = logging.getLogger("softswitch.collector")
 
 NEVER = 1 << 30  # a gen-2 threshold the young collections never reach
+
+
+def _find_malloc_trim() -> Callable[[int], int] | None:
+    """glibc's malloc_trim: SIP datagrams and bodies (over 512 bytes) live in the C heap,
+    which keeps what a busy hour freed until asked to return it (after 3000 soak calls:
+    RSS 158 -> 149 MB; the rest is CPython's own arenas, kept while partly used)."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        trim: Callable[[int], int] = libc.malloc_trim
+    except (OSError, AttributeError):
+        return None  # not glibc
+    return trim
+
+
+_malloc_trim = _find_malloc_trim()
 
 
 class FullCollections:
@@ -52,9 +70,12 @@ class FullCollections:
             self._task = None
         gc.set_threshold(*self._thresholds)
 
-    def collect(self) -> int:
+    def collect(self, *, trim: bool = False) -> int:
+        """A full pass; ``trim``: then hand the C heap's free pages back to the system."""
         began = time.perf_counter()
         found = gc.collect()
+        if trim and _malloc_trim is not None:
+            _malloc_trim(0)
         self.last_pause = time.perf_counter() - began
         self.passes += 1
         heard = self.last_pause >= 0.05 or found > 0
@@ -71,6 +92,7 @@ class FullCollections:
         while True:
             await asyncio.sleep(self.check)
             now = time.monotonic()
-            if not self.calls_up() or now - last >= self.longest:
-                self.collect()
+            quiet = not self.calls_up()
+            if quiet or now - last >= self.longest:
+                self.collect(trim=quiet)
                 last = now
