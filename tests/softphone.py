@@ -20,6 +20,9 @@ from media.clock import MediaClock
 from media.stream import AudioStream
 from rtp import Session, Status
 from softswitch import codec_policy
+from softswitch.pbx import Pbx
+
+from .audio import burst_signal
 
 Samples = npt.NDArray[np.int16]
 OPUS_MAX_BITRATE = 16000  # what Opus phones here put in maxaveragebitrate (< our 24000)
@@ -174,3 +177,20 @@ class SoftPhone:
                 leg.frames.append(audio.decoder.decode(payload))
             else:
                 leg.frames.append(audio.silence)
+
+
+# Users 200-223 (password "pass<ext>"), added to the demo office by the tests whose phones
+# are SoftPhones in the PBX's process
+USERS = "".join(
+    f'\n[[users]]\nextension = "{200 + i}"\nname = "Test {200 + i}"\n'
+    f'password = "pass{200 + i}"\npin = "{1200 + i}"\n'
+    for i in range(24)
+)
+
+
+def phone(pbx: Pbx, clock: MediaClock, ext: int, codec: str, freq: float, **kw: bool) -> SoftPhone:
+    """User ``ext``'s SoftPhone on ``pbx``, sending ``freq`` Hz tone bursts in ``codec``."""
+    port = pbx.ua.listeners[0].port
+    return SoftPhone(
+        str(ext), f"pass{ext}", port, codec, clock, lambda rate: burst_signal(freq, rate), **kw
+    )

@@ -31,21 +31,15 @@ from softswitch.pbx import Pbx
 
 from .audio import (
     best_correlation,
-    burst_signal,
     check_bursts,
     dominant_frequency,
     piecewise_correlation,
 )
 from .office import demo_pbx, voicemail_store
-from .softphone import OPUS_MAX_BITRATE, Leg, SoftPhone
+from .softphone import OPUS_MAX_BITRATE, USERS, Leg, SoftPhone, phone
 
 CODECS = ("PCMU", "PCMA", "G722", "OPUS")
 PAIRS = list(itertools.combinations_with_replacement(CODECS, 2))
-USERS = "".join(
-    f'\n[[users]]\nextension = "{200 + i}"\nname = "Test {200 + i}"\n'
-    f'password = "pass{200 + i}"\npin = "{1200 + i}"\n'
-    for i in range(24)
-)
 RESULTS: list[str] = []  # measured values, printed with -s
 CLOCKS: list[object] = []
 
@@ -65,13 +59,6 @@ async def clock() -> AsyncIterator[MediaClock]:
     c.start()
     yield c
     await c.stop()
-
-
-def phone(pbx: Pbx, clock: MediaClock, ext: int, codec: str, freq: float, **kw: bool) -> SoftPhone:
-    port = pbx.ua.listeners[0].port
-    return SoftPhone(
-        str(ext), f"pass{ext}", port, codec, clock, lambda rate: burst_signal(freq, rate), **kw
-    )
 
 
 def tones(a: str, b: str) -> tuple[float, float]:

@@ -22,14 +22,9 @@ import sip
 from media.clock import MediaClock
 from softswitch.pbx import Pbx
 
-from .audio import burst_signal
 from .office import demo_pbx
-from .softphone import SoftPhone
+from .softphone import USERS, phone
 
-USERS = "".join(
-    f'\n[[users]]\nextension = "{e}"\nname = "Test {e}"\npassword = "pass{e}"\npin = "1{e}"\n'
-    for e in (200, 201, 202)
-)
 OURS = ("sip.", "softswitch.", "rtp.", "media.", "ivr.")
 
 
@@ -38,13 +33,6 @@ async def pbx(tmp_path: Path) -> AsyncIterator[Pbx]:
     p = await demo_pbx(tmp_path, extra=USERS, rtp=37000)
     yield p
     await p.stop()
-
-
-def phone(pbx: Pbx, clock: MediaClock, ext: int, freq: float) -> SoftPhone:
-    port = pbx.ua.listeners[0].port
-    return SoftPhone(
-        str(ext), f"pass{ext}", port, "PCMU", clock, lambda rate: burst_signal(freq, rate)
-    )
 
 
 def ours(objects: list[object]) -> Counter[str]:
@@ -65,7 +53,7 @@ def ours(objects: list[object]) -> Counter[str]:
 async def test_ended_calls_leave_no_cyclic_garbage(pbx: Pbx) -> None:
     clock = MediaClock()
     clock.start()
-    a, b, c = (phone(pbx, clock, 200 + i, f) for i, f in enumerate((1000.0, 600.0, 700.0)))
+    a, b, c = (phone(pbx, clock, 200 + i, "PCMU", f) for i, f in enumerate((1000.0, 600.0, 700.0)))
     for p in (a, b, c):
         await p.start()
         p.ua.session_timers = sip.TimerSettings()  # the phones ask for timers too
