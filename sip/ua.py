@@ -209,7 +209,7 @@ class UserAgent:
         self.overload = OverloadControl(overload) if overload is not None else None
         self._probe_timer: asyncio.TimerHandle | None = None
         self._probe_due = self._probe_at = self._probe_cpu = 0.0
-        self._received = self._received_at_probe = 0  # messages, for the idle probe period
+        self._heard = False  # a message came since the last probe (its idle period)
         self._probe_idle = False
         self.closed = False
 
@@ -600,7 +600,7 @@ class UserAgent:
 
     def _on_message(self, message: Request | Response, source: Address, listener: Listener) -> None:
         now = self.now()
-        self._received += 1
+        self._heard = True
         if self._probe_idle:
             self._wake_probe()
         actions: list[Any]
@@ -660,8 +660,8 @@ class UserAgent:
         # a quiet UA (nothing received since the last probe, not overloaded) probes once a
         # second: twenty wake-ups a second cost an idle daemon ~0.5 % of a core; the next
         # message brings the short period back at once (_wake_probe)
-        self._probe_idle = self._received == self._received_at_probe and not control.overloaded
-        self._received_at_probe = self._received
+        self._probe_idle = not self._heard and not control.overloaded
+        self._heard = False
         interval = IDLE_PROBE if self._probe_idle else control.settings.interval
         self._probe_due = now + interval
         if not self.closed:

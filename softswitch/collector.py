@@ -51,8 +51,6 @@ class FullCollections:
         self, calls_up: Callable[[], bool], *, check: float = 30.0, longest: float = 600.0
     ) -> None:
         self.calls_up, self.check, self.longest = calls_up, check, longest
-        self.passes = 0
-        self.last_pause = 0.0
         self._task: asyncio.Task[None] | None = None
         self._thresholds = gc.get_threshold()
 
@@ -70,22 +68,19 @@ class FullCollections:
             self._task = None
         gc.set_threshold(*self._thresholds)
 
-    def collect(self, *, trim: bool = False) -> int:
+    def collect(self, *, trim: bool = False) -> None:
         """A full pass; ``trim``: then hand the C heap's free pages back to the system."""
         began = time.perf_counter()
         found = gc.collect()
         if trim and _malloc_trim is not None:
             _malloc_trim(0)
-        self.last_pause = time.perf_counter() - began
-        self.passes += 1
-        heard = self.last_pause >= 0.05 or found > 0
+        pause = time.perf_counter() - began
         log.log(
-            logging.INFO if heard else logging.DEBUG,
+            logging.INFO if pause >= 0.05 or found > 0 else logging.DEBUG,
             "event=gc_full pause_ms=%.0f collected=%d",
-            self.last_pause * 1000,
+            pause * 1000,
             found,
         )
-        return found
 
     async def _run(self) -> None:
         last = time.monotonic()
