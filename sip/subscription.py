@@ -159,6 +159,7 @@ class Subscription:
             self.ua.subscriptions.pop(self.dialog.id, None)
         if self._task is not None and self._task is not asyncio.current_task():
             self._task.cancel()
+        self._task = None  # as Call._end: a cancelled task's traceback would hold us
 
     async def close(self) -> None:
         """Unsubscribe (Expires: 0)."""
