@@ -34,6 +34,7 @@ from .feature import Dial, Endpoint, Failed, FeatureType
 from .features import builtin
 from .media_engine import MediaEngine
 from .plugins import Registry
+from .private_files import private_dir
 from .registrar import Registrar
 from .reload import needs_restart
 from .services import Services
@@ -184,7 +185,7 @@ class Pbx:
     # -- lifecycle -----------------------------------------------------------------------
 
     async def start(self) -> None:
-        self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # private data
+        private_dir(self.data_dir, own=False)  # private data; missing parents 0700 too
         ua = self.ua
         ua.handlers["REGISTER"] = self.devices.on_register
         ua.handlers["SUBSCRIBE"] = self.on_subscribe

@@ -40,8 +40,8 @@ from .prompts import Prompts
 from .rules import CallFacts, Rule, first_match
 
 if TYPE_CHECKING:
-    from .http import HttpServer
     from .reload import ConfigFile
+    from .web.host import WebHost
 
 log = logging.getLogger("softswitch")
 MAX_DEPTH = 5  # forwards/transfers in a row before the call is refused (loops)
@@ -100,7 +100,7 @@ class Services:
         # hold music by slot name, set by the hold-music feature
         self.music: Callable[[str], Source] | None = None
         self.ringing: list[Ringing] = []  # callers whose forks ring now (pickup)
-        self._http: dict[str, HttpServer] = {}
+        self._web: WebHost | None = None
         # a configuration applied live (softswitch.pbx.Pbx.apply; the web console's edits)
         self.apply_config: Callable[[Config], Awaitable[list[str]]] | None = None
         # the file behind the running configuration, when there is one (edits are saved there)
@@ -142,21 +142,20 @@ class Services:
             except Exception:
                 log.exception("event=listener_failed listener=%r event=%s", listener, event)
 
-    def http(self, listen: str) -> HttpServer:
-        """The HTTP server on ``listen`` (``host:port``), shared by every feature that
-        mounts routes there (provisioning, a web console); started by the first
-        ``await server.start()``, stopped with the PBX."""
-        from .http import HttpServer  # imported when a feature serves HTTP
+    @property
+    def web(self) -> WebHost:
+        """The web process, where features serve HTTP (:mod:`softswitch.web`): started
+        by the first ``await svc.web.serve(...)``, stopped with the PBX."""
+        if self._web is None:
+            from .web.host import WebHost  # imported when a feature serves HTTP
 
-        server = self._http.get(listen)
-        if server is None:
-            server = self._http[listen] = HttpServer(listen)
-        return server
+            self._web = WebHost(lambda: self.config, lambda: self.config_file)
+        return self._web
 
     async def close(self) -> None:
-        """Stop what the services run for the features (HTTP servers)."""
-        for server in self._http.values():
-            await server.stop()
+        """Stop what the services run for the features (the web process)."""
+        if self._web is not None:
+            await self._web.close()
 
     def office_open(self) -> bool:
         """Is it business hours now (``[business_hours]``; always, without it)?"""

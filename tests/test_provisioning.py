@@ -165,7 +165,7 @@ async def test_phone_fetches_its_configuration_with_digest_credentials(
     assert len(refused) == 2, refused  # the wrong digest password, the basic credentials
     assert all(
         re.fullmatch(
-            r"event=auth_failed src=127\.0\.0\.1:\d+ user=- method=GET reason=provisioning", line
+            r"event=auth_failed src=127\.0\.0\.1:\d+ user=\S+ method=GET reason=provisioning", line
         )
         for line in refused
     ), refused

@@ -209,18 +209,34 @@ def _where(f: Filter) -> tuple[list[str], list[Any]]:
     return clauses, args
 
 
+# what makes a spreadsheet read a cell as a formula (OWASP, "CSV injection"; the fullwidth
+# forms for some locales): such a cell is exported after a quote, which a spreadsheet shows
+# as text. Callers choose their number and name, so they could plant one. A cell that
+# starts with a quote gets one too, so that the import removes exactly what was added.
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "\n", "'", "\uff1d", "\uff0b", "\uff0d", "\uff20")
+
+
+def _cell(value: object) -> object:
+    if isinstance(value, str) and value.startswith(FORMULA_START):
+        return "'" + value
+    return value
+
+
 def to_csv(records: Iterable[CallRecord]) -> str:
+    """The rows as CSV, no cell read as a formula (numbers like +336... as '+336...)."""
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=COLUMNS, lineterminator="\r\n")
     writer.writeheader()
     for record in records:
-        writer.writerow(record.row())
+        writer.writerow({k: _cell(v) for k, v in record.row().items()})
     return out.getvalue()
 
 
 def from_csv(text: str) -> Iterator[dict[str, str]]:
-    """The rows of :func:`to_csv`'s output, by column (a round trip)."""
-    yield from csv.DictReader(io.StringIO(text))
+    """The rows of :func:`to_csv`'s output, by column (a round trip: the quote added
+    before a cell is removed)."""
+    for row in csv.DictReader(io.StringIO(text)):
+        yield {k: v[1:] if isinstance(v, str) and v.startswith("'") else v for k, v in row.items()}
 
 
 @dataclass(eq=False)

@@ -27,6 +27,8 @@ class Phone(Strict):
     password: str | None = Field(None, min_length=8, max_length=128)  # hot desk login
     blf: list[Extension] = Field([], max_length=MAX_BLF_KEYS)
     label: str | None = Field(None, max_length=32)
+    # its own provisioning password ([provisioning] credentials = "per_phone")
+    provisioning_password: str | None = Field(None, min_length=8, max_length=128)
 
     @field_validator("mac")
     @classmethod

@@ -24,9 +24,11 @@ import re
 import xml.etree.ElementTree as ET
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, IPvAnyAddress, IPvAnyNetwork
+from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import Route
 
 import sip
 
@@ -34,6 +36,9 @@ from ..config import Config
 from ..feature import BaseFeature
 from ..model import Strict
 from ..services import Services
+from ..web.child import WebApp, WebServices
+from ..web.server import Limits
+from ..web.throttle import LoginThrottle
 from .intercom import ALERT_INFO_VALUE
 from .phones import Phone, phones_of
 
@@ -43,6 +48,12 @@ DEFAULT_MASTER = "000000000000.cfg"
 FILE = re.compile(r"^(?P<mac>[0-9a-fA-F]{12})(?P<kind>\.cfg|-softswitch\.cfg)$")
 REALM = "softswitch provisioning"
 TRANSPORTS = {"udp": "UDPOnly", "tcp": "TCPOnly"}
+HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "Cache-Control": "no-store",  # each phone's file holds its SIP password
+    "Content-Security-Policy": "default-src 'none'",
+    "X-Frame-Options": "DENY",
+}
 
 
 class ProvisioningSettings(Strict):
@@ -55,6 +66,16 @@ class ProvisioningSettings(Strict):
     sntp_server: str = Field("pool.ntp.org", min_length=1, max_length=255)
     gmt_offset: int = Field(0, ge=-12 * 3600, le=14 * 3600)  # seconds east of UTC
     daylight_saving: bool = False
+    # "office": every phone with username/password; "per_phone": a phone's files need its
+    # own credentials (user: its MAC, password: its provisioning_password in [[phones]])
+    credentials: Literal["office", "per_phone"] = "office"
+    # failed logins per source (and per account, over sources) within login_window seconds
+    login_attempts: int = Field(5, ge=1, le=100)
+    login_window: int = Field(300, ge=10, le=86400)
+    # reverse proxies whose X-Forwarded-For is believed (none by default)
+    trusted_proxies: list[IPvAnyAddress | IPvAnyNetwork] = Field(
+        default_factory=list, max_length=64
+    )
 
 
 def master(files: str) -> bytes:
@@ -147,15 +168,25 @@ def parameters_document(params: dict[str, str]) -> bytes:
 
 
 class Provisioning(BaseFeature):
+    """The daemon's side: it asks the web process to serve the files (:func:`build`) and
+    pushes re-provisioning (:meth:`resync`)."""
+
     name = "provisioning"
-    state = ("digest", "requests")
+    state = ("serving",)
     section = "provisioning"
     config_model = ProvisioningSettings
 
     def __post_init__(self) -> None:
         self.phones = {p.mac: p for p in phones_of(self.config)}
-        self.digest = sip.DigestServer(REALM, algorithms=("MD5",))
-        self.requests = 0
+        self.serving = False
+        options = self.options
+        if options is not None and options.credentials == "per_phone":
+            for phone in self.phones.values():
+                if phone.provisioning_password is None:
+                    raise ValueError(
+                        f"phones: {phone.mac} needs a provisioning_password "
+                        '(provisioning.credentials = "per_phone")'
+                    )
 
     @property
     def options(self) -> ProvisioningSettings | None:
@@ -167,122 +198,30 @@ class Provisioning(BaseFeature):
         options = self.options
         if options is None:
             return
-        server = svc.http(options.listen)
-        server.mount("/{name}", self.serve)
-        await server.start()
-        log.info("event=provisioning_listening address=%s", options.listen)
+        svc.web.handle("provisioning.display", self._display)
+        port = await svc.web.serve(
+            "provisioning",
+            "softswitch.features.provisioning:build",
+            options.listen,
+            options,
+            trusted_proxies=tuple(str(p) for p in options.trusted_proxies),
+        )
+        self.serving = True
+        log.info("event=provisioning_listening address=%s port=%d", options.listen, port)
 
     async def resume(self, old: object, svc: Services) -> None:
         await super().resume(old, svc)
-        if self.options is not None:  # the route now serves this configuration's phones
+        if self.options is not None:  # the web process now serves this configuration's phones
             await self.start(svc)
 
-    # -- HTTP ------------------------------------------------------------------------------
-
-    async def serve(self, request: Request) -> Response:
-        options = self.options
-        assert options is not None
-        source = request.client.host if request.client else "?"
-        name = request.path_params["name"]
-        self.requests += 1
-        denied = self._authenticate(request, options, source)
-        if denied is not None:
-            log.info("event=provisioning_request source=%s file=%s status=401", source, name)
-            return denied
-        body, status = self._file(name, request)
-        log.info(
-            "event=provisioning_request source=%s file=%s status=%d ua=%r",
-            source,
-            name,
-            status,
-            request.headers.get("user-agent", ""),
-        )
-        if body is None:
-            return Response(status_code=status)
-        return Response(body, media_type="application/xml")
-
-    def _file(self, name: str, request: Request) -> tuple[bytes | None, int]:
-        if name == DEFAULT_MASTER:
-            return master("[PHONE_MAC_ADDRESS]-softswitch.cfg"), 200
-        match = FILE.match(name)
-        phone = self.phones.get(match["mac"].lower()) if match else None
-        if match is None or phone is None:
-            return None, 404
-        if match["kind"] == ".cfg":
-            return master(f"{phone.mac}-softswitch.cfg"), 200
-        return parameters_document(self.parameters(phone, request.url.hostname)), 200
-
-    def parameters(self, phone: Phone, asked_host: str | None = None) -> dict[str, str]:
-        options = self.options
-        assert options is not None
-        svc = self.services
-        listen = next(
-            (s for s in self.config.server.listen if s.startswith(options.sip_transport)),
-            self.config.server.listen[0],
-        )
-        listen_host, _, port = listen.rpartition(":")
-        listen_host = listen_host.partition(":")[2] or listen_host
-        host = options.sip_server or self.config.server.public_address
-        if host is None:
-            wildcard = listen_host.strip("[]") in ("0.0.0.0", "::")
-            host = asked_host if wildcard and asked_host else listen_host.strip("[]")
-        display = None
-        hot_desk = svc.registry.feature("hot_desk")
-        if phone.hot_desk and hot_desk is not None:
-            user = getattr(hot_desk, "user_on", lambda _: None)(phone)
-            display = user.name if user is not None else None
-        return phone_parameters(
-            self.config, options, phone, sip_host=host, sip_port=int(port), display=display
-        )
-
-    def _authenticate(
-        self, request: Request, options: ProvisioningSettings, source: str
-    ) -> Response | None:
-        """None when the request carries the office credentials, else the 401."""
-        header = request.headers.get("authorization", "")
-        now = self.services.ua.now()
-        ok = False
-        if options.auth == "basic" and header[:6].lower() == "basic ":
-            try:
-                user, _, password = base64.b64decode(header[6:], validate=True).partition(b":")
-            except (binascii.Error, ValueError):
-                user = password = b""
-            ok = hmac.compare_digest(user, options.username.encode()) & hmac.compare_digest(
-                password, options.password.encode()
-            )
-        elif options.auth == "digest" and header[:7].lower() == "digest ":
-            ok = self._digest_ok(request, header, options, now)
-        if ok:
+    def _display(self, args: dict[str, object]) -> str | None:
+        """The name of who is logged in at hot-desk phone ``mac`` (its display)."""
+        phone = self.phones.get(str(args.get("mac"))[:12])
+        hot_desk = self.services.registry.feature("hot_desk")
+        if phone is None or not phone.hot_desk or hot_desk is None:
             return None
-        if header:  # wrong credentials (none at all: the first round of a challenge)
-            port = request.client.port if request.client else 0
-            self.services.ua.security.event(
-                "auth_failed", (source, port), now, method=request.method, reason="provisioning"
-            )
-        if options.auth == "basic":
-            challenge = f'Basic realm="{REALM}"'
-        else:
-            challenge = str(self.digest.challenges(now)[0])
-        return Response(status_code=401, headers={"WWW-Authenticate": challenge})
-
-    def _digest_ok(
-        self, request: Request, header: str, options: ProvisioningSettings, now: float
-    ) -> bool:
-        try:
-            credentials = sip.parse_credentials(header)
-        except sip.ParseError:
-            return False
-        path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-        if credentials.uri != path:
-            return False
-        known = hmac.compare_digest(credentials.username.encode(), options.username.encode())
-        result = self.digest.verify(
-            credentials,
-            method=request.method,
-            password=options.password if known else None,
-            now=now,
-        )
-        return result is sip.AuthResult.OK
+        user = getattr(hot_desk, "user_on", lambda _: None)(phone)
+        return user.name if user is not None else None
 
     # -- re-provisioning ---------------------------------------------------------------------
 
@@ -311,3 +250,196 @@ class Provisioning(BaseFeature):
             )
             done += 200 <= response.status < 300
         return done
+
+
+# -- the web process's side ------------------------------------------------------------------
+
+
+class ProvisioningServer:
+    """The files over HTTP, in the web process. Every request needs credentials: the
+    office's (``username``/``password``), or with ``credentials = "per_phone"`` each
+    phone's own for its files (user: its MAC, password: its ``provisioning_password``),
+    so that one guessed secret yields one phone. Failures are throttled per source and
+    per account (:class:`~softswitch.web.throttle.LoginThrottle`): 429 until the window
+    has passed."""
+
+    def __init__(self, svc: WebServices, options: ProvisioningSettings) -> None:
+        self.svc = svc
+        self.options = options
+        self.digest = sip.DigestServer(REALM, algorithms=("MD5",))
+        self.throttle = LoginThrottle(options.login_attempts, float(options.login_window))
+        self.requests = 0
+
+    @property
+    def phones(self) -> dict[str, Phone]:
+        return {p.mac: p for p in phones_of(self.svc.config)}
+
+    async def serve(self, request: Request) -> Response:
+        options = self.options
+        source = request.client.host if request.client else "?"
+        port = request.client.port if request.client else 0
+        name = request.path_params["name"]
+        self.requests += 1
+        now = self.svc.now()
+        header = request.headers.get("authorization", "")
+        account = self._username(header)
+        refusal = self.throttle.refused(source, account, now)
+        if refusal is not None:
+            log.info("event=provisioning_request source=%s file=%s status=429", source, name)
+            wait = max(1, int(refusal.until - now))
+            return Response(status_code=429, headers={"Retry-After": str(wait)})
+        match = FILE.match(name)
+        phone = self.phones.get(match["mac"].lower()) if match else None
+        if not self._authenticated(request, header, options, phone, now):
+            if header:  # wrong credentials (none at all: the first round of a challenge)
+                security = self.svc.security
+                security.event(
+                    "auth_failed",
+                    (source, port),
+                    now,
+                    user=account or None,
+                    method=request.method,
+                    reason="provisioning",
+                )
+                started = self.throttle.failed(source, account, now)
+                if started is not None:
+                    security.event(
+                        "auth_throttled",
+                        (source, port),
+                        now,
+                        user=account if started.scope == "account" else None,
+                        method=request.method,
+                        reason="provisioning",
+                    )
+            log.info("event=provisioning_request source=%s file=%s status=401", source, name)
+            return self._challenge(options, now)
+        body, status = await self._file(name, phone, request)
+        log.info(
+            "event=provisioning_request source=%s file=%s status=%d ua=%r",
+            source,
+            name,
+            status,
+            request.headers.get("user-agent", "")[:128],
+        )
+        if body is None:
+            return Response(status_code=status)
+        return Response(body, media_type="application/xml")
+
+    async def _file(
+        self, name: str, phone: Phone | None, request: Request
+    ) -> tuple[bytes | None, int]:
+        if name == DEFAULT_MASTER:
+            return master("[PHONE_MAC_ADDRESS]-softswitch.cfg"), 200
+        match = FILE.match(name)
+        if match is None or phone is None:
+            return None, 404
+        if match["kind"] == ".cfg":
+            return master(f"{phone.mac}-softswitch.cfg"), 200
+        display = None
+        if phone.hot_desk:
+            found = await self.svc.call("provisioning.display", mac=phone.mac)
+            display = found if isinstance(found, str) else None
+        params = self.parameters(phone, request.url.hostname, display)
+        return parameters_document(params), 200
+
+    def parameters(
+        self, phone: Phone, asked_host: str | None = None, display: str | None = None
+    ) -> dict[str, str]:
+        options = self.options
+        config = self.svc.config
+        listen = next(
+            (s for s in config.server.listen if s.startswith(options.sip_transport)),
+            config.server.listen[0],
+        )
+        listen_host, _, port = listen.rpartition(":")
+        listen_host = listen_host.partition(":")[2] or listen_host
+        host = options.sip_server or config.server.public_address
+        if host is None:
+            wildcard = listen_host.strip("[]") in ("0.0.0.0", "::")
+            host = asked_host if wildcard and asked_host else listen_host.strip("[]")
+        return phone_parameters(
+            config, options, phone, sip_host=host, sip_port=int(port), display=display
+        )
+
+    def _username(self, header: str) -> str:
+        """Who the credentials claim to be ("" without any): the throttle's account."""
+        if header[:6].lower() == "basic ":
+            try:
+                user = base64.b64decode(header[6:], validate=True).partition(b":")[0]
+            except (binascii.Error, ValueError):
+                return ""
+            return user.decode("utf-8", "replace")[:64]
+        if header[:7].lower() == "digest ":
+            try:
+                return sip.parse_credentials(header).username[:64]
+            except sip.ParseError:
+                return ""
+        return ""
+
+    def _expected(
+        self, options: ProvisioningSettings, phone: Phone | None
+    ) -> tuple[str, str] | None:
+        """The credentials this file needs: the phone's own in per-phone mode (the default
+        master holds no secret and takes the office's), else the office's."""
+        if options.credentials == "per_phone" and phone is not None:
+            if phone.provisioning_password is None:
+                return None
+            return phone.mac, phone.provisioning_password
+        return options.username, options.password
+
+    def _authenticated(
+        self,
+        request: Request,
+        header: str,
+        options: ProvisioningSettings,
+        phone: Phone | None,
+        now: float,
+    ) -> bool:
+        expected = self._expected(options, phone)
+        if expected is None:
+            return False
+        username, password = expected
+        if options.auth == "basic" and header[:6].lower() == "basic ":
+            try:
+                user, _, given = base64.b64decode(header[6:], validate=True).partition(b":")
+            except (binascii.Error, ValueError):
+                user = given = b""
+            return hmac.compare_digest(user, username.encode()) & hmac.compare_digest(
+                given, password.encode()
+            )
+        if options.auth == "digest" and header[:7].lower() == "digest ":
+            try:
+                credentials = sip.parse_credentials(header)
+            except sip.ParseError:
+                return False
+            path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+            if credentials.uri != path:
+                return False
+            known = hmac.compare_digest(credentials.username.encode(), username.encode())
+            result = self.digest.verify(
+                credentials,
+                method=request.method,
+                password=password if known else None,
+                now=now,
+            )
+            return result is sip.AuthResult.OK
+        return False
+
+    def _challenge(self, options: ProvisioningSettings, now: float) -> Response:
+        if options.auth == "basic":
+            challenge = f'Basic realm="{REALM}"'
+        else:
+            challenge = str(self.digest.challenges(now)[0])
+        return Response(status_code=401, headers={"WWW-Authenticate": challenge})
+
+
+def build(svc: WebServices, options: ProvisioningSettings) -> WebApp:
+    """The provisioning app of the web process (:mod:`softswitch.web`)."""
+    server = ProvisioningServer(svc, options)
+
+    def update(new: object) -> None:
+        assert isinstance(new, ProvisioningSettings)
+        server.options = new
+
+    app = Starlette(routes=[Route("/{name}", server.serve, methods=["GET"])])
+    return WebApp(app=app, headers=HEADERS, limits=Limits(default_body=4096), update=update)

@@ -371,7 +371,7 @@ class Voicemail(BaseFeature, CallListener):
 
     async def start(self, svc: Services) -> None:
         await super().start(svc)
-        svc.data_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(svc.data_dir, own=False)
         self.store = VoicemailStore(svc.data_dir)
         svc.counters.setdefault("voicemails", 0)
 
@@ -417,7 +417,8 @@ class Voicemail(BaseFeature, CallListener):
     # -- greetings and forwarded messages -----------------------------------------------
 
     def greetings_dir(self, mailbox: str) -> Path:
-        return self.services.data_dir / "greetings" / mailbox
+        # from the configuration alone: the web process (not started) saves greetings too
+        return Path(self.config.server.data_dir) / "greetings" / mailbox
 
     def greeting_for(self, user: User) -> Path | None:
         """Temporary (until its date), else business-hours or after-hours, else standard:

@@ -211,10 +211,15 @@ class Accounts:
             > 0
         )
 
+    def revoke_user_tokens(self, extension: str) -> int:
+        """Revoke every token of the user ``extension``; how many there were."""
+        return self._write("DELETE FROM tokens WHERE extension = ? AND role = 'user'", extension)
+
     def forget_user(self, extension: str) -> None:
-        """A deleted user: its portal password and tokens go."""
+        """A deleted user, or one whose phone password was changed or reset: its portal
+        password and tokens go (whoever held them must log in with the new password)."""
         self.forget_portal(extension)
-        self._write("DELETE FROM tokens WHERE extension = ? AND role = 'user'", extension)
+        self.revoke_user_tokens(extension)
 
 
 def _digest(token: str) -> str:

@@ -33,6 +33,26 @@ def drop_none(data: Any) -> Any:
     return data
 
 
+MAX_TTS = 2000  # characters: a receptionist's greeting at most
+
+
+def evict(app: ConsoleApp, extension: str) -> None:
+    """Whoever reached the user ``extension`` through the console is out: its API tokens,
+    portal password and sessions go. A changed or reset phone password must evict
+    whoever knew the old one, not only change what the phones send."""
+    app.accounts.forget_user(extension)
+    app.sessions.drop_user("user", extension)
+
+
+async def reset_user(app: ConsoleApp, extension: str) -> tuple[str, str]:
+    """A new phone password and PIN for ``extension`` (to show once); the user evicted."""
+    password = secrets.token_urlsafe(9)
+    pin = f"{secrets.randbelow(10**6):06d}"
+    await app.editor.replace("users", extension, {"password": password, "pin": pin}, patch=True)
+    evict(app, extension)
+    return password, pin
+
+
 def cdr(app: ConsoleApp) -> CallHistory | None:
     feature = app.svc.registry.feature("cdr")
     return feature if isinstance(feature, CallHistory) else None
@@ -85,7 +105,7 @@ def routes(app: ConsoleApp) -> list[BaseRoute]:
     # -- dashboard ------------------------------------------------------------------------
 
     async def dashboard(request: Request, session: Session) -> Response:
-        return app.render(request, "dashboard.html", session, live=app.snapshot())
+        return app.render(request, "dashboard.html", session, live=await app.snapshot())
 
     # -- users ----------------------------------------------------------------------------
 
@@ -143,10 +163,15 @@ def routes(app: ConsoleApp) -> list[BaseRoute]:
         user = app.editor.item("users", ext)
         assert isinstance(user, User)
         try:
-            await app.editor.replace("users", ext, forms.user_patch(form), patch=True)
+            saved = await app.editor.replace("users", ext, forms.user_patch(form), patch=True)
         except EditError as exc:
             return user_page(request, session, user, 422, exc.errors)
-        return app.back(f"/admin/users/{ext}", session, "saved and applied")
+        assert isinstance(saved, User)
+        message = "saved and applied"
+        if saved.password != user.password:  # whoever knew the old one is out
+            evict(app, ext)
+            message += "; the new phone password ended the user's sessions and API tokens"
+        return app.back(f"/admin/users/{ext}", session, message)
 
     async def user_delete(request: Request, session: Session) -> Response:
         ext = request.path_params["ext"]
@@ -154,22 +179,17 @@ def routes(app: ConsoleApp) -> list[BaseRoute]:
         if isinstance(form, Response):
             return form
         await app.editor.delete("users", ext)
-        app.accounts.forget_user(ext)
-        app.sessions.drop_user("user", ext)
+        evict(app, ext)
         return app.back("/admin/users", session, f"user {ext} deleted")
 
     async def user_reset(request: Request, session: Session) -> Response:
-        """A new phone password and PIN (shown once); the portal password is forgotten
-        (the user logs in with the new phone password)."""
+        """A new phone password and PIN (shown once); the user's sessions, API tokens and
+        portal password go (the user logs in with the new phone password)."""
         ext = request.path_params["ext"]
         form = await posted(request, session)
         if isinstance(form, Response):
             return form
-        password = secrets.token_urlsafe(9)
-        pin = f"{secrets.randbelow(10**6):06d}"
-        await app.editor.replace("users", ext, {"password": password, "pin": pin}, patch=True)
-        app.accounts.forget_portal(ext)
-        app.sessions.drop_user("user", ext)
+        password, pin = await reset_user(app, ext)
         message = f"user {ext}: new phone password {password}, new PIN {pin} (shown once)"
         return app.back(f"/admin/users/{ext}", session, message)
 
@@ -294,23 +314,19 @@ def routes(app: ConsoleApp) -> list[BaseRoute]:
         return app.back("/admin/ivr", session, "receptionist deleted")
 
     async def tts(request: Request, session: Session) -> Response:
-        """The greeting as callers will hear it (the text spoken, or the file)."""
+        """The greeting's text as callers will hear it spoken. Text only: a value that
+        looks like a file name is spoken too, never opened (a path here read any audio
+        file the daemon could)."""
         value = (request.query_params.get("text") or "").strip()
-        if not value or len(value) > 2000:
-            raise EditError([FieldError("greeting", "1 to 2000 characters")])
-        from ...prompts import is_audio_file
-
-        if is_audio_file(value):
-            path = app.svc.config.path(value)
-            if not path.is_file():
-                raise EditError([FieldError("greeting", f"{value}: no such file")], 404)
-        else:
-            speech = app.svc.prompts.speech
-            try:
-                path = await asyncio.to_thread(speech.render, value)
-            except Exception as exc:  # espeak-ng missing or failing
-                raise EditError([FieldError("greeting", f"cannot speak it: {exc}")], 500) from None
-        return FileResponse(path, media_type="audio/wav" if path.suffix == ".wav" else None)
+        if not value or len(value) > MAX_TTS:
+            raise EditError([FieldError("greeting", f"1 to {MAX_TTS} characters")])
+        forms.refuse_controls("greeting", value, lines=True)
+        text = forms.one_line(value) or value  # as the form saves it
+        try:
+            path = await asyncio.to_thread(app.svc.prompts.speech.render, text)
+        except Exception as exc:  # espeak-ng missing or failing
+            raise EditError([FieldError("greeting", f"cannot speak it: {exc}")], 500) from None
+        return FileResponse(path, media_type="audio/wav")
 
     # -- business hours -------------------------------------------------------------------
 

@@ -5,9 +5,17 @@ portal), or the console's session cookie with its CSRF token in ``X-CSRF-Token``
 anything that changes state. An admin token reaches everything; a user token only its own
 user (read, and ``PATCH`` of forwarding, DND, screening and block list), its own
 voicemail and its own calls. Errors are ``{"error": "...", "detail": [{"field": "...",
-"message": "..."}]}``: 401 without credentials, 403 for another's data, 404, 409, 413,
-and 422 naming the field of an invalid change, which changes nothing. The schema is
-``/api/openapi.json`` (OpenAPI 3.1, the configuration's own pydantic models).
+"message": "..."}]}``: 400 for a body that is not JSON or nests deeper than
+``MAX_DEPTH``, 401 without credentials, 403 for another's data, 404, 409, 413, and 422
+naming the field of an invalid change (a string holding a control character among
+them), which changes nothing. The schema is ``/api/openapi.json`` (OpenAPI 3.1, the
+configuration's own pydantic models).
+
+A user's SIP password and PIN (and its devices' passwords) are shown once, in the answer
+to the ``POST`` that creates the user or to ``POST /api/users/{key}/reset``; never
+afterwards. A ``PUT`` or ``PATCH`` that leaves them out keeps them. A new phone password
+(``PUT``, ``PATCH``, a reset) revokes the user's API tokens, forgets its portal password
+and ends its console sessions.
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
@@ -26,8 +35,9 @@ from ...config import BusinessHours, Trunk, User, Voicemail
 from ..cdr import CdrSettings, to_csv
 from ..receptionist import Receptionist
 from ..ring_groups import RingGroup
-from .admin import call_filter, cdr
-from .edits import COLLECTIONS, SINGLETONS, EditError, FieldError, NotFound, dump
+from .admin import call_filter, cdr, evict, reset_user
+from .edits import COLLECTIONS, SINGLETONS, EditError, FieldError, NotFound, _no_nulls, dump
+from .forms import control_char, control_message, shown
 from .mailboxes import mailbox_store, message_file, notify
 from .uploads import read_body, save_audio
 
@@ -36,7 +46,86 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("softswitch")
 MAX_JSON = 256 * 1024
+# levels of objects and arrays a body may nest; no item needs more than 5 (a user's
+# rules[0].match.weekly); the code after the parser (merge, validation, TOML) recurses
+MAX_DEPTH = 16
+MAX_FIELD_ERRORS = 20
 USER_FIELDS = ("forward", "dnd", "screening", "blocked")  # what a user may change itself
+SECRETS = ("password", "pin")  # a user's, shown once
+
+
+def parse_json(raw: bytes) -> Any:
+    """A request body as data: 400 if it is not JSON or nests deeper than MAX_DEPTH, 422
+    naming each string (key or value) that holds a control character."""
+    deep = EditError([FieldError("", f"JSON nested deeper than {MAX_DEPTH} levels")], 400)
+    try:
+        data = json.loads(raw or b"null")
+    except RecursionError:  # the parser's own bound, far deeper than ours
+        raise deep from None
+    except ValueError as exc:
+        raise EditError([FieldError("", f"not JSON: {exc}")], 400) from None
+    errors: list[FieldError] = []
+    stack: list[tuple[Any, str, int]] = [(data, "", 0)]
+    while stack:  # iterative: a deep body must not exhaust the stack here either
+        value, where, depth = stack.pop()
+        if isinstance(value, str):
+            char = control_char(value)
+            if char is not None:
+                errors.append(FieldError(where, control_message(char)))
+            continue
+        if not isinstance(value, dict | list):
+            continue
+        if depth >= MAX_DEPTH:
+            raise deep
+        if isinstance(value, list):
+            stack += [(v, f"{where}[{i}]", depth + 1) for i, v in reversed(list(enumerate(value)))]
+            continue
+        for key, item in reversed(value.items()):
+            path = f"{where}.{shown(key)}" if where else shown(key)
+            char = control_char(key)
+            if char is not None:
+                errors.append(FieldError(path, control_message(char)))
+            stack.append((item, path, depth + 1))
+    if errors:
+        raise EditError(errors[:MAX_FIELD_ERRORS])
+    return data
+
+
+def public(user: BaseModel) -> dict[str, Any]:
+    """A user as the API shows it after its creation: without its secrets."""
+    data = dump(user)
+    for key in SECRETS:
+        data.pop(key, None)
+    for device in data.get("devices") or []:
+        device.pop("password", None)
+    return data
+
+
+def keep_device_passwords(current: User, data: Any) -> Any:
+    """``data`` (a user's JSON), its SIP devices sent without a password given their
+    current one (found by username): the API does not show it, so a client puts a
+    device back without it."""
+    if not isinstance(data, dict) or not isinstance(data.get("devices"), list):
+        return data
+    known = {d.username: d.password for d in current.devices if d.username and d.password}
+    devices = []
+    for device in data["devices"]:
+        name = device.get("username") if isinstance(device, dict) else None
+        if isinstance(name, str) and name in known and "password" not in device:
+            device = {**device, "password": known[name]}
+        devices.append(device)
+    return {**data, "devices": devices}
+
+
+def replacing(old: Any, new: Any, keep: tuple[str, ...] = ()) -> Any:
+    """The merge patch that turns ``old`` into ``new`` (keys ``new`` lacks removed),
+    except the keys ``keep``, left as they are when ``new`` lacks them."""
+    if not isinstance(new, dict):
+        return new
+    base = old if isinstance(old, dict) else {}
+    patch: dict[str, Any] = {k: None for k in base if k not in new and k not in keep}
+    patch.update({k: replacing(base.get(k), v) for k, v in new.items()})
+    return patch
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +147,7 @@ def routes(app: ConsoleApp) -> list[BaseRoute]:
         if header[:7].lower() == "bearer ":
             token = app.accounts.token(header[7:].strip())
             if token is None:
-                app.svc.ua.security.event(
+                app.svc.security.event(
                     "auth_failed",
                     app.source(request),
                     app.now(),
@@ -93,11 +182,7 @@ def routes(app: ConsoleApp) -> list[BaseRoute]:
         return app.route(wrapped)
 
     async def body(request: Request) -> Any:
-        raw = await read_body(request, MAX_JSON)
-        try:
-            return json.loads(raw or b"null")
-        except ValueError as exc:
-            raise EditError([FieldError("", f"not JSON: {exc}")], 400) from None
+        return parse_json(await read_body(request, MAX_JSON))
 
     def own(who: Principal, extension: str) -> None:
         """A user reaches its own extension only."""
@@ -143,17 +228,30 @@ def routes(app: ConsoleApp) -> list[BaseRoute]:
             Route(base + "/{key}", endpoint(delete), methods=["DELETE"]),
         ]
 
-    # users: an administrator does everything; a user reads and patches itself
+    # users: an administrator does everything; a user reads and patches itself; the
+    # secrets are shown at creation and reset only
+    def current_user(key: str) -> User:
+        user = app.editor.item("users", key)
+        assert isinstance(user, User)
+        return user
+
+    def changed(before: User, after: BaseModel) -> Response:
+        """The answer to a change of ``before``; a new phone password evicts the user."""
+        assert isinstance(after, User)
+        if after.password != before.password:
+            evict(app, before.extension)
+        return JSONResponse(public(after))
+
     async def users(request: Request, who: Principal) -> Response:
         found = app.svc.config.users
         if who.role != "admin":
             found = [u for u in found if u.extension == who.extension]
-        return JSONResponse([dump(u) for u in found])
+        return JSONResponse([public(u) for u in found])
 
     async def user_show(request: Request, who: Principal) -> Response:
         key = request.path_params["key"]
         own(who, key)
-        return JSONResponse(dump(app.editor.item("users", key)))
+        return JSONResponse(public(current_user(key)))
 
     async def user_patch(request: Request, who: Principal) -> Response:
         key = request.path_params["key"]
@@ -164,13 +262,38 @@ def routes(app: ConsoleApp) -> list[BaseRoute]:
             if refused:
                 message = f"only {', '.join(USER_FIELDS)} can be changed with a user's token"
                 raise EditError([FieldError(k, message) for k in refused], 403)
-        return JSONResponse(dump(await app.editor.replace("users", key, data, patch=True)))
+        before = current_user(key)
+        data = keep_device_passwords(before, data)
+        return changed(before, await app.editor.replace("users", key, data, patch=True))
+
+    async def user_put(request: Request, who: Principal) -> Response:
+        """The user becomes the body, but for the secrets it leaves out. Sent as a merge
+        patch that removes what the body lacks, so that those secrets are taken from the
+        file under the editor's lock: a reset made meanwhile is not undone by a client
+        that never saw the password."""
+        key = request.path_params["key"]
+        data = await body(request)
+        if not isinstance(data, dict):
+            raise EditError([FieldError("", "expected an object")])
+        errors = _no_nulls(data)
+        if errors:
+            raise EditError(errors)
+        before = current_user(key)
+        data = keep_device_passwords(before, data)
+        patch = replacing(dump(before), data, keep=SECRETS)
+        return changed(before, await app.editor.replace("users", key, patch, patch=True))
+
+    async def user_reset(request: Request, who: Principal) -> Response:
+        """A new phone password and PIN, shown in this answer only."""
+        key = request.path_params["key"]
+        current_user(key)  # 404 if there is none
+        password, pin = await reset_user(app, key)
+        return JSONResponse({"password": password, "pin": pin})
 
     async def user_delete(request: Request, who: Principal) -> Response:
         key = request.path_params["key"]
         await app.editor.delete("users", key)
-        app.accounts.forget_user(key)
-        app.sessions.drop_user("user", key)
+        evict(app, key)
         return Response(status_code=204)
 
     # -- tables edited whole --------------------------------------------------------------
@@ -256,7 +379,7 @@ def routes(app: ConsoleApp) -> list[BaseRoute]:
         return JSONResponse([row.row() for row in rows])
 
     async def status(request: Request, who: Principal) -> Response:
-        return JSONResponse(app.snapshot())
+        return JSONResponse(await app.snapshot())
 
     async def openapi(request: Request) -> Response:
         return JSONResponse(schema())
@@ -267,8 +390,10 @@ def routes(app: ConsoleApp) -> list[BaseRoute]:
         Route("/api/users", endpoint(users, "any"), methods=["GET"]),
         Route("/api/users/{key}", endpoint(user_show, "any"), methods=["GET"]),
         Route("/api/users/{key}", endpoint(user_patch, "any"), methods=["PATCH"]),
+        Route("/api/users/{key}", endpoint(user_put), methods=["PUT"]),
         Route("/api/users/{key}", endpoint(user_delete), methods=["DELETE"]),
-        *[r for r in collection_routes("users") if getattr(r, "methods", set()) & {"POST", "PUT"}],
+        Route("/api/users/{key}/reset", endpoint(user_reset), methods=["POST"]),
+        *[r for r in collection_routes("users") if getattr(r, "methods", set()) & {"POST"}],
         *collection_routes("ring_groups"),
         *collection_routes("ivr"),
         *collection_routes("trunks"),
@@ -406,6 +531,15 @@ def schema() -> dict[str, Any]:
             },
         },
         "delete": op("remove the slot", status="204"),
+    }
+    paths["/api/users/{key}/reset"] = {
+        "parameters": [
+            {"name": "key", "in": "path", "required": True, "schema": {"type": "string"}}
+        ],
+        "post": {
+            **op("a new phone password and PIN, shown in this answer only"),
+            "description": "The user's API tokens, portal password and sessions end.",
+        },
     }
     ext = {"name": "ext", "in": "path", "required": True, "schema": {"type": "string"}}
     paths["/api/voicemail/{ext}"] = {"parameters": [ext], "get": op("the mailbox's messages")}

@@ -34,13 +34,12 @@ from starlette.staticfiles import StaticFiles
 
 from .accounts import Accounts
 from .edits import EditError, Editor
-from .live import snapshot
 from .settings import ConsoleSettings
 from .uploads import UploadError
 from .websec import COOKIE, LoginThrottle, Session, Sessions
 
 if TYPE_CHECKING:
-    from ...services import Services
+    from ...web.child import WebServices
 
 log = logging.getLogger("softswitch")
 HERE = Path(__file__).parent
@@ -62,7 +61,7 @@ Handler = Callable[[Request], Awaitable[Response]]
 
 
 class ConsoleApp:
-    def __init__(self, svc: Services, settings: ConsoleSettings, accounts: Accounts) -> None:
+    def __init__(self, svc: WebServices, settings: ConsoleSettings, accounts: Accounts) -> None:
         self.svc = svc
         self.settings = settings
         self.accounts = accounts
@@ -72,7 +71,7 @@ class ConsoleApp:
         self.https = settings.certificate is not None
         self.closing = asyncio.Event()
         self.streams = 0
-        self.call_started: dict[int, float] = {}
+        self._snapshot: tuple[float, dict[str, Any]] | None = None  # when asked, what came
         self.templates = jinja2.Environment(
             loader=jinja2.FileSystemLoader(HERE / "templates"),
             autoescape=True,
@@ -124,7 +123,7 @@ class ConsoleApp:
     # -- sessions -------------------------------------------------------------------------
 
     def now(self) -> float:
-        return self.svc.ua.now()
+        return self.svc.now()
 
     def session(self, request: Request) -> Session | None:
         return self.sessions.get(request.cookies.get(COOKIE), self.now())
@@ -219,7 +218,7 @@ class ConsoleApp:
         password = str(form.get("password") or "")[:MAX_LOGIN_FIELD]
         source = self.source(request)
         now = self.now()
-        security = self.svc.ua.security
+        security = self.svc.security
         refusal = self.throttle.refused(source[0], name, now)
         if refusal is not None:
             wait = max(1, int(refusal.until - now))
@@ -270,8 +269,15 @@ class ConsoleApp:
 
     # -- the live feed (server-sent events) --------------------------------------------------
 
-    def snapshot(self) -> dict[str, Any]:
-        return snapshot(self.svc, self.call_started)
+    async def snapshot(self) -> dict[str, Any]:
+        """The PBX now (from the daemon; dashboards open together share one answer a
+        second)."""
+        now = self.now()
+        if self._snapshot is None or now - self._snapshot[0] >= LIVE_INTERVAL / 2:
+            data = await self.svc.call("console.snapshot")
+            assert isinstance(data, dict)
+            self._snapshot = (now, data)
+        return self._snapshot[1]
 
     async def live(self, request: Request) -> Response:
         session = self.need(request, "admin")
@@ -293,7 +299,7 @@ class ConsoleApp:
             while not self.closing.is_set():
                 if await request.is_disconnected():
                     return
-                data = json.dumps(self.snapshot())
+                data = json.dumps(await self.snapshot())
                 body = data.partition('"registrations"')[2]  # without the time
                 if body != last or idle >= 15:
                     last, idle = body, 0

@@ -29,7 +29,7 @@ from ..receptionist import Receptionist
 from ..ring_groups import RingGroup
 
 if TYPE_CHECKING:
-    from ...services import Services
+    from ...web.child import WebServices
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,7 +159,7 @@ def merge(base: Any, patch: Any) -> Any:
 class Editor:
     """Edits of ``svc``'s configuration file, one at a time."""
 
-    def __init__(self, svc: Services) -> None:
+    def __init__(self, svc: WebServices) -> None:
         self.svc = svc
         self.lock = asyncio.Lock()
 

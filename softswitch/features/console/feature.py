@@ -1,22 +1,28 @@
-"""The web console as a feature: ``[console]`` puts it on the daemon's HTTP server.
+"""The web console as a feature: ``[console]`` puts it in the daemon's web process.
 
-At start it opens ``DATA/console.sqlite`` (administrators, portal passwords, API tokens),
-makes sure an administrator exists (the first start makes ``admin`` with a random
-password, shown once in the banner; the embedded demo makes a new one at every start)
-and mounts its routes (:mod:`.app`) on ``svc.http(listen)``, over HTTPS when a
-certificate is configured. A console that cannot bind its address is logged and left
-off: phones and calls do not depend on it.
+At start it makes sure an administrator exists in ``DATA/console.sqlite`` (the first
+start makes ``admin`` with a random password, shown once in the banner; the embedded demo
+makes a new one at every start), then asks the web process (:mod:`softswitch.web`) to
+serve the console's app (:mod:`.web`) on ``[console] listen``, over HTTPS when a
+certificate is configured. What the pages need from the running PBX they ask for through
+the handlers registered here: ``console.snapshot`` (the dashboard), ``console.mwi`` (a
+mailbox's lamps after a message was deleted) and ``apply`` (the configuration file the
+console just wrote). A console that cannot bind its address is logged and left off:
+phones and calls do not depend on it.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ...feature import BaseFeature
+from ...web.server import parse_listen
 from ..provisioning import ProvisioningSettings
+from ..voicemail import Voicemail
 from .accounts import Accounts
-from .app import ConsoleApp, new_password
+from .app import new_password
+from .live import snapshot
 from .settings import ConsoleSettings
 
 if TYPE_CHECKING:
@@ -30,10 +36,11 @@ class Console(BaseFeature):
     name = "console"
     section = "console"
     config_model = ConsoleSettings
-    state = ("app", "url", "admin_password", "problem")
+    state = ("serving", "url", "admin_password", "problem", "call_started")
 
     def __post_init__(self) -> None:
-        self.app: ConsoleApp | None = None
+        self.serving = False
+        self.call_started: dict[int, float] = {}  # party id -> when the dashboard first saw it
         self.url: str | None = None
         self.admin_password: str | None = None  # to show once (first start, the demo)
         self.problem: str | None = None  # why it is not serving
@@ -59,38 +66,67 @@ class Console(BaseFeature):
         if options is None:
             return
         accounts = Accounts(svc.data_dir)
-        if options.demo or not accounts.has_admin():
-            self.admin_password = new_password()
-            accounts.set_admin(ADMIN, self.admin_password)
-        app = ConsoleApp(svc, options, accounts)
-        server = svc.http(options.listen)
-        for route in app.routes():
-            server.add(route)
-        if options.certificate is not None and options.key is not None:
-            server.use_tls(
-                str(self.config.path(options.certificate)), str(self.config.path(options.key))
-            )
         try:
-            await server.start()
+            if options.demo or not accounts.has_admin():
+                self.admin_password = new_password()
+                accounts.set_admin(ADMIN, self.admin_password)
+        finally:
+            accounts.close()
+        await self._serve(svc, options)
+
+    async def _serve(self, svc: Services, options: ConsoleSettings) -> None:
+        web = svc.web
+        web.handle("console.snapshot", lambda _: snapshot(svc, self.call_started))
+        web.handle("console.mwi", lambda args: _mwi(svc, _mailbox(args)))
+        web.handle("apply", lambda _: _apply(svc))
+        tls = None
+        if options.certificate is not None and options.key is not None:
+            tls = (str(self.config.path(options.certificate)), str(self.config.path(options.key)))
+        try:
+            port = await web.serve(
+                "console",
+                "softswitch.features.console.web:build",
+                options.listen,
+                options,
+                tls=tls,
+                trusted_proxies=tuple(str(p) for p in options.trusted_proxies),
+            )
         except OSError as exc:
             self.problem = f"cannot listen on {options.listen}: {exc.strerror or exc}"
             log.warning("event=console_unavailable address=%s error=%s", options.listen, exc)
-            accounts.close()
             return
-        self.app = app
-        host = server.host if ":" not in server.host else f"[{server.host}]"
-        self.url = f"{server.scheme}://{host}:{server.port}/"
+        self.serving = True
+        host, _ = parse_listen(options.listen)
+        host = host if ":" not in host else f"[{host}]"
+        self.url = f"{'https' if tls else 'http'}://{host}:{port}/"
         log.info("event=console_listening url=%s", self.url)
 
     async def resume(self, old: object, svc: Services) -> None:
         await super().resume(old, svc)
         options = self.options
-        if self.app is not None and options is not None:
-            self.app.settings = options  # the listen address and TLS wait for a restart
-        elif self.app is None and options is not None and self.problem is None:
+        if self.serving and options is not None:
+            await self._serve(svc, options)  # new settings; the address and TLS: a restart
+        elif not self.serving and options is not None and self.problem is None:
             await self.start(svc)  # turned on
 
-    async def stop(self) -> None:
-        if self.app is not None:
-            self.app.closing.set()  # the dashboards' live streams end
-            self.app.accounts.close()
+
+def _mailbox(args: dict[str, Any]) -> str:
+    mailbox = args.get("mailbox")
+    if not isinstance(mailbox, str) or not 0 < len(mailbox) <= 64:
+        raise ValueError("mailbox: expected an extension")
+    return mailbox
+
+
+def _mwi(svc: Services, mailbox: str) -> None:
+    """The mailbox's phones learn the new count (a message deleted in the console)."""
+    feature = svc.registry.feature("voicemail")
+    if isinstance(feature, Voicemail) and feature.store is not None:
+        svc.spawn(feature.notify(mailbox))
+
+
+async def _apply(svc: Services) -> list[str]:
+    """The configuration file the console wrote, read again here and run."""
+    file, apply = svc.config_file, svc.apply_config
+    if file is None or apply is None:
+        raise ValueError("this PBX has no configuration file")
+    return await apply(file.load())

@@ -2,11 +2,14 @@
 
 A form only turns fields into the shape of the TOML table (``forward.busy``, steps from
 lines, rows of devices and rules); every check is the model's. An empty optional field is
-``None``, which in a merge patch means "back to the default".
+``None``, which in a merge patch means "back to the default". A field holding a control
+character is refused here, naming the field (:func:`refuse_controls`; the API checks its
+JSON with the same rule).
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from starlette.datastructures import FormData
@@ -14,6 +17,7 @@ from starlette.datastructures import FormData
 from ...config import BusinessHours, Trunk, User
 from ..receptionist import Receptionist
 from ..ring_groups import RingGroup
+from .edits import EditError, FieldError
 
 DAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 KEYS = tuple("123456789*0#")
@@ -21,12 +25,50 @@ DEVICE_ROWS = 4  # rows shown beyond the devices there are (blank: nothing)
 RULE_ROWS = 2
 
 
-def text(form: FormData, key: str) -> str | None:
+# C0 and C1 controls, DEL, and the Unicode line and paragraph separators: no value of the
+# configuration holds one, and one saved (a NUL in a name) breaks what reads the file
+# back, the receptionist's reload among them; str.splitlines() splits at most of them
+CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+# the same in a field made of lines (steps, a greeting's text), where CR and LF separate
+CONTROL_IN_LINES = re.compile("[\x00-\x09\x0b\x0c\x0e-\x1f\x7f-\x9f\u2028\u2029]")
+LINE_BREAKS = re.compile(r"\s*[\r\n]+\s*")
+
+
+def control_char(value: str, *, lines: bool = False) -> str | None:
+    """The first control character in ``value`` (``lines``: CR and LF allowed)."""
+    found = (CONTROL_IN_LINES if lines else CONTROL).search(value)
+    return found.group() if found else None
+
+
+def control_message(char: str) -> str:
+    return f"a control character (U+{ord(char):04X}) is not allowed here"
+
+
+def shown(key: str) -> str:
+    """A key as an error names it, its control characters escaped."""
+    return CONTROL.sub(lambda m: ascii(m.group())[1:-1], key)
+
+
+def refuse_controls(field: str, value: str, *, lines: bool = False) -> None:
+    char = control_char(value, lines=lines)
+    if char is not None:
+        raise EditError([FieldError(field, control_message(char))])
+
+
+def text(form: FormData, key: str, *, lines: bool = False) -> str | None:
+    """The field ``key``, stripped (empty: None); one with a control character is
+    refused (``lines``: a field made of lines, CR and LF allowed)."""
     value = form.get(key)
     if not isinstance(value, str):
         return None
+    refuse_controls(key, value, lines=lines)
     value = value.strip()
     return value or None
+
+
+def one_line(value: str | None) -> str | None:
+    """Text spoken as one (a greeting typed on several lines): line breaks as spaces."""
+    return LINE_BREAKS.sub(" ", value) if value is not None else None
 
 
 def number(form: FormData, key: str) -> int | str | None:
@@ -78,7 +120,7 @@ def user_patch(form: FormData) -> dict[str, Any]:
         key: text(form, f"forward_{key}") for key in ("busy", "no_answer", "unreachable")
     }
     forward["no_answer_after"] = number(form, "forward_no_answer_after")
-    forward["steps"] = steps_from(text(form, "forward_steps")) or None
+    forward["steps"] = steps_from(text(form, "forward_steps", lines=True)) or None
     forward["connecting_message"] = text(form, "forward_connecting_message")
     forward["confirm_external"] = checked(form, "forward_confirm_external") or None
     devices = []
@@ -156,7 +198,7 @@ def group_data(form: FormData) -> dict[str, Any]:
     data = {
         "extension": text(form, "extension"),
         "name": text(form, "name"),
-        "steps": steps_from(text(form, "steps")),
+        "steps": steps_from(text(form, "steps", lines=True)),
         "no_answer": text(form, "no_answer"),
         "caller_hears": text(form, "caller_hears"),
         "permission": text(form, "permission"),
@@ -177,7 +219,7 @@ def ivr_patch(form: FormData) -> dict[str, Any]:
     patch = {
         "extension": text(form, "extension"),
         "name": text(form, "name"),
-        "greeting": text(form, "greeting"),
+        "greeting": one_line(text(form, "greeting", lines=True)),
         "keys": keys,  # a dict in a merge patch: merged, so removed keys are sent as None
         "dial_extension": checked(form, "dial_extension"),
         "default": text(form, "default"),

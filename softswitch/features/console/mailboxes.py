@@ -1,4 +1,5 @@
-"""Voicemail messages for the console and the API (the voicemail feature's store)."""
+"""Voicemail messages for the console and the API (the voicemail feature's store, opened
+in the web process by :mod:`.web`)."""
 
 from __future__ import annotations
 
@@ -7,15 +8,15 @@ from typing import TYPE_CHECKING
 from ..voicemail import Message, Voicemail, VoicemailStore
 
 if TYPE_CHECKING:
-    from ...services import Services
+    from ...web.child import WebServices
 
 
-def mailbox_store(svc: Services) -> VoicemailStore | None:
+def mailbox_store(svc: WebServices) -> VoicemailStore | None:
     feature = svc.registry.feature("voicemail")
     return feature.store if isinstance(feature, Voicemail) else None
 
 
-def message_file(svc: Services, mailbox: str, message_id: str) -> Message | None:
+def message_file(svc: WebServices, mailbox: str, message_id: str) -> Message | None:
     """Message ``message_id`` if it is in ``mailbox`` (and its file is there): a message
     is only ever reached through its own mailbox."""
     store = mailbox_store(svc)
@@ -27,8 +28,7 @@ def message_file(svc: Services, mailbox: str, message_id: str) -> Message | None
     return message
 
 
-def notify(svc: Services, mailbox: str) -> None:
-    """The mailbox's phones learn the new count (a message deleted in the console)."""
-    feature = svc.registry.feature("voicemail")
-    if isinstance(feature, Voicemail) and feature.store is not None:
-        svc.spawn(feature.notify(mailbox))
+def notify(svc: WebServices, mailbox: str) -> None:
+    """The mailbox's phones learn the new count (a message deleted in the console): the
+    daemon sends the NOTIFYs (``console.mwi``)."""
+    svc.spawn(svc.call("console.mwi", mailbox=mailbox))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, model_validator
+from pydantic import Field, IPvAnyAddress, IPvAnyNetwork, model_validator
 
 from ...model import Strict
 
@@ -23,6 +23,11 @@ class ConsoleSettings(Strict):
     # before that source or account is refused until the window has passed
     login_attempts: int = Field(5, ge=1, le=100)
     login_window: int = Field(300, ge=10, le=86400)
+    # addresses of reverse proxies whose X-Forwarded-For / X-Forwarded-Proto are believed
+    # (none by default: the client is the address that connected)
+    trusted_proxies: list[IPvAnyAddress | IPvAnyNetwork] = Field(
+        default_factory=list, max_length=64
+    )
     # the embedded demo: a new administrator password at every start, shown in the banner
     demo: bool = False
 

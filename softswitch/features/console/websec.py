@@ -4,21 +4,22 @@ A session is a random identifier in an HttpOnly, SameSite=Strict cookie (Secure 
 HTTPS), kept in memory (a restart logs everyone out), ended after ``idle`` seconds without
 a request. Each session has its own CSRF token, which every form carries in a hidden
 field and every script request in the ``X-CSRF-Token`` header; a state-changing request
-without the session's token is refused. The login throttle counts failures per source
-address and per account over a sliding window: ``limit`` failures refuse that source (or
-that account, from anywhere) until the oldest failure leaves the window.
+without the session's token is refused. The login throttle is
+:class:`softswitch.web.throttle.LoginThrottle` (per source and account).
 """
 
 from __future__ import annotations
 
 import hmac
 import secrets
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from dataclasses import dataclass, field
+
+from ...web.throttle import LoginThrottle as LoginThrottle
+from ...web.throttle import Refusal as Refusal
 
 COOKIE = "softswitch_session"
 MAX_SESSIONS = 1000  # beyond, the least recently used goes
-MAX_TRACKED = 4096  # sources and accounts the throttle follows
 
 
 @dataclass(eq=False)
@@ -69,57 +70,3 @@ class Sessions:
         for sid, s in list(self._sessions.items()):
             if s.role == role and s.name == name and sid != keep:
                 del self._sessions[sid]
-
-
-@dataclass(frozen=True, slots=True)
-class Refusal:
-    """A login refused by the throttle: by ``scope`` (``source`` or ``account``) until
-    ``until``; ``started``: this failure started the throttle."""
-
-    scope: str
-    until: float
-    started: bool = False
-
-
-class LoginThrottle:
-    def __init__(self, limit: int, window: float) -> None:
-        self.limit = limit
-        self.window = window
-        self._failures: OrderedDict[str, deque[float]] = OrderedDict()
-
-    def _recent(self, key: str, now: float) -> deque[float]:
-        times = self._failures.get(key)
-        if times is None:
-            return deque()
-        while times and times[0] <= now - self.window:
-            times.popleft()
-        if not times:
-            del self._failures[key]
-        return times
-
-    def refused(self, source: str, account: str, now: float) -> Refusal | None:
-        """Is a login from ``source`` to ``account`` refused now (before its password
-        is looked at)?"""
-        for scope, key in (("source", f"src:{source}"), ("account", f"acct:{account}")):
-            times = self._recent(key, now)
-            if len(times) >= self.limit:
-                return Refusal(scope, times[0] + self.window)
-        return None
-
-    def failed(self, source: str, account: str, now: float) -> Refusal | None:
-        """Count a failure; the refusal it starts, if it starts one."""
-        started: Refusal | None = None
-        for scope, key in (("source", f"src:{source}"), ("account", f"acct:{account}")):
-            times = self._recent(key, now)
-            if not times:
-                times = self._failures[key] = deque(maxlen=self.limit)
-            times.append(now)
-            self._failures.move_to_end(key)
-            if len(times) >= self.limit and started is None:
-                started = Refusal(scope, times[0] + self.window, started=True)
-        while len(self._failures) > MAX_TRACKED:
-            self._failures.popitem(last=False)
-        return started
-
-    def succeeded(self, account: str) -> None:
-        self._failures.pop(f"acct:{account}", None)

@@ -1,0 +1,351 @@
+"""An HTTP listener of the web process: a Starlette app served by uvicorn, bounded.
+
+Runs in the web process (:mod:`softswitch.web.child`), never in the daemon's loop. What a
+stranger can make it spend is bounded before the app sees a byte:
+
+- connections: at most ``per_address`` from one IP address and ``total`` in all; at the
+  total cap the oldest idle connection is closed to admit a new one (as the SIP stack's
+  TCP transport does), else the new one is refused;
+- time: a request's head must be complete ``head_timeout`` seconds after the connection
+  opened (or after the previous response), and its body may pause at most
+  ``body_timeout`` seconds between two reads; then the connection is closed (slowloris);
+- size: a body larger than the route's limit is refused with 413 before it is parsed
+  (``Content-Length``) or as soon as the count passes it (chunked);
+- proxies: ``X-Forwarded-For`` / ``-Proto`` are believed only from ``trusted_proxies``;
+- every response carries the listener's security headers (404s, static files, errors).
+
+Each refusal is a ``security`` event (``http_refused``, ``http_evicted``, ``http_slow``,
+``http_too_large``) with the source address, bursts summarised by :class:`sip.SecurityLog`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import time
+from collections.abc import Generator, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import h11
+import uvicorn
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+import sip
+
+log = logging.getLogger("softswitch")
+
+App = ASGIApp
+
+DEFAULT_BODY_LIMIT = 64 * 1024
+DRAIN = 1024 * 1024  # of a refused body, read (and dropped) so that the client sees the 413
+MAX_HEADER_BYTES = 16 * 1024
+KEEPALIVE_SECONDS = 5
+
+
+@dataclass
+class Limits:
+    per_address: int = 16
+    total: int = 512
+    head_timeout: float = 10.0
+    body_timeout: float = 10.0
+    # (path prefix, bytes): the first prefix that matches a request's path; else the default
+    bodies: Sequence[tuple[str, int]] = ()
+    default_body: int = DEFAULT_BODY_LIMIT
+
+    def body_limit(self, path: str) -> int:
+        for prefix, limit in self.bodies:
+            if path.startswith(prefix):
+                return limit
+        return self.default_body
+
+
+def parse_listen(listen: str) -> tuple[str, int]:
+    """``127.0.0.1:8088`` or ``[::1]:8088``."""
+    host, sep, port = listen.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"{listen!r}: expected host:port")
+    return host, int(port)
+
+
+@dataclass(eq=False)
+class Guard:
+    """The connections of one listener, counted per address; refusals to the security log."""
+
+    limits: Limits
+    security: sip.SecurityLog
+    open: dict[Guarded, float] = field(default_factory=dict)  # -> when it became idle
+    by_address: dict[str, int] = field(default_factory=dict)
+
+    def admit(self, conn: Guarded, host: str, port: int) -> bool:
+        now = time.monotonic()
+        if self.by_address.get(host, 0) >= self.limits.per_address:
+            self.security.event("http_refused", (host, port), now, reason="max_per_address")
+            return False
+        if len(self.open) >= self.limits.total:
+            idle = [(since, c) for c, since in self.open.items() if c.idle]
+            if not idle:
+                self.security.event("http_refused", (host, port), now, reason="max_connections")
+                return False
+            _, oldest = min(idle, key=lambda pair: pair[0])
+            self.security.event("http_evicted", oldest.peer, now, reason="max_connections")
+            oldest.drop()
+        self.open[conn] = now
+        self.by_address[host] = self.by_address.get(host, 0) + 1
+        return True
+
+    def release(self, conn: Guarded, host: str) -> None:
+        if self.open.pop(conn, None) is None:
+            return
+        left = self.by_address.get(host, 1) - 1
+        if left > 0:
+            self.by_address[host] = left
+        else:
+            self.by_address.pop(host, None)
+
+    def idle_since(self, conn: Guarded) -> None:
+        if conn in self.open:
+            self.open[conn] = time.monotonic()
+
+
+class Guarded(H11Protocol):
+    """uvicorn's h11 protocol with the listener's caps and deadlines (:class:`Guard`)."""
+
+    guard: Guard  # set on the per-listener subclass made by :func:`protocol_for`
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._deadline: asyncio.TimerHandle | None = None
+        self._admitted = False
+        host, port = self.client or ("?", 0)
+        self.peer = (host, port)
+        if not self.guard.admit(self, host, port):
+            transport.abort()
+            return
+        self._admitted = True
+        self._arm(self.guard.limits.head_timeout, "head")
+
+    @property
+    def idle(self) -> bool:
+        return self.cycle is None or self.cycle.response_complete
+
+    def drop(self) -> None:
+        if self._admitted:  # counted out now: the transport tells us later
+            self.guard.release(self, self.peer[0])
+            self._admitted = False
+        self.transport.abort()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        if self._admitted:
+            self.guard.release(self, self.peer[0])
+            self._admitted = False
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self.transport.is_closing():
+            return
+        state = self.conn.their_state
+        if state is h11.SEND_BODY:  # the body moves: it may pause body_timeout again
+            self._arm(self.guard.limits.body_timeout, "body")
+        elif state is h11.DONE:
+            self._disarm()  # the request is all here; the app answers in its own time
+
+    def on_response_complete(self) -> None:
+        self.guard.idle_since(self)
+        if not self.transport.is_closing():
+            self._arm(self.guard.limits.head_timeout, "head")
+        super().on_response_complete()
+
+    def _arm(self, seconds: float, what: str) -> None:
+        self._disarm()
+        self._deadline = self.loop.call_later(seconds, self._late, what)
+
+    def _disarm(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _late(self, what: str) -> None:
+        self._deadline = None
+        if self.transport.is_closing() or self.conn.their_state is h11.DONE:
+            return
+        if self.conn.their_state is not h11.IDLE or self.conn.trailing_data[0]:
+            # part of a request, then silence (slowloris); a connection that never said
+            # anything is closed without a word (browsers open spare ones)
+            self.guard.security.event(
+                "http_slow", self.peer, time.monotonic(), reason=f"{what}_timeout"
+            )
+        if self.cycle is not None and not self.cycle.response_complete:
+            self.cycle.disconnected = True
+            self.cycle.message_event.set()  # the app's receive() sees the disconnect
+        self.drop()
+
+
+def protocol_for(guard: Guard) -> type[Guarded]:
+    return type("GuardedListener", (Guarded,), {"guard": guard})
+
+
+class Bounded:
+    """ASGI middleware: bodies within the route's limit, security headers on every answer."""
+
+    def __init__(
+        self, app: App, limits: Limits, headers: Mapping[str, str], security: sip.SecurityLog
+    ) -> None:
+        self.app = app
+        self.limits = limits
+        self.headers = [(k.lower().encode(), v.encode()) for k, v in headers.items()]
+        self.security = security
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = self.limits.body_limit(scope["path"])
+        client = scope.get("client") or ("?", 0)
+        declared = dict(scope["headers"]).get(b"content-length")
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                present = {k.lower() for k, _ in message.get("headers", [])}
+                extra = [(k, v) for k, v in self.headers if k not in present]
+                message = {**message, "headers": [*message.get("headers", []), *extra]}
+            await send(message)
+
+        if declared is not None and (not declared.isdigit() or int(declared) > limit):
+            if declared.isdigit() and int(declared) <= limit + DRAIN:
+                await _drain(receive, limit + DRAIN)  # read: the client then sees the 413
+            await self._refuse(client, limit, send_with_headers)
+            return
+        # the whole body, counted, before the app parses any of it; then replayed at once
+        body = bytearray()
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client left
+            body += message.get("body", b"")
+            if len(body) > limit:
+                if message.get("more_body", False):
+                    await _drain(receive, DRAIN)
+                await self._refuse(client, limit, send_with_headers)
+                return
+            if not message.get("more_body", False):
+                break
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": bytes(body), "more_body": False}
+
+        await self.app(scope, replay, send_with_headers)
+
+    async def _refuse(self, client: tuple[str, int], limit: int, send: Send) -> None:
+        self.security.event(
+            "http_too_large", (client[0], client[1]), time.monotonic(), reason=f"over_{limit}_bytes"
+        )
+        body = f"request body larger than {limit // 1024} KiB\n".encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [
+                    (b"content-type", b"text/plain; charset=utf-8"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"connection", b"close"),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+
+async def _drain(receive: Receive, budget: int) -> None:
+    """Read and drop what is left of a refused body, up to ``budget`` bytes: a client
+    still sending when the connection closes would get a reset instead of the 413."""
+    seen = 0
+    while seen <= budget:
+        message = await receive()
+        if message["type"] != "http.request":
+            return
+        seen += len(message.get("body", b""))
+        if not message.get("more_body", False):
+            return
+
+
+class _Server(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield  # the web process's owner stops us
+
+
+@dataclass
+class Listener:
+    """One address served: ``app`` (ASGI) behind :class:`Bounded` and :class:`Guarded`."""
+
+    listen: str
+    app: App
+    security: sip.SecurityLog
+    limits: Limits = field(default_factory=Limits)
+    headers: Mapping[str, str] = field(default_factory=dict)
+    tls: tuple[str, str] | None = None  # certificate chain, key (PEM files)
+    trusted_proxies: Sequence[str] = ()
+    port: int = 0
+    _server: _Server | None = None
+    _task: asyncio.Task[None] | None = None
+
+    async def start(self) -> int:
+        """Bind and serve; the bound port. Raises OSError if the address cannot be bound."""
+        host, port = parse_listen(self.listen)
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((host, port))
+            sock.listen(128)
+        except OSError:
+            sock.close()
+            raise
+        sock.setblocking(False)
+        self.port = sock.getsockname()[1]
+        guard = Guard(self.limits, self.security)
+        config = uvicorn.Config(
+            Bounded(self.app, self.limits, self.headers, self.security),
+            http=protocol_for(guard),
+            lifespan="off",
+            access_log=False,  # the routes log what they serve
+            log_config=None,  # its lines go to the daemon with ours (web.child)
+            log_level="warning",
+            limit_concurrency=None,  # the guard bounds connections, per address too
+            h11_max_incomplete_event_size=MAX_HEADER_BYTES,
+            timeout_keep_alive=KEEPALIVE_SECONDS,
+            server_header=False,
+            proxy_headers=bool(self.trusted_proxies),
+            forwarded_allow_ips=list(self.trusted_proxies) or None,
+            ssl_certfile=self.tls[0] if self.tls else None,
+            ssl_keyfile=self.tls[1] if self.tls else None,
+        )
+        server = self._server = _Server(config)
+        self._task = asyncio.create_task(server.serve(sockets=[sock]))
+        while not server.started:
+            if self._task.done():
+                await self._task  # raises what stopped it
+                raise OSError(f"HTTP server on {self.listen} stopped at start")
+            await asyncio.sleep(0.01)
+        return self.port
+
+    async def stop(self) -> None:
+        if self._server is None or self._task is None:
+            return
+        self._server.should_exit = True
+        try:
+            await asyncio.wait_for(self._task, 5)
+        except TimeoutError:
+            self._task.cancel()
+        self._task = None
+        self._server = None

@@ -1,0 +1,249 @@
+"""The web process's doors, tried as an attacker on the network would: idle and slow
+connections, forged proxy headers, guessed provisioning passwords, security headers on
+every answer, and the data directory's parents. Each test drives the in-process PBX's web
+process over loopback, the way a browser, a phone or a script would."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import re
+import stat
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from softswitch.web.server import Limits
+
+from .console import Running, office_text, start
+from .netutil import free_port
+from .office import demo_pbx
+from .test_provisioning import MAC, PHONES
+
+LIMITS = Limits()
+
+
+@pytest.fixture
+async def office(tmp_path: Path) -> AsyncIterator[Running]:
+    path = tmp_path / "office.toml"
+    path.write_text(office_text(tmp_path))
+    running = await start(path)
+    try:
+        yield running
+    finally:
+        await running.pbx.stop()
+
+
+async def _open(
+    host: str, port: int, source: str
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    return await asyncio.open_connection(host, port, local_addr=(source, 0))
+
+
+async def _closed(reader: asyncio.StreamReader, within: float) -> bool:
+    """The server closed the connection (EOF or reset) within ``within`` seconds."""
+    try:
+        async with asyncio.timeout(within):
+            while await reader.read(4096):
+                pass
+    except TimeoutError:
+        return False
+    except ConnectionError:
+        pass
+    return True
+
+
+async def test_idle_and_slow_connections_are_capped_per_address_and_timed_out(
+    office: Running, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="security")
+    url = httpx.URL(office.url)
+    host, port = url.host, url.port
+    assert port is not None
+    # an attacker's address fills its share with connections that say nothing...
+    idle = [await _open(host, port, "127.0.0.9") for _ in range(LIMITS.per_address)]
+    # ...one more from it is refused at once...
+    extra_reader, _ = await _open(host, port, "127.0.0.9")
+    assert await _closed(extra_reader, 2.0)
+    # ...and one sends 10 of 1000 bytes of a body, then nothing
+    slow_writer = idle[0][1]
+    slow_writer.write(
+        b"POST /login HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+        b"Content-Length: 1000\r\n\r\nname=admin"
+    )
+    # everyone else still gets the console at once
+    async with httpx.AsyncClient(
+        base_url=office.url, transport=httpx.AsyncHTTPTransport(local_address="127.0.0.2")
+    ) as client:
+        answer = await client.get("/login", timeout=2.0)
+        assert answer.status_code == 200
+    # the attacker's connections end: silent ones after the head timeout, the slow body
+    # after the body timeout
+    within = max(LIMITS.head_timeout, LIMITS.body_timeout) + 3.0
+    ended = await asyncio.gather(*(_closed(r, within) for r, _ in idle))
+    assert all(ended)
+    lines = [r.getMessage() for r in caplog.records if r.name == "security"]
+    assert any(
+        re.match(r"event=http_refused src=127\.0\.0\.9:\d+ .*reason=max_per_address", line)
+        for line in lines
+    ), lines
+    assert any(
+        re.match(r"event=http_slow src=127\.0\.0\.9:\d+ .*reason=body_timeout", line)
+        for line in lines
+    ), lines
+    for _, writer in idle:
+        writer.close()
+
+
+async def test_forwarded_for_is_believed_only_from_trusted_proxies(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="security")
+    path = tmp_path / "office.toml"
+    path.write_text(office_text(tmp_path))
+    running = await start(path)
+    try:
+        async with httpx.AsyncClient(base_url=running.url) as client:
+            for n in range(6):  # a new forged address each time: still this one source
+                answer = await client.post(
+                    "/login",
+                    data={"name": "admin", "password": "guess"},
+                    headers={"X-Forwarded-For": f"203.0.113.{n + 1}"},
+                )
+            assert answer.status_code == 429
+    finally:
+        await running.pbx.stop()
+    lines = [r.getMessage() for r in caplog.records if r.name == "security"]
+    assert lines and all("src=127.0.0.1:" in line for line in lines), lines
+    assert not any("203.0.113." in line for line in lines)
+
+    # behind a configured proxy the client's address is the one it names
+    caplog.clear()
+    (tmp_path / "data").mkdir(exist_ok=True)
+    path.write_text(office_text(tmp_path, 'trusted_proxies = ["127.0.0.1"]'))
+    running = await start(path)
+    try:
+        async with httpx.AsyncClient(base_url=running.url) as client:
+            answer = await client.post(
+                "/login",
+                data={"name": "admin", "password": "guess"},
+                headers={"X-Forwarded-For": "198.51.100.7"},
+            )
+            assert answer.status_code == 401
+    finally:
+        await running.pbx.stop()
+    lines = [r.getMessage() for r in caplog.records if r.name == "security"]
+    assert any(line.startswith("event=auth_failed src=198.51.100.7:") for line in lines), lines
+
+
+async def test_provisioning_guesses_are_throttled_and_phones_can_have_their_own_secret(
+    tmp_path: Path,
+) -> None:
+    http_port = free_port()
+    extra = PHONES.format(port=http_port).replace(
+        "gmt_offset = 3600\n", 'gmt_offset = 3600\ncredentials = "per_phone"\n'
+    )
+    extra = extra.replace(
+        'blf = ["101", "102"]\n',
+        'blf = ["101", "102"]\nprovisioning_password = "phone-one-secret"\n',
+    )
+    extra = extra.replace(
+        'password = "shared-phone-secret"\n',
+        'password = "shared-phone-secret"\nprovisioning_password = "phone-two-secret"\n',
+    )
+    pbx = await demo_pbx(tmp_path, extra=extra, rtp=34800)
+    base = f"http://127.0.0.1:{http_port}"
+    try:
+        # each phone's own credentials open its files, and not another phone's
+        mine = httpx.DigestAuth(MAC, "phone-one-secret")
+        async with httpx.AsyncClient(base_url=base, auth=mine, timeout=5) as phone:
+            assert (await phone.get(f"/{MAC}-softswitch.cfg")).status_code == 200
+            assert (await phone.get("/0004f2000001-softswitch.cfg")).status_code == 401
+        office = httpx.DigestAuth("prov", "prov-secret")
+        async with httpx.AsyncClient(base_url=base, auth=office, timeout=5) as client:
+            assert (await client.get("/000000000000.cfg")).status_code == 200  # no secret in it
+            assert (await client.get(f"/{MAC}-softswitch.cfg")).status_code == 401
+        # guesses from one address: refused after login_attempts, with a Retry-After
+        statuses = []
+        guessing = httpx.AsyncHTTPTransport(local_address="127.0.0.3")
+        async with httpx.AsyncClient(base_url=base, timeout=5, transport=guessing) as guesser:
+            for n in range(8):
+                answer = await guesser.get(f"/{MAC}.cfg", auth=httpx.BasicAuth(MAC, f"guess{n}"))
+                statuses.append(answer.status_code)
+        assert statuses[:5] == [401] * 5 and set(statuses[5:]) == {429}, statuses
+        assert int(answer.headers["retry-after"]) > 0
+        # the phone itself, from its own address, is not locked out
+        transport = httpx.AsyncHTTPTransport(local_address="127.0.0.2")
+        async with httpx.AsyncClient(base_url=base, auth=mine, transport=transport) as phone:
+            assert (await phone.get(f"/{MAC}-softswitch.cfg")).status_code == 200
+    finally:
+        await pbx.stop()
+
+
+async def test_every_answer_carries_the_security_headers(office: Running) -> None:
+    async with httpx.AsyncClient(base_url=office.url) as client:
+        answers = {
+            "static": await client.get("/static/console.css"),
+            "404": await client.get("/no/such/page"),
+            "login": await client.get("/login"),
+            "413": await client.post("/login", content=b"a" * 100_000),
+        }
+    assert answers["static"].status_code == 200
+    assert answers["404"].status_code == 404
+    assert answers["413"].status_code == 413
+    for name, answer in answers.items():
+        headers = answer.headers
+        assert headers.get("x-content-type-options") == "nosniff", name
+        assert "default-src 'self'" in headers.get("content-security-policy", ""), name
+        assert headers.get("x-frame-options") == "DENY", name
+
+
+async def test_chunked_bodies_are_cut_at_the_limit(office: Running) -> None:
+    """8 MB of '&' sent chunked to the login form (the stall of the last probe): the web
+    process stops reading at the login limit and says 413, or closes on the rest."""
+    url = httpx.URL(office.url)
+    assert url.port is not None
+    reader, writer = await asyncio.open_connection(url.host, url.port)
+    writer.write(
+        b"POST /login HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+        b"Content-Type: application/x-www-form-urlencoded\r\n\r\n"
+    )
+    chunk = b"&" * 65536
+    sent = 0
+    answer = b""
+    try:
+        while sent < 8 * 1024 * 1024:
+            writer.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            await asyncio.wait_for(writer.drain(), 5)
+            sent += len(chunk)
+        answer = await asyncio.wait_for(reader.read(4096), 5)
+    except (ConnectionError, TimeoutError):
+        with contextlib.suppress(ConnectionError, TimeoutError):  # what came before the reset
+            answer = await asyncio.wait_for(reader.read(4096), 1)
+    assert answer.startswith(b"HTTP/1.1 413") or sent < 8 * 1024 * 1024, (sent, answer[:200])
+    writer.close()
+
+
+def test_data_directory_parents_are_private_whatever_the_umask(tmp_path: Path) -> None:
+    data = tmp_path / "srv" / "pbx" / "data"
+    path = tmp_path / "office.toml"
+    text = office_text(tmp_path).replace(
+        f'data_dir = "{tmp_path / "data"}"', f'data_dir = "{data}"'
+    )
+    path.write_text(text)
+
+    async def run() -> None:
+        running = await start(path)
+        await running.pbx.stop()
+
+    old = os.umask(0)
+    try:
+        asyncio.run(run())
+    finally:
+        os.umask(old)
+    for made in (tmp_path / "srv", tmp_path / "srv" / "pbx", data):
+        assert stat.S_IMODE(made.stat().st_mode) == 0o700, made
