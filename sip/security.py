@@ -37,6 +37,9 @@ Events (others may be added: a lower-case token; the reason says more):
 ``tcp_slow``
     a connection closed because a message was not complete ``message_timeout`` seconds
     after its first byte (slowloris).
+``http_refused``, ``http_evicted``, ``http_slow``, ``http_too_large``
+    the same for the HTTP listeners of the web process (``softswitch.web.server``), and
+    a request body over its route's limit.
 
 Rate limit, per (event, source IP): in each window of ``window`` seconds the first
 ``burst`` events are logged one line each (enough for fail2ban's ``maxretry``); the rest

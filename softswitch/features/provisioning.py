@@ -8,10 +8,13 @@ extension and password, or the hot-desk phone's own login), the SIP server, MWI,
 busy-lamp keys (``attendant.resourceList.N.*``), directed pickup, the intercom
 auto-answer ring class, session timers, SNTP and the time zone.
 
-Every request needs the office credentials (``[provisioning] username/password``, HTTP
-digest, or basic when ``auth = "basic"``; compared in constant time) and is logged with
-its source. An unknown MAC gets 404, wrong credentials 401. ``resync(mac)`` pushes a
-re-provision: ``NOTIFY`` with ``Event: check-sync`` to the phone's registrations.
+The files are served by the web process (:class:`ProvisioningServer`, built by
+:func:`build`), never by the daemon's loop. Every request needs credentials (HTTP digest,
+or basic when ``auth = "basic"``; compared in constant time): the office's
+(``[provisioning] username/password``) or, with ``credentials = "per_phone"``, each phone's
+own for its files; it is logged with its source. An unknown MAC gets 404, wrong
+credentials 401, too many of them 429. ``resync(mac)`` pushes a re-provision: ``NOTIFY``
+with ``Event: check-sync`` to the phone's registrations.
 """
 
 from __future__ import annotations

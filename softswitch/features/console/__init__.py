@@ -1,2 +1,3 @@
 """The web console: an administrator's pages, a user portal and a REST API, served by the
-daemon itself (:mod:`softswitch.http`) from ``[console]``; :mod:`.feature` is the module."""
+daemon's web process (:mod:`softswitch.web`) from ``[console]``; :mod:`.feature` is the
+daemon's side, :mod:`.web` the app the web process builds."""
