@@ -139,6 +139,10 @@ async def test_a_phone_password_changed_through_the_api_evicts_the_user(
         portal = await login(bob, "101", "bob101")
         chosen = {"csrf": portal, "current": "bob101", "new": "portal-pass", "again": "portal-pass"}
         assert (await bob.post("/portal/password", data=chosen)).status_code == 303
+        # a portal password of one's own revokes the tokens made before it
+        async with api(office, bob_token) as mine:
+            assert (await mine.get("/users/101")).status_code == 401
+        bob_token = await make_token(admin, csrf, "101")
         async with api(office, admin_token) as client:
             answer = await client.patch("/users/101", json={"dnd": "all"})
             assert answer.status_code == 200  # no new password: nothing ends

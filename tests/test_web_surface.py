@@ -10,6 +10,7 @@ import contextlib
 import logging
 import os
 import re
+import signal
 import stat
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -247,3 +248,22 @@ def test_data_directory_parents_are_private_whatever_the_umask(tmp_path: Path) -
         os.umask(old)
     for made in (tmp_path / "srv", tmp_path / "srv" / "pbx", data):
         assert stat.S_IMODE(made.stat().st_mode) == 0o700, made
+
+
+async def test_a_web_process_that_dies_is_started_again(
+    office: Running, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="softswitch")
+    web = office.pbx.svc.web
+    pid = web.pid
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    async with httpx.AsyncClient(base_url=office.url) as client:
+        async with asyncio.timeout(15):
+            while True:
+                with contextlib.suppress(httpx.TransportError):
+                    if (await client.get("/login", timeout=1.0)).status_code == 200:
+                        break
+                await asyncio.sleep(0.2)
+    assert web.pid not in (None, pid) and web.restarts == 1
+    assert any("event=web_process_exited" in r.getMessage() for r in caplog.records)

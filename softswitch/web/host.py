@@ -36,6 +36,7 @@ log = logging.getLogger("softswitch")
 
 MAX_CALLS = 8  # calls of the web process answered at once
 RESTART_DELAY = 1.0
+MAX_RESTART_DELAY = 30.0
 START_TIMEOUT = 30.0  # a web process that has not answered a serve by then is stopped
 MAX_LOG_LINE = 4096
 Handler = Callable[[dict[str, Any]], Any]
@@ -73,6 +74,7 @@ class WebHost:
         self._starting = asyncio.Lock()
         self._closing = False
         self.restarts = 0
+        self._failing = 0  # restarts in a row without a serve that worked
 
     @property
     def pid(self) -> int | None:
@@ -102,6 +104,7 @@ class WebHost:
         await self.configure()
         port = await self._request({"op": "serve", **served.__dict__})
         assert isinstance(port, int)
+        self._failing = 0
         return port
 
     async def configure(self) -> None:
@@ -197,14 +200,22 @@ class WebHost:
             code = None
         if self._closing:
             return
-        log.warning("event=web_process_exited returncode=%s problem=%r", code, problem)
+        # again a second after a crash, then slower while it keeps dying (2, 4 ... 30 s)
+        delay = min(RESTART_DELAY * 2**self._failing, MAX_RESTART_DELAY)
+        self._failing += 1
         self.restarts += 1
-        task = asyncio.create_task(self._restart())
+        log.warning(
+            "event=web_process_exited returncode=%s problem=%r restart_in=%.0fs",
+            code,
+            problem,
+            delay,
+        )
+        task = asyncio.create_task(self._restart(delay))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _restart(self) -> None:
-        await asyncio.sleep(RESTART_DELAY)
+    async def _restart(self, delay: float) -> None:
+        await asyncio.sleep(delay)
         self._reader_task = None
         for served in list(self.served.values()):
             try:

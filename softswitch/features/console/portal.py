@@ -178,8 +178,12 @@ def routes(app: ConsoleApp) -> list[BaseRoute]:
             app.accounts.set_portal(me.extension, new)
         except PasswordError as exc:
             return page(request, session, me, 422, [FieldError("new", str(exc))])
+        # whoever knew the old password is out: other sessions, and the API tokens it
+        # could have made (this session stays; a new token is one click away)
         app.sessions.drop_user("user", me.extension, keep=session.id)
-        return app.back("/portal", session, "portal password changed")
+        revoked = app.accounts.revoke_user_tokens(me.extension)
+        done = "portal password changed" + (f"; {revoked} API token(s) revoked" if revoked else "")
+        return app.back("/portal", session, done)
 
     async def token(request: Request, session: Session, me: User) -> Response:
         form = await app.form(request, session)
