@@ -22,7 +22,9 @@ auto-adjust threshold (a new source must send several packets before media follo
   port fell silent) is followed within about ``silence``; a second sender while the peer
   talks is not. A peer that moves to another IP says so in a re-INVITE.
 - **Everything else** is dropped, counted per reason, and reported once per source per
-  burst (``Verdict.report``) so that a log line per refusal cannot be flooded.
+  burst (``Verdict.report``) so that a log line per refusal cannot be flooded; what comes
+  before signalling names anyone (``unnamed``: a callee's first packets racing its 200 OK)
+  is counted only, as nothing of the call can leak or be injected then.
 
 The defaults: ``silence = 0.5`` s is 25 packets at 20 ms and 8 at 60 ms, a gap that a
 stream still running never shows short of a broken network, and it keeps the recovery
@@ -195,7 +197,9 @@ class SourcePolicy:
                 self._take(source, ssrc, now)
                 self.counters.learnt += 1
                 return MOVED
-            return self._drop(source, UNEXPECTED if self.named else UNNAMED, now)
+            if not self.named:  # a peer's first packets can beat its answer: no report
+                return self._drop(source, UNNAMED, now, report=False)
+            return self._drop(source, UNEXPECTED, now)
         if now < self.learn_until and rank > self.rank(current):
             self._take(source, ssrc, now)
             self.counters.moved += 1
@@ -221,10 +225,16 @@ class SourcePolicy:
         return MOVED
 
     def check_rtcp(self, source: Address, now: float) -> Verdict:
-        """RTCP is taken from the peer's IP (any port: NATs map port+1 anywhere)."""
+        """RTCP is taken from the peer's IP (any port: NATs map port+1 anywhere). Before
+        signalling names anyone, RTCP is dropped as ``unnamed`` without a report: a phone
+        that answers sends its first report with its 200 OK, which may arrive first."""
         current = self.current
         allowed = source[0] == current[0] if current is not None else self.rank(source) > 0
-        return ACCEPT if allowed else self._drop(source, RTCP_FOREIGN, now)
+        if allowed:
+            return ACCEPT
+        if current is None and not self.named:
+            return self._drop(source, UNNAMED, now, report=False)
+        return self._drop(source, RTCP_FOREIGN, now)
 
     def _take(self, source: Address, ssrc: int, now: float) -> None:
         self.current = source
@@ -232,6 +242,6 @@ class SourcePolicy:
         self.last_heard = now
         self._candidates.clear()
 
-    def _drop(self, source: Address, reason: str, now: float) -> Verdict:
+    def _drop(self, source: Address, reason: str, now: float, *, report: bool = True) -> Verdict:
         setattr(self.counters, reason, getattr(self.counters, reason) + 1)
-        return _DROPS[reason, self._report(source, now)]
+        return _DROPS[reason, report and self._report(source, now)]

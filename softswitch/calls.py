@@ -10,6 +10,7 @@ peer to a new party (blind) or to the peer of another of its calls (attended, Re
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -54,6 +55,7 @@ class Party:
     codecs: list[str] = field(default_factory=lambda: codec_policy.usable(codec_policy.DEFAULT))
     partner_codec: str | None = None  # the codec of the leg it is about to be bridged to
     partner_max_bitrate: int | None = None  # and what that leg's phone may receive (Opus)
+    started: float = field(default_factory=time.time)  # wall clock: the call's "Time"
 
     @property
     def ended(self) -> bool:

@@ -90,6 +90,18 @@ def snapshot(pbx: Pbx, started: float) -> dict[str, Any]:
     conferences = []
     service = pbx.conference
     for owner, room in sorted((service.rooms if service else {}).items()):
+        # each member is a call too, into the bridge (a PBX's count of calls has them)
+        for leg in (*room.members, *room.waiting):
+            calls.append(
+                {
+                    "a": _caller(leg),
+                    "b": f"conference {owner}",
+                    "dialled": leg.call.invite.uri.user or None,
+                    "state": "conference" if leg in room.members else "waiting",
+                    "held": False,
+                    "codec": leg.codec.name,
+                }
+            )
         conferences.append(
             {
                 "room": owner,

@@ -331,6 +331,10 @@ async def retrieve(
 
 
 UNSOLICITED_MWI_DELAY = 3.0
+# answers to an unsolicited NOTIFY that mean "not this": no dialog, no such event
+# package, the method refused (RFC 6665 §4.1.3, RFC 3261 §21.4.6)
+MWI_REFUSALS = frozenset({405, 481, 489, 501})
+MAX_REFUSED_MWI = 10_000
 
 
 class Voicemail(BaseFeature, CallListener):
@@ -338,11 +342,14 @@ class Voicemail(BaseFeature, CallListener):
     the message-summary event package, and unsolicited MWI to phones that register."""
 
     name = "voicemail"
-    state = ("store", "subscriptions")
+    state = ("store", "subscriptions", "refused_mwi")
 
     def __post_init__(self) -> None:
         self.store: VoicemailStore | None = None
         self.subscriptions: dict[str, list[sip.ServerSubscription]] = {}
+        # (mailbox, contact) that refused an unsolicited NOTIFY (481...): not told again
+        # until the mailbox's phones subscribe, nor logged at every registration refresh
+        self.refused_mwi: set[tuple[str, str]] = set()
 
     def numbers(self) -> Mapping[str, Handler]:
         codes = self.config.features
@@ -514,6 +521,7 @@ class Voicemail(BaseFeature, CallListener):
         sub = sip.ServerSubscription.accept(incoming, expires=3600)
         subs = self.subscriptions.setdefault(mailbox, [])
         subs.append(sub)
+        self.refused_mwi = {r for r in self.refused_mwi if r[0] != mailbox}
         sub.on_end = lambda s: subs.remove(s) if s in subs else None
         svc.spawn(self._notify_sub(sub, mailbox))
 
@@ -549,6 +557,9 @@ class Voicemail(BaseFeature, CallListener):
         else:
             bindings = only
         for binding in bindings:
+            contact = str(binding.contact)
+            if (mailbox, contact) in self.refused_mwi:
+                continue
             response = await svc.ua.request(
                 "NOTIFY",
                 binding.contact,
@@ -558,9 +569,13 @@ class Voicemail(BaseFeature, CallListener):
                 body=self.summary(mailbox),
                 content_type="application/simple-message-summary",
             )
+            refused = response.status in MWI_REFUSALS
+            if refused and len(self.refused_mwi) < MAX_REFUSED_MWI:
+                self.refused_mwi.add((mailbox, contact))
             log.info(
-                "event=mwi_notify mailbox=%s contact=%s status=%d",
+                "event=mwi_notify mailbox=%s contact=%s status=%d%s",
                 mailbox,
                 binding.contact,
                 response.status,
+                " unsolicited=off_until_subscribe" if refused else "",
             )

@@ -118,6 +118,7 @@ class ConfLeg:
     def __init__(self, engine: ConferenceEngine, call: sip.Call, stream: sip.AudioStream) -> None:
         self.engine = engine
         self.call = call
+        self.started = time.time()  # wall clock: the dashboard's time in the bridge
         self.expected: Address = (stream.remote_address, stream.remote_port)
         self.addr: Address | None = None  # the learnt source (what packets come from)
         self.row = -1  # this leg's row in the engine's arrays

@@ -36,11 +36,10 @@ class Console(BaseFeature):
     name = "console"
     section = "console"
     config_model = ConsoleSettings
-    state = ("serving", "url", "admin_password", "problem", "call_started")
+    state = ("serving", "url", "admin_password", "problem")
 
     def __post_init__(self) -> None:
         self.serving = False
-        self.call_started: dict[int, float] = {}  # party id -> when the dashboard first saw it
         self.url: str | None = None
         self.admin_password: str | None = None  # to show once (first start, the demo)
         self.problem: str | None = None  # why it is not serving
@@ -76,7 +75,7 @@ class Console(BaseFeature):
 
     async def _serve(self, svc: Services, options: ConsoleSettings) -> None:
         web = svc.web
-        web.handle("console.snapshot", lambda _: snapshot(svc, self.call_started))
+        web.handle("console.snapshot", lambda _: snapshot(svc))
         web.handle("console.mwi", lambda args: _mwi(svc, _mailbox(args)))
         web.handle("apply", lambda _: _apply(svc))
         tls = None

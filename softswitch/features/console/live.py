@@ -21,9 +21,9 @@ def _who(party: Party) -> dict[str, str]:
     return {"number": party.label, "name": (remote.display or "") if remote else ""}
 
 
-def snapshot(svc: Services, started: dict[int, float]) -> dict[str, Any]:
-    """The PBX now; ``started`` keeps when each call was first seen (by party id) so that
-    durations count from there."""
+def snapshot(svc: Services) -> dict[str, Any]:
+    """The PBX now. A call's time counts from when its caller's INVITE came; a member of
+    a conference is a call too (into the bridge)."""
     now = svc.ua.now()
     wall = time.time()
     registrations = []
@@ -43,7 +43,6 @@ def snapshot(svc: Services, started: dict[int, float]) -> dict[str, Any]:
             )
     calls = []
     seen: set[int] = set()
-    live: set[int] = set()
     for party in sorted(svc.parties, key=lambda p: p.label):
         if party.ended or id(party) in seen:
             continue
@@ -52,8 +51,7 @@ def snapshot(svc: Services, started: dict[int, float]) -> dict[str, Any]:
         if peer is not None:
             seen.add(id(peer))
         key = id(party)
-        live.add(key)
-        first = started.setdefault(key, wall)
+        first = min(party.started, peer.started) if peer is not None else party.started
         dialled = party.call.invite.uri.user if isinstance(party.call, sip.IncomingCall) else ""
         calls.append(
             {
@@ -67,13 +65,27 @@ def snapshot(svc: Services, started: dict[int, float]) -> dict[str, Any]:
                 "seconds": int(wall - first),
             }
         )
-    for key in list(started):
-        if key not in live:
-            del started[key]
     conferences = []
     feature = svc.registry.feature("conference")
     service = getattr(feature, "service", None)
     for owner, room in sorted((service.rooms if service else {}).items()):
+        for leg in (*room.members, *room.waiting):
+            invite = leg.call.invite
+            calls.append(
+                {
+                    "id": f"{id(leg):x}",
+                    "from": {
+                        "number": invite.from_.uri.user or "?",
+                        "name": invite.from_.display or "",
+                    },
+                    "to": {"number": invite.uri.user or "", "name": f"conference {owner}"},
+                    "dialled": invite.uri.user or "",
+                    "state": "conference" if leg in room.members else "waiting",
+                    "held": False,
+                    "codec": leg.codec.name if getattr(leg, "codec", None) else "",
+                    "seconds": int(wall - leg.started),
+                }
+            )
         conferences.append(
             {
                 "room": owner,
