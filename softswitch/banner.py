@@ -3,8 +3,8 @@
 Enough to register a phone and try every number at once: where to point a phone, each
 login with its password, voicemail PIN and conference codes, and the numbers that are
 not extensions (the bridge, voicemail, receptionists, ring groups). Passwords, PINs and
-codes are shown for the embedded demo only: a real office's daemon output ends up in
-system logs, so there they appear only on request (``softswitch users FILE --secrets``).
+codes are shown for the demo only: a real office's daemon output ends up in system logs,
+so there they appear only on request (``softswitch users --config FILE --secrets``).
 """
 
 from __future__ import annotations
@@ -170,19 +170,23 @@ def provisioning_line(config: Config) -> list[str]:
     return [f"  Polycom phones provision from http://{host}:{port}/ (user {settings.username})"]
 
 
-def console_lines(registry: Registry, *, demo: bool) -> list[str]:
+def console_lines(registry: Registry, *, demo: bool, note: str | None = None) -> list[str]:
     """The web console's address, and an administrator's password when one was just made
-    (the first start; the demo makes a new one at every start)."""
+    (the first start; the demo, or ``[console] demo = true``, makes a new one at every
+    start). ``note``: why the address is not the usual one (the demo's 8080 was taken)."""
     console = registry.feature("console")
     url, password = getattr(console, "url", None), getattr(console, "admin_password", None)
     problem = getattr(console, "problem", None)
     if problem:
-        return [f"  web console: {problem}"]
+        fix = " (choose another with --console-listen HOST:PORT)" if "listen" in problem else ""
+        return [f"  web console: {problem}{fix}"]
     if not url:
         return []
-    lines = [f"  web console {url}"]
+    lines = [f"  web console {url}" + (f" ({note})" if note else "")]
     if password:
         once = "" if demo else " (shown once: change it in the console)"
+        if not demo and getattr(getattr(console, "options", None), "demo", False):
+            once = " (a new one at every start: [console] demo = true)"
         lines.append(f"  console login: admin / {password}{once}")
     lines.append("  users log in there with their extension and phone password")
     return lines
@@ -247,7 +251,7 @@ def render(
     lines += account_lines(accounts(config, codes), secrets=secrets)
     if not secrets and config.users:
         source = config.source or "office.toml"
-        lines.append(f"  passwords, PINs and codes: softswitch users {source} --secrets")
+        lines.append(f"  passwords, PINs and codes: softswitch users --config {source} --secrets")
     found = numbers(config, registry)
     if found:
         lines.append("")

@@ -8,6 +8,7 @@ Audio files (hold music, greetings) are checked too: present, readable audio, â‰
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import re
 import tomllib
 import types
@@ -29,6 +30,7 @@ from pydantic import (
 
 from media.audio import AudioFileError, load_audio
 from media.codecs import CODECS
+from sip.address import TRANSPORTS
 
 from .model import Strict
 from .rules import Rule
@@ -71,6 +73,38 @@ def _codec_list(names: list[str]) -> list[str]:
 
 # Codec preference, best first (e.g. ["G722", "PCMU", "PCMA"]); see softswitch.codec_policy.
 Codecs = Annotated[list[str], Field(min_length=1, max_length=8), AfterValidator(_codec_list)]
+
+
+_HOST_NAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,252})$")
+
+
+def listen_entry(spec: str) -> str:
+    """``[udp:|tcp:|tls:]HOST:PORT`` as :mod:`sip` binds it (no transport: UDP); anything
+    else would only fail at start, as an address that "cannot be bound"."""
+    head, sep, tail = spec.partition(":")
+    rest = tail if sep and head.lower() in TRANSPORTS else spec
+    if rest.startswith("["):
+        host, sep, port = rest[1:].partition("]:")
+    else:
+        host, sep, port = rest.rpartition(":")
+    if not sep or not port.isdigit() or int(port) > 65535:
+        raise ValueError(f"{spec!r}: expected [udp:|tcp:|tls:]HOST:PORT, e.g. 'udp:0.0.0.0:5060'")
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        word = host.partition(":")[0]
+        if ":" in host and re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]*", word):
+            example = f"tcp:{rest[len(word) + 1 :]}"
+            raise ValueError(
+                f"{spec!r}: unknown transport {word!r} (one of {', '.join(TRANSPORTS)},"
+                f" e.g. {example!r})"
+            ) from None
+        if not _HOST_NAME.match(host):
+            raise ValueError(f"{spec!r}: {host!r} is not an IP address or host name") from None
+    return spec
+
+
+ListenEntry = Annotated[str, AfterValidator(listen_entry)]
 
 
 class ConfigError(ValueError):
@@ -268,7 +302,8 @@ class Conference(Strict):
 
 
 class Server(Strict):
-    listen: list[str] = ["udp:127.0.0.1:5060", "tcp:127.0.0.1:5060"]
+    # [udp:|tcp:|tls:]HOST:PORT each (no transport: UDP)
+    listen: list[ListenEntry] = ["udp:127.0.0.1:5060", "tcp:127.0.0.1:5060"]
     domain: str = "softswitch.local"
     public_address: str | None = None  # advertised in Via/Contact/SDP (NAT, multihoming)
     rtp_ports: tuple[int, int] = (20000, 30000)
@@ -490,6 +525,109 @@ def _step(tp: Any, part: int | str) -> list[Any]:
                 return _members(field.annotation)
     tag = getattr(tp, "__name__", None)
     return [tp] if tag and tag in part else []  # a union member's tag ("MenuSettings")
+
+
+_ORDINALS = ("first", "second", "third", "fourth", "fifth", "sixth", "seventh", "eighth")
+_PATH = re.compile(r"[A-Za-z_][\w-]*(?:\[[0-9]+\]|\.[\w-]+)*")
+_INDEX = re.compile(r"([\w-]+)\[([0-9]+)\]")
+_HEADER = re.compile(r"^\s*(\[\[?)([^\[\]]+)\]\]?\s*(?:#.*)?$")
+_BARE_KEY = r"(?:[A-Za-z0-9_-]+|\"[^\"]*\"|'[^']*')"
+_KEY = re.compile(rf"^\s*({_BARE_KEY}(?:\s*\.\s*{_BARE_KEY})*)\s*=")
+
+
+def _ordinal(index: int) -> str:
+    if index < len(_ORDINALS):
+        return _ORDINALS[index]
+    n = index + 1
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
+
+
+def _dotted(text: str) -> list[str]:
+    return [part.strip().strip("\"'") for part in re.findall(_BARE_KEY, text)]
+
+
+def key_lines(text: str) -> dict[str, int]:
+    """Where each table and key of TOML ``text`` starts (1-based lines), by the path errors
+    name (``users[1].forward.no_answer_after``); best effort, for messages only."""
+    found: dict[str, int] = {}
+    counts: dict[str, int] = {}  # an array of tables (by its path) -> tables so far
+    table = ""
+    quote: str | None = None  # inside a multi-line string opened by this
+    for number, line in enumerate(text.splitlines(), 1):
+        if quote is not None:
+            if line.count(quote) % 2:
+                quote = None
+            continue
+        header = _HEADER.match(line)
+        if header:
+            names = _dotted(header[2])
+            table = ""
+            for i, name in enumerate(names):
+                table = f"{table}.{name}" if table else name
+                if i == len(names) - 1 and header[1] == "[[":
+                    counts[table] = counts.get(table, 0) + 1
+                if table in counts:  # the latest table of that array
+                    table = f"{table}[{counts[table] - 1}]"
+            found.setdefault(table, number)
+            continue
+        key = _KEY.match(line)
+        if key:
+            path = ".".join(_dotted(key[1]))
+            found.setdefault(f"{table}.{path}" if table else path, number)
+            value = line[key.end() :]
+            for mark in ('"""', "'''"):
+                if value.count(mark) % 2:
+                    quote = mark
+    return found
+
+
+def _line_of(path: str, lines: Mapping[str, int]) -> int | None:
+    """The line of ``path``, else of the closest enclosing key or table that is written."""
+    while path:
+        if path in lines:
+            return lines[path]
+        cut = max(path.rfind("."), path.rfind("["))
+        path = path[: max(cut, 0)]
+    return None
+
+
+def _indexes(path: str, text: str) -> str:
+    """``users[1]`` said as people count: "users[1] is the second [[users]] table"."""
+    said = []
+    tables = ""
+    for part in path.split("."):
+        name = part.split("[", 1)[0]
+        tables = f"{tables}.{name}" if tables else name
+        for key, index in _INDEX.findall(part):
+            is_table = re.search(rf"^\s*\[\[\s*{re.escape(tables)}\s*\]\]", text, re.M)
+            noun = f"[[{tables}]] table" if is_table else f"{key} entry"
+            said.append(f"{key}[{index}] is the {_ordinal(int(index))} {noun}")
+    return "; ".join(said)
+
+
+def human_errors(message: str, source: str, text: str) -> str:
+    """A ConfigError's lines for a person: each keeps ``source: key: message`` and adds
+    where that is, counted from 1, with its line in the TOML ``text``
+    (``office.toml: users[1].pin: ... (users[1] is the second [[users]] table, line 14)``).
+    ``str(exc)`` stays as it is: the console and the API parse it."""
+    lines = key_lines(text)
+    out = []
+    for line in message.splitlines():
+        if not line.startswith(source + ": "):
+            out.append(line)
+            continue
+        rest = line[len(source) + 2 :]
+        key = rest.split(": ", 1)[0]
+        path = key if _PATH.fullmatch(key) else ""
+        if not path and "[" in rest:  # "(top level): users[1].extension 101 is used twice"
+            found = _PATH.search(rest[len(key) :])
+            path = found[0] if found and "[" in found[0] else ""
+        said = [_indexes(path, text)] if "[" in path else []
+        number = _line_of(path, lines) if path else None
+        said += [f"line {number}"] if number else []
+        out.append(line + (f" ({', '.join(said)})" if said else ""))
+    return "\n".join(out)
 
 
 CORE_SECTIONS = frozenset(

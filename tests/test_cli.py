@@ -110,7 +110,7 @@ async def test_banner_users_and_status_of_a_running_office(office: Office) -> No
     for login, name in (("100", "Alice Martin"), ("101", "Bob Durand"), ("102", "Carol Dupont")):
         assert re.search(rf"^  {login}\s+{name}\s+{login}$", shown, re.M), shown
     assert "alice100" not in shown and "1100" not in shown  # a real office: no secrets
-    assert f"softswitch users {office.config_path} --secrets" in shown
+    assert f"softswitch users --config {office.config_path} --secrets" in shown
     numbers = shown[shown.index("\n\n  800 ") + 2 :].splitlines()
     firsts = [line.split()[0] for line in numbers]
     assert firsts[:5] == ["800", "*97", "*98", "500", "600"], shown  # bridge, voicemail, ...
@@ -122,7 +122,7 @@ async def test_banner_users_and_status_of_a_running_office(office: Office) -> No
     assert "*8100" not in shown  # a code for every extension is shown once
 
     # `users --secrets` shows the codes the running bridge generated (kept in the data dir)
-    users = softswitch("users", str(office.config_path), "--secrets")
+    users = softswitch("users", "--config", str(office.config_path), "--secrets")
     assert users.returncode == 0, users.stderr
     row = next(line.split() for line in users.stdout.splitlines() if line.startswith("  100 "))
     kept = json.loads((office.data_dir / "conference-codes.json").read_text())["100"]
@@ -162,12 +162,18 @@ async def test_banner_users_and_status_of_a_running_office(office: Office) -> No
         assert room["room"] == "100" and room["hosts"] == 1
         assert sorted(room["members"]) == ["102", "102 (host)"]
         text = render(answer)
-        assert f"registrations: 2 (of {len(USERS)} users)" in text and "calls: 1" in text
+        # the two members of the bridge are calls too, beside 100 <-> 101
+        assert f"registrations: 2 (of {len(USERS)} users)" in text and "calls: 3" in text
+        assert sorted(c["state"] for c in answer["calls"]) == [
+            "conference",
+            "conference",
+            "established",
+        ]
         assert re.search(r"^  room 100\s+102 \(host\), 102$", text, re.M), text
 
         await alice.command("hangup")
         await bob.wait_event("CALL_CLOSED")
-        await until(office, lambda s: s["calls"] == [])
+        await until(office, lambda s: all(c["state"] == "conference" for c in s["calls"]))
     finally:
         await load.stop()
         for phone in (alice, bob):
@@ -241,11 +247,11 @@ def test_users_lists_the_accounts_of_a_config(tmp_path: Path) -> None:
 def test_check_names_the_fix(tmp_path: Path) -> None:
     (tmp_path / "music.mp3").write_bytes(JUNK_MP3)
     (tmp_path / "office.toml").write_text('[hold_music]\ndefault = "music.mp3"\n')
-    junk = softswitch("check", str(tmp_path / "office.toml"))
+    junk = softswitch("check", "--config", str(tmp_path / "office.toml"))
     assert junk.returncode == 1
     assert junk.stderr.strip() == (
         f"{tmp_path}/office.toml: hold_music.default: {tmp_path}/music.mp3: "
-        "not an MP3/WAV/FLAC file we can read (unknown or damaged data)"
+        "not an MP3/WAV/FLAC file we can read (unknown or damaged data) (line 2)"
     )
     assert junk.stdout == ""  # no decoder noise anywhere
 
