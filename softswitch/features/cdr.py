@@ -1,12 +1,16 @@
-"""Call history (CDR): one SQLite row per call, written when the call ends.
+"""Call history (CDR): one SQLite row per call, or per conversation of a transferred call.
 
 A call is followed from its first INVITE (the caller's party) through the call events:
 where the dialplan sent it (``routed``: the number dialled, then each forward, a group's
-exhaustion, a transfer), when the caller was answered, whom it was bridged to, what the
-dialplan's outcome was, and when it ended. The row says when (start, answer, end), who
-called (extension or number, and name), what was dialled, the final destination, the
-disposition (``answered``, ``busy``, ``no answer``, ``voicemail``, ``failed``), the
-answered seconds, and the chain of destinations (``101 > voicemail:101``). Rows older
+exhaustion), when the caller was answered (by a phone, or by voicemail, the bridge, a
+menu), whom it was bridged to (a group's member, a pickup), what the dialplan's outcome
+was, and when it ended. The row says when (start, answer, end), who called (extension or
+number, and name), what was dialled, the final destination, the disposition
+(``answered``, ``busy``, ``no answer``, ``voicemail``, ``failed``), the answered seconds,
+and the chain of destinations (``600 > 101``, ``101 > voicemail:101``). A transfer (blind
+or attended) ends the row of the conversation it breaks and starts one for the
+conversation it makes, with the same call_id and the transferor in its chain
+(``101 > 102``), as Asterisk does: each row's seconds are those two parties'. Rows older
 than ``[cdr] retention_days`` are deleted (at start, then every hour). CSV export and
 filters serve the web console and its API.
 """
@@ -29,7 +33,7 @@ from pydantic import Field
 
 import sip
 
-from ..feature import BaseFeature, CallListener, Connected, Dial, Done, Failed, Outcome
+from ..feature import BaseFeature, CallListener, Dial, Failed, Outcome
 from ..model import Strict
 from ..private_files import private_file
 
@@ -241,7 +245,7 @@ def from_csv(text: str) -> Iterator[dict[str, str]]:
 
 @dataclass(eq=False)
 class _Open:
-    """A call in progress."""
+    """A row in progress: one conversation (or attempt) of a call."""
 
     call_id: str
     start: float
@@ -250,16 +254,40 @@ class _Open:
     dialled: str
     answer: float | None = None
     bridged_to: str | None = None
+    peer: Party | None = None  # whom the row's party talks to now
+    back_to: Party | None = None  # a transfer attempt: the transferor it returns to on failure
     chain: list[str] = field(default_factory=list)
     last_kind: str = ""
     outcome: Outcome | None = None
+
+    def step(self, where: str) -> None:
+        if len(self.chain) < MAX_CHAIN:
+            self.chain.append(where)
+
+    def reached(self, who: str) -> None:
+        """``who`` answered: a group's member or a pickup is a step of its own; the
+        number dialled or forwarded to (``102``, ``tel:0612``) is not repeated."""
+        if not (self.chain and _same(self.chain[-1], who)):
+            self.step(who)
+
+
+def _who(party: Party) -> str:
+    """A party as the history names it: its user's extension, else its label (a number)."""
+    return party.user.extension if party.user is not None else party.label
+
+
+def _same(step: str, who: str) -> bool:
+    """Is a chain step (``102``, ``tel:0612``) the party ``who`` (``102``, ``trunk:0612``)?"""
+    return step.rpartition(":")[2] == who.rpartition(":")[2]
 
 
 def disposition(call: _Open) -> str:
     if call.bridged_to is not None:
         return "answered"
-    if call.last_kind == "voicemail" and call.answer is not None:
-        return "voicemail"
+    if call.answer is not None:
+        # something took the call (voicemail, the bridge, *97, a menu): whatever the
+        # dialplan reports later, the caller was answered and its seconds count
+        return "voicemail" if call.last_kind == "voicemail" else "answered"
     outcome = call.outcome
     if isinstance(outcome, Failed):
         if outcome.cause == "busy":
@@ -267,8 +295,6 @@ def disposition(call: _Open) -> str:
         if outcome.cause in ("noanswer", "unreachable", "cancelled"):
             return "no answer"
         return "failed"
-    if isinstance(outcome, Connected | Done) and call.answer is not None:
-        return "answered"  # an application took it: a receptionist, the bridge...
     return "no answer"  # the caller hung up before anything answered
 
 
@@ -276,11 +302,12 @@ class CallHistory(BaseFeature, CallListener):
     name = "cdr"
     section = "cdr"
     config_model = CdrSettings
-    state = ("store", "calls")
+    state = ("store", "calls", "peers")
 
     def __post_init__(self) -> None:
         self.store: CdrStore | None = None
-        self.calls: dict[Party, _Open] = {}
+        self.calls: dict[Party, _Open] = {}  # open rows, by the party whose row it is
+        self.peers: dict[Party, Party] = {}  # whom each bridged party talks to (last bridge)
 
     @property
     def options(self) -> CdrSettings:
@@ -314,6 +341,12 @@ class CallHistory(BaseFeature, CallListener):
         return self.store.query(where) if self.store is not None else []
 
     # -- call events --------------------------------------------------------------------
+    #
+    # A row is one conversation, as Asterisk's CDRs since version 12: a transfer ends the
+    # row of the conversation it breaks and starts one for the conversation it makes (the
+    # same call_id links them), so each row's seconds are those two parties' own and the
+    # rows of a call add up. The row of a call routed through groups, menus and forwards
+    # says where it went (``chain``) and who answered it.
 
     def trying(self, party: Party) -> None:
         call = party.call
@@ -330,14 +363,20 @@ class CallHistory(BaseFeature, CallListener):
         )
 
     def routed(self, dial: Dial, kind: str) -> None:
-        call = self.calls.get(dial.party)
+        party = dial.party
+        call = self.calls.get(party)
+        talked_to = self.peers.get(party)
+        if talked_to is not None and (call is None or call.bridged_to is not None):
+            # a party that was talking is sent on: a blind transfer by ``talked_to``
+            del self.peers[party]
+            call = self._transferred(party, talked_to, dial.target, time.time())
+            call.back_to = talked_to
         if call is None:
             return
         target = dial.target
         if kind == "voicemail" and not target and dial.on_behalf is not None:
             target = dial.on_behalf.extension  # "voicemail": the forwarding user's own box
-        if len(call.chain) < MAX_CHAIN:
-            call.chain.append(target if kind == "number" else f"{kind}:{target}")
+        call.step(target if kind == "number" else f"{kind}:{target}")
         call.last_kind = kind
 
     def answered(self, party: Party) -> None:
@@ -346,12 +385,43 @@ class CallHistory(BaseFeature, CallListener):
             call.answer = time.time()
 
     def bridged(self, a: Party, b: Party) -> None:
+        now = time.time()
+        before = {a: self.peers.get(a), b: self.peers.get(b)}
+        self.peers[a], self.peers[b] = b, a
+        closed: dict[Party, _Open] = {}
         for one, other in ((a, b), (b, a)):
+            old = before[one]
+            if (
+                old is not None
+                and old is not other
+                and old in self.calls
+                and _who(old) == _who(other)
+            ):
+                self.calls[other] = self.calls.pop(old)  # the same user on another device (flip)
             call = self.calls.get(one)
-            if call is not None:
-                call.bridged_to = other.user.extension if other.user else other.label
-                if call.answer is None:
-                    call.answer = time.time()
+            if call is None:
+                continue
+            who = _who(other)
+            if call.bridged_to is None and call.back_to is other:
+                # a transfer that failed, back to the transferor: the attempt is a row
+                closed[one] = call
+                self._close(one, now)
+            elif call.bridged_to is None:  # its first conversation: the callee, a member...
+                call.bridged_to, call.peer = who, other
+                call.answer = call.answer if call.answer is not None else now
+                call.reached(who)
+            elif old is other or _same(call.bridged_to, who):
+                call.peer = other  # the same conversation (a resumed call, a flip)
+            else:
+                closed[one] = call  # talking to someone else: an attended transfer
+                self._close(one, now)
+        if any((c := self.calls.get(p)) is not None and c.peer is q for p, q in ((a, b), (b, a))):
+            return
+        # no row covers this conversation: a transfer joined the two, a row starts now
+        owner, other = (b, a) if b in closed and a not in closed else (a, b)
+        call = self._transferred(owner, before[owner], _who(other), now, closed.get(owner))
+        call.answer, call.bridged_to, call.peer = now, _who(other), other
+        call.reached(_who(other))
 
     def finished(self, party: Party, outcome: Outcome) -> None:
         call = self.calls.get(party)
@@ -359,10 +429,39 @@ class CallHistory(BaseFeature, CallListener):
             call.outcome = outcome
 
     def ended(self, party: Party) -> None:
+        self.peers.pop(party, None)
+        self._close(party, time.time())
+
+    # -- rows -------------------------------------------------------------------------------
+
+    def _transferred(
+        self, party: Party, via: Party | None, dialled: str, now: float, closed: _Open | None = None
+    ) -> _Open:
+        """The row of ``party``'s new conversation from ``now``, after a transfer by
+        ``via``: its caller (and the link, call_id) are those of its previous row, else
+        its own."""
+        previous = self.calls.get(party)
+        if previous is not None:
+            self._close(party, now)
+        previous = previous or closed
+        if previous is not None:
+            call_id, caller, name = previous.call_id, previous.caller, previous.caller_name
+        else:
+            link = self.calls.get(via) if via is not None else None
+            call_id = link.call_id if link is not None else party.call.call_id
+            caller, name = _who(party), party.user.name if party.user else ""
+        call = _Open(call_id=call_id, start=now, caller=caller, caller_name=name, dialled=dialled)
+        if via is not None:
+            call.step(_who(via))  # through whom it came: the transferor
+        self.calls[party] = call
+        return call
+
+    def _close(self, party: Party, end: float) -> None:
         call = self.calls.pop(party, None)
-        if call is None or self.store is None:
+        if call is None:
             return
-        end = time.time()
+        if self.store is None:
+            return
         record = CallRecord(
             id=0,
             call_id=call.call_id,

@@ -69,7 +69,14 @@ class Transfer(BaseFeature):
         else:
             transferee.leg.source = svc.ringback()
         taken = asyncio.Event()
-        transferee.on_taken.append(taken.set)
+
+        def took() -> None:
+            taken.set()
+            # the transferee was answered long ago: this is when the target took it (the
+            # call history's answer time for the transferred conversation)
+            svc.emit("answered", transferee)
+
+        transferee.on_taken.append(took)
         dial = Dial(transferee, number, transferor.user, on_behalf=transferor.user, depth=1)
         routing = asyncio.ensure_future(svc.dial(dial))
         waiting = asyncio.ensure_future(taken.wait())

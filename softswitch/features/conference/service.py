@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import numpy as np
 import numpy.typing as npt
@@ -72,7 +72,8 @@ class Conference(BaseFeature):
         if party.offer is None:
             return Failed(488, "refused", "Not Acceptable Here (the bridge needs an SDP offer)")
         self.services.detach(party)  # conference legs share the bridge's one port
-        await self.service.serve(call, party.offer)
+        # the bridge answers the call itself: listeners (the call history) hear it here
+        await self.service.serve(call, party.offer, lambda: self.services.emit("answered", party))
         return Done()
 
 
@@ -148,7 +149,12 @@ class ConferenceService:
             await asyncio.wait_for(leg.play_prompt(prompt), 10)
         await leg.call.hangup()
 
-    async def serve(self, call: sip.IncomingCall, offer: sip.SessionDescription) -> None:
+    async def serve(
+        self,
+        call: sip.IncomingCall,
+        offer: sip.SessionDescription,
+        answered: Callable[[], None] | None = None,
+    ) -> None:
         if len(self.engine.legs) >= self.engine.capacity:
             call.reject(503, "Service Unavailable (conference bridge full)")
             return
@@ -169,6 +175,8 @@ class ConferenceService:
         call.on_reinvite = lambda c, request: self._reinvite(leg, request)
         try:
             call.answer(bytes(answer))
+            if answered is not None:
+                answered()
             await self._session(leg)
         finally:
             if leg.room is not None:
