@@ -65,9 +65,11 @@ async def browser(tmp_path: Path) -> AsyncIterator[BrowserContext]:
             await context.close()
 
 
-def console_office(tmp_path: Path, extra: str = "") -> tuple[Office, str, str]:
+def console_office(
+    tmp_path: Path, extra: str = "", user_extra: dict[str, str] | None = None
+) -> tuple[Office, str, str]:
     """A running office with the console; its URL and the admin password of the banner."""
-    office = Office(tmp_path)
+    office = Office(tmp_path, user_extra=user_extra or {})
     office.extra = f'\n[console]\nlisten = "127.0.0.1:{free_port()}"\n{extra}'
     proc = office.start()
     url = proc.wait_for(r"web console (http://\S+)").group(1)

@@ -4,12 +4,15 @@ music, voicemail, trunks, call history, API tokens, the administrator's own pass
 from __future__ import annotations
 
 import asyncio
+import logging
 import secrets
+from collections.abc import Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
-from starlette.responses import FileResponse, RedirectResponse, Response
+from starlette.responses import FileResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from ...config import BusinessHours, Trunk, User, Voicemail
@@ -34,6 +37,27 @@ def drop_none(data: Any) -> Any:
 
 
 MAX_TTS = 2000  # characters: a receptionist's greeting at most
+FAVICON = Path(__file__).parent / "static" / "favicon.svg"
+log = logging.getLogger("softswitch")
+
+
+def registered(users: Sequence[User], registrations: Any) -> dict[str, int] | None:
+    """Phones registered now per extension, from the daemon's snapshot: a login is the
+    user's extension or one of its devices' (a hot-desk login, known by the user's name
+    the snapshot gives). None: the daemon did not say."""
+    if registrations is None:
+        return None
+    owner: dict[str, str] = {}
+    for user in users:
+        owner[user.extension] = user.extension
+        owner.update({d.username: user.extension for d in user.devices if d.username})
+    by_name = {u.name: u.extension for u in users}
+    counts = dict.fromkeys(owner.values(), 0)
+    for r in registrations:
+        ext = owner.get(str(r.get("login"))) or by_name.get(str(r.get("name")))
+        if ext is not None:
+            counts[ext] += 1
+    return counts
 
 
 def evict(app: ConsoleApp, extension: str) -> None:
@@ -115,25 +139,36 @@ def routes(app: ConsoleApp) -> list[BaseRoute]:
         user: User | None,
         status: int = 200,
         errors: Any = (),
-        values: Any = None,
+        values: forms.Values | None = None,
     ) -> Response:
-        devices, rules = forms.user_rows(user)
+        shown = values if values is not None else forms.user_values(user)
         return app.render(
             request,
             "user_edit.html",
             session,
             status,
             user=user,
-            values=values,
-            devices=devices,
-            rules=rules,
+            values=shown,
+            devices=range(int(shown.get("device_rows") or 0)),
+            rules=range(int(shown.get("rule_rows") or 0)),
+            secrets={k for k, v in forms.user_secrets(user).items() if v} if user else set(),
             errors=errors,
-            steps=forms.steps_text(user.forward.steps) if user else "",
             slots=["default", *app.svc.config.hold_music],
         )
 
     async def users(request: Request, session: Session) -> Response:
-        return app.render(request, "users.html", session, users=app.svc.config.users)
+        try:
+            registrations = (await app.snapshot()).get("registrations", [])
+        except Exception as exc:  # the page without the counts rather than no page
+            log.warning("event=console_snapshot_failed error=%r", exc)
+            registrations = None
+        return app.render(
+            request,
+            "users.html",
+            session,
+            users=app.svc.config.users,
+            phones=registered(app.svc.config.users, registrations),
+        )
 
     async def user_new(request: Request, session: Session) -> Response:
         return user_page(request, session, None)
@@ -142,11 +177,10 @@ def routes(app: ConsoleApp) -> list[BaseRoute]:
         form = await posted(request, session)
         if isinstance(form, Response):
             return form
-        data = drop_none(forms.user_patch(form))
         try:
-            user = await app.editor.create("users", data)
+            user = await app.editor.create("users", drop_none(forms.user_patch(form)))
         except EditError as exc:
-            return user_page(request, session, None, 422, exc.errors)
+            return user_page(request, session, None, 422, exc.errors, forms.posted(form))
         assert isinstance(user, User)
         return app.back(f"/admin/users/{user.extension}", session, f"user {user.extension} added")
 
@@ -163,15 +197,27 @@ def routes(app: ConsoleApp) -> list[BaseRoute]:
         user = app.editor.item("users", ext)
         assert isinstance(user, User)
         try:
-            saved = await app.editor.replace("users", ext, forms.user_patch(form), patch=True)
+            patch = forms.keep_secrets(forms.user_patch(form), user)
+            saved = await app.editor.replace("users", ext, patch, patch=True)
         except EditError as exc:
-            return user_page(request, session, user, 422, exc.errors)
+            return user_page(request, session, user, 422, exc.errors, forms.posted(form))
         assert isinstance(saved, User)
         message = "saved and applied"
         if saved.password != user.password:  # whoever knew the old one is out
             evict(app, ext)
             message += "; the new phone password ended the user's sessions and API tokens"
         return app.back(f"/admin/users/{ext}", session, message)
+
+    async def user_secrets(request: Request, session: Session) -> Response:
+        """The phone password, PIN and device passwords, for the page's Show button: a
+        POST with the CSRF token, so that no secret is in the page itself (its HTML, a
+        cache, a screenshot) until asked for."""
+        form = await posted(request, session)
+        if isinstance(form, Response):
+            return form
+        user = app.editor.item("users", request.path_params["ext"])
+        assert isinstance(user, User)
+        return JSONResponse(forms.user_secrets(user))
 
     async def user_delete(request: Request, session: Session) -> Response:
         ext = request.path_params["ext"]
@@ -201,6 +247,7 @@ def routes(app: ConsoleApp) -> list[BaseRoute]:
         group: RingGroup | None,
         status: int = 200,
         errors: Any = (),
+        values: forms.Values | None = None,
     ) -> Response:
         return app.render(
             request,
@@ -208,7 +255,7 @@ def routes(app: ConsoleApp) -> list[BaseRoute]:
             session,
             status,
             group=group,
-            values=forms.group_form(group),
+            values=values if values is not None else forms.group_values(group),
             errors=errors,
         )
 
@@ -223,16 +270,16 @@ def routes(app: ConsoleApp) -> list[BaseRoute]:
         form = await posted(request, session)
         if isinstance(form, Response):
             return form
-        data = forms.group_data(form)
         old = app.editor.item("ring_groups", ext) if ext else None
         try:
+            data = forms.group_data(form)
             if ext is None:
                 group = await app.editor.create("ring_groups", drop_none(data))
             else:
                 group = await app.editor.replace("ring_groups", ext, data, patch=True)
         except EditError as exc:
             assert old is None or isinstance(old, RingGroup)
-            return group_page(request, session, old, 422, exc.errors)
+            return group_page(request, session, old, 422, exc.errors, forms.posted(form))
         assert isinstance(group, RingGroup)
         return app.back(f"/admin/groups/{group.extension}", session, "saved and applied")
 
@@ -256,6 +303,7 @@ def routes(app: ConsoleApp) -> list[BaseRoute]:
         menu: Receptionist | None,
         status: int = 200,
         errors: Any = (),
+        values: forms.Values | None = None,
     ) -> Response:
         return app.render(
             request,
@@ -263,6 +311,7 @@ def routes(app: ConsoleApp) -> list[BaseRoute]:
             session,
             status,
             menu=menu,
+            values=values if values is not None else forms.ivr_values(menu),
             keys=forms.KEYS,
             errors=errors,
         )
@@ -286,9 +335,9 @@ def routes(app: ConsoleApp) -> list[BaseRoute]:
             return checked
         old = app.editor.item("ivr", ext) if ext else None
         assert old is None or isinstance(old, Receptionist)
-        data = forms.ivr_patch(form)
         upload = form.get("greeting_file")
         try:
+            data = forms.ivr_patch(form)
             if upload is not None and not isinstance(upload, str) and upload.filename:
                 folder = app.svc.data_dir / "audio" / "greetings"
                 path = await save_audio(upload, upload.filename, folder)
@@ -300,9 +349,10 @@ def routes(app: ConsoleApp) -> list[BaseRoute]:
                     "ivr", ext, forms.ivr_keys_patch(old, data), patch=True
                 )
         except UploadError as exc:
-            return ivr_page(request, session, old, exc.status, [FieldError("greeting", str(exc))])
+            errors = [FieldError("greeting_file", str(exc))]
+            return ivr_page(request, session, old, exc.status, errors, forms.posted(form))
         except EditError as exc:
-            return ivr_page(request, session, old, 422, exc.errors)
+            return ivr_page(request, session, old, 422, exc.errors, forms.posted(form))
         assert isinstance(menu, Receptionist)
         return app.back(f"/admin/ivr/{menu.extension}", session, "saved and applied")
 
@@ -351,7 +401,7 @@ def routes(app: ConsoleApp) -> list[BaseRoute]:
             else:
                 await app.editor.set_singleton("business_hours", forms.hours_data(form))
         except EditError as exc:
-            values = {k: str(form.get(k) or "") for k in ("timezone", "closed", *forms.DAYS)}
+            values = forms.posted(form)
             return app.render(
                 request,
                 "hours.html",
@@ -368,7 +418,7 @@ def routes(app: ConsoleApp) -> list[BaseRoute]:
 
     async def music(request: Request, session: Session) -> Response:
         slots = {"default": None, **app.svc.config.hold_music}
-        return app.render(request, "music.html", session, slots=slots, errors=())
+        return app.render(request, "music.html", session, slots=slots, slot="default", errors=())
 
     async def music_upload(request: Request, session: Session) -> Response:
         try:
@@ -381,17 +431,26 @@ def routes(app: ConsoleApp) -> list[BaseRoute]:
         slot = forms.text(form, "slot") or "default"
         upload = form.get("file")
         if upload is None or isinstance(upload, str) or not upload.filename:
-            return music_error(request, session, 400, "choose a file to upload")
+            return music_error(request, session, 400, "choose a file to upload", slot)
         try:
             path = await save_audio(upload, upload.filename, app.svc.data_dir / "audio" / "music")
             await app.editor.set_music(slot, str(path))
         except UploadError as exc:
-            return music_error(request, session, exc.status, str(exc))
+            return music_error(request, session, exc.status, str(exc), slot)
+        except EditError as exc:
+            return music_error(request, session, 422, exc.errors[0].message, slot, exc.errors)
         return app.back(
             "/admin/music", session, f"hold music '{slot}': {upload.filename} plays now"
         )
 
-    def music_error(request: Request, session: Session, status: int, message: str) -> Response:
+    def music_error(
+        request: Request,
+        session: Session,
+        status: int,
+        message: str,
+        slot: str = "default",
+        errors: Any = None,
+    ) -> Response:
         slots = {"default": None, **app.svc.config.hold_music}
         return app.render(
             request,
@@ -399,7 +458,8 @@ def routes(app: ConsoleApp) -> list[BaseRoute]:
             session,
             status,
             slots=slots,
-            errors=[FieldError("file", message)],
+            slot=forms.shown(slot),
+            errors=errors or [FieldError("file", message)],
         )
 
     async def music_delete(request: Request, session: Session) -> Response:
@@ -419,6 +479,16 @@ def routes(app: ConsoleApp) -> list[BaseRoute]:
     # -- voicemail --------------------------------------------------------------------------
 
     async def voicemail(request: Request, session: Session) -> Response:
+        return voicemail_page(request, session)
+
+    def voicemail_page(
+        request: Request,
+        session: Session,
+        status: int = 200,
+        errors: Any = (),
+        values: forms.Values | None = None,
+    ) -> Response:
+        settings = app.svc.config.voicemail
         store = mailbox_store(app.svc)
         boxes = [
             (u, store.messages(u.extension) if store else [])
@@ -429,21 +499,31 @@ def routes(app: ConsoleApp) -> list[BaseRoute]:
             request,
             "voicemail.html",
             session,
+            status,
             boxes=boxes,
-            settings=app.svc.config.voicemail,
-            errors=(),
+            names={u.extension: u.name for u in app.svc.config.users},
+            values=values
+            or {
+                "max_message_seconds": str(settings.max_message_seconds),
+                "max_messages": str(settings.max_messages),
+                "unsolicited_mwi": "on" if settings.unsolicited_mwi else "",
+            },
+            errors=errors,
         )
 
     async def voicemail_settings(request: Request, session: Session) -> Response:
         form = await posted(request, session)
         if isinstance(form, Response):
             return form
-        data = {
-            "max_message_seconds": forms.number(form, "max_message_seconds"),
-            "max_messages": forms.number(form, "max_messages"),
-            "unsolicited_mwi": forms.checked(form, "unsolicited_mwi"),
-        }
-        await app.editor.set_singleton("voicemail", drop_none(data))
+        try:
+            data = {
+                "max_message_seconds": forms.number(form, "max_message_seconds"),
+                "max_messages": forms.number(form, "max_messages"),
+                "unsolicited_mwi": forms.checked(form, "unsolicited_mwi"),
+            }
+            await app.editor.set_singleton("voicemail", drop_none(data))
+        except EditError as exc:
+            return voicemail_page(request, session, 422, exc.errors, forms.posted(form))
         return app.back("/admin/voicemail", session, "voicemail settings saved")
 
     async def voicemail_file(request: Request, session: Session) -> Response:
@@ -472,7 +552,12 @@ def routes(app: ConsoleApp) -> list[BaseRoute]:
     # -- trunks -----------------------------------------------------------------------------
 
     def trunk_page(
-        request: Request, session: Session, trunk: Trunk | None, status: int = 200, errors: Any = ()
+        request: Request,
+        session: Session,
+        trunk: Trunk | None,
+        status: int = 200,
+        errors: Any = (),
+        values: forms.Values | None = None,
     ) -> Response:
         return app.render(
             request,
@@ -480,7 +565,7 @@ def routes(app: ConsoleApp) -> list[BaseRoute]:
             session,
             status,
             trunk=trunk,
-            values=forms.trunk_form(trunk),
+            values=values if values is not None else forms.trunk_values(trunk),
             errors=errors,
         )
 
@@ -509,7 +594,7 @@ def routes(app: ConsoleApp) -> list[BaseRoute]:
             else:
                 trunk = await app.editor.replace("trunks", name, data, patch=True)
         except EditError as exc:
-            return trunk_page(request, session, old, 422, exc.errors)
+            return trunk_page(request, session, old, 422, exc.errors, forms.posted(form))
         assert isinstance(trunk, Trunk)
         return app.back(f"/admin/trunks/{trunk.name}", session, "saved and applied")
 
@@ -523,18 +608,32 @@ def routes(app: ConsoleApp) -> list[BaseRoute]:
     # -- call history -----------------------------------------------------------------------
 
     async def calls(request: Request, session: Session) -> Response:
+        return calls_page(request, session)
+
+    def calls_page(
+        request: Request,
+        session: Session,
+        status: int = 200,
+        errors: Any = (),
+        retention: str | None = None,
+    ) -> Response:
         history = cdr(app)
-        where = call_filter(request.query_params)
-        rows = [c.row() for c in history.query(where)] if history else []
-        retention = history.options.retention_days if history else 0
+        try:
+            where = call_filter(request.query_params)
+        except EditError as exc:  # the filter shown again, its error beside it
+            where, errors, status = Filter(limit=0), exc.errors, 422
+        rows = [c.row() for c in history.query(where)] if history and where.limit else []
+        kept = history.options.retention_days if history else 0
         return app.render(
             request,
             "calls.html",
             session,
+            status,
             rows=rows,
-            params=dict(request.query_params),
+            params={k: forms.shown(v) for k, v in request.query_params.items()},
             dispositions=DISPOSITIONS,
-            retention=retention,
+            retention=kept if retention is None else retention,
+            errors=errors,
             csv=f"/admin/calls.csv?{request.url.query}",
         )
 
@@ -551,34 +650,52 @@ def routes(app: ConsoleApp) -> list[BaseRoute]:
         form = await posted(request, session)
         if isinstance(form, Response):
             return form
-        await app.editor.set_singleton(
-            "cdr", {"retention_days": forms.number(form, "retention_days")}
-        )
+        try:
+            days = forms.number(form, "retention_days")
+            await app.editor.set_singleton("cdr", {"retention_days": days})
+        except EditError as exc:
+            typed = forms.posted(form).get("retention_days", "")
+            return calls_page(request, session, 422, exc.errors, typed)
         return app.back("/admin/calls", session, "retention saved")
 
     # -- API tokens and the administrator's account ----------------------------------------
 
     async def tokens(request: Request, session: Session) -> Response:
+        return tokens_page(request, session)
+
+    def tokens_page(
+        request: Request,
+        session: Session,
+        status: int = 200,
+        errors: Any = (),
+        values: forms.Values | None = None,
+    ) -> Response:
         return app.render(
             request,
             "tokens.html",
             session,
+            status,
             tokens=app.accounts.tokens(),
             users=app.svc.config.users,
+            values=values or {},
+            errors=errors,
         )
 
     async def token_new(request: Request, session: Session) -> Response:
         form = await posted(request, session)
         if isinstance(form, Response):
             return form
-        extension = forms.text(form, "extension")
-        if extension is not None and app.svc.user(extension) is None:
-            raise EditError([FieldError("extension", f"no user {extension}")])
-        label = forms.text(form, "label") or "token"
         try:
-            token = app.accounts.new_token("user" if extension else "admin", extension, label)
-        except PasswordError as exc:
-            raise EditError([FieldError("label", str(exc))]) from None
+            extension = forms.text(form, "extension")
+            if extension is not None and app.svc.user(extension) is None:
+                raise EditError([FieldError("extension", f"no user {extension}")])
+            label = forms.text(form, "label") or "token"
+            try:
+                token = app.accounts.new_token("user" if extension else "admin", extension, label)
+            except PasswordError as exc:
+                raise EditError([FieldError("label", str(exc))]) from None
+        except EditError as exc:
+            return tokens_page(request, session, 422, exc.errors, forms.posted(form))
         return app.back("/admin/tokens", session, f"new token (shown once): {token}")
 
     async def token_revoke(request: Request, session: Session) -> Response:
@@ -615,8 +732,17 @@ def routes(app: ConsoleApp) -> list[BaseRoute]:
     async def root(request: Request, session: Session) -> Response:
         return RedirectResponse("/admin", status_code=303)
 
+    async def favicon(request: Request) -> Response:
+        return FileResponse(FAVICON, media_type="image/svg+xml")  # what browsers ask first
+
+    app.templates.filters["label"] = forms.label
+    app.templates.filters["when"] = forms.when
+    app.templates.filters["part"] = forms.part
+    app.templates.filters["humane"] = forms.humane
+    app.templates.globals["choices"] = forms.CHOICES
     get, post = ["GET"], ["POST"]
     return [
+        Route("/favicon.ico", r(favicon), methods=get),
         Route("/admin", admin(dashboard), methods=get),
         Route("/admin/", admin(root), methods=get),
         Route("/admin/users", admin(users), methods=get),
@@ -626,6 +752,7 @@ def routes(app: ConsoleApp) -> list[BaseRoute]:
         Route("/admin/users/{ext}", admin(user_update), methods=post),
         Route("/admin/users/{ext}/delete", admin(user_delete), methods=post),
         Route("/admin/users/{ext}/reset", admin(user_reset), methods=post),
+        Route("/admin/users/{ext}/secrets", admin(user_secrets), methods=post),
         Route("/admin/groups", admin(groups), methods=get),
         Route("/admin/groups/new", admin(group_new), methods=get),
         Route("/admin/groups/new", admin(group_save), methods=post),

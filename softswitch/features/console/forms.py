@@ -10,6 +10,7 @@ JSON with the same rule).
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 from typing import Any
 
 from starlette.datastructures import FormData
@@ -114,8 +115,32 @@ def _listed(value: str | None) -> str | list[str] | None:
     return items[0] if len(items) == 1 else items
 
 
+# a form field as the model names it, for an error this module finds (a control
+# character) to show where the model's own errors do
+FIELD_PATHS = (
+    (re.compile(r"^device_(\d+)_(\w+)$"), r"devices[\1].\2"),
+    (re.compile(r"^rule_(\d+)_(\w+)$"), r"rules[\1].\2"),
+    (re.compile(r"^forward_(\w+)$"), r"forward.\1"),
+    (re.compile(r"^key_(.)$"), r"keys.\1"),
+)
+
+
+def model_path(field: str) -> str:
+    for pattern, path in FIELD_PATHS:
+        if pattern.match(field):
+            return pattern.sub(path, field)
+    return field
+
+
 def user_patch(form: FormData) -> dict[str, Any]:
     """The fields of the user form as a merge patch of the user's table."""
+    try:
+        return _user_patch(form)
+    except EditError as exc:
+        raise EditError([FieldError(model_path(e.field), e.message) for e in exc.errors]) from None
+
+
+def _user_patch(form: FormData) -> dict[str, Any]:
     forward: dict[str, Any] = {
         key: text(form, f"forward_{key}") for key in ("busy", "no_answer", "unreachable")
     }
@@ -207,14 +232,15 @@ def group_data(form: FormData) -> dict[str, Any]:
     return data
 
 
-def group_form(group: RingGroup | None) -> dict[str, Any]:
-    if group is None:
-        return {"steps": ""}
-    return {**group.model_dump(mode="json"), "steps": steps_text(group.steps)}
-
-
 def ivr_patch(form: FormData) -> dict[str, Any]:
     """The main menu's fields (sub-menus, after-hours and rules are kept as they are)."""
+    try:
+        return _ivr_patch(form)
+    except EditError as exc:
+        raise EditError([FieldError(model_path(e.field), e.message) for e in exc.errors]) from None
+
+
+def _ivr_patch(form: FormData) -> dict[str, Any]:
     keys = {k: v for k in KEYS if (v := text(form, f"key_{k}")) is not None}
     patch = {
         "extension": text(form, "extension"),
@@ -279,3 +305,204 @@ def trunk_form(trunk: Trunk | None) -> dict[str, Any]:
         return {"addresses": "", "register": False}
     data = trunk.model_dump(mode="json", by_alias=True)
     return {**data, "addresses": ", ".join(trunk.addresses)}
+
+
+# -- what the forms show -------------------------------------------------------------------
+# Every console form renders from ``values``: field name -> the text in the input. A GET
+# builds them from the item (``*_values``); a refused POST shows what was typed
+# (:func:`posted`), so an error never costs the user their input.
+
+Values = dict[str, str]
+
+# the words a person reads for the configuration's enum values (which stay the options'
+# values, so what is posted is unchanged)
+CHOICES: dict[str, tuple[tuple[str, str], ...]] = {
+    "permission": (
+        ("internal", "Extensions only"),
+        ("emergency", "Emergency numbers"),
+        ("national", "National numbers"),
+        ("international", "International numbers"),
+    ),
+    "kind": (
+        ("user", "Person with phones"),
+        ("virtual", "Virtual (no phone: forwarding and voicemail)"),
+        ("message_only", "Message only (greeting, then voicemail)"),
+    ),
+    "dnd": (
+        ("off", "Off"),
+        ("no_queue", "Not for ring groups"),
+        ("all", "On: everything to voicemail"),
+    ),
+    "screening": (
+        ("off", "Off"),
+        ("unknown", "Callers who are not colleagues"),
+        ("all", "Every caller"),
+    ),
+    "caller_hears": (("ringback", "Ringing"), ("music", "Hold music")),
+    "dial_by": (("last", "Last name"), ("first", "First name")),
+}
+
+
+def label(value: Any, field: str) -> str:
+    """The words for ``value`` of ``field`` (itself when it has none)."""
+    return dict(CHOICES.get(field, ())).get(str(value), str(value))
+
+
+# what a field holds, for the model's "String should match pattern '^...$'" (a regular
+# expression is no help to a person), by the field's last name
+PATTERN_HINTS = {
+    "extension": "2 to 8 digits",
+    "inbound_extension": "2 to 8 digits",
+    "pin": "4 to 12 digits",
+    "caller_id": "a number such as +33123456789",
+    "number": "a number such as +33612345678",
+    "username": "letters, digits, '.', '_' or '-'",
+    "name": "1 to 32 letters, digits, '_' or '-'",
+    "proxy": "an address starting with sip: or sips:",
+    **{day: "a range such as 09:00-12:00" for day in DAYS},
+}
+
+
+def humane(message: str, field: str) -> str:
+    """A model's message about ``field`` as a person reads it."""
+    if not message.startswith("String should match pattern"):
+        return message
+    last = re.sub(r"\[\d+\]", "", field).rpartition(".")[2]
+    hint = PATTERN_HINTS.get(last)
+    return f"expected {hint}" if hint else "not in the expected form"
+
+
+def part(rest: str) -> str:
+    """The part of a field an error is about, as a person counts: ``[0].targets[1]`` is
+    ``#1 targets #2``."""
+    words = re.sub(r"\[(\d+)\]", lambda m: f" #{int(m[1]) + 1} ", rest).replace(".", " ")
+    return " ".join(words.split())
+
+
+def when(value: float | str | None) -> str:
+    """One format for every time the console shows: ``2026-12-07 10:37:40`` (UTC, as
+    the call history's CSV and API are)."""
+    if value is None or value == "":
+        return ""
+    if isinstance(value, str):
+        try:
+            moment = datetime.fromisoformat(value)
+        except ValueError:
+            return value
+    else:
+        moment = datetime.fromtimestamp(value, UTC)
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def posted(form: FormData) -> Values:
+    """The form's text fields as typed, to show again; control characters escaped (one
+    was refused, and would not survive the page either)."""
+    out: Values = {}
+    for key, value in form.multi_items():
+        if isinstance(value, str) and key != "csrf":
+            out[shown(key)] = CONTROL_IN_LINES.sub(lambda m: ascii(m.group())[1:-1], value)
+    return out
+
+
+def user_values(user: User | None) -> Values:
+    """The user form's fields for ``user`` (None: a new user's defaults). The phone
+    password, the PIN and the devices' passwords are left out: the page reveals them on
+    demand, and an empty one is kept as it is (:func:`keep_secrets`)."""
+    if user is None:  # the model's defaults, the four fields it requires empty
+        defaults = user_values(User(extension="00", name="-", password="-" * 8, pin="0000"))
+        return {**defaults, "extension": "", "name": ""}
+    forward = user.forward
+    values: Values = {
+        "extension": user.extension,
+        "name": user.name,
+        "permission": user.permission,
+        "kind": user.kind,
+        "caller_id": user.caller_id or "",
+        "dnd": user.dnd,
+        "screening": user.screening,
+        "voicemail": "on" if user.voicemail else "",
+        "hold_music": user.hold_music,
+        "blocked": " ".join(user.blocked),
+        "forward_busy": forward.busy or "",
+        "forward_no_answer": forward.no_answer or "",
+        "forward_no_answer_after": str(forward.no_answer_after),
+        "forward_unreachable": forward.unreachable or "",
+        "forward_steps": steps_text(forward.steps),
+        "forward_connecting_message": forward.connecting_message or "",
+        "forward_confirm_external": "on" if forward.confirm_external else "",
+        "in_hours": str(user.in_hours),
+        "after_hours": str(user.after_hours),
+    }
+    devices, rules = user_rows(user)
+    for i, device in enumerate(devices):
+        for key in ("name", "username", "number", "flip"):
+            values[f"device_{i}_{key}"] = str(device.get(key) or "")
+    for i, rule in enumerate(rules):
+        for key in ("name", "caller", "called", "weekly", "dates", "action"):
+            values[f"rule_{i}_{key}"] = str(rule.get(key) or "")
+    values["device_rows"], values["rule_rows"] = str(len(devices)), str(len(rules))
+    return values
+
+
+def user_secrets(user: User) -> Values:
+    """What the page's Show button reveals: field name -> secret."""
+    found = {"password": user.password, "pin": user.pin}
+    for i, device in enumerate(user.devices):
+        if device.password is not None:
+            found[f"device_{i}_password"] = device.password
+    return found
+
+
+def keep_secrets(patch: dict[str, Any], user: User) -> dict[str, Any]:
+    """An edit's patch with the secrets left empty kept as they are: the phone password,
+    the PIN, and each device's password and what the form does not show of it (matched
+    by login or number)."""
+    patch = dict(patch)
+    for key in ("password", "pin"):
+        if patch.get(key) is None:
+            patch.pop(key, None)
+    if patch.get("devices"):
+        old = {d.username or d.number: d.model_dump(exclude_none=True) for d in user.devices}
+        devices = []
+        for device in patch["devices"]:
+            before = old.get(device.get("username") or device.get("number"), {})
+            # the flip is in the form (emptied: none); the rest is kept unless typed
+            devices.append({**{k: v for k, v in before.items() if k != "flip"}, **device})
+        patch["devices"] = devices
+    return patch
+
+
+def group_values(group: RingGroup | None) -> Values:
+    if group is None:
+        return {"steps": "", "no_answer": "hangup", "caller_hears": "ringback"}
+    return {
+        "extension": group.extension,
+        "name": group.name,
+        "steps": steps_text(group.steps),
+        "no_answer": str(group.no_answer),
+        "caller_hears": group.caller_hears,
+        "permission": group.permission,
+        "confirm_external": "on" if group.confirm_external else "",
+    }
+
+
+def ivr_values(menu: Receptionist | None) -> Values:
+    if menu is None:
+        return {"default": "hangup", "timeout": "5", "retries": "3", "dial_by": "last"}
+    values: Values = {
+        "extension": menu.extension,
+        "name": menu.name,
+        "greeting": str(menu.greeting),
+        "dial_extension": "on" if menu.dial_extension else "",
+        "default": str(menu.default),
+        "timeout": f"{menu.timeout:g}",
+        "retries": str(menu.retries),
+        "dial_by": menu.dial_by,
+    }
+    return values | {f"key_{k}": v for k, v in menu.keys.items()}
+
+
+def trunk_values(trunk: Trunk | None) -> Values:
+    return {k: "" if v is None else str(v) for k, v in trunk_form(trunk).items()} | (
+        {"register": "on" if trunk and trunk.registers else ""}
+    )

@@ -33,6 +33,14 @@ GREETING_RATE = 16000
 
 def own_patch(form: Any) -> dict[str, Any]:
     """The settings a user may change: forwarding, DND, screening."""
+    try:
+        return _own_patch(form)
+    except EditError as exc:  # named as the model's errors are, to show by the field
+        errors = [FieldError(forms.model_path(e.field), e.message) for e in exc.errors]
+        raise EditError(errors) from None
+
+
+def _own_patch(form: Any) -> dict[str, Any]:
     return {
         "dnd": forms.text(form, "dnd"),
         "screening": forms.text(form, "screening"),
@@ -42,6 +50,19 @@ def own_patch(form: Any) -> dict[str, Any]:
             "no_answer_after": forms.number(form, "forward_no_answer_after"),
             "unreachable": forms.text(form, "forward_unreachable"),
         },
+    }
+
+
+def own_values(me: User) -> forms.Values:
+    """The portal's fields for ``me`` (the token's label: a suggestion)."""
+    return {
+        "dnd": me.dnd,
+        "screening": me.screening,
+        "forward_busy": me.forward.busy or "",
+        "forward_no_answer": me.forward.no_answer or "",
+        "forward_no_answer_after": str(me.forward.no_answer_after),
+        "forward_unreachable": me.forward.unreachable or "",
+        "label": "my script",
     }
 
 
@@ -68,7 +89,12 @@ def routes(app: ConsoleApp) -> list[BaseRoute]:
         return feature.greetings_dir(me.extension) / "standard.wav"
 
     def page(
-        request: Request, session: Session, me: User, status: int = 200, errors: Any = ()
+        request: Request,
+        session: Session,
+        me: User,
+        status: int = 200,
+        errors: Any = (),
+        values: forms.Values | None = None,
     ) -> Response:
         store = mailbox_store(app.svc)
         history = cdr(app)
@@ -84,7 +110,9 @@ def routes(app: ConsoleApp) -> list[BaseRoute]:
             session,
             status,
             me=me,
+            values={**own_values(me), **(values or {})},
             messages=store.messages(me.extension) if store else [],
+            names={u.extension: u.name for u in app.svc.config.users},
             calls=calls,
             errors=errors,
             has_greeting=bool(greeting and greeting.exists()),
@@ -101,7 +129,7 @@ def routes(app: ConsoleApp) -> list[BaseRoute]:
         try:
             await app.editor.replace("users", me.extension, own_patch(form), patch=True)
         except EditError as exc:
-            return page(request, session, me, 422, exc.errors)
+            return page(request, session, me, 422, exc.errors, forms.posted(form))
         return app.back("/portal", session, "your settings are saved and in use")
 
     async def greeting(request: Request, session: Session, me: User) -> Response:
@@ -190,9 +218,13 @@ def routes(app: ConsoleApp) -> list[BaseRoute]:
         if isinstance(form, Response):
             return form
         try:
-            value = app.accounts.new_token("user", me.extension, forms.text(form, "label") or "me")
-        except PasswordError as exc:
-            return page(request, session, me, 422, [FieldError("token", str(exc))])
+            try:
+                label = forms.text(form, "label") or "me"
+                value = app.accounts.new_token("user", me.extension, label)
+            except PasswordError as exc:
+                raise EditError([FieldError("label", str(exc))]) from None
+        except EditError as exc:
+            return page(request, session, me, 422, exc.errors, forms.posted(form))
         return app.back("/portal", session, f"your API token (shown once): {value}")
 
     async def token_revoke(request: Request, session: Session, me: User) -> Response:

@@ -37,7 +37,8 @@ function dashboard(root) {
     document.getElementById("ticks").textContent = live.media.ticks;
     document.getElementById("skipped").textContent = live.media.skipped_ticks;
     document.getElementById("calls-total").textContent = live.counters.calls;
-    state.textContent = "live · " + new Date(live.time * 1000).toLocaleTimeString();
+    // UTC, as every other time of the console
+    state.textContent = `live · ${new Date(live.time * 1000).toISOString().slice(11, 19)} UTC`;
   };
 }
 
@@ -97,13 +98,32 @@ function recorder(button) {
   });
 }
 
+// The user page holds no secret: Show asks for them (a POST with the CSRF token) and
+// fills the empty fields, which a save then keeps as they are.
+function revealer(button) {
+  const form = button.closest("form");
+  button.addEventListener("click", async () => {
+    const body = new FormData();
+    body.append("csrf", csrf());
+    button.disabled = true;
+    try {
+      const answer = await fetch(button.dataset.url, { method: "POST", body });
+      if (!answer.ok) { button.textContent = `Cannot show them (${answer.status})`; return; }
+      for (const [name, value] of Object.entries(await answer.json())) {
+        const input = form.elements.namedItem(name);
+        if (input && !input.value) input.value = value;
+      }
+      button.hidden = true;
+    } finally { button.disabled = false; }
+  });
+}
+
 document.addEventListener("DOMContentLoaded", () => {
   for (const form of document.querySelectorAll("form.confirm")) {
     form.addEventListener("submit", (e) => { if (!confirm(form.dataset.confirm)) e.preventDefault(); });
   }
-  for (const cellEl of document.querySelectorAll(".time[data-time]")) {
-    cellEl.textContent = new Date(Number(cellEl.dataset.time) * 1000).toLocaleString();
-  }
+  const reveal = document.getElementById("reveal");
+  if (reveal) revealer(reveal);
   const root = document.getElementById("dashboard");
   if (root) dashboard(root);
   const button = document.getElementById("listen");
