@@ -167,6 +167,7 @@ class Pbx:
                     await feature.resume(previous, self.svc)
             except Exception:
                 log.exception("event=feature_resume_failed feature=%s", type(feature).name)
+        await self.svc.config_changed()
 
     @property
     def parties(self) -> set[Party]:

@@ -152,6 +152,11 @@ class Services:
             self._web = WebHost(lambda: self.config, lambda: self.config_file)
         return self._web
 
+    async def config_changed(self) -> None:
+        """A configuration was applied: the web process, if any, serves from it now."""
+        if self._web is not None:
+            await self._web.configure()
+
     async def close(self) -> None:
         """Stop what the services run for the features (the web process)."""
         if self._web is not None:

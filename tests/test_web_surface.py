@@ -12,17 +12,20 @@ import os
 import re
 import signal
 import stat
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
 import pytest
 
+import sip
 from softswitch.web.server import Limits
 
-from .console import Running, office_text, start
+from .console import Running, login, office_text, start
 from .netutil import free_port
 from .office import demo_pbx
+from .test_console_api import admin_password
 from .test_provisioning import MAC, PHONES
 
 LIMITS = Limits()
@@ -76,17 +79,60 @@ async def test_idle_and_slow_connections_are_capped_per_address_and_timed_out(
         b"POST /login HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n"
         b"Content-Length: 1000\r\n\r\nname=admin"
     )
-    # everyone else still gets the console at once
-    async with httpx.AsyncClient(
-        base_url=office.url, transport=httpx.AsyncHTTPTransport(local_address="127.0.0.2")
-    ) as client:
+    # ...and another trickles a byte a second: alive, but far below any useful rate
+    trickle_writer = idle[1][1]
+    trickle_writer.write(
+        b"POST /login HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+        b"Content-Length: 4000\r\n\r\n"
+    )
+
+    async def trickle() -> None:
+        with contextlib.suppress(ConnectionError):
+            for _ in range(30):
+                trickle_writer.write(b"a")
+                await trickle_writer.drain()
+                await asyncio.sleep(1.0)
+
+    trickling = asyncio.create_task(trickle())
+    # everyone else still gets the console at once, and a dashboard asked with
+    # "Connection: close" (as nginx asks by default) streams past every request timeout
+    transport = httpx.AsyncHTTPTransport(local_address="127.0.0.2")
+    async with httpx.AsyncClient(base_url=office.url, transport=transport) as client:
         answer = await client.get("/login", timeout=2.0)
         assert answer.status_code == 200
-    # the attacker's connections end: silent ones after the head timeout, the slow body
-    # after the body timeout
-    within = max(LIMITS.head_timeout, LIMITS.body_timeout) + 3.0
-    ended = await asyncio.gather(*(_closed(r, within) for r, _ in idle))
-    assert all(ended)
+        await login(client, "admin", admin_password(office))
+
+        async def dashboard() -> int:
+            events = 0
+            headers = {"Connection": "close"}
+            async with client.stream("GET", "/live", headers=headers, timeout=20) as stream:
+                async for line in stream.aiter_lines():
+                    events += line.startswith("data: ")
+                    if time.monotonic() > done:
+                        break
+            return events
+
+        # the attacker's connections end: silent ones after the head timeout, the slow
+        # body after the body timeout, the trickle by its deadline
+        within = max(LIMITS.head_timeout, LIMITS.body_timeout) + 3.0
+        done = time.monotonic() + within
+        # a registered phone: its expiry changes every second, so does the dashboard
+        phone = sip.UserAgent("udp:127.0.0.1:0", user="100")
+        await phone.start()
+        sip_port = office.pbx.ua.listeners[0].port
+        await phone.register(
+            f"sip:127.0.0.1:{sip_port}",
+            aor="sip:100@office.test",
+            username="100",
+            password="alice100",
+            expires=300,
+        )
+        live = asyncio.create_task(dashboard())
+        ended = await asyncio.gather(*(_closed(r, within) for r, _ in idle))
+        assert all(ended)  # the trickle too (idle[1]), long before its 4000 bytes
+        trickling.cancel()
+        assert await live >= within - 2  # still streaming after the others were cut
+        await phone.close()
     lines = [r.getMessage() for r in caplog.records if r.name == "security"]
     assert any(
         re.match(r"event=http_refused src=127\.0\.0\.9:\d+ .*reason=max_per_address", line)
@@ -267,3 +313,74 @@ async def test_a_web_process_that_dies_is_started_again(
                 await asyncio.sleep(0.2)
     assert web.pid not in (None, pid) and web.restarts == 1
     assert any("event=web_process_exited" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_stranger_can_neither_forge_log_lines_nor_park_uploads(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    http_port = free_port()
+    pbx = await demo_pbx(tmp_path, extra=PHONES.format(port=http_port), rtp=35600)
+    try:
+        forged = (
+            "/x%0a2026-12-07 13:48:06,123 WARNING security event=auth_failed"
+            " src=203.0.113.8:5060 user=100 method=REGISTER reason=wrong_password%0a"
+        )
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{http_port}") as client:
+            answer = await client.get(forged, auth=httpx.BasicAuth("prov", "guess"))
+            assert answer.status_code == 401
+    finally:
+        await pbx.stop()
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("provisioning_request" in m and "203.0.113.8" in m for m in messages)
+    assert not any("\n" in m or "\r" in m for m in messages)
+    assert not any(r.name == "security" and "203.0.113.8" in r.getMessage() for r in caplog.records)
+
+
+async def test_uploads_are_read_only_from_whom_is_logged_in(office: Running) -> None:
+    url = httpx.URL(office.url)
+    assert url.port is not None
+    reader, writer = await asyncio.open_connection(url.host, url.port)
+    writer.write(
+        b"POST /admin/music HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; b=x\r\n"
+        b"Content-Length: 5000000\r\n\r\n"
+    )
+    await writer.drain()
+    answer = await asyncio.wait_for(reader.read(4096), 5)  # at once, not after 5 MB
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+    writer.close()
+    async with httpx.AsyncClient(base_url=office.url) as client:
+        csrf = await login(client, "admin", admin_password(office))
+        upload = await client.post(
+            "/admin/music",
+            data={"csrf": csrf, "slot": "default"},
+            files={"file": ("big.wav", b"\0" * 200_000, "audio/wav")},
+        )
+        assert upload.status_code != 413  # the administrator's upload is read (then judged)
+
+
+async def test_the_web_process_follows_each_applied_configuration(tmp_path: Path) -> None:
+    http_port = free_port()
+    text = PHONES.format(port=http_port)
+    pbx = await demo_pbx(tmp_path, extra=text, rtp=35800)
+    base = f"http://127.0.0.1:{http_port}"
+    auth = httpx.DigestAuth("prov", "prov-secret")
+    try:
+        async with httpx.AsyncClient(base_url=base, auth=auth) as client:
+            first = await client.get(f"/{MAC}-softswitch.cfg")
+            assert 'reg.1.auth.password="alice100"' in first.text
+        users = [
+            u.model_copy(update={"password": "alice-second"}) if u.extension == "100" else u
+            for u in pbx.config.users
+        ]
+        await pbx.apply(pbx.config.model_copy(update={"users": users}))
+        async with httpx.AsyncClient(base_url=base, auth=auth) as client:
+            second = await client.get(f"/{MAC}-softswitch.cfg")
+            assert 'reg.1.auth.password="alice-second"' in second.text
+        sections = {k: v for k, v in pbx.config.sections.items() if k != "provisioning"}
+        await pbx.apply(pbx.config.model_copy(update={"sections": sections}))
+        async with httpx.AsyncClient(base_url=base, auth=auth) as client:
+            with pytest.raises(httpx.ConnectError):
+                await client.get(f"/{MAC}-softswitch.cfg")
+    finally:
+        await pbx.stop()

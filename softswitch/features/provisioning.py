@@ -51,6 +51,7 @@ DEFAULT_MASTER = "000000000000.cfg"
 FILE = re.compile(r"^(?P<mac>[0-9a-fA-F]{12})(?P<kind>\.cfg|-softswitch\.cfg)$")
 REALM = "softswitch provisioning"
 TRANSPORTS = {"udp": "UDPOnly", "tcp": "TCPOnly"}
+DISPLAY_CACHE = 5.0  # seconds a hot-desk phone's display name is kept by the web process
 HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Cache-Control": "no-store",  # each phone's file holds its SIP password
@@ -216,6 +217,10 @@ class Provisioning(BaseFeature):
         await super().resume(old, svc)
         if self.options is not None:  # the web process now serves this configuration's phones
             await self.start(svc)
+        elif self.serving:  # turned off
+            await svc.web.unserve("provisioning")
+            self.serving = False
+            log.info("event=provisioning_stopped")
 
     def _display(self, args: dict[str, object]) -> str | None:
         """The name of who is logged in at hot-desk phone ``mac`` (its display)."""
@@ -272,6 +277,7 @@ class ProvisioningServer:
         self.digest = sip.DigestServer(REALM, algorithms=("MD5",))
         self.throttle = LoginThrottle(options.login_attempts, float(options.login_window))
         self.requests = 0
+        self.displays: dict[str, tuple[float, str | None]] = {}  # mac -> (when, who)
 
     @property
     def phones(self) -> dict[str, Phone]:
@@ -340,10 +346,21 @@ class ProvisioningServer:
             return master(f"{phone.mac}-softswitch.cfg"), 200
         display = None
         if phone.hot_desk:
-            found = await self.svc.call("provisioning.display", mac=phone.mac)
-            display = found if isinstance(found, str) else None
+            display = await self._display(phone.mac)
         params = self.parameters(phone, request.url.hostname, display)
         return parameters_document(params), 200
+
+    async def _display(self, mac: str) -> str | None:
+        """Who is logged in at a hot-desk phone, asked of the daemon at most once per
+        DISPLAY_CACHE seconds per phone (a phone that polls costs the daemon nothing)."""
+        now = self.svc.now()
+        cached = self.displays.get(mac)
+        if cached is not None and now - cached[0] < DISPLAY_CACHE:
+            return cached[1]
+        found = await self.svc.call("provisioning.display", mac=mac)
+        display = found if isinstance(found, str) else None
+        self.displays[mac] = (now, display)
+        return display
 
     def parameters(
         self, phone: Phone, asked_host: str | None = None, display: str | None = None

@@ -17,12 +17,15 @@ import logging
 import signal
 import socket
 import sys
+import threading
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
+
+from starlette.types import Scope
 
 import sip
 
@@ -40,6 +43,9 @@ log = logging.getLogger("softswitch")
 
 CALL_TIMEOUT = 30.0  # a daemon that has not answered a call by then: the request fails
 LOG_RATE = 200  # log lines a second sent to the daemon (a burst of as many at once)
+MAX_LOG_LINE = 4096  # characters of a line (a traceback included)
+MAX_CALLS = 16  # calls to the daemon waiting for an answer at once; more wait their turn
+SECURITY_FLUSH = 1.0  # seconds between two looks for security summaries that are due
 
 
 @dataclass
@@ -51,6 +57,8 @@ class WebApp:
     limits: Limits = field(default_factory=Limits)
     update: Callable[[Any], None] = lambda settings: None  # new settings, same address
     close: Callable[[], None] = lambda: None
+    # whether a request may send a body over the default limit (None: by route alone)
+    may_send_large: Callable[[Scope], bool] | None = None
 
 
 class Factory(Protocol):
@@ -135,32 +143,63 @@ class WebServices:
         return task
 
 
+class _Bucket:
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+        self.tokens = rate
+        self.last = time.monotonic()
+
+    def take(self, now: float) -> bool:
+        self.tokens = min(self.rate, self.tokens + (now - self.last) * self.rate)
+        self.last = now
+        if self.tokens < 1:
+            return False
+        self.tokens -= 1
+        return True
+
+
 class _ToDaemon(logging.Handler):
-    """Log records to the daemon, at most LOG_RATE a second (a token bucket)."""
+    """Log records to the daemon: at most LOG_RATE lines a second, WARNING and above with
+    a budget of their own (a flood of INFO lines cannot crowd out a security event), what
+    is held back counted in one line at most once a second. Records from worker threads
+    (password hashing, audio decoding) are handed to the loop's thread."""
 
     def __init__(self, write: Callable[[dict[str, Any]], None]) -> None:
         super().__init__()
         self.write = write
-        self.tokens = float(LOG_RATE)
-        self.last = time.monotonic()
+        self.loop = asyncio.get_running_loop()
+        self.thread = threading.get_ident()
+        self.info = _Bucket(LOG_RATE)
+        self.warnings = _Bucket(LOG_RATE / 4)
         self.dropped = 0
+        self.told = 0.0  # when the last "dropped" line went
 
     def emit(self, record: logging.LogRecord) -> None:
-        now = time.monotonic()
-        self.tokens = min(LOG_RATE, self.tokens + (now - self.last) * LOG_RATE)
-        self.last = now
-        if self.tokens < 1:
-            self.dropped += 1
-            return
-        self.tokens -= 1
         try:
             text = record.getMessage()
             if record.exc_info:
                 text += "\n" + self.format(record).partition("\n")[2]
         except Exception:
             text = str(record.msg)
-        if self.dropped:
-            dropped, self.dropped = self.dropped, 0
+        message = {
+            "op": "log",
+            "name": record.name,
+            "level": record.levelno,
+            "msg": text[:MAX_LOG_LINE],
+        }
+        if threading.get_ident() == self.thread:
+            self._send(message)
+        else:
+            self.loop.call_soon_threadsafe(self._send, message)
+
+    def _send(self, message: dict[str, Any]) -> None:
+        now = time.monotonic()
+        bucket = self.warnings if message["level"] >= logging.WARNING else self.info
+        if not bucket.take(now):
+            self.dropped += 1
+            return
+        if self.dropped and now - self.told >= 1.0 and self.warnings.take(now):
+            dropped, self.dropped, self.told = self.dropped, 0, now
             self.write(
                 {
                     "op": "log",
@@ -169,7 +208,7 @@ class _ToDaemon(logging.Handler):
                     "msg": f"event=web_log_dropped lines={dropped}",
                 }
             )
-        self.write({"op": "log", "name": record.name, "level": record.levelno, "msg": text})
+        self.write(message)
 
 
 class WebProcess:
@@ -181,12 +220,17 @@ class WebProcess:
         self.pending: dict[int, asyncio.Future[Any]] = {}
         self.next_id = 0
         self.tasks: set[asyncio.Task[Any]] = set()
+        self.calls = asyncio.Semaphore(MAX_CALLS)
 
     def write(self, message: dict[str, Any]) -> None:
         if self.writer is not None and not self.writer.is_closing():
             self.writer.write(to_daemon(message))
 
     async def _daemon_call(self, name: str, args: dict[str, Any]) -> Any:
+        async with self.calls:
+            return await self._one_call(name, args)
+
+    async def _one_call(self, name: str, args: dict[str, Any]) -> Any:
         self.next_id += 1
         ident = self.next_id
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
@@ -202,6 +246,7 @@ class WebProcess:
         reader, self.writer = await asyncio.open_unix_connection(sock=sock)
         root = logging.getLogger()
         root.handlers[:] = [_ToDaemon(self.write)]
+        flusher = asyncio.create_task(self._flush_security())
         try:
             while True:
                 message = await read_from_daemon(reader)
@@ -210,11 +255,25 @@ class WebProcess:
         except ChannelError:
             pass  # the daemon is gone: so are we
         finally:
-            for listener, web in self.listeners.values():
-                with contextlib.suppress(Exception):
-                    await listener.stop()
-                web.close()
+            flusher.cancel()
+            for name in list(self.listeners):
+                await self._unserve(name)
+            self.svc.security.flush(float("inf"))  # the summaries still open
             self.writer.close()
+
+    async def _flush_security(self) -> None:
+        while True:
+            await asyncio.sleep(SECURITY_FLUSH)
+            self.svc.security.flush(time.monotonic())
+
+    async def _unserve(self, name: str) -> None:
+        running = self.listeners.pop(name, None)
+        if running is None:
+            return
+        listener, web = running
+        web.close()  # first: its long answers (the dashboard's stream) end, then the server
+        with contextlib.suppress(Exception):
+            await listener.stop()
 
     def _dispatch(self, message: dict[str, Any]) -> bool:
         op = message["op"]
@@ -232,9 +291,17 @@ class WebProcess:
                     future.set_exception(RuntimeError(message["error"]))
                 else:
                     future.set_result(message.get("result"))
+        elif op == "unserve":
+            task = asyncio.create_task(self._answer_unserve(message))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
         elif op == "stop":
             return False
         return True
+
+    async def _answer_unserve(self, message: dict[str, Any]) -> None:
+        await self._unserve(message["name"])
+        self.write({"op": "reply", "id": message["id"], "result": True})
 
     async def _serve(self, message: dict[str, Any]) -> None:
         reply: dict[str, Any] = {"op": "reply", "id": message["id"]}
@@ -258,6 +325,7 @@ class WebProcess:
                     headers=web.headers,
                     tls=message["tls"],
                     trusted_proxies=message["trusted_proxies"],
+                    may_send_large=web.may_send_large,
                 )
                 try:
                     reply["result"] = await listener.start()

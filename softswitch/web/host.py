@@ -39,6 +39,8 @@ RESTART_DELAY = 1.0
 MAX_RESTART_DELAY = 30.0
 START_TIMEOUT = 30.0  # a web process that has not answered a serve by then is stopped
 MAX_LOG_LINE = 4096
+MAX_LOG_LINES = 400  # a second, from the web process (which sends at most 250)
+MAX_PENDING = 64  # calls of the web process in progress or waiting; beyond, "busy"
 Handler = Callable[[dict[str, Any]], Any]
 
 
@@ -74,6 +76,9 @@ class WebHost:
         self._starting = asyncio.Lock()
         self._closing = False
         self.restarts = 0
+        self._log_second = 0.0
+        self._log_count = 0
+        self._log_refused = 0
         self._failing = 0  # restarts in a row without a serve that worked
 
     @property
@@ -106,6 +111,13 @@ class WebHost:
         assert isinstance(port, int)
         self._failing = 0
         return port
+
+    async def unserve(self, name: str) -> None:
+        """Stop serving ``name`` (its feature was turned off)."""
+        if self.served.pop(name, None) is None or self._writer is None:
+            return
+        with contextlib.suppress(WebError):
+            await self._request({"op": "unserve", "name": name})
 
     async def configure(self) -> None:
         """The web process learns the running configuration (after a change)."""
@@ -149,6 +161,9 @@ class WebHost:
 
     # -- the process ------------------------------------------------------------------------
 
+    def _stopped(self) -> bool:
+        return self._closing
+
     async def _ensure(self) -> None:
         async with self._starting:
             if self._writer is not None or self._closing:
@@ -166,6 +181,11 @@ class WebHost:
                 )
             finally:
                 theirs.close()
+            if self._stopped():  # the PBX stopped while this one started
+                self._proc.kill()
+                await self._proc.wait()
+                ours.close()
+                return
             reader, self._writer = await asyncio.open_unix_connection(sock=ours)
             self._reader_task = asyncio.create_task(self._read(reader))
             await self.configure()
@@ -216,7 +236,6 @@ class WebHost:
 
     async def _restart(self, delay: float) -> None:
         await asyncio.sleep(delay)
-        self._reader_task = None
         for served in list(self.served.values()):
             try:
                 await self.serve(
@@ -270,6 +289,10 @@ class WebHost:
             else:
                 future.set_result(message.get("result"))
         elif op == "call":
+            if len(self._tasks) >= MAX_PENDING:
+                with contextlib.suppress(WebError):
+                    self._send({"op": "reply", "id": message.get("id"), "error": "busy"})
+                return
             task = asyncio.create_task(self._answer(message))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
@@ -280,10 +303,18 @@ class WebHost:
         name, level, text = message.get("name"), message.get("level"), message.get("msg")
         if not (isinstance(name, str) and isinstance(level, int) and isinstance(text, str)):
             raise ChannelError("a malformed log line")
-        if name not in ("softswitch", "security") and not name.startswith("softswitch."):
-            name = "softswitch.web"
+        now = asyncio.get_running_loop().time()
+        if now - self._log_second >= 1.0:
+            if self._log_refused:
+                log.warning("event=web_log_refused lines=%d", self._log_refused)
+            self._log_second, self._log_count, self._log_refused = now, 0, 0
+        if self._log_count >= MAX_LOG_LINES:  # our own bound, whatever the other side does
+            self._log_refused += 1
+            return
+        self._log_count += 1
+        name = name if name in ("softswitch", "security") else "softswitch.web"
         level = min(max(level, logging.DEBUG), logging.CRITICAL)
-        logging.getLogger(name).log(level, "%s", text[:MAX_LOG_LINE])
+        logging.getLogger(name).log(level, "%s", one_line(text[:MAX_LOG_LINE]))
 
     async def _answer(self, message: dict[str, Any]) -> None:
         ident, name, args = message.get("id"), message.get("name"), message.get("args")
@@ -306,3 +337,15 @@ class WebHost:
                 reply["error"] = str(exc) or type(exc).__name__
         with contextlib.suppress(WebError):
             self._send(reply)
+
+
+def one_line(text: str) -> str:
+    """``text`` as one log line: control characters escaped, a traceback's line breaks
+    too (a line a stranger put into a URL must never read as a line of its own, such as
+    a security event for fail2ban)."""
+    return "".join(
+        ch
+        if ch == "\t" or (ch.isprintable() and ch not in "\x85\u2028\u2029")
+        else ("\\n" if ch == "\n" else f"\\x{ord(ch):02x}")
+        for ch in text
+    )

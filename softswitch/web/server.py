@@ -25,7 +25,7 @@ import contextlib
 import logging
 import socket
 import time
-from collections.abc import Generator, Mapping, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import h11
@@ -35,12 +35,18 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 import sip
 
+from .throttle import source_key
+
 log = logging.getLogger("softswitch")
 
 App = ASGIApp
 
 DEFAULT_BODY_LIMIT = 64 * 1024
 DRAIN = 1024 * 1024  # of a refused body, read (and dropped) so that the client sees the 413
+MIN_RATE = 8 * 1024  # bytes/s a body must average, past its first body_timeout seconds
+BUFFERED = 64 * 1024 * 1024  # bodies held at once by one listener, before 503
+# their request is all in: a Connection: close or HTTP/1.0 client is MUST_CLOSE, not DONE
+COMPLETE = (h11.DONE, h11.MUST_CLOSE, h11.CLOSED)
 MAX_HEADER_BYTES = 16 * 1024
 KEEPALIVE_SECONDS = 5
 
@@ -82,29 +88,33 @@ class Guard:
 
     def admit(self, conn: Guarded, host: str, port: int) -> bool:
         now = time.monotonic()
-        if self.by_address.get(host, 0) >= self.limits.per_address:
+        key = source_key(host)  # an IPv6 host has a /64: one count for it all
+        if self.by_address.get(key, 0) >= self.limits.per_address:
             self.security.event("http_refused", (host, port), now, reason="max_per_address")
             return False
         if len(self.open) >= self.limits.total:
+            # the oldest idle connection goes, else the one longest in a body (slowloris)
             idle = [(since, c) for c, since in self.open.items() if c.idle]
-            if not idle:
+            slow = [(c.body_since, c) for c in self.open if c.body_since is not None]
+            if not idle and not slow:
                 self.security.event("http_refused", (host, port), now, reason="max_connections")
                 return False
-            _, oldest = min(idle, key=lambda pair: pair[0])
+            _, oldest = min(idle or slow, key=lambda pair: pair[0])
             self.security.event("http_evicted", oldest.peer, now, reason="max_connections")
             oldest.drop()
         self.open[conn] = now
-        self.by_address[host] = self.by_address.get(host, 0) + 1
+        self.by_address[key] = self.by_address.get(key, 0) + 1
         return True
 
     def release(self, conn: Guarded, host: str) -> None:
         if self.open.pop(conn, None) is None:
             return
-        left = self.by_address.get(host, 1) - 1
+        key = source_key(host)
+        left = self.by_address.get(key, 1) - 1
         if left > 0:
-            self.by_address[host] = left
+            self.by_address[key] = left
         else:
-            self.by_address.pop(host, None)
+            self.by_address.pop(key, None)
 
     def idle_since(self, conn: Guarded) -> None:
         if conn in self.open:
@@ -120,6 +130,8 @@ class Guarded(H11Protocol):
         super().connection_made(transport)
         self._deadline: asyncio.TimerHandle | None = None
         self._admitted = False
+        self.body_since: float | None = None  # when the body began (while it comes)
+        self._body_by = 0.0  # when it must be complete, however it trickles
         host, port = self.client or ("?", 0)
         self.peer = (host, port)
         if not self.guard.admit(self, host, port):
@@ -150,9 +162,17 @@ class Guarded(H11Protocol):
         if self.transport.is_closing():
             return
         state = self.conn.their_state
-        if state is h11.SEND_BODY:  # the body moves: it may pause body_timeout again
-            self._arm(self.guard.limits.body_timeout, "body")
-        elif state is h11.DONE:
+        if state is h11.SEND_BODY:
+            now = time.monotonic()
+            limits = self.guard.limits
+            if self.body_since is None:  # a body begins: it must arrive at a minimum rate
+                self.body_since = now
+                path = self.scope["path"] if self.scope else ""
+                self._body_by = now + limits.body_timeout + limits.body_limit(path) / MIN_RATE
+            # it may pause body_timeout at most, and end by its deadline
+            self._arm(min(limits.body_timeout, self._body_by - now), "body")
+        elif state in COMPLETE:
+            self.body_since = None
             self._disarm()  # the request is all here; the app answers in its own time
 
     def on_response_complete(self) -> None:
@@ -172,7 +192,7 @@ class Guarded(H11Protocol):
 
     def _late(self, what: str) -> None:
         self._deadline = None
-        if self.transport.is_closing() or self.conn.their_state is h11.DONE:
+        if self.transport.is_closing() or self.conn.their_state in COMPLETE:
             return
         if self.conn.their_state is not h11.IDLE or self.conn.trailing_data[0]:
             # part of a request, then silence (slowloris); a connection that never said
@@ -191,15 +211,24 @@ def protocol_for(guard: Guard) -> type[Guarded]:
 
 
 class Bounded:
-    """ASGI middleware: bodies within the route's limit, security headers on every answer."""
+    """ASGI middleware: bodies within the route's limit, held in memory within the
+    listener's budget, larger than the default only for whom ``may_send_large`` admits
+    (the console: a logged-in session or a token); security headers on every answer."""
 
     def __init__(
-        self, app: App, limits: Limits, headers: Mapping[str, str], security: sip.SecurityLog
+        self,
+        app: App,
+        limits: Limits,
+        headers: Mapping[str, str],
+        security: sip.SecurityLog,
+        may_send_large: Callable[[Scope], bool] | None = None,
     ) -> None:
         self.app = app
         self.limits = limits
         self.headers = [(k.lower().encode(), v.encode()) for k, v in headers.items()]
         self.security = security
+        self.may_send_large = may_send_large
+        self.buffered = 0  # bytes of bodies held now, all requests of the listener
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -216,53 +245,78 @@ class Bounded:
                 message = {**message, "headers": [*message.get("headers", []), *extra]}
             await send(message)
 
+        if (
+            limit > self.limits.default_body
+            and self.may_send_large is not None
+            and not self.may_send_large(scope)
+        ):
+            limit = self.limits.default_body  # a stranger's upload: no more than any form
         if declared is not None and (not declared.isdigit() or int(declared) > limit):
             if declared.isdigit() and int(declared) <= limit + DRAIN:
                 await _drain(receive, limit + DRAIN)  # read: the client then sees the 413
             await self._refuse(client, limit, send_with_headers)
             return
         # the whole body, counted, before the app parses any of it; then replayed at once
-        body = bytearray()
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":
-                return  # the client left
-            body += message.get("body", b"")
-            if len(body) > limit:
-                if message.get("more_body", False):
-                    await _drain(receive, DRAIN)
-                await self._refuse(client, limit, send_with_headers)
-                return
-            if not message.get("more_body", False):
-                break
-        replayed = False
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            while True:
+                message = await receive()
+                if message["type"] != "http.request":
+                    return  # the client left
+                chunk = message.get("body", b"")
+                if size + len(chunk) > limit:
+                    if message.get("more_body", False):
+                        await _drain(receive, DRAIN)
+                    await self._refuse(client, limit, send_with_headers)
+                    return
+                if self.buffered + len(chunk) > BUFFERED:  # too much held at once: later
+                    await self._busy(client, send_with_headers)
+                    return
+                chunks.append(chunk)
+                size += len(chunk)
+                self.buffered += len(chunk)
+                if not message.get("more_body", False):
+                    break
+            body = b"".join(chunks)
+            chunks.clear()
+            replayed = False
 
-        async def replay() -> Message:
-            nonlocal replayed
-            if replayed:
-                return await receive()
-            replayed = True
-            return {"type": "http.request", "body": bytes(body), "more_body": False}
+            async def replay() -> Message:
+                nonlocal replayed
+                if replayed:
+                    return await receive()
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
 
-        await self.app(scope, replay, send_with_headers)
+            await self.app(scope, replay, send_with_headers)
+        finally:
+            self.buffered -= size
 
     async def _refuse(self, client: tuple[str, int], limit: int, send: Send) -> None:
         self.security.event(
             "http_too_large", (client[0], client[1]), time.monotonic(), reason=f"over_{limit}_bytes"
         )
-        body = f"request body larger than {limit // 1024} KiB\n".encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"text/plain; charset=utf-8"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"connection", b"close"),
-                ],
-            }
+        await _plain(send, 413, f"request body larger than {limit // 1024} KiB\n")
+
+    async def _busy(self, client: tuple[str, int], send: Send) -> None:
+        self.security.event(
+            "http_refused", (client[0], client[1]), time.monotonic(), reason="bodies_buffered"
         )
-        await send({"type": "http.response.body", "body": body})
+        await _plain(send, 503, "too many uploads at once: try again\n", retry_after=5)
+
+
+async def _plain(send: Send, status: int, text: str, retry_after: int | None = None) -> None:
+    body = text.encode()
+    headers = [
+        (b"content-type", b"text/plain; charset=utf-8"),
+        (b"content-length", str(len(body)).encode()),
+        (b"connection", b"close"),
+    ]
+    if retry_after is not None:
+        headers.append((b"retry-after", str(retry_after).encode()))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 async def _drain(receive: Receive, budget: int) -> None:
@@ -295,6 +349,7 @@ class Listener:
     headers: Mapping[str, str] = field(default_factory=dict)
     tls: tuple[str, str] | None = None  # certificate chain, key (PEM files)
     trusted_proxies: Sequence[str] = ()
+    may_send_large: Callable[[Scope], bool] | None = None
     port: int = 0
     _server: _Server | None = None
     _task: asyncio.Task[None] | None = None
@@ -315,7 +370,7 @@ class Listener:
         self.port = sock.getsockname()[1]
         guard = Guard(self.limits, self.security)
         config = uvicorn.Config(
-            Bounded(self.app, self.limits, self.headers, self.security),
+            Bounded(self.app, self.limits, self.headers, self.security, self.may_send_large),
             http=protocol_for(guard),
             lifespan="off",
             access_log=False,  # the routes log what they serve

@@ -72,6 +72,7 @@ class ConsoleApp:
         self.closing = asyncio.Event()
         self.streams = 0
         self._snapshot: tuple[float, dict[str, Any]] | None = None  # when asked, what came
+        self._asking: asyncio.Future[Any] | None = None
         self.templates = jinja2.Environment(
             loader=jinja2.FileSystemLoader(HERE / "templates"),
             autoescape=True,
@@ -248,7 +249,7 @@ class ConsoleApp:
             return self.render(
                 request, "login.html", None, 401, message="wrong name or password", name=name
             )
-        self.throttle.succeeded(name)
+        self.throttle.succeeded(name, source[0])  # the guesses of others still count
         session = self.sessions.new(role, name, now)
         log.info("event=console_login role=%s name=%s src=%s", role, name, source[0])
         response = RedirectResponse("/admin" if role == "admin" else "/portal", 303)
@@ -274,7 +275,9 @@ class ConsoleApp:
         second)."""
         now = self.now()
         if self._snapshot is None or now - self._snapshot[0] >= LIVE_INTERVAL / 2:
-            data = await self.svc.call("console.snapshot")
+            if self._asking is None or self._asking.done():  # one question at a time
+                self._asking = asyncio.ensure_future(self.svc.call("console.snapshot"))
+            data = await asyncio.shield(self._asking)
             assert isinstance(data, dict)
             self._snapshot = (now, data)
         return self._snapshot[1]

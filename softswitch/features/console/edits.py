@@ -209,7 +209,11 @@ class Editor:
             config = file.write(tomlkit.dumps(doc))
         except ConfigError as exc:
             raise EditError(config_errors(exc, item)) from None
-        return await apply(config)
+        try:
+            return await apply(config)
+        except (RuntimeError, OSError, TimeoutError) as exc:  # the daemon did not apply it
+            message = f"saved, but the PBX did not apply it ({exc or 'no answer'}): try again"
+            raise EditError([FieldError("", message)], 503) from None
 
     def _validated(self, collection: Collection, data: Any) -> BaseModel:
         if not isinstance(data, dict):

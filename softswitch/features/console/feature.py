@@ -105,7 +105,11 @@ class Console(BaseFeature):
         options = self.options
         if self.serving and options is not None:
             await self._serve(svc, options)  # new settings; the address and TLS: a restart
-        elif not self.serving and options is not None and self.problem is None:
+        elif self.serving:  # turned off
+            await svc.web.unserve("console")
+            self.serving, self.url = False, None
+            log.info("event=console_stopped")
+        elif options is not None and self.problem is None:
             await self.start(svc)  # turned on
 
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.types import Scope
 
 from media.audio import MAX_AUDIO_FILE
 
@@ -86,10 +88,21 @@ def build(svc: WebServices, settings: ConsoleSettings) -> WebApp:
         accounts.close()
         stores.close()
 
+    def may_send_large(scope: Scope) -> bool:
+        """Uploads (larger than a form) only from a session or a token: a stranger's
+        body is never held in memory past the default limit."""
+        request = Request(scope)
+        if app.session(request) is not None:
+            return True
+        header = request.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        return scheme.lower() == "bearer" and accounts.token(token.strip()) is not None
+
     return WebApp(
         app=Starlette(routes=app.routes()),
         headers=headers,
         limits=LIMITS,
         update=update,
         close=close,
+        may_send_large=may_send_large,
     )
