@@ -253,7 +253,7 @@ class Bounded:
             limit = self.limits.default_body  # a stranger's upload: no more than any form
         if declared is not None and (not declared.isdigit() or int(declared) > limit):
             if declared.isdigit() and int(declared) <= limit + DRAIN:
-                await _drain(receive, limit + DRAIN)  # read: the client then sees the 413
+                await drain(receive, limit + DRAIN)  # read: the client then sees the 413
             await self._refuse(client, limit, send_with_headers)
             return
         # the whole body, counted, before the app parses any of it; then replayed at once
@@ -267,7 +267,7 @@ class Bounded:
                 chunk = message.get("body", b"")
                 if size + len(chunk) > limit:
                     if message.get("more_body", False):
-                        await _drain(receive, DRAIN)
+                        await drain(receive, DRAIN)
                     await self._refuse(client, limit, send_with_headers)
                     return
                 if self.buffered + len(chunk) > BUFFERED:  # too much held at once: later
@@ -319,17 +319,19 @@ async def _plain(send: Send, status: int, text: str, retry_after: int | None = N
     await send({"type": "http.response.body", "body": body})
 
 
-async def _drain(receive: Receive, budget: int) -> None:
-    """Read and drop what is left of a refused body, up to ``budget`` bytes: a client
-    still sending when the connection closes would get a reset instead of the 413."""
+async def drain(receive: Receive, budget: int) -> bool:
+    """Read and drop what is left of a refused body, up to ``budget`` bytes (a client
+    still sending when the connection closes would get a reset instead of the answer);
+    whether it ended within the budget."""
     seen = 0
     while seen <= budget:
         message = await receive()
         if message["type"] != "http.request":
-            return
+            return True
         seen += len(message.get("body", b""))
         if not message.get("more_body", False):
-            return
+            return True
+    return False
 
 
 class _Server(uvicorn.Server):

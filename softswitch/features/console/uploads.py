@@ -25,6 +25,7 @@ from starlette.types import Message, Receive
 from media.audio import MAX_AUDIO_FILE, AudioFileError, load_audio
 
 from ...private_files import private_dir
+from ...web.server import drain
 
 FORM_OVERHEAD = 64 * 1024  # the multipart framing and the other fields of an upload form
 # what is read (and dropped) of a refused body before answering, so that a browser sees the
@@ -74,15 +75,8 @@ def _declared_length(request: Request) -> int | None:
 
 async def _drain(receive: Receive) -> None:
     """Read what is left of a refused body, keeping none of it (up to DRAIN_LIMIT)."""
-    seen = 0
-    while seen <= DRAIN_LIMIT:
-        message = await receive()
-        if message["type"] != "http.request":
-            return
-        seen += len(message.get("body", b""))
-        if not message.get("more_body", False):
-            return
-    raise UploadError("the upload is far too large", 413)
+    if not await drain(receive, DRAIN_LIMIT):
+        raise UploadError("the upload is far too large", 413)
 
 
 async def read_form(request: Request, limit: int = MAX_AUDIO_FILE) -> FormData:
