@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import os
 import re
@@ -15,6 +16,7 @@ import stat
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -384,3 +386,21 @@ async def test_the_web_process_follows_each_applied_configuration(tmp_path: Path
                 await client.get(f"/{MAC}-softswitch.cfg")
     finally:
         await pbx.stop()
+
+
+async def test_console_edits_are_applied_at_a_pace_the_calls_can_bear(office: Running) -> None:
+    svc = office.pbx.svc
+    real = svc.apply_config
+    assert real is not None
+    starts: list[float] = []
+
+    async def slow(config: Any) -> list[str]:  # an office whose rebuild takes 20 ms
+        starts.append(time.monotonic())
+        await asyncio.sleep(0.02)
+        return await real(config)
+
+    svc.apply_config = slow
+    handler = svc.web.handlers["apply"]
+    await asyncio.gather(*(handler({}) for _ in range(3)))  # a user saving in a loop
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
+    assert len(starts) == 3 and all(gap >= 10 * 0.02 for gap in gaps), gaps

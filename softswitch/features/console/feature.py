@@ -13,6 +13,7 @@ phones and calls do not depend on it.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -36,10 +37,11 @@ class Console(BaseFeature):
     name = "console"
     section = "console"
     config_model = ConsoleSettings
-    state = ("serving", "url", "admin_password", "problem")
+    state = ("serving", "url", "admin_password", "problem", "applies")
 
     def __post_init__(self) -> None:
         self.serving = False
+        self.applies = ApplyPacer()  # one per PBX: carried to the features of each edit
         self.url: str | None = None
         self.admin_password: str | None = None  # to show once (first start, the demo)
         self.problem: str | None = None  # why it is not serving
@@ -77,7 +79,7 @@ class Console(BaseFeature):
         web = svc.web
         web.handle("console.snapshot", lambda _: snapshot(svc))
         web.handle("console.mwi", lambda args: _mwi(svc, _mailbox(args)))
-        web.handle("apply", lambda _: _apply(svc))
+        web.handle("apply", lambda _: self.applies.apply(svc))
         tls = None
         if options.certificate is not None and options.key is not None:
             tls = (str(self.config.path(options.certificate)), str(self.config.path(options.key)))
@@ -125,6 +127,32 @@ def _mwi(svc: Services, mailbox: str) -> None:
     feature = svc.registry.feature("voicemail")
     if isinstance(feature, Voicemail) and feature.store is not None:
         svc.spawn(feature.notify(mailbox))
+
+
+class ApplyPacer:
+    """Edits from the console are applied one at a time, each after a pause of
+    ``PACE`` times what the previous one took: reading the file again and rebuilding the
+    features runs on the daemon's loop (27 ms at 500 users, 244 ms at 2 000 on a 2-core
+    machine), so a user saving forms in a loop may take at most about a tenth of it."""
+
+    PACE = 10.0
+
+    def __init__(self) -> None:
+        self.lock = asyncio.Lock()
+        self.free_at = 0.0  # when the next apply may start
+
+    async def apply(self, svc: Services) -> list[str]:
+        loop = asyncio.get_running_loop()
+        async with self.lock:
+            wait = self.free_at - loop.time()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            started = loop.time()
+            try:
+                return await _apply(svc)
+            finally:
+                ended = loop.time()
+                self.free_at = ended + self.PACE * (ended - started)
 
 
 async def _apply(svc: Services) -> list[str]:
