@@ -52,6 +52,7 @@ bench: $(STAMP) system-deps
 	$(PY) benchmarks/moh_fanout.py
 	$(PY) benchmarks/conference_load.py
 	$(PY) benchmarks/web_stall.py
+	$(PY) benchmarks/gil_convoy.py --ticks 50
 
 format: $(STAMP)
 	$(VENV)/bin/ruff format .
