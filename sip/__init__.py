@@ -86,7 +86,7 @@ __all__ = [
 ]
 
 from .call import Call, CallState, IncomingCall, OutgoingCall, RequestRefused
-from .connections import ConnectionLimits
+from .connections import ConnectionLimits, ConnectionTable
 from .dialog import Dialog
 from .overload import OverloadControl, OverloadSettings
 from .registration import Registration, RegistrationFailed
@@ -100,6 +100,7 @@ __all__ += [
     "Call",
     "CallState",
     "ConnectionLimits",
+    "ConnectionTable",
     "Dialog",
     "IncomingCall",
     "IncomingRequest",

@@ -22,7 +22,7 @@ import httpx
 import pytest
 
 import sip
-from softswitch.web.server import Limits
+from softswitch.web.server import Guard, Limits
 
 from .console import Running, login, office_text, start
 from .netutil import free_port
@@ -404,3 +404,32 @@ async def test_console_edits_are_applied_at_a_pace_the_calls_can_bear(office: Ru
     await asyncio.gather(*(handler({}) for _ in range(3)))  # a user saving in a loop
     gaps = [b - a for a, b in itertools.pairwise(starts)]
     assert len(starts) == 3 and all(gap >= 10 * 0.02 for gap in gaps), gaps
+
+
+class _Conn:
+    """What the guard needs of a connection: its peer, and a way to close it."""
+
+    def __init__(self, guard: Guard, host: str) -> None:
+        self.guard, self.peer, self.dropped = guard, (host, 40000), False
+
+    def drop(self) -> None:
+        self.dropped = True
+        self.guard.table.remove(self)  # type: ignore[arg-type]
+
+
+def test_the_guard_caps_addresses_by_64_and_evicts_a_silent_connection_first() -> None:
+    guard = Guard(Limits(per_address=2, total=3), sip.SecurityLog())
+
+    def admit(host: str) -> _Conn | None:
+        conn = _Conn(guard, host)
+        return conn if guard.admit(conn, host, 40000) else None  # type: ignore[arg-type]
+
+    a, b = admit("2001:db8::1"), admit("2001:db8::2")
+    assert a is not None and b is not None
+    assert admit("2001:db8::3") is None  # the same /64: one address's share
+    for conn in (a, b):
+        guard.heard(conn, complete=True)  # type: ignore[arg-type]
+    silent = admit("127.0.0.3")
+    assert silent is not None
+    newcomer = admit("127.0.0.4")  # at the total cap: the one that never asked goes
+    assert newcomer is not None and silent.dropped and not (a.dropped or b.dropped)

@@ -3,12 +3,14 @@
 Runs in the web process (:mod:`softswitch.web.child`), never in the daemon's loop. What a
 stranger can make it spend is bounded before the app sees a byte:
 
-- connections: at most ``per_address`` from one IP address and ``total`` in all; at the
-  total cap the oldest idle connection is closed to admit a new one (as the SIP stack's
-  TCP transport does), else the new one is refused;
+- connections: at most ``per_address`` from one IP address (an IPv6 /64) and ``total``
+  in all, in the SIP stack's :class:`sip.ConnectionTable`: at the total cap a connection
+  that never completed a request is closed to admit a new one, else the least recently
+  active;
 - time: a request's head must be complete ``head_timeout`` seconds after the connection
   opened (or after the previous response), and its body may pause at most
-  ``body_timeout`` seconds between two reads; then the connection is closed (slowloris);
+  ``body_timeout`` seconds between two reads and must average ``MIN_RATE``; then the
+  connection is closed (slowloris);
 - size: a body larger than the route's limit is refused with 413 before it is parsed
   (``Content-Length``) or as soon as the count passes it (chunked);
 - proxies: ``X-Forwarded-For`` / ``-Proto`` are believed only from ``trusted_proxies``;
@@ -77,48 +79,35 @@ def parse_listen(listen: str) -> tuple[str, int]:
     return host, int(port)
 
 
-@dataclass(eq=False)
 class Guard:
-    """The connections of one listener, counted per address; refusals to the security log."""
+    """The connections of one listener in the SIP stack's table (:class:`sip.ConnectionTable`:
+    the cap per address, here an IPv6 /64 counting as one, and the total, where the
+    connection that never completed a request goes first, then the least recently
+    active); its refusals to the security log. The timeouts are the protocol's own."""
 
-    limits: Limits
-    security: sip.SecurityLog
-    open: dict[Guarded, float] = field(default_factory=dict)  # -> when it became idle
-    by_address: dict[str, int] = field(default_factory=dict)
+    def __init__(self, limits: Limits, security: sip.SecurityLog) -> None:
+        self.limits = limits
+        self.security = security
+        caps = sip.ConnectionLimits(
+            max_connections=limits.total, max_per_address=limits.per_address
+        )
+        self.table: sip.ConnectionTable[Guarded] = sip.ConnectionTable(caps)
 
     def admit(self, conn: Guarded, host: str, port: int) -> bool:
         now = time.monotonic()
-        key = source_key(host)  # an IPv6 host has a /64: one count for it all
-        if self.by_address.get(key, 0) >= self.limits.per_address:
-            self.security.event("http_refused", (host, port), now, reason="max_per_address")
+        admission = self.table.admit(conn, source_key(host), now)
+        if not admission.accepted:
+            self.security.event("http_refused", (host, port), now, reason=admission.reason)
             return False
-        if len(self.open) >= self.limits.total:
-            # the oldest idle connection goes, else the one longest in a body (slowloris)
-            idle = [(since, c) for c, since in self.open.items() if c.idle]
-            slow = [(c.body_since, c) for c in self.open if c.body_since is not None]
-            if not idle and not slow:
-                self.security.event("http_refused", (host, port), now, reason="max_connections")
-                return False
-            _, oldest = min(idle or slow, key=lambda pair: pair[0])
-            self.security.event("http_evicted", oldest.peer, now, reason="max_connections")
-            oldest.drop()
-        self.open[conn] = now
-        self.by_address[key] = self.by_address.get(key, 0) + 1
+        victim = admission.evict
+        if victim is not None:
+            self.security.event("http_evicted", victim.peer, now, reason="max_connections")
+            victim.drop()
         return True
 
-    def release(self, conn: Guarded, host: str) -> None:
-        if self.open.pop(conn, None) is None:
-            return
-        key = source_key(host)
-        left = self.by_address.get(key, 1) - 1
-        if left > 0:
-            self.by_address[key] = left
-        else:
-            self.by_address.pop(key, None)
-
-    def idle_since(self, conn: Guarded) -> None:
-        if conn in self.open:
-            self.open[conn] = time.monotonic()
+    def heard(self, conn: Guarded, *, complete: bool) -> None:
+        """Bytes came (``complete``: a request is all in), or an answer went out."""
+        self.table.received(conn, time.monotonic(), messages=int(complete), partial=False)
 
 
 class Guarded(H11Protocol):
@@ -129,32 +118,21 @@ class Guarded(H11Protocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._deadline: asyncio.TimerHandle | None = None
-        self._admitted = False
-        self.body_since: float | None = None  # when the body began (while it comes)
-        self._body_by = 0.0  # when it must be complete, however it trickles
+        self._body_by: float | None = None  # when a body that began must be complete
         host, port = self.client or ("?", 0)
         self.peer = (host, port)
         if not self.guard.admit(self, host, port):
             transport.abort()
             return
-        self._admitted = True
         self._arm(self.guard.limits.head_timeout, "head")
 
-    @property
-    def idle(self) -> bool:
-        return self.cycle is None or self.cycle.response_complete
-
     def drop(self) -> None:
-        if self._admitted:  # counted out now: the transport tells us later
-            self.guard.release(self, self.peer[0])
-            self._admitted = False
+        self.guard.table.remove(self)  # counted out now: the transport tells us later
         self.transport.abort()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
-        if self._admitted:
-            self.guard.release(self, self.peer[0])
-            self._admitted = False
+        self.guard.table.remove(self)
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
@@ -162,21 +140,21 @@ class Guarded(H11Protocol):
         if self.transport.is_closing():
             return
         state = self.conn.their_state
+        self.guard.heard(self, complete=state in COMPLETE)
         if state is h11.SEND_BODY:
             now = time.monotonic()
             limits = self.guard.limits
-            if self.body_since is None:  # a body begins: it must arrive at a minimum rate
-                self.body_since = now
+            if self._body_by is None:  # a body begins: it must arrive at a minimum rate
                 path = self.scope["path"] if self.scope else ""
                 self._body_by = now + limits.body_timeout + limits.body_limit(path) / MIN_RATE
             # it may pause body_timeout at most, and end by its deadline
             self._arm(min(limits.body_timeout, self._body_by - now), "body")
         elif state in COMPLETE:
-            self.body_since = None
+            self._body_by = None
             self._disarm()  # the request is all here; the app answers in its own time
 
     def on_response_complete(self) -> None:
-        self.guard.idle_since(self)
+        self.guard.heard(self, complete=False)
         if not self.transport.is_closing():
             self._arm(self.guard.limits.head_timeout, "head")
         super().on_response_complete()
