@@ -70,7 +70,33 @@ class RingResult:
     party: Party | None = None
 
 
-class Services:
+class OfficeView:
+    """What the daemon's services and the web process's view both read off the running
+    configuration (``config``, ``wallclock``: the subclass's)."""
+
+    wallclock: Callable[[], datetime]
+
+    @property
+    def config(self) -> Config:
+        raise NotImplementedError
+
+    @property
+    def domain(self) -> str:
+        return self.config.server.domain
+
+    @property
+    def data_dir(self) -> Path:
+        return Path(self.config.server.data_dir)
+
+    def user(self, extension: str) -> User | None:
+        return self.config.user(extension)
+
+    def office_open(self) -> bool:
+        """Is it business hours now (``[business_hours]``; always, without it)?"""
+        return is_open(self.config.business_hours, self.wallclock())
+
+
+class Services(OfficeView):
     def __init__(
         self,
         *,
@@ -116,17 +142,6 @@ class Services:
     def config(self) -> Config:
         return self._config()
 
-    @property
-    def domain(self) -> str:
-        return self.config.server.domain
-
-    @property
-    def data_dir(self) -> Path:
-        return Path(self.config.server.data_dir)
-
-    def user(self, extension: str) -> User | None:
-        return self.config.user(extension)
-
     def aor(self, extension: str) -> str:
         return self.devices.aor(extension)
 
@@ -161,10 +176,6 @@ class Services:
         """Stop what the services run for the features (the web process)."""
         if self._web is not None:
             await self._web.close()
-
-    def office_open(self) -> bool:
-        """Is it business hours now (``[business_hours]``; always, without it)?"""
-        return is_open(self.config.business_hours, self.wallclock())
 
     def report_rtp(self, who: str | None) -> Callable[[tuple[str, int], str], None]:
         """A strict-RTP ``on_rejected_source`` hook (called once per burst of a refused

@@ -11,11 +11,13 @@ import asyncio
 import json
 import pickle
 import struct
+from collections.abc import Callable
 from typing import Any
 
 HEADER = struct.Struct("!I")
 MAX_FROM_WEB = 256 * 1024  # a snapshot request, a log line, a call's answer
 MAX_TO_WEB = 64 * 1024 * 1024  # a configuration with thousands of users, a snapshot
+MAX_LOG_LINE = 4096  # characters of a log line from the web process (a traceback's too)
 
 
 class ChannelError(Exception):
@@ -61,3 +63,38 @@ def to_web(message: dict[str, Any]) -> bytes:
 
 def to_daemon(message: dict[str, Any]) -> bytes:
     return frame(json.dumps(message, separators=(",", ":"), default=str).encode())
+
+
+class Requests:
+    """Requests sent over the link and waiting for their ``reply`` (each side has one):
+    an id each, the reply's ``result`` or its ``error`` (as ``error(text)``)."""
+
+    def __init__(self, error: Callable[[str], Exception]) -> None:
+        self.error = error
+        self.pending: dict[int, asyncio.Future[Any]] = {}
+        self.last = 0
+
+    def open(self) -> tuple[int, asyncio.Future[Any]]:
+        self.last += 1
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.pending[self.last] = future
+        return self.last, future
+
+    def close(self, ident: int) -> None:
+        self.pending.pop(ident, None)
+
+    def answer(self, reply: dict[str, Any]) -> None:
+        future = self.pending.get(reply.get("id"))  # type: ignore[arg-type]
+        if future is None or future.done():
+            return
+        error = reply.get("error")
+        if error is not None:
+            future.set_exception(self.error(str(error)[:MAX_LOG_LINE]))
+        else:
+            future.set_result(reply.get("result"))
+
+    def fail_all(self, why: str) -> None:
+        pending, self.pending = self.pending, {}
+        for future in pending.values():
+            if not future.done():
+                future.set_exception(self.error(why))

@@ -29,11 +29,11 @@ from starlette.types import Scope
 
 import sip
 
-from ..config import Config, User
-from ..hours import is_open
+from ..config import Config
 from ..plugins import Registry
 from ..prompts import Prompts
-from .channel import ChannelError, read_from_daemon, to_daemon
+from ..services import OfficeView
+from .channel import MAX_LOG_LINE, ChannelError, Requests, read_from_daemon, to_daemon
 from .server import App, Limits, Listener
 
 if TYPE_CHECKING:
@@ -43,7 +43,6 @@ log = logging.getLogger("softswitch")
 
 CALL_TIMEOUT = 30.0  # a daemon that has not answered a call by then: the request fails
 LOG_RATE = 200  # log lines a second sent to the daemon (a burst of as many at once)
-MAX_LOG_LINE = 4096  # characters of a line (a traceback included)
 MAX_CALLS = 16  # calls to the daemon waiting for an answer at once; more wait their turn
 SECURITY_FLUSH = 1.0  # seconds between two looks for security summaries that are due
 
@@ -65,7 +64,7 @@ class Factory(Protocol):
     def __call__(self, svc: WebServices, settings: Any) -> WebApp: ...
 
 
-class WebServices:
+class WebServices(OfficeView):
     """The features' view of the PBX from the web process."""
 
     def __init__(self, call: Callable[[str, dict[str, Any]], Awaitable[Any]]) -> None:
@@ -108,20 +107,6 @@ class WebServices:
     def prompts(self) -> Prompts:
         assert self._prompts is not None, "no configuration from the daemon yet"
         return self._prompts
-
-    @property
-    def domain(self) -> str:
-        return self.config.server.domain
-
-    @property
-    def data_dir(self) -> Path:
-        return Path(self.config.server.data_dir)
-
-    def user(self, extension: str) -> User | None:
-        return self.config.user(extension)
-
-    def office_open(self) -> bool:
-        return is_open(self.config.business_hours, self.wallclock())
 
     def now(self) -> float:
         return time.monotonic()
@@ -217,9 +202,7 @@ class WebProcess:
         self.writer: asyncio.StreamWriter | None = None
         self.svc = WebServices(self._daemon_call)
         self.listeners: dict[str, tuple[Listener, WebApp]] = {}
-        self.pending: dict[int, asyncio.Future[Any]] = {}
-        self.next_id = 0
-        self.tasks: set[asyncio.Task[Any]] = set()
+        self.requests = Requests(RuntimeError)
         self.calls = asyncio.Semaphore(MAX_CALLS)
 
     def write(self, message: dict[str, Any]) -> None:
@@ -231,15 +214,12 @@ class WebProcess:
             return await self._one_call(name, args)
 
     async def _one_call(self, name: str, args: dict[str, Any]) -> Any:
-        self.next_id += 1
-        ident = self.next_id
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self.pending[ident] = future
+        ident, future = self.requests.open()
         try:
             self.write({"op": "call", "id": ident, "name": name, "args": args})
             return await asyncio.wait_for(future, CALL_TIMEOUT)
         finally:
-            self.pending.pop(ident, None)
+            self.requests.close(ident)
 
     async def run(self) -> None:
         sock = socket.socket(fileno=self.fd)
@@ -281,20 +261,11 @@ class WebProcess:
             logging.getLogger().setLevel(message["log_level"])
             self.svc.update(message["config"], message["config_file"])
         elif op == "serve":
-            task = asyncio.create_task(self._serve(message))
-            self.tasks.add(task)
-            task.add_done_callback(self.tasks.discard)
+            self.svc.spawn(self._serve(message))
         elif op == "reply":
-            future = self.pending.get(message["id"])
-            if future is not None and not future.done():
-                if "error" in message:
-                    future.set_exception(RuntimeError(message["error"]))
-                else:
-                    future.set_result(message.get("result"))
+            self.requests.answer(message)
         elif op == "unserve":
-            task = asyncio.create_task(self._answer_unserve(message))
-            self.tasks.add(task)
-            task.add_done_callback(self.tasks.discard)
+            self.svc.spawn(self._answer_unserve(message))
         elif op == "stop":
             return False
         return True

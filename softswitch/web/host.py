@@ -22,11 +22,11 @@ import logging
 import os
 import socket
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .channel import ChannelError, read_from_web, to_web
+from .channel import MAX_LOG_LINE, ChannelError, Requests, read_from_web, to_web
 
 if TYPE_CHECKING:
     from ..config import Config
@@ -38,7 +38,6 @@ MAX_CALLS = 8  # calls of the web process answered at once
 RESTART_DELAY = 1.0
 MAX_RESTART_DELAY = 30.0
 START_TIMEOUT = 30.0  # a web process that has not answered a serve by then is stopped
-MAX_LOG_LINE = 4096
 MAX_LOG_LINES = 400  # a second, from the web process (which sends at most 250)
 MAX_PENDING = 64  # calls of the web process in progress or waiting; beyond, "busy"
 Handler = Callable[[dict[str, Any]], Any]
@@ -69,8 +68,7 @@ class WebHost:
         self._proc: asyncio.subprocess.Process | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._reader_task: asyncio.Task[None] | None = None
-        self._pending: dict[int, asyncio.Future[Any]] = {}
-        self._next_id = 0
+        self._requests = Requests(WebError)
         self._calls = asyncio.Semaphore(MAX_CALLS)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._starting = asyncio.Lock()
@@ -103,8 +101,12 @@ class WebHost:
         """Serve the app ``factory`` builds (``name``: one per feature) on ``listen``;
         the bound port. Again for the same name: the running app takes the new settings
         and configuration (its address and TLS wait for a restart). Raises WebError."""
-        served = Served(name, factory, listen, settings, tls, tuple(trusted_proxies))
-        self.served[name] = served
+        return await self._serve(
+            Served(name, factory, listen, settings, tls, tuple(trusted_proxies))
+        )
+
+    async def _serve(self, served: Served) -> int:
+        self.served[served.name] = served
         await self._ensure()
         await self.configure()
         port = await self._request({"op": "serve", **served.__dict__})
@@ -157,7 +159,7 @@ class WebHost:
             writer.close()
         for task in list(self._tasks):
             task.cancel()
-        self._fail_pending("the PBX is stopping")
+        self._requests.fail_all("the PBX is stopping")
 
     # -- the process ------------------------------------------------------------------------
 
@@ -211,7 +213,7 @@ class WebHost:
         self._proc = None
         if writer is not None:
             writer.close()
-        self._fail_pending(f"the web process is gone ({problem})")
+        self._requests.fail_all(f"the web process is gone ({problem})")
         if proc is not None:
             if proc.returncode is None:
                 proc.kill()
@@ -230,30 +232,20 @@ class WebHost:
             problem,
             delay,
         )
-        task = asyncio.create_task(self._restart(delay))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._spawn(self._restart(delay))
 
     async def _restart(self, delay: float) -> None:
         await asyncio.sleep(delay)
         for served in list(self.served.values()):
             try:
-                await self.serve(
-                    served.name,
-                    served.factory,
-                    served.listen,
-                    served.settings,
-                    tls=served.tls,
-                    trusted_proxies=served.trusted_proxies,
-                )
+                await self._serve(served)
             except OSError as exc:
                 log.warning("event=web_serve_failed app=%s error=%s", served.name, exc)
 
-    def _fail_pending(self, why: str) -> None:
-        pending, self._pending = self._pending, {}
-        for future in pending.values():
-            if not future.done():
-                future.set_exception(WebError(why))
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def _send(self, message: dict[str, Any]) -> None:
         if self._writer is None:
@@ -261,17 +253,14 @@ class WebHost:
         self._writer.write(to_web(message))
 
     async def _request(self, message: dict[str, Any]) -> Any:
-        self._next_id += 1
-        ident = self._next_id
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._pending[ident] = future
+        ident, future = self._requests.open()
         try:
             self._send({**message, "id": ident})
             return await asyncio.wait_for(future, START_TIMEOUT)
         except TimeoutError:
             raise WebError("the web process did not answer") from None
         finally:
-            self._pending.pop(ident, None)
+            self._requests.close(ident)
 
     # -- what the web process says -----------------------------------------------------
 
@@ -280,22 +269,13 @@ class WebHost:
         if op == "log":
             self._log(message)
         elif op == "reply":
-            future = self._pending.get(message.get("id"))  # type: ignore[arg-type]
-            if future is None or future.done():
-                return
-            error = message.get("error")
-            if error is not None:
-                future.set_exception(WebError(str(error)[:MAX_LOG_LINE]))
-            else:
-                future.set_result(message.get("result"))
+            self._requests.answer(message)
         elif op == "call":
             if len(self._tasks) >= MAX_PENDING:
                 with contextlib.suppress(WebError):
                     self._send({"op": "reply", "id": message.get("id"), "error": "busy"})
                 return
-            task = asyncio.create_task(self._answer(message))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._spawn(self._answer(message))
         else:
             raise ChannelError(f"unknown op {op[:32]!r}")
 
