@@ -291,7 +291,8 @@ class ProvisioningServer:
         self.requests += 1
         now = self.svc.now()
         header = request.headers.get("authorization", "")
-        account = self._username(header)
+        given = self._given(header)
+        account = self._account(given)
         refusal = self.throttle.refused(source, account, now)
         if refusal is not None:
             log.info("event=provisioning_request source=%s file=%s status=429", source, name)
@@ -299,7 +300,7 @@ class ProvisioningServer:
             return Response(status_code=429, headers={"Retry-After": str(wait)})
         match = FILE.match(name)
         phone = self.phones.get(match["mac"].lower()) if match else None
-        if not self._authenticated(request, header, options, phone, now):
+        if not self._authenticated(request, given, options, phone, now):
             if header:  # wrong credentials (none at all: the first round of a challenge)
                 security = self.svc.security
                 security.event(
@@ -381,20 +382,29 @@ class ProvisioningServer:
             config, options, phone, sip_host=host, sip_port=int(port), display=display
         )
 
-    def _username(self, header: str) -> str:
-        """Who the credentials claim to be ("" without any): the throttle's account."""
+    @staticmethod
+    def _given(header: str) -> tuple[bytes, bytes] | sip.Credentials | None:
+        """The credentials of an Authorization header, read once: basic's (user,
+        password) (empty when unreadable), digest's parsed, else None."""
         if header[:6].lower() == "basic ":
             try:
-                user = base64.b64decode(header[6:], validate=True).partition(b":")[0]
+                user, _, password = base64.b64decode(header[6:], validate=True).partition(b":")
             except (binascii.Error, ValueError):
-                return ""
-            return user.decode("utf-8", "replace")[:64]
+                return b"", b""
+            return user, password
         if header[:7].lower() == "digest ":
             try:
-                return sip.parse_credentials(header).username[:64]
+                return sip.parse_credentials(header)
             except sip.ParseError:
-                return ""
-        return ""
+                return None
+        return None
+
+    @staticmethod
+    def _account(given: tuple[bytes, bytes] | sip.Credentials | None) -> str:
+        """Who the credentials claim to be ("" without any): the throttle's account."""
+        if isinstance(given, tuple):
+            return given[0].decode("utf-8", "replace")[:64]
+        return given.username[:64] if given is not None else ""
 
     def _expected(
         self, options: ProvisioningSettings, phone: Phone | None
@@ -410,7 +420,7 @@ class ProvisioningServer:
     def _authenticated(
         self,
         request: Request,
-        header: str,
+        given: tuple[bytes, bytes] | sip.Credentials | None,
         options: ProvisioningSettings,
         phone: Phone | None,
         now: float,
@@ -419,25 +429,18 @@ class ProvisioningServer:
         if expected is None:
             return False
         username, password = expected
-        if options.auth == "basic" and header[:6].lower() == "basic ":
-            try:
-                user, _, given = base64.b64decode(header[6:], validate=True).partition(b":")
-            except (binascii.Error, ValueError):
-                user = given = b""
+        if options.auth == "basic" and isinstance(given, tuple):
+            user, secret = given
             return hmac.compare_digest(user, username.encode()) & hmac.compare_digest(
-                given, password.encode()
+                secret, password.encode()
             )
-        if options.auth == "digest" and header[:7].lower() == "digest ":
-            try:
-                credentials = sip.parse_credentials(header)
-            except sip.ParseError:
-                return False
+        if options.auth == "digest" and isinstance(given, sip.Credentials):
             path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-            if credentials.uri != path:
+            if given.uri != path:
                 return False
-            known = hmac.compare_digest(credentials.username.encode(), username.encode())
+            known = hmac.compare_digest(given.username.encode(), username.encode())
             result = self.digest.verify(
-                credentials,
+                given,
                 method=request.method,
                 password=password if known else None,
                 now=now,
