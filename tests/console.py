@@ -75,6 +75,12 @@ async def start(path: Path) -> Running:
     return Running(pbx, file)
 
 
+def admin_password(running: Running) -> str:
+    password = getattr(running.console, "admin_password", None)
+    assert isinstance(password, str)  # a first start makes one (shown in the banner)
+    return password
+
+
 CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 
 

@@ -19,7 +19,7 @@ import pytest
 from softswitch.config import ConfigError
 from softswitch.control import reload
 
-from .console import Running, login, make_token, office_text, start
+from .console import Running, admin_password, login, make_token, office_text, start
 from .netutil import free_port
 from .office import Office
 from .test_cli import softswitch
@@ -32,12 +32,6 @@ async def office(tmp_path: Path) -> AsyncIterator[Running]:
     running = await start(path)
     yield running
     await running.pbx.stop()
-
-
-def admin_password(running: Running) -> str:
-    password = getattr(running.console, "admin_password", None)
-    assert isinstance(password, str)  # a first start makes one (shown in the banner)
-    return password
 
 
 async def admin_token(running: Running) -> str:

@@ -21,8 +21,8 @@ import soundfile
 from softswitch.features.cdr import COLUMNS, CallHistory, CallRecord, from_csv, to_csv
 from softswitch.features.console.websec import LoginThrottle
 
-from .console import Running, login, make_token, office_text, start
-from .test_console_api import admin_password, api
+from .console import Running, admin_password, login, make_token, office_text, start
+from .test_console_api import api
 
 SECRETS = ("password", "pin")
 

@@ -24,10 +24,9 @@ import pytest
 import sip
 from softswitch.web.server import Guard, Limits
 
-from .console import Running, login, office_text, start
+from .console import Running, admin_password, login, office_text, start
 from .netutil import free_port
 from .office import demo_pbx
-from .test_console_api import admin_password
 from .test_provisioning import MAC, PHONES
 
 LIMITS = Limits()
