@@ -11,7 +11,9 @@ collect exactly what was pressed, in order.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
+import socket
 from collections.abc import Awaitable, Mapping
 from pathlib import Path
 
@@ -66,6 +68,7 @@ async def test_no_key_is_lost_across_call_setup(tmp_path: Path) -> None:
     pressed: dict[str, str] = {}
     callee_keys = keys(30, rng)  # what every answering callee presses
     async with (
+        contextlib.AsyncExitStack() as stack,
         sip.UserAgent("udp:127.0.0.1:0", user="100") as caller,
         sip.UserAgent("udp:127.0.0.1:0", user="101") as callee,
     ):
@@ -77,9 +80,16 @@ async def test_no_key_is_lost_across_call_setup(tmp_path: Path) -> None:
             expires=300,
         )
 
+        # The callee's SDP names a port this test holds: a made-up one could be the
+        # ephemeral port of a caller's RTP socket, whose symmetric RTP would then follow
+        # the PBX's media for this callee away from its own call (a rare CI failure).
+        callee_rtp = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
+        callee_rtp.bind(("127.0.0.1", 0))
+        callee_port = callee_rtp.getsockname()[1]
+
         async def answer(call: sip.IncomingCall) -> None:
             offer = sip.parse_sdp(call.remote_sdp or b"")
-            answer_sdp, _ = sip.answer(offer, "127.0.0.1", 40000, (sip.PCMU,))
+            answer_sdp, _ = sip.answer(offer, "127.0.0.1", callee_port, (sip.PCMU,))
             call.answer(bytes(answer_sdp))
             # pressed at once: the PBX may not have processed this 200 OK yet
             await asyncio.gather(*(call.send_dtmf(k) for k in callee_keys))
