@@ -100,7 +100,11 @@ def numbers(config: Config, registry: Registry) -> list[tuple[str, str]]:
         if prefix.startswith("*") and (owner, "+ext") in DESCRIPTIONS:
             described[f"{prefix} + ext"] = (rank, DESCRIPTIONS[owner, "+ext"])
             continue
-        if owner == "conference":
+        feature = registry.feature(owner)
+        told = feature.describe(number) if feature is not None else None
+        if told is not None:
+            what = told
+        elif owner == "conference":
             what = "conference bridge: then a host or participant code and # (it picks the room)"
         elif number == features.voicemail_access:
             what = "voicemail: your own mailbox, then your PIN"

@@ -226,6 +226,7 @@ class Feature(Protocol):
     def warnings(self) -> Iterable[str]: ...
 
     def destinations(self) -> Iterable[tuple[str, str, User | None]]: ...
+    def describe(self, number: str) -> str | None: ...
 
     async def start(self, svc: Services) -> None: ...
 
@@ -294,6 +295,11 @@ class BaseFeature:
         """Every destination this feature's settings name, as (key path, destination,
         the user it is relative to): checked when the dialplan is built."""
         return ()
+
+    def describe(self, number: str) -> str | None:
+        """What one of this feature's numbers does, for the banner (None: the banner's
+        own words)."""
+        return None
 
     async def start(self, svc: Services) -> None:
         self.svc = svc

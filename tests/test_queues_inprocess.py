@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ import pytest
 import sip
 from ivr import Prompt
 from media.clock import MediaClock
+from softswitch.features.cdr import CallHistory, Filter
 from softswitch.features.queues.feature import Queues
 from softswitch.pbx import Pbx
 
@@ -90,7 +92,8 @@ async def test_callers_are_answered_in_turn_by_rotating_agents(pbx: Pbx) -> None
         assert [w["number"] for w in board["waiting"]] == ["204"]
         assert {a["state"] for a in board["agents"]} == {"talking"}
         # the agents hear their callers and the callers their agents
-        for agent, caller_leg, caller_freq in ((agents[0], first, 900.0), (agents[1], second, 1100.0)):
+        pairs = ((agents[0], first, 900.0), (agents[1], second, 1100.0))
+        for agent, caller_leg, caller_freq in pairs:
             heard = agent.legs[0].heard(1.0)
             assert abs(dominant_frequency(heard[np.abs(heard) > 300], 8000) - caller_freq) < 30
             back = caller_leg.heard(1.5, 2.5)
@@ -114,5 +117,102 @@ async def test_callers_are_answered_in_turn_by_rotating_agents(pbx: Pbx) -> None
         assert stats["answered"] == 3 and stats["abandoned"] == 0
     finally:
         for p in (*agents, *callers):
+            await p.stop()
+        await clock.stop()
+
+
+def waiting(feature: Queues, index: int) -> list[dict[str, Any]]:
+    queue: dict[str, Any] = feature.snapshot()["queues"][index]
+    return list(queue["waiting"])
+
+
+def history(pbx: Pbx) -> CallHistory:
+    feature = pbx.registry.feature("cdr")
+    assert isinstance(feature, CallHistory)
+    return feature
+
+
+async def test_the_line_moves_up_times_out_and_takes_messages(pbx: Pbx) -> None:
+    clock = MediaClock()
+    clock.start()
+    # 210, the only agent of 701, never registers: nobody answers there
+    a, b, c = (phone(pbx, clock, 206 + i, "PCMU", 800.0) for i in range(3))
+    feature = queues(pbx)
+    try:
+        for p in (a, b, c):
+            await p.start()
+        first = await a.call("701")
+        second = await b.call("701")
+        board = feature.snapshot()["queues"][1]
+        assert [(w["number"], w["position"]) for w in board["waiting"]] == [("206", 1), ("207", 2)]
+        await first.call.hangup()  # the first gives up: the second moves up
+        await until(lambda: [w["number"] for w in waiting(feature, 1)] == ["207"])
+        # the second waits its 3 s, then lands in the queue's mailbox
+        await until(lambda: not waiting(feature, 1), 6.0)
+        stats = feature.snapshot()["queues"][1]["stats"]
+        assert (stats["abandoned"], stats["timeout"]) == (1, 1)
+        # a caller of 700 presses 1: to voicemail at once, the line left as "message"
+        third = await c.call("700")
+        await asyncio.sleep(0.3)
+        await third.call.send_dtmf("1")
+        await until(lambda: feature.snapshot()["queues"][0]["stats"]["message"] == 1)
+        await asyncio.sleep(1.0)
+        for leg in (second, third):
+            await leg.call.hangup()
+        await until(lambda: len(history(pbx).query(Filter())) >= 3)
+        rows = {r.caller: r for r in history(pbx).query(Filter())}
+        assert (rows["206"].queue, rows["206"].queue_outcome, rows["206"].disposition) == (
+            "701",
+            "abandoned",
+            "no answer",
+        )
+        assert rows["207"].queue_outcome == "timeout" and rows["207"].disposition == "voicemail"
+        assert rows["207"].queue_wait is not None and 2.9 <= rows["207"].queue_wait < 5
+        assert rows["208"].queue_outcome == "message" and "voicemail:205" in rows["208"].chain
+    finally:
+        for p in (a, b, c):
+            await p.stop()
+        await clock.stop()
+
+
+@pytest.fixture
+async def dnd_pbx(tmp_path: Path) -> AsyncIterator[Pbx]:
+    users = USERS.replace('extension = "201"\n', 'extension = "201"\ndnd = "no_queue"\n')
+    p = await demo_pbx(tmp_path, extra=users + QUEUES, rtp=38600)
+    yield p
+    await p.stop()
+
+
+async def test_dnd_for_queue_calls_and_the_login_codes(dnd_pbx: Pbx) -> None:
+    pbx = dnd_pbx
+    clock = MediaClock()
+    clock.start()
+    agent, refusing, caller, direct = (
+        phone(pbx, clock, ext, "PCMU", 700.0) for ext in (200, 201, 202, 203)
+    )
+    feature = queues(pbx)
+
+    def states() -> dict[str, str]:
+        return {a["extension"]: a["state"] for a in feature.snapshot()["queues"][0]["agents"]}
+
+    try:
+        for p in (agent, refusing, caller, direct):
+            await p.start()
+        await agent.call("*46")  # log out of the queues
+        await until(lambda: states()["200"] == "logged_out")
+        waiting = await caller.call("700")
+        await asyncio.sleep(1.5)
+        assert states() == {"200": "logged_out", "201": "dnd"}
+        assert not agent.legs[1:] and not refusing.legs  # nobody was offered the call
+        await direct.call("201")  # "refuse queue calls" still takes direct calls
+        await until(lambda: talking(refusing) == 1)
+        await agent.call("*45")  # back in: the waiting caller is offered at once
+        await until(lambda: talking(agent) == 1, 10.0)
+        assert states()["200"] == "talking"
+        assert feature.snapshot()["queues"][0]["stats"]["answered"] == 1
+        assert waiting.call.state is sip.CallState.ESTABLISHED
+        assert (pbx.svc.data_dir / "queues.json").exists()
+    finally:
+        for p in (agent, refusing, caller, direct):
             await p.stop()
         await clock.stop()

@@ -26,8 +26,8 @@ def builtin() -> list[FeatureType]:
     from .phones import Phones
     from .pickup import Pickup
     from .presence import Presence
-    from .queues.feature import Queues
     from .provisioning import Provisioning
+    from .queues.feature import Queues
     from .receptionist import Receptionists
     from .recording import CallRecording
     from .ring_groups import RingGroups

@@ -57,6 +57,9 @@ COLUMNS = (
     "disposition",
     "duration",
     "chain",
+    "queue",
+    "queue_wait",
+    "queue_outcome",
 )
 MAX_CHAIN = 16  # destinations kept per call (a forwarding loop stops at 5 anyway)
 MAX_ROWS = 10_000  # what one query returns at most
@@ -74,10 +77,21 @@ CREATE TABLE IF NOT EXISTS calls (
     destination TEXT NOT NULL,
     disposition TEXT NOT NULL,
     duration REAL NOT NULL,
-    chain TEXT NOT NULL
+    chain TEXT NOT NULL,
+    queue TEXT NOT NULL DEFAULT '',
+    queue_wait REAL,
+    queue_outcome TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS calls_start ON calls (start);
 """
+
+
+# columns added since the first schema, with their SQL types
+ADDED = (
+    ("queue", "TEXT NOT NULL DEFAULT ''"),
+    ("queue_wait", "REAL"),
+    ("queue_outcome", "TEXT NOT NULL DEFAULT ''"),
+)
 
 
 class CdrSettings(Strict):
@@ -98,6 +112,9 @@ class CallRecord:
     disposition: str
     duration: float
     chain: str
+    queue: str = ""  # the call queue it waited in, if any
+    queue_wait: float | None = None  # seconds in that queue
+    queue_outcome: str = ""  # answered, abandoned, timeout, overflow, message
 
     def row(self) -> dict[str, Any]:
         """As JSON and CSV show it: times in ISO 8601 (UTC)."""
@@ -114,6 +131,9 @@ class CallRecord:
             "disposition": self.disposition,
             "duration": round(self.duration, 1),
             "chain": self.chain,
+            "queue": self.queue,
+            "queue_wait": round(self.queue_wait, 1) if self.queue_wait is not None else "",
+            "queue_outcome": self.queue_outcome,
         }
 
 
@@ -145,6 +165,10 @@ class CdrStore:
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.execute("PRAGMA journal_size_limit=1048576")
         self.db.executescript(SCHEMA)
+        have = {row[1] for row in self.db.execute("PRAGMA table_info(calls)")}
+        for column, kind in ADDED:  # a history written before these columns existed
+            if column not in have:
+                self.db.execute(f"ALTER TABLE calls ADD COLUMN {column} {kind}")
         self.db.commit()
 
     def close(self) -> None:
@@ -153,7 +177,8 @@ class CdrStore:
     def add(self, record: CallRecord) -> int:
         cursor = self.db.execute(
             'INSERT INTO calls (call_id, start, answer, "end", caller, caller_name, dialled,'
-            " destination, disposition, duration, chain) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            " destination, disposition, duration, chain, queue, queue_wait, queue_outcome)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (
                 record.call_id,
                 record.start,
@@ -166,6 +191,9 @@ class CdrStore:
                 record.disposition,
                 record.duration,
                 record.chain,
+                record.queue,
+                record.queue_wait,
+                record.queue_outcome,
             ),
         )
         self.db.commit()
@@ -259,6 +287,9 @@ class _Open:
     chain: list[str] = field(default_factory=list)
     last_kind: str = ""
     outcome: Outcome | None = None
+    queue: str = ""
+    queue_wait: float | None = None
+    queue_outcome: str = ""
 
     def step(self, where: str) -> None:
         if len(self.chain) < MAX_CHAIN:
@@ -284,6 +315,8 @@ def _same(step: str, who: str) -> bool:
 def disposition(call: _Open) -> str:
     if call.bridged_to is not None:
         return "answered"
+    if call.queue_outcome == "abandoned":
+        return "no answer"  # the queue answered only to hold it: the caller gave up
     if call.answer is not None:
         # something took the call (voicemail, the bridge, *97, a menu): whatever the
         # dialplan reports later, the caller was answered and its seconds count
@@ -423,6 +456,13 @@ class CallHistory(BaseFeature, CallListener):
         call.answer, call.bridged_to, call.peer = now, _who(other), other
         call.reached(_who(other))
 
+    def queued(
+        self, party: Party, queue: str, outcome: str, waited: float, agent: str | None
+    ) -> None:
+        call = self.calls.get(party)
+        if call is not None:
+            call.queue, call.queue_wait, call.queue_outcome = queue, waited, outcome
+
     def finished(self, party: Party, outcome: Outcome) -> None:
         call = self.calls.get(party)
         if call is not None:
@@ -462,6 +502,8 @@ class CallHistory(BaseFeature, CallListener):
             return
         if self.store is None:
             return
+        result = disposition(call)
+        talked = call.answer is not None and result != "no answer"
         record = CallRecord(
             id=0,
             call_id=call.call_id,
@@ -472,9 +514,12 @@ class CallHistory(BaseFeature, CallListener):
             caller_name=call.caller_name,
             dialled=call.dialled,
             destination=call.bridged_to or (call.chain[-1] if call.chain else call.dialled),
-            disposition=disposition(call),
-            duration=end - call.answer if call.answer is not None else 0.0,
+            disposition=result,
+            duration=end - call.answer if talked and call.answer is not None else 0.0,
             chain=" > ".join(call.chain),
+            queue=call.queue,
+            queue_wait=call.queue_wait,
+            queue_outcome=call.queue_outcome,
         )
         try:
             row = self.store.add(record)

@@ -41,6 +41,7 @@ from .settings import QueueSettings
 if TYPE_CHECKING:
     from ...calls import Party
     from ...config import User
+    from ...registrar import Binding
     from ...services import Services
 
 log = logging.getLogger("softswitch")
@@ -116,6 +117,16 @@ class Queues(BaseFeature, CallListener):
             return {}
         codes = {LOGIN: self.log_in_code, LOGOUT: self.log_out_code, PAUSE: self.pause_code}
         return {**{ext: self.call_queue for ext in self.queues}, **codes}
+
+    def describe(self, number: str) -> str | None:
+        queue = self.queues.get(number)
+        if queue is not None:
+            return f"call queue {queue.name} ({len(queue.members)} agents, {queue.strategy})"
+        return {
+            LOGIN: "queues: log in as an agent of your queues",
+            LOGOUT: "queues: log out of your queues",
+            PAUSE: "queues: pause your queue calls; again to resume",
+        }.get(number)
 
     def listeners(self) -> Iterable[CallListener]:
         return (self,) if self.queues else ()
@@ -274,6 +285,9 @@ class Queues(BaseFeature, CallListener):
             return await svc.send_on(dial, queue.overflow)
         waiter = Waiter(caller_id, queue, dial, label, number, self._now())
         runtime.waiters[caller_id] = waiter
+        # a hang-up leaves the line before the call's end is told to others (the call
+        # history's row then says which queue it gave up in)
+        party.on_gone.append(lambda _: self._leave(waiter, "abandoned"))
         log.info(
             "event=queue_join queue=%s caller=%s position=%d priority=%d",
             queue.extension,
@@ -456,13 +470,18 @@ class Queues(BaseFeature, CallListener):
             runtime.timer = loop.call_at(at + 0.01, self.pump)
 
     def _unavailable(self) -> set[str]:
-        """Agents that may not get a queue call now: not a user any more, in DND, or on
-        another call."""
+        """Agents that may not get a queue call now: not a user any more, in DND, with no
+        phone registered, or on another call."""
         svc = self.services
         out: set[str] = set()
         for extension in self.runtime.center.agents:
             user = svc.user(extension)
-            if user is None or user.dnd != "off" or svc.busy(user):
+            if (
+                user is None
+                or user.dnd != "off"
+                or not svc.devices.registered(user)
+                or svc.busy(user)
+            ):
                 out.add(extension)
         return out
 
@@ -547,6 +566,10 @@ class Queues(BaseFeature, CallListener):
     def ended(self, party: Party) -> None:
         center = self.runtime.center
         if center.callers and party.user is not None and party.user.extension in center.agents:
+            self.pump()
+
+    def registered(self, binding: Binding) -> None:
+        if self.runtime.center.callers:  # perhaps an agent's phone, back
             self.pump()
 
     # -- agents -------------------------------------------------------------------------------
@@ -659,6 +682,8 @@ class Queues(BaseFeature, CallListener):
                 if state == "available":
                     if user is not None and user.dnd != "off":
                         state = "dnd"
+                    elif user is not None and not self.services.devices.registered(user):
+                        state = "offline"
                     elif member.extension in unavailable:
                         state = "busy"
                     elif now < agent.wrap_until:

@@ -273,7 +273,9 @@ class CallCenter:
         )
         blocked: set[str] = set()  # queues whose head is unserved: nobody behind it jumps
         for caller in waiting:
-            queue = self.queues[caller.queue]
+            queue = self.queues.get(caller.queue)
+            if queue is None:  # removed: the caller is being sent on (see remove_queue)
+                continue
             if queue.extension in blocked or self._ahead_unserved(queue, caller):
                 blocked.add(queue.extension)
                 continue
@@ -353,7 +355,8 @@ class CallCenter:
         they rest ``retry`` seconds (a rotating queue has moved past them already) and
         count as idle from now (the back of a longest-idle line)."""
         caller = self.callers.get(caller_id)
-        for extension in extensions:
+        gone = set(extensions)  # once: it may be an iterator
+        for extension in gone:
             agent = self.agents.get(extension)
             if agent is None or agent.offered != caller_id:
                 continue
@@ -362,7 +365,6 @@ class CallCenter:
             agent.rest_until = now + (queue.retry if queue is not None else 0.0)
             agent.idle_since = now
         if caller is not None:
-            gone = set(extensions)
             caller.offered_to = tuple(a for a in caller.offered_to if a not in gone)
 
     def hung_up(self, extension: str, now: float, wrap_up: float) -> None:
@@ -396,7 +398,9 @@ class CallCenter:
         caller = self.callers.get(caller_id)
         if caller is None:
             return None
-        queue = self.queues[caller.queue]
+        queue = self.queues.get(caller.queue)
+        if queue is None:
+            return None
         average = queue.stats.average_wait_ewma
         position = queue.position(caller_id)
         if average is None or position is None:
