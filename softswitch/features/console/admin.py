@@ -1,5 +1,6 @@
-"""The administrator's pages: dashboard, users, ring groups, receptionists, hours, hold
-music, voicemail, trunks, call history, API tokens, the administrator's own password."""
+"""The administrator's pages: dashboard, users, ring groups, call queues and their
+wallboard, receptionists, hours, hold music, voicemail, trunks, call history, API tokens,
+the administrator's own password."""
 
 from __future__ import annotations
 
@@ -17,9 +18,10 @@ from starlette.routing import BaseRoute, Route
 
 from ...config import BusinessHours, Trunk, User, Voicemail
 from ..cdr import DISPOSITIONS, CallHistory, Filter, to_csv
+from ..queues.settings import QueueSettings
 from ..receptionist import Receptionist
 from ..ring_groups import RingGroup
-from . import forms
+from . import forms, queues
 from .accounts import PasswordError
 from .edits import EditError, FieldError
 from .mailboxes import mailbox_store, message_file
@@ -294,6 +296,85 @@ def routes(app: ConsoleApp) -> list[BaseRoute]:
             return form
         await app.editor.delete("ring_groups", request.path_params["ext"])
         return app.back("/admin/groups", session, "ring group deleted")
+
+    # -- call queues ------------------------------------------------------------------------
+
+    def queue_page(
+        request: Request,
+        session: Session,
+        queue: QueueSettings | None,
+        status: int = 200,
+        errors: Any = (),
+        values: forms.Values | None = None,
+    ) -> Response:
+        return app.render(
+            request,
+            "queue_edit.html",
+            session,
+            status,
+            queue=queue,
+            values=values if values is not None else forms.queue_values(queue),
+            errors=errors,
+            slots=["default", *app.svc.config.hold_music],
+        )
+
+    async def queue_list(request: Request, session: Session) -> Response:
+        names = {u.extension: u.name for u in app.svc.config.users}
+        return app.render(
+            request, "queues.html", session, queues=app.editor.items("queues"), names=names
+        )
+
+    async def queue_new(request: Request, session: Session) -> Response:
+        return queue_page(request, session, None)
+
+    async def queue_save(request: Request, session: Session) -> Response:
+        ext = request.path_params.get("ext")
+        form = await posted(request, session)
+        if isinstance(form, Response):
+            return form
+        old = app.editor.item("queues", ext) if ext else None
+        assert old is None or isinstance(old, QueueSettings)
+        try:
+            data = forms.queue_data(form)
+            if ext is None:
+                queue = await app.editor.create("queues", drop_none(data))
+            else:
+                queue = await app.editor.replace("queues", ext, data, patch=True)
+        except EditError as exc:
+            return queue_page(request, session, old, 422, exc.errors, forms.posted(form))
+        assert isinstance(queue, QueueSettings)
+        return app.back(f"/admin/queues/{queue.extension}", session, "saved and applied")
+
+    async def queue_show(request: Request, session: Session) -> Response:
+        queue = app.editor.item("queues", request.path_params["ext"])
+        assert isinstance(queue, QueueSettings)
+        return queue_page(request, session, queue)
+
+    async def queue_delete(request: Request, session: Session) -> Response:
+        form = await posted(request, session)
+        if isinstance(form, Response):
+            return form
+        await app.editor.delete("queues", request.path_params["ext"])
+        return app.back("/admin/queues", session, "queue deleted")
+
+    async def wallboard(request: Request, session: Session) -> Response:
+        """Every queue (or the one of the path) live: callers waiting, agents, today's
+        figures; its script follows ``/live/queues`` and acts on agents through the API."""
+        only = request.path_params.get("ext")
+        if only is not None:
+            app.editor.item("queues", only)  # 404 if there is none
+        return app.render(
+            request,
+            "wallboard.html",
+            session,
+            board=await app.queues_or_error(),
+            only=only,
+            words={
+                "states": queues.STATES,
+                "outcomes": queues.OUTCOMES,
+                "strategies": dict(forms.CHOICES["strategy"]),
+            },
+        )
 
     # -- receptionists ----------------------------------------------------------------------
 
@@ -739,6 +820,8 @@ def routes(app: ConsoleApp) -> list[BaseRoute]:
     app.templates.filters["when"] = forms.when
     app.templates.filters["part"] = forms.part
     app.templates.filters["humane"] = forms.humane
+    app.templates.filters["clock"] = forms.clock
+    app.templates.filters["percent"] = forms.percent
     app.templates.globals["choices"] = forms.CHOICES
     get, post = ["GET"], ["POST"]
     return [
@@ -759,6 +842,14 @@ def routes(app: ConsoleApp) -> list[BaseRoute]:
         Route("/admin/groups/{ext}", admin(group_show), methods=get),
         Route("/admin/groups/{ext}", admin(group_save), methods=post),
         Route("/admin/groups/{ext}/delete", admin(group_delete), methods=post),
+        Route("/admin/queues", admin(queue_list), methods=get),
+        Route("/admin/queues/new", admin(queue_new), methods=get),
+        Route("/admin/queues/new", admin(queue_save), methods=post),
+        Route("/admin/queues/wallboard", admin(wallboard), methods=get),
+        Route("/admin/queues/{ext}", admin(queue_show), methods=get),
+        Route("/admin/queues/{ext}", admin(queue_save), methods=post),
+        Route("/admin/queues/{ext}/delete", admin(queue_delete), methods=post),
+        Route("/admin/queues/{ext}/wallboard", admin(wallboard), methods=get),
         Route("/admin/ivr", admin(ivrs), methods=get),
         Route("/admin/ivr/new", admin(ivr_new), methods=get),
         Route("/admin/ivr/new", admin(ivr_save), methods=post),

@@ -1,5 +1,10 @@
 """The REST API under ``/api/``: the console's operations for automation, in JSON.
 
+Call queues: ``GET /api/queues`` is the wallboard's data now (an admin's); ``POST
+/api/queues/agents/{extension}`` with ``{"action": "login" | "logout" | "pause" |
+"unpause"}`` acts on an agent (an admin's token: any agent; a user's: itself only); the
+queues' configuration is ``/api/queue_settings`` (as ``ring_groups``).
+
 Authentication: ``Authorization: Bearer <token>`` (tokens made in the console or the
 portal), or the console's session cookie with its CSRF token in ``X-CSRF-Token`` for
 anything that changes state. An admin token reaches everything; a user token only its own
@@ -33,12 +38,14 @@ from starlette.routing import BaseRoute, Route
 
 from ...config import BusinessHours, Trunk, User, Voicemail
 from ..cdr import CdrSettings, to_csv
+from ..queues.settings import QueueSettings
 from ..receptionist import Receptionist
 from ..ring_groups import RingGroup
 from .admin import call_filter, cdr, evict, reset_user
 from .edits import COLLECTIONS, SINGLETONS, EditError, FieldError, NotFound, _no_nulls, dump
 from .forms import control_char, control_message, shown
 from .mailboxes import mailbox_store, message_file, notify
+from .queues import ACTIONS, agent_action
 from .uploads import read_body, save_audio
 
 if TYPE_CHECKING:
@@ -191,7 +198,7 @@ def routes(app: ConsoleApp) -> list[BaseRoute]:
 
     # -- collections ----------------------------------------------------------------------
 
-    def collection_routes(name: str) -> list[BaseRoute]:
+    def collection_routes(name: str, base: str | None = None) -> list[BaseRoute]:
         COLLECTIONS[name]
 
         async def index(request: Request, who: Principal) -> Response:
@@ -218,7 +225,7 @@ def routes(app: ConsoleApp) -> list[BaseRoute]:
             await app.editor.delete(name, request.path_params["key"])
             return Response(status_code=204)
 
-        base = f"/api/{name}"
+        base = base or f"/api/{name}"
         return [
             Route(base, endpoint(index), methods=["GET"]),
             Route(base, endpoint(create), methods=["POST"]),
@@ -381,12 +388,38 @@ def routes(app: ConsoleApp) -> list[BaseRoute]:
     async def status(request: Request, who: Principal) -> Response:
         return JSONResponse(await app.snapshot())
 
+    # -- call queues --------------------------------------------------------------------------
+
+    async def queues_now(request: Request, who: Principal) -> Response:
+        try:
+            return JSONResponse(await app.queues())
+        except (RuntimeError, OSError, TimeoutError) as exc:
+            message = f"the PBX did not answer ({exc or 'no answer'})"
+            raise EditError([FieldError("", message)], 503) from None
+
+    async def queue_agent(request: Request, who: Principal) -> Response:
+        extension = request.path_params["extension"]
+        own(who, extension)
+        data = await body(request)
+        if not isinstance(data, dict):
+            raise EditError([FieldError("", "expected an object")])
+        answer = await agent_action(app, extension, data.get("action"))
+        log.info(
+            "event=console_queue_agent agent=%s action=%s by=%s",
+            extension,
+            data.get("action"),
+            who.extension or "admin",
+        )
+        return JSONResponse(answer)
+
     async def openapi(request: Request) -> Response:
         return JSONResponse(schema())
 
     return [
         Route("/api/openapi.json", app.route(openapi), methods=["GET"]),
         Route("/api/status", endpoint(status), methods=["GET"]),
+        Route("/api/queues", endpoint(queues_now), methods=["GET"]),
+        Route("/api/queues/agents/{extension}", endpoint(queue_agent, "any"), methods=["POST"]),
         Route("/api/users", endpoint(users, "any"), methods=["GET"]),
         Route("/api/users/{key}", endpoint(user_show, "any"), methods=["GET"]),
         Route("/api/users/{key}", endpoint(user_patch, "any"), methods=["PATCH"]),
@@ -397,6 +430,7 @@ def routes(app: ConsoleApp) -> list[BaseRoute]:
         *collection_routes("ring_groups"),
         *collection_routes("ivr"),
         *collection_routes("trunks"),
+        *collection_routes("queues", "/api/queue_settings"),
         Route("/api/settings/{name}", endpoint(singleton), methods=["GET", "PUT", "DELETE"]),
         Route("/api/hold_music", endpoint(music), methods=["GET"]),
         Route("/api/hold_music/{slot}", endpoint(music_put), methods=["PUT"]),
@@ -413,6 +447,7 @@ MODELS: dict[str, Any] = {
     "RingGroup": RingGroup,
     "Receptionist": Receptionist,
     "Trunk": Trunk,
+    "QueueSettings": QueueSettings,
     "BusinessHours": BusinessHours,
     "Voicemail": Voicemail,
     "CdrSettings": CdrSettings,
@@ -488,6 +523,7 @@ def schema() -> dict[str, Any]:
         ("ring_groups", "RingGroup"),
         ("ivr", "Receptionist"),
         ("trunks", "Trunk"),
+        ("queue_settings", "QueueSettings"),
     ):
         key = {"name": "key", "in": "path", "required": True, "schema": {"type": "string"}}
         paths[f"/api/{name}"] = {
@@ -558,6 +594,27 @@ def schema() -> dict[str, Any]:
     paths["/api/calls"] = {"get": {**op("call history (JSON)"), "parameters": filters}}
     paths["/api/calls.csv"] = {"get": {**op("call history (CSV)"), "parameters": filters}}
     paths["/api/status"] = {"get": op("registrations, calls, conferences, media ticks now")}
+    paths["/api/queues"] = {
+        "get": op("the call queues now: callers waiting, agents and their states, today's figures")
+    }
+    action = {
+        "type": "object",
+        "required": ["action"],
+        "properties": {"action": {"enum": list(ACTIONS)}},
+    }
+    paths["/api/queues/agents/{extension}"] = {
+        "parameters": [
+            {"name": "extension", "in": "path", "required": True, "schema": {"type": "string"}}
+        ],
+        "post": {
+            **op("log a queue agent in or out, pause or resume it"),
+            "description": "A user's token acts on its own extension only.",
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": action}},
+            },
+        },
+    }
     _SCHEMA.update(
         {
             "openapi": "3.1.0",

@@ -15,6 +15,7 @@ import contextlib
 import json
 import logging
 import secrets
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -71,8 +72,10 @@ class ConsoleApp:
         self.https = settings.certificate is not None
         self.closing = asyncio.Event()
         self.streams = 0
-        self._snapshot: tuple[float, dict[str, Any]] | None = None  # when asked, what came
-        self._asking: asyncio.Future[Any] | None = None
+        # per daemon handler: when it was asked, what came; the question in flight
+        self._answers: dict[str, tuple[float, dict[str, Any]]] = {}
+        self._asking: dict[str, asyncio.Future[Any]] = {}
+        self._queues_problem: str | None = None  # the wallboard's, logged once
         self.templates = jinja2.Environment(
             loader=jinja2.FileSystemLoader(HERE / "templates"),
             autoescape=True,
@@ -90,6 +93,7 @@ class ConsoleApp:
             Route("/login", self.route(self.login), methods=["POST"]),
             Route("/logout", self.route(self.logout), methods=["POST"]),
             Route("/live", self.route(self.live)),
+            Route("/live/queues", self.route(self.live_queues)),
             Mount("/static", app=StaticFiles(directory=HERE / "static"), name="static"),
         ]
         return mine + admin.routes(self) + portal.routes(self) + api.routes(self)
@@ -134,7 +138,7 @@ class ConsoleApp:
         login page (or 401/403 for scripts)."""
         session = self.session(request)
         if session is None:
-            if request.url.path.startswith("/api/") or request.url.path == "/live":
+            if request.url.path.startswith(("/api/", "/live")):
                 return JSONResponse({"error": "login needed"}, status_code=401)
             return RedirectResponse("/login", status_code=303)
         if role != "any" and session.role != role:
@@ -270,31 +274,78 @@ class ConsoleApp:
 
     # -- the live feed (server-sent events) --------------------------------------------------
 
-    async def snapshot(self) -> dict[str, Any]:
-        """The PBX now (from the daemon; dashboards open together share one answer a
-        second)."""
+    async def ask(self, name: str) -> dict[str, Any]:
+        """The daemon's answer to ``name`` (``console.snapshot``, ``queues.snapshot``):
+        pages and live streams open together share one answer a second."""
         now = self.now()
-        if self._snapshot is None or now - self._snapshot[0] >= LIVE_INTERVAL / 2:
-            if self._asking is None or self._asking.done():  # one question at a time
-                self._asking = asyncio.ensure_future(self.svc.call("console.snapshot"))
-            data = await asyncio.shield(self._asking)
+        cached = self._answers.get(name)
+        if cached is None or now - cached[0] >= LIVE_INTERVAL / 2:
+            asking = self._asking.get(name)
+            if asking is None or asking.done():  # one question at a time
+                asking = self._asking[name] = asyncio.ensure_future(self.svc.call(name))
+            data = await asyncio.shield(asking)
             assert isinstance(data, dict)
-            self._snapshot = (now, data)
-        return self._snapshot[1]
+            cached = self._answers[name] = (now, data)
+        return cached[1]
+
+    def forget(self, name: str) -> None:
+        """The next ``ask(name)`` asks the daemon again (something just changed)."""
+        self._answers.pop(name, None)
+        self._asking.pop(name, None)
+
+    async def snapshot(self) -> dict[str, Any]:
+        """The PBX now (the dashboard)."""
+        return await self.ask("console.snapshot")
+
+    async def queues(self) -> dict[str, Any]:
+        """The call queues now (the wallboard): ``{"queues": [...]}`` (without a queue
+        configured the daemon is not asked); an error of the daemon raises RuntimeError,
+        OSError or TimeoutError."""
+        if not self.svc.config.section("queues"):
+            return {"queues": []}
+        return await self.ask("queues.snapshot")
+
+    async def queues_or_error(self) -> dict[str, Any]:
+        """The wallboard's data with the time, or ``{"error": ...}`` for the page to say."""
+        try:
+            data = {"time": time.time(), **await self.queues()}
+        except (RuntimeError, OSError, TimeoutError) as exc:
+            problem = str(exc) or type(exc).__name__
+            if problem != self._queues_problem:  # once, not every second of every wallboard
+                log.warning("event=console_queues_failed error=%r", problem)
+                self._queues_problem = problem
+            error = f"no answer from the PBX ({problem})"
+            return {"time": time.time(), "queues": [], "error": error}
+        self._queues_problem = None
+        return data
 
     async def live(self, request: Request) -> Response:
+        """The dashboard's feed."""
+        return self._stream(request, self.snapshot, '"registrations"')
+
+    async def live_queues(self, request: Request) -> Response:
+        """The wallboard's feed."""
+        return self._stream(request, self.queues_or_error, '"queues"')
+
+    def _stream(
+        self, request: Request, fetch: Callable[[], Awaitable[dict[str, Any]]], after: str
+    ) -> Response:
         session = self.need(request, "admin")
         if isinstance(session, Response):
             return session
         if self.streams >= MAX_LIVE_STREAMS:
             return JSONResponse({"error": "too many dashboards open"}, status_code=503)
         return StreamingResponse(
-            self._events(request),
+            self._events(request, fetch, after),
             media_type="text/event-stream",
             headers={"X-Accel-Buffering": "no"},
         )
 
-    async def _events(self, request: Request) -> AsyncIterator[bytes]:
+    async def _events(
+        self, request: Request, fetch: Callable[[], Awaitable[dict[str, Any]]], after: str
+    ) -> AsyncIterator[bytes]:
+        """``fetch``'s data once a second when it changed (what follows the key ``after``,
+        which comes after the time), and every 15 s regardless."""
         self.streams += 1
         try:
             last = ""
@@ -302,8 +353,8 @@ class ConsoleApp:
             while not self.closing.is_set():
                 if await request.is_disconnected():
                     return
-                data = json.dumps(await self.snapshot())
-                body = data.partition('"registrations"')[2]  # without the time
+                data = json.dumps(await fetch())
+                body = data.partition(after)[2]  # without the time
                 if body != last or idle >= 15:
                     last, idle = body, 0
                     yield f"data: {data}\n\n".encode()

@@ -25,6 +25,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from ...config import BusinessHours, ConfigError, Trunk, User, Voicemail
 from ..cdr import CdrSettings
+from ..queues.settings import QueueSettings
 from ..receptionist import Receptionist
 from ..ring_groups import RingGroup
 
@@ -49,6 +50,7 @@ COLLECTIONS = {
         Collection("ring_groups", RingGroup, "extension", "ring groups"),
         Collection("ivr", Receptionist, "extension", "receptionists"),
         Collection("trunks", Trunk, "name", "trunks"),
+        Collection("queues", QueueSettings, "extension", "queues"),
     )
 }
 # tables edited whole: [business_hours], [voicemail], [cdr]

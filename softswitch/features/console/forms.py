@@ -16,6 +16,7 @@ from typing import Any
 from starlette.datastructures import FormData
 
 from ...config import BusinessHours, Trunk, User
+from ..queues.settings import QueueSettings
 from ..receptionist import Receptionist
 from ..ring_groups import RingGroup
 from .edits import EditError, FieldError
@@ -232,6 +233,74 @@ def group_data(form: FormData) -> dict[str, Any]:
     return data
 
 
+MEMBER = re.compile(r"^(?P<extension>[0-9]{2,8})(?::(?P<penalty>[0-9]))?$")
+QUEUE_NUMBERS = (
+    "ring_seconds",
+    "wrap_up_seconds",
+    "max_callers",
+    "max_wait_seconds",
+    "announce_position_seconds",
+    "service_level_seconds",
+)
+
+
+def members_from(value: str | None) -> list[str | dict[str, Any]]:
+    """``101, 102:1``: the agents of a queue, each with its penalty after a colon (a
+    higher one rings only when no lower one is free); 0 is written as the bare number."""
+    members: list[str | dict[str, Any]] = []
+    for word in words(value):
+        m = MEMBER.match(word)
+        if m is None:
+            message = f"{word}: expected an extension, or extension:penalty (0 to 9)"
+            raise EditError([FieldError("members", message)])
+        penalty = int(m["penalty"] or 0)
+        extension = m["extension"]
+        members.append({"extension": extension, "penalty": penalty} if penalty else extension)
+    return members
+
+
+def members_text(queue: QueueSettings) -> str:
+    return ", ".join(
+        f"{m.extension}:{m.penalty}" if m.penalty else m.extension for m in queue.member_list()
+    )
+
+
+def queue_data(form: FormData) -> dict[str, Any]:
+    """The queue form as a merge patch of its table (what the form does not show, such as
+    priorities and rules, is kept)."""
+    data: dict[str, Any] = {
+        "extension": text(form, "extension"),
+        "name": text(form, "name"),
+        "members": members_from(text(form, "members")),
+        "strategy": text(form, "strategy"),
+        "overflow": text(form, "overflow"),
+        "join_empty": checked(form, "join_empty"),
+        "music": text(form, "music"),
+        "announce_wait": checked(form, "announce_wait"),
+        "leave_message": text(form, "leave_message"),
+    }
+    data.update({key: number(form, key) for key in QUEUE_NUMBERS})
+    return keep_key(data, "extension")
+
+
+def queue_values(queue: QueueSettings | None) -> Values:
+    if queue is None:  # the model's defaults
+        defaults = queue_values(QueueSettings(extension="00", name="-", members=[]))
+        return {**defaults, "extension": "", "name": ""}
+    values: Values = {
+        "extension": queue.extension,
+        "name": queue.name,
+        "members": members_text(queue),
+        "strategy": queue.strategy,
+        "overflow": queue.overflow,
+        "join_empty": "on" if queue.join_empty else "",
+        "music": queue.music,
+        "announce_wait": "on" if queue.announce_wait else "",
+        "leave_message": queue.leave_message or "",
+    }
+    return values | {key: str(getattr(queue, key)) for key in QUEUE_NUMBERS}
+
+
 def ivr_patch(form: FormData) -> dict[str, Any]:
     """The main menu's fields (sub-menus, after-hours and rules are kept as they are)."""
     try:
@@ -340,6 +409,13 @@ CHOICES: dict[str, tuple[tuple[str, str], ...]] = {
     ),
     "caller_hears": (("ringback", "Ringing"), ("music", "Hold music")),
     "dial_by": (("last", "Last name"), ("first", "First name")),
+    "strategy": (
+        ("rotating", "In turn (round robin)"),
+        ("simultaneous", "All free agents together"),
+        ("fixed_order", "In the listed order"),
+        ("longest_idle", "The agent idle the longest"),
+        ("fewest_calls", "The agent with the fewest calls today"),
+    ),
 }
 
 
@@ -359,6 +435,8 @@ PATTERN_HINTS = {
     "username": "letters, digits, '.', '_' or '-'",
     "name": "1 to 32 letters, digits, '_' or '-'",
     "proxy": "an address starting with sip: or sips:",
+    "overflow": "an extension, voicemail:101, an outside number or hangup",
+    "leave_message": "an extension, voicemail:101, an outside number or hangup",
     **{day: "a range such as 09:00-12:00" for day in DAYS},
 }
 
@@ -392,6 +470,21 @@ def when(value: float | str | None) -> str:
     else:
         moment = datetime.fromtimestamp(value, UTC)
     return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def clock(seconds: float | None) -> str:
+    """A wait as the wallboard shows it: ``0:42``, ``12:05``, ``1:02:05`` (None: ``-``)."""
+    if seconds is None:
+        return "-"
+    whole = max(0, int(seconds))
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+def percent(fraction: float | None) -> str:
+    """A share as the wallboard shows it: ``95 %`` (None, nothing to count yet: ``-``)."""
+    return "-" if fraction is None else f"{round(100 * fraction)} %"
 
 
 def posted(form: FormData) -> Values:

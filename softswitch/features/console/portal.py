@@ -1,7 +1,8 @@
 """The user portal: a user's own forwarding, do-not-disturb, screening, voicemail greeting
 (uploaded, or recorded in the browser), messages (listen, download, delete), call
-history, portal password and API token. Every route works on the session's own
-extension only: nothing here takes another extension from the request."""
+history, portal password and API token; a queue agent's log in, log out, pause and
+resume. Every route works on the session's own extension only: nothing here takes
+another extension from the request."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from media.audio import load_audio
 from ...config import User
 from ..cdr import Filter
 from ..voicemail import Voicemail
-from . import forms
+from . import forms, queues
 from .accounts import PasswordError
 from .admin import cdr
 from .edits import EditError, FieldError
@@ -88,7 +89,17 @@ def routes(app: ConsoleApp) -> list[BaseRoute]:
             return None
         return feature.greetings_dir(me.extension) / "standard.wav"
 
-    def page(
+    async def agent_state(me: User) -> tuple[dict[str, Any] | None, str]:
+        """The user as a queue agent (from the wallboard's data), or why it is unknown."""
+        if not queues.member_of(app.svc.config, me.extension):
+            return None, ""
+        try:
+            data = await app.queues()
+        except (RuntimeError, OSError, TimeoutError) as exc:
+            return None, f"the PBX did not say ({exc or 'no answer'})"
+        return queues.agent_view(data, me.extension), ""
+
+    async def page(
         request: Request,
         session: Session,
         me: User,
@@ -104,6 +115,7 @@ def routes(app: ConsoleApp) -> list[BaseRoute]:
             else []
         )
         greeting = greeting_path(me)
+        agent, agent_problem = await agent_state(me)
         return app.render(
             request,
             "portal.html",
@@ -117,10 +129,14 @@ def routes(app: ConsoleApp) -> list[BaseRoute]:
             errors=errors,
             has_greeting=bool(greeting and greeting.exists()),
             tokens=app.accounts.tokens(me.extension),
+            my_queues=queues.member_of(app.svc.config, me.extension),
+            agent=agent,
+            agent_problem=agent_problem,
+            states=queues.STATES,
         )
 
     async def home(request: Request, session: Session, me: User) -> Response:
-        return page(request, session, me)
+        return await page(request, session, me)
 
     async def settings(request: Request, session: Session, me: User) -> Response:
         form = await app.form(request, session)
@@ -129,26 +145,26 @@ def routes(app: ConsoleApp) -> list[BaseRoute]:
         try:
             await app.editor.replace("users", me.extension, own_patch(form), patch=True)
         except EditError as exc:
-            return page(request, session, me, 422, exc.errors, forms.posted(form))
+            return await page(request, session, me, 422, exc.errors, forms.posted(form))
         return app.back("/portal", session, "your settings are saved and in use")
 
     async def greeting(request: Request, session: Session, me: User) -> Response:
         try:
             form = await read_form(request)
         except UploadError as exc:
-            return page(request, session, me, exc.status, [FieldError("greeting", str(exc))])
+            return await page(request, session, me, exc.status, [FieldError("greeting", str(exc))])
         checked = app.checked(request, session, form)
         if isinstance(checked, Response):
             return checked
         feature = app.svc.registry.feature("voicemail")
         upload = form.get("file")
         if not isinstance(feature, Voicemail) or upload is None or isinstance(upload, str):
-            return page(request, session, me, 400, [FieldError("greeting", "no file")])
+            return await page(request, session, me, 400, [FieldError("greeting", "no file")])
         folder = app.svc.data_dir / "audio" / "uploads"
         try:
             path = await save_audio(upload, upload.filename or "greeting.wav", folder)
         except UploadError as exc:
-            return page(request, session, me, exc.status, [FieldError("greeting", str(exc))])
+            return await page(request, session, me, exc.status, [FieldError("greeting", str(exc))])
         samples = await asyncio.to_thread(load_audio, path, GREETING_RATE)
         feature.save_greeting(me.extension, "standard", samples, GREETING_RATE)
         path.unlink(missing_ok=True)
@@ -198,14 +214,15 @@ def routes(app: ConsoleApp) -> list[BaseRoute]:
             return form
         current = str(form.get("current") or "")
         if not await app.accounts.check_portal(me.extension, current, me.password):
-            return page(request, session, me, 422, [FieldError("current", "not your password")])
+            errors = [FieldError("current", "not your password")]
+            return await page(request, session, me, 422, errors)
         new = str(form.get("new") or "")
         if new != str(form.get("again") or ""):
-            return page(request, session, me, 422, [FieldError("again", "the two differ")])
+            return await page(request, session, me, 422, [FieldError("again", "the two differ")])
         try:
             app.accounts.set_portal(me.extension, new)
         except PasswordError as exc:
-            return page(request, session, me, 422, [FieldError("new", str(exc))])
+            return await page(request, session, me, 422, [FieldError("new", str(exc))])
         # whoever knew the old password is out: other sessions, and the API tokens it
         # could have made (this session stays; a new token is one click away)
         app.sessions.drop_user("user", me.extension, keep=session.id)
@@ -224,8 +241,19 @@ def routes(app: ConsoleApp) -> list[BaseRoute]:
             except PasswordError as exc:
                 raise EditError([FieldError("label", str(exc))]) from None
         except EditError as exc:
-            return page(request, session, me, 422, exc.errors, forms.posted(form))
+            return await page(request, session, me, 422, exc.errors, forms.posted(form))
         return app.back("/portal", session, f"your API token (shown once): {value}")
+
+    async def queue_agent(request: Request, session: Session, me: User) -> Response:
+        """Log in to / out of the user's queues, pause or resume."""
+        form = await app.form(request, session)
+        if isinstance(form, Response):
+            return form
+        try:
+            answer = await queues.agent_action(app, me.extension, form.get("action"))
+        except EditError as exc:
+            return app.back("/portal", session, f"queues: {exc.errors[0].message}", "warn")
+        return app.back("/portal", session, queues.done(answer))
 
     async def token_revoke(request: Request, session: Session, me: User) -> Response:
         form = await app.form(request, session)
@@ -245,6 +273,7 @@ def routes(app: ConsoleApp) -> list[BaseRoute]:
         Route("/portal/voicemail/{id}/delete", user(message_delete), methods=post),
         Route("/portal/password", user(password), methods=post),
         Route("/portal/token", user(token), methods=post),
+        Route("/portal/queues", user(queue_agent), methods=post),
         Route("/portal/token/{digest}/revoke", user(token_revoke), methods=post),
     ]
 

@@ -696,6 +696,8 @@ class Queues(BaseFeature, CallListener):
                         "talking_to": runtime.talking.get(member.extension),
                         "answered": agent.answered,
                         "penalty": member.penalty,
+                        "logged_in": agent.logged_in,
+                        "paused": agent.paused,
                     }
                 )
             stats = queue.stats

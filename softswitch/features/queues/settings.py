@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import Field, field_validator
+from typing import Any
+
+from pydantic import Field, field_serializer, field_validator
 
 from ...config import Extension, Handling, Target
 from ...model import Strict
@@ -28,8 +30,8 @@ class CallerPriority(Strict):
 class QueueSettings(Strict):
     extension: Extension
     name: str = Field(min_length=1, max_length=64)
-    # users, or {extension, penalty} tables
-    members: list[QueueMember | Extension] = Field(min_length=0, max_length=MAX_MEMBERS)
+    # extensions of users, or {extension, penalty} tables
+    members: list[QueueMember] = Field(min_length=0, max_length=MAX_MEMBERS)
     strategy: Strategy = "rotating"
     ring_seconds: int = Field(15, ge=5, le=120)  # per offer
     wrap_up_seconds: int = Field(0, ge=0, le=600)  # after a queue call, before the next
@@ -54,16 +56,29 @@ class QueueSettings(Strict):
     in_hours: Handling = "ring"
     after_hours: Handling = "ring"
 
-    @field_validator("members")
+    @field_validator("members", mode="before")
     @classmethod
-    def _unique(cls, members: list[QueueMember | str]) -> list[QueueMember | str]:
-        seen: set[str] = set()
-        for member in members:
-            extension = member if isinstance(member, str) else member.extension
-            if extension in seen:
-                raise ValueError(f"{extension} is listed twice")
-            seen.add(extension)
+    def _tables(cls, members: object) -> object:
+        """A member is an extension or an {extension, penalty} table: one form, so that a
+        mistake gets one error naming the member, not one per form it could have had."""
+        if isinstance(members, list):
+            return [{"extension": m} if isinstance(m, str) else m for m in members]
         return members
 
+    @field_validator("members")
+    @classmethod
+    def _unique(cls, members: list[QueueMember]) -> list[QueueMember]:
+        seen: set[str] = set()
+        for member in members:
+            if member.extension in seen:
+                raise ValueError(f"{member.extension} is listed twice")
+            seen.add(member.extension)
+        return members
+
+    @field_serializer("members")
+    def _compact(self, members: list[QueueMember]) -> list[str | dict[str, Any]]:
+        """Written back as it is usually typed: an extension, a table when it has a penalty."""
+        return [m.extension if not m.penalty else m.model_dump() for m in members]
+
     def member_list(self) -> list[QueueMember]:
-        return [QueueMember(extension=m) if isinstance(m, str) else m for m in self.members]
+        return list(self.members)
