@@ -51,6 +51,7 @@ bench: $(STAMP) system-deps
 	$(PY) benchmarks/rtp_fanout.py
 	$(PY) benchmarks/moh_fanout.py
 	$(PY) benchmarks/conference_load.py
+	$(PY) benchmarks/queue_load.py
 	$(PY) benchmarks/web_stall.py
 	$(PY) benchmarks/gil_convoy.py --ticks 50
 

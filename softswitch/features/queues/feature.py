@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import sip
 from ivr import Prompt
 
 from ...feature import BaseFeature, CallListener, Dial, Done, Failed, Handler, Outcome
@@ -45,6 +46,7 @@ if TYPE_CHECKING:
     from ...services import Services
 
 log = logging.getLogger("softswitch")
+ESTABLISHED = sip.CallState.ESTABLISHED
 
 LOGIN, LOGOUT, PAUSE = "*45", "*46", "*47"
 RECENT = 20  # callers that left, kept for the wallboard
@@ -82,6 +84,7 @@ class Runtime:
         self.recent: dict[str, deque[dict[str, Any]]] = {}
         self.talking: dict[str, str] = {}  # agent -> the caller it talks to (label)
         self.timer: asyncio.TimerHandle | None = None
+        self.pumping = False  # a plan is due on the next turn of the loop
         self.counter = 0
 
 
@@ -449,11 +452,18 @@ class Queues(BaseFeature, CallListener):
     # -- offers -----------------------------------------------------------------------------
 
     def pump(self) -> None:
-        """Offer free agents to waiting callers, now; and plan again when a wrap-up or
-        a rest ends."""
-        if self.svc is None:
-            return
+        """Offer free agents to waiting callers, soon (several events of one moment, such
+        as an agent's hang-up and its call's end, make one plan); and plan again when a
+        wrap-up or a rest ends."""
         runtime = self.runtime
+        if self.svc is None or runtime.pumping:
+            return
+        runtime.pumping = True
+        asyncio.get_running_loop().call_soon(self._plan)
+
+    def _plan(self) -> None:
+        runtime = self.runtime
+        runtime.pumping = False
         now = self._now()
         for offer in runtime.center.plan(now, self._unavailable()):
             waiter = runtime.waiters.get(offer.caller)
@@ -467,20 +477,25 @@ class Queues(BaseFeature, CallListener):
         at = runtime.center.next_change(now)
         if at is not None:
             loop = asyncio.get_running_loop()
-            runtime.timer = loop.call_at(at + 0.01, self.pump)
+            runtime.timer = loop.call_at(at + 0.01, self._plan)
 
     def _unavailable(self) -> set[str]:
         """Agents that may not get a queue call now: not a user any more, in DND, with no
         phone registered, or on another call."""
         svc = self.services
+        talking = {  # one pass over the calls (Services.busy, for every agent at once)
+            p.user.extension
+            for p in svc.parties
+            if p.user is not None and p.peer is not None and p.call.state is ESTABLISHED
+        }
         out: set[str] = set()
         for extension in self.runtime.center.agents:
             user = svc.user(extension)
             if (
                 user is None
+                or extension in talking
                 or user.dnd != "off"
                 or not svc.devices.registered(user)
-                or svc.busy(user)
             ):
                 out.add(extension)
         return out
