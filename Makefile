@@ -42,7 +42,7 @@ lint: $(STAMP)
 
 test: $(STAMP) system-deps
 	$(MAKE) lint
-	$(VENV)/bin/pytest -q
+	$(VENV)/bin/pytest -q --durations=20
 
 bench: $(STAMP) system-deps
 	$(PY) benchmarks/sip_parse.py
