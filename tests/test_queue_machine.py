@@ -526,7 +526,7 @@ def test_random_queue_life() -> None:
     run_state_machine_as_test(
         QueueMachine,
         settings=settings(
-            max_examples=400,
+            max_examples=300,
             stateful_step_count=50,
             deadline=None,
             suppress_health_check=[HealthCheck.too_slow],

@@ -276,9 +276,8 @@ class CallCenter:
             queue = self.queues.get(caller.queue)
             if queue is None:  # removed: the caller is being sent on (see remove_queue)
                 continue
-            if queue.extension in blocked or self._ahead_unserved(queue, caller):
-                blocked.add(queue.extension)
-                continue
+            if queue.extension in blocked:  # its first caller found no agent: nor would
+                continue  # those behind it (free agents only grow fewer within one plan)
             agents = self.pick(queue, now, unavailable)
             if not agents:
                 blocked.add(queue.extension)
@@ -290,14 +289,6 @@ class CallCenter:
                 queue.last_offered = agents[0]
             offers.append(Offer(queue.extension, caller.id, agents))
         return offers
-
-    def _ahead_unserved(self, queue: Queue, caller: Caller) -> bool:
-        for other in queue.callers:
-            if other is caller:
-                return False
-            if not other.offered_to:
-                return True
-        return False
 
     def pick(self, queue: Queue, now: float, unavailable: Container[str] = ()) -> tuple[str, ...]:
         """The agents ``queue``'s strategy offers its next caller to (empty: none free)."""
