@@ -97,6 +97,11 @@ CallCheck = Callable[[Dial], Awaitable["Outcome | None"]]
 InCallHandler = Callable[["Party", str], bool]
 # A SUBSCRIBE for an event package, already authenticated as ``user``.
 SubscribeHandler = Callable[[sip.IncomingRequest, str], None]
+# A busy lamp a feature lights for one of its numbers (a BLF key on that number): its
+# state as the watching user's phone should show it, "confirmed" (lit), "early"
+# (blinking) or "terminated" (dark). Features say when it may have changed with the
+# ``hint_changed`` call event.
+Hint = Callable[[User], str]
 # An in-dialog request (REFER...) on ``party``'s call.
 InDialogHandler = Callable[["Party", sip.IncomingRequest], Awaitable[None] | None]
 
@@ -189,6 +194,9 @@ class CallListener:
         ``agent``), ``abandoned``, ``timeout``, ``overflow`` (refused on joining) or
         ``message`` (pressed the key to leave one)."""
 
+    def hint_changed(self, number: str) -> None:
+        """The busy lamp a feature lights for ``number`` may have changed (``hints``)."""
+
     def finished(self, party: Party, outcome: Outcome) -> None:
         """The dialplan is done with ``party``'s call: it was connected, handled by an
         application (voicemail, a menu...), or failed (busy, no answer, refused...)."""
@@ -218,6 +226,8 @@ class Feature(Protocol):
     def event_packages(self) -> Mapping[str, SubscribeHandler]: ...
 
     def in_dialog(self) -> Mapping[str, InDialogHandler]: ...
+
+    def hints(self) -> Mapping[str, Hint]: ...
 
     def listeners(self) -> Iterable[CallListener]: ...
 
@@ -278,6 +288,11 @@ class BaseFeature:
         return {}
 
     def in_dialog(self) -> Mapping[str, InDialogHandler]:
+        return {}
+
+    def hints(self) -> Mapping[str, Hint]:
+        """Busy lamps of this feature's numbers (``*45``: lit while the agent is logged
+        in), shown to BLF keys by the presence feature."""
         return {}
 
     def listeners(self) -> Iterable[CallListener]:

@@ -20,6 +20,7 @@ from .feature import (
     Feature,
     FeatureType,
     Handler,
+    Hint,
     InCallHandler,
     InDialogHandler,
     Kind,
@@ -64,13 +65,14 @@ class Registry:
         self.codes: dict[str, InCallHandler] = {}
         self.packages: dict[str, SubscribeHandler] = {}
         self.in_dialog: dict[str, InDialogHandler] = {}
+        self.hints: dict[str, Hint] = {}
         self.listeners: list[CallListener] = []
         self.checks: list[CallCheck] = []
         self.owners: dict[str, str] = {}  # "number 600" -> feature name
         problems: list[str] = []
         names: set[str] = set()
         owners: dict[str, dict[str, str]] = {
-            t: {} for t in ("number", "kind", "endpoint", "code", "package", "method")
+            t: {} for t in ("number", "kind", "endpoint", "code", "package", "method", "hint")
         }
         owners["endpoint"].update({k: CORE for k in self.endpoints})
         for kind in feature_types:
@@ -104,6 +106,7 @@ class Registry:
             problems += _merge(
                 self.in_dialog, owners["method"], feature.in_dialog(), name, "in-dialog method"
             )
+            problems += _merge(self.hints, owners["hint"], feature.hints(), name, "busy lamp")
             self.listeners.extend(feature.listeners())
             self.checks.extend(feature.call_checks())
         self.owners = {f"number {k}": v for k, v in owners["number"].items()}

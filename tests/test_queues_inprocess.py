@@ -5,6 +5,7 @@ Do-Not-Disturb for queue calls, and agents logging in and out with the feature c
 from __future__ import annotations
 
 import asyncio
+import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from .audio import best_correlation, dominant_frequency
 from .office import demo_pbx
 from .softphone import USERS, SoftPhone, phone
 
+NS = {"d": "urn:ietf:params:xml:ns:dialog-info"}
 QUEUES = """
 [[queues]]
 extension = "700"
@@ -198,8 +200,24 @@ async def test_dnd_for_queue_calls_and_the_login_codes(dnd_pbx: Pbx) -> None:
     try:
         for p in (agent, refusing, caller, direct):
             await p.start()
+        # the agent's BLF key on *45: lit while it is logged in
+        port = pbx.ua.listeners[0].port
+        lamp = await agent.ua.subscribe(
+            f"sip:*45@127.0.0.1:{port}",
+            "dialog",
+            expires=600,
+            accept="application/dialog-info+xml",
+            credentials=("200", "pass200"),
+        )
+
+        async def lamp_state() -> str | None:
+            notify = await asyncio.wait_for(lamp.notifications.get(), 5)
+            return ET.fromstring(notify.body).findtext("d:dialog/d:state", namespaces=NS)
+
+        assert await lamp_state() == "confirmed"
         await agent.call("*46")  # log out of the queues
         await until(lambda: states()["200"] == "logged_out")
+        assert await lamp_state() == "terminated"
         waiting = await caller.call("700")
         await asyncio.sleep(1.5)
         assert states() == {"200": "logged_out", "201": "dnd"}
@@ -207,6 +225,8 @@ async def test_dnd_for_queue_calls_and_the_login_codes(dnd_pbx: Pbx) -> None:
         await direct.call("201")  # "refuse queue calls" still takes direct calls
         await until(lambda: talking(refusing) == 1)
         await agent.call("*45")  # back in: the waiting caller is offered at once
+        assert await lamp_state() == "confirmed"
+        await lamp.close()
         await until(lambda: talking(agent) == 1, 10.0)
         assert states()["200"] == "talking"
         assert feature.snapshot()["queues"][0]["stats"]["answered"] == 1

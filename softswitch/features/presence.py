@@ -5,8 +5,11 @@ full state at once (and after each refresh), then partial NOTIFYs as that user's
 go trying / early / confirmed / terminated, seen from the user's own phone (its tags:
 a Polycom picks a ringing call up with an INVITE that ``Replaces`` the early dialog,
 RFC 3891). The remote party is shown unless ``show_remote`` is off or the caller hides
-its number. Subscriptions are bounded per watcher and in all, their expiry is bounded,
-and they end when the watcher's phone unregisters.
+its number. A feature's number with a busy lamp of its own (``BaseFeature.hints``: the
+call queues' ``*45`` is lit while the watching agent is logged in) is watched the same
+way: one dialog, in the state the feature gives for the watcher. Subscriptions are bounded
+per watcher and in all, their expiry is bounded, and they end when the watcher's phone
+unregisters.
 """
 
 from __future__ import annotations
@@ -55,7 +58,8 @@ class PresenceSettings(Strict):
 class Watch:
     sub: sip.ServerSubscription
     watcher: str  # the login that subscribed
-    user: User  # the extension watched
+    user: User  # the extension watched (for a feature's lamp: the watcher's own user)
+    hint: str | None = None  # a feature's number with a lamp of its own, watched instead
     version: int = 0
     sent: dict[str, DialogView] = field(default_factory=dict)  # last state NOTIFYed
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # NOTIFYs in version order
@@ -131,6 +135,22 @@ class Presence(BaseFeature, CallListener):
     def views(self, user: User) -> dict[str, DialogView]:
         return {v.id: v for v in (self.view(p) for p in self.live if p.user is user)}
 
+    def lamp(self, number: str, user: User) -> dict[str, DialogView]:
+        """A feature's lamp for ``number`` as ``user``'s phone shows it: one dialog."""
+        hint = self.services.registry.hints.get(number)
+        state = hint(user) if hint is not None else "terminated"
+        key = hashlib.sha1(f"{number};{user.extension}".encode()).hexdigest()[:16]
+        aor = f"sip:{number}@{self.services.domain}"
+        return {key: DialogView(key, state, "recipient", key, local=Participant(aor))}
+
+    def current(self, watch: Watch) -> dict[str, DialogView]:
+        if watch.hint is not None:
+            return self.lamp(watch.hint, watch.user)
+        return self.views(watch.user)
+
+    def resource(self, watch: Watch) -> str:
+        return f"sip:{watch.hint or watch.user.extension}@{self.services.domain}"
+
     # -- call events --------------------------------------------------------------------
 
     def trying(self, party: Party) -> None:
@@ -144,6 +164,10 @@ class Presence(BaseFeature, CallListener):
 
     def bridged(self, a: Party, b: Party) -> None:
         self._changed()
+
+    def hint_changed(self, number: str) -> None:
+        if any(w.hint == number for w in self.watches):
+            self._changed()
 
     def ended(self, party: Party) -> None:
         if party in self.live:
@@ -166,11 +190,12 @@ class Presence(BaseFeature, CallListener):
         turns early without an event of its own, so every watched user is compared)."""
         if not self.watches:
             return
-        by_user: dict[int, dict[str, DialogView]] = {}
+        by_user: dict[tuple[int, str | None], dict[str, DialogView]] = {}
         for watch in list(self.watches):
-            current = by_user.get(id(watch.user))
+            key = (id(watch.user), watch.hint)
+            current = by_user.get(key)
             if current is None:
-                current = by_user[id(watch.user)] = self.views(watch.user)
+                current = by_user[key] = self.current(watch)
             changed = [v for k, v in current.items() if watch.sent.get(k) != v]
             if changed:
                 self._send(watch, changed, full=False)
@@ -178,12 +203,7 @@ class Presence(BaseFeature, CallListener):
 
     def _send(self, watch: Watch, dialogs: list[DialogView], *, full: bool) -> None:
         watch.version += 1
-        body = render(
-            f"sip:{watch.user.extension}@{self.services.domain}",
-            watch.version,
-            dialogs,
-            full=full,
-        )
+        body = render(self.resource(watch), watch.version, dialogs, full=full)
         self.services.spawn(self._notify(watch, body))
 
     async def _notify(self, watch: Watch, body: bytes) -> None:
@@ -200,7 +220,12 @@ class Presence(BaseFeature, CallListener):
         options = self.options
         request = incoming.request
         source = incoming.source[1]
-        user = svc.user(request.uri.user or "")
+        number = request.uri.user or ""
+        user = svc.user(number)
+        hint: str | None = None
+        if user is None and number in svc.registry.hints:  # a feature's lamp: the
+            identity = svc.devices.identity(login)  # watcher's own state
+            user, hint = (identity[0] if identity else None), number
         if user is None:
             incoming.respond(404, "Not Found (no such extension)")
             return
@@ -230,24 +255,22 @@ class Presence(BaseFeature, CallListener):
         sub = sip.ServerSubscription.accept(
             incoming, expires=options.max_expires, max_expires=options.max_expires
         )
-        watch = Watch(sub, login, user)
-        current = self.views(user)
+        watch = Watch(sub, login, user, hint)
+        current = self.current(watch)
         watch.sent = dict(current)
         if asked == 0:  # a fetch: the state once, and the subscription ends
             watch.version = 1
-            body = render(
-                f"sip:{user.extension}@{svc.domain}", 1, list(current.values()), full=True
-            )
+            body = render(self.resource(watch), 1, list(current.values()), full=True)
             svc.spawn(sub.notify(body, CONTENT_TYPE, state="terminated;reason=timeout"))
             return
         self.watches.append(watch)
         sub.on_end = lambda _: self.watches.remove(watch) if watch in self.watches else None
         sub.on_refresh = lambda _: self._full(watch)
-        log.info("event=dialog_subscribed watcher=%s user=%s", login, user.extension)
+        log.info("event=dialog_subscribed watcher=%s user=%s", login, hint or user.extension)
         self._send(watch, list(current.values()), full=True)
 
     def _full(self, watch: Watch) -> None:
-        watch.sent = self.views(watch.user)
+        watch.sent = self.current(watch)
         self._send(watch, list(watch.sent.values()), full=True)
 
     def unregistered(self, binding: Binding) -> None:

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 import sip
 from ivr import Prompt
 
-from ...feature import BaseFeature, CallListener, Dial, Done, Failed, Handler, Outcome
+from ...feature import BaseFeature, CallListener, Dial, Done, Failed, Handler, Hint, Outcome
 from ...feature import Target as RingTarget
 from ...private_files import private_file
 from ...prompts import configured
@@ -133,6 +133,22 @@ class Queues(BaseFeature, CallListener):
 
     def listeners(self) -> Iterable[CallListener]:
         return (self,) if self.queues else ()
+
+    def hints(self) -> Mapping[str, Hint]:
+        """BLF keys on the codes: ``*45`` lit while the watching agent is logged in
+        (blinking while paused), ``*47`` lit while it is paused."""
+        return {LOGIN: self._login_lamp, PAUSE: self._pause_lamp} if self.queues else {}
+
+    def _login_lamp(self, user: User) -> str:
+        agent = self.runtime.center.agents.get(user.extension)
+        if agent is None or not agent.logged_in:
+            return "terminated"
+        return "early" if agent.paused else "confirmed"
+
+    def _pause_lamp(self, user: User) -> str:
+        agent = self.runtime.center.agents.get(user.extension)
+        paused = agent is not None and agent.logged_in and agent.paused
+        return "confirmed" if paused else "terminated"
 
     def destinations(self) -> Iterable[tuple[str, str, User | None]]:
         for i, queue in enumerate(self.queues.values()):
@@ -608,6 +624,8 @@ class Queues(BaseFeature, CallListener):
             log.info("event=queue_offer_withdrawn agent=%s", extension)
         log.info("event=queue_agent agent=%s action=%s", extension, action)
         self._save()
+        for code in (LOGIN, PAUSE):  # the agent's BLF keys on the codes
+            self.services.emit("hint_changed", code)
         self.pump()
         return agent
 
