@@ -323,6 +323,9 @@ class MediaLeg:
 
     def play(self, samples: Samples, *, loop: bool = False) -> PlayerSource:
         source = PlayerSource(Player(samples, self.frame_samples, loop=loop), self.rate)
+        if self.closed:  # the call is gone: nothing to wait for
+            source.done.set()
+            return source
         self.source = source
         return source
 
@@ -362,6 +365,8 @@ class MediaLeg:
             self.closed = True
             self.engine.legs.discard(self)
             self.session.close()
+            if isinstance(self.source, PlayerSource):  # whoever waits for its end goes on
+                self.source.done.set()
             # bridged legs point at each other (sources, keys): undo it, so that an
             # ended call is freed at once rather than by the cycle collector
             self.source = self.dtmf_peer = self.key_filter = None

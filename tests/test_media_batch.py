@@ -191,3 +191,18 @@ def test_relays_and_music_leave_untouched_and_batched() -> None:
         seqs = [HEADER.unpack_from(d)[2] for d, _ in packets]
         assert seqs == [(65530 - i + k) & 0xFFFF for k in range(len(seqs))]
         assert {HEADER.unpack_from(d)[4] for d, _ in packets} == {0x5000 + i}
+
+
+async def test_a_prompt_on_a_leg_that_closes_ends_for_whoever_waits() -> None:
+    """A call that hangs up during a prompt: whoever awaits the prompt goes on (it used to
+    wait forever: a task and its call kept per hang-up), and a prompt started on a leg
+    already closed ends at once."""
+    engine = MediaEngine(MediaClock(), PortAllocator(40000, 40100))
+    leg = MediaLeg(engine, Session(payload_type=0, rtcp=False))
+    engine.legs.add(leg)
+    playing = leg.play(np.zeros(8000, np.int16))
+    assert not playing.done.is_set()
+    leg.close()
+    assert playing.done.is_set()
+    assert leg.play(np.zeros(8000, np.int16)).done.is_set()
+    engine.close()

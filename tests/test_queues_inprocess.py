@@ -227,8 +227,8 @@ async def test_dnd_for_queue_calls_and_the_login_codes(dnd_pbx: Pbx) -> None:
         await agent.call("*45")  # back in: the waiting caller is offered at once
         assert await lamp_state() == "confirmed"
         await lamp.close()
-        await until(lambda: talking(agent) == 1, 10.0)
-        assert states()["200"] == "talking"
+        # offered once its *45 call (the prompt) is over: not while it is on a call
+        await until(lambda: states()["200"] == "talking", 10.0)
         assert feature.snapshot()["queues"][0]["stats"]["answered"] == 1
         assert waiting.call.state is sip.CallState.ESTABLISHED
         assert (pbx.svc.data_dir / "queues.json").exists()
@@ -236,3 +236,27 @@ async def test_dnd_for_queue_calls_and_the_login_codes(dnd_pbx: Pbx) -> None:
         for p in (agent, refusing, caller, direct):
             await p.stop()
         await clock.stop()
+
+
+async def test_a_hostile_state_file_is_ignored_and_codes_need_a_queue(tmp_path: Path) -> None:
+    """A queues.json nested 100 000 deep (or of the wrong types) must not keep the daemon
+    from starting; a user in no queue hears "not a member" and changes nothing."""
+    data = tmp_path / "data"
+    data.mkdir(mode=0o700)
+    (data / "queues.json").write_text("[" * 100_000)
+    pbx = await demo_pbx(tmp_path, extra=USERS + QUEUES, rtp=38900)
+    clock = MediaClock()
+    clock.start()
+    outsider = phone(pbx, clock, 212, "PCMU", 500.0)
+    try:
+        feature = queues(pbx)
+        assert all(a.logged_in for a in feature.runtime.center.agents.values())
+        await outsider.start()
+        await outsider.call("*46")
+        await until(lambda: outsider.legs[0].call.state is sip.CallState.ENDED)
+        assert "212" not in feature.runtime.center.agents
+        assert not (data / "queues.json").read_text().startswith("{")  # not rewritten
+    finally:
+        await outsider.stop()
+        await clock.stop()
+        await pbx.stop()

@@ -50,6 +50,7 @@ ESTABLISHED = sip.CallState.ESTABLISHED
 
 LOGIN, LOGOUT, PAUSE = "*45", "*46", "*47"
 RECENT = 20  # callers that left, kept for the wallboard
+MAX_STATE = 1 << 20  # bytes of queues.json read at start (a few thousand agents)
 GREETING = Prompt("builtin", "queue-greeting")
 
 
@@ -85,6 +86,8 @@ class Runtime:
         self.talking: dict[str, str] = {}  # agent -> the caller it talks to (label)
         self.timer: asyncio.TimerHandle | None = None
         self.pumping = False  # a plan is due on the next turn of the loop
+        self.loaded = False  # agents' state read from queues.json
+        self.ringing: set[str] = set()  # agents a queue call rings now (one at a time)
         self.counter = 0
 
 
@@ -201,7 +204,9 @@ class Queues(BaseFeature, CallListener):
         if not self.queues:
             return
         self.path = svc.data_dir / "queues.json"
-        self._load()
+        if not self.runtime.loaded:  # once: a live apply keeps the state in memory
+            self.runtime.loaded = True
+            self._load()
         await svc.prompts.prepare(g for g in self.greetings.values() if g is not None)
         svc.web.handle("queues.snapshot", lambda _: self.snapshot())
         svc.web.handle("queues.agent", self._agent_request)
@@ -247,14 +252,23 @@ class Queues(BaseFeature, CallListener):
             )
             runtime.recent.setdefault(queue.extension, deque(maxlen=RECENT))
         runtime.settings = dict(self.queues)
+        for waiter in runtime.waiters.values():  # callers in line follow the new settings
+            waiter.settings = self.queues.get(waiter.settings.extension, waiter.settings)
 
     # -- agents' state on disk ---------------------------------------------------------------
 
     def _load(self) -> None:
+        """Agents' log-ins and pauses from the last run; a file that is too large or not
+        what this module writes is ignored (logged), never a reason not to start."""
         assert self.path is not None
         try:
+            if self.path.stat().st_size > MAX_STATE:
+                raise ValueError(f"larger than {MAX_STATE} bytes")
             saved = json.loads(self.path.read_text())
-        except (OSError, ValueError):
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError, RecursionError) as exc:
+            log.warning("event=queues_state_ignored file=%s error=%s", self.path, exc)
             return
         if not isinstance(saved, dict):
             return
@@ -263,9 +277,10 @@ class Queues(BaseFeature, CallListener):
             agent = self.runtime.center.agents.get(str(extension))
             if agent is None or not isinstance(state, dict):
                 continue
-            agent.logged_in = bool(state.get("logged_in", True))
-            agent.paused = bool(state.get("paused", False))
-            agent.idle_since = now
+            logged_in, paused = state.get("logged_in", True), state.get("paused", False)
+            if isinstance(logged_in, bool) and isinstance(paused, bool):
+                agent.logged_in, agent.paused = logged_in, paused
+                agent.idle_since = now
 
     def _save(self) -> None:
         if self.path is None:
@@ -274,9 +289,12 @@ class Queues(BaseFeature, CallListener):
             a.extension: {"logged_in": a.logged_in, "paused": a.paused}
             for a in self.runtime.center.agents.values()
         }
-        tmp = private_file(self.path.with_suffix(".tmp"))
-        tmp.write_text(json.dumps(state))
-        tmp.replace(self.path)
+        try:
+            tmp = private_file(self.path.with_suffix(".tmp"))
+            tmp.write_text(json.dumps(state))
+            tmp.replace(self.path)
+        except OSError as exc:  # the change holds until a restart
+            log.warning("event=queues_state_not_saved file=%s error=%s", self.path, exc)
 
     # -- callers ----------------------------------------------------------------------------
 
@@ -287,6 +305,10 @@ class Queues(BaseFeature, CallListener):
         action = svc.handling(dial, list(queue.rules), queue.in_hours, queue.after_hours)
         if action != "ring":
             return await svc.send_on(dial, action)
+        # answered before it joins: only a caller that can hear the queue is offered
+        # (a late-offer caller whose ACK never comes is never put through to an agent)
+        if not await svc.answer(party):
+            return Done()
         runtime = self.runtime
         runtime.counter += 1
         caller_id = f"{party.call.call_id}#{runtime.counter}"
@@ -319,6 +341,9 @@ class Queues(BaseFeature, CallListener):
         finally:
             runtime.waiters.pop(caller_id, None)
             waiter.gone.set()
+            agent = waiter.answered.result() if waiter.answered.done() else None
+            if agent is not None and agent.peer is None and not agent.ended:
+                svc.spawn(agent.call.hangup())  # answered for a caller no longer there
             if caller_id in runtime.center.callers:  # ended by an error: out of line
                 runtime.center.leave(caller_id, self._now(), "abandoned")
                 self.pump()
@@ -326,17 +351,12 @@ class Queues(BaseFeature, CallListener):
     async def _wait(self, waiter: Waiter) -> Outcome:
         svc = self.services
         party, queue = waiter.party, waiter.settings
-        if not await svc.answer(party):
-            self._leave(waiter, "abandoned")
-            return Done()
         leg = party.leg
         leg.listen_dtmf = True
         music = svc.music(queue.music) if svc.music is not None else None
         self.pump()  # a free agent rings while the greeting plays
         speaking: asyncio.Task[None] | None = svc.spawn(self._announce(waiter, music, first=True))
-        every = queue.announce_position_seconds
         next_announce: float | None = None
-        give_up = waiter.joined + queue.max_wait_seconds if queue.max_wait_seconds else None
         ended = asyncio.ensure_future(party.call.ended.wait())
         gone = asyncio.ensure_future(waiter.gone.wait())
 
@@ -351,6 +371,10 @@ class Queues(BaseFeature, CallListener):
 
         try:
             while True:
+                queue = waiter.settings  # as configured now (a live apply changes it)
+                every = queue.announce_position_seconds
+                wait = queue.max_wait_seconds
+                give_up = waiter.joined + wait if wait else None
                 key = asyncio.ensure_future(leg.dtmf.get())
                 waits: set[asyncio.Future[Any]] = {key, ended, gone, waiter.answered}
                 if speaking is not None:
@@ -369,8 +393,8 @@ class Queues(BaseFeature, CallListener):
                     out_of_line("abandoned")
                     return Done()
                 if gone in done:  # the queue was removed from the configuration
-                    out_of_line(None)
-                    return await svc.send_on(waiter.dial, "hangup")
+                    out_of_line("overflow")
+                    return await svc.send_on(waiter.dial, queue.overflow)
                 if key in done and not key.cancelled():
                     if key.result() == "1" and queue.leave_message is not None:
                         out_of_line("message")
@@ -402,7 +426,10 @@ class Queues(BaseFeature, CallListener):
         greeting = self.greetings.get(queue.extension)
         if first and greeting is not None:
             prompts.append(greeting)
-        position = self.runtime.center.queues[queue.extension].position(waiter.id)
+        line = self.runtime.center.queues.get(queue.extension)
+        if line is None:  # the queue was removed meanwhile
+            return
+        position = line.position(waiter.id)
         if queue.announce_position_seconds and position is not None:
             prompts += [Prompt("builtin", "queue-caller-number"), *_number(position)]
             estimate = self.runtime.center.estimated_wait(waiter.id)
@@ -499,11 +526,12 @@ class Queues(BaseFeature, CallListener):
         """Agents that may not get a queue call now: not a user any more, in DND, with no
         phone registered, or on another call."""
         svc = self.services
-        talking = {  # one pass over the calls (Services.busy, for every agent at once)
-            p.user.extension
+        talking = {  # one pass over the calls: on any call, bridged or not (voicemail, a
+            p.user.extension  # menu, this very queue as a caller)
             for p in svc.parties
-            if p.user is not None and p.peer is not None and p.call.state is ESTABLISHED
+            if p.user is not None and p.call.state is ESTABLISHED
         }
+        talking |= self.runtime.ringing  # a ring of a withdrawn offer still going
         out: set[str] = set()
         for extension in self.runtime.center.agents:
             user = svc.user(extension)
@@ -533,6 +561,7 @@ class Queues(BaseFeature, CallListener):
             waiter.number,
             ",".join(agents),
         )
+        runtime.ringing.update(agents)
         try:
             result = await svc.ring(
                 waiter.party,
@@ -545,6 +574,8 @@ class Queues(BaseFeature, CallListener):
         except Exception:
             runtime.center.declined(waiter.id, agents, self._now())
             raise
+        finally:
+            runtime.ringing.difference_update(agents)
         now = self._now()
         callee = result.party
         if result.outcome != "answered" or callee is None:
@@ -633,6 +664,8 @@ class Queues(BaseFeature, CallListener):
         extension, action = args.get("extension"), args.get("action")
         if not isinstance(extension, str) or not isinstance(action, str):
             raise ValueError("expected extension and action")
+        if not self.runtime.center.member_of(extension):
+            raise ValueError(f"{extension} is not a member of any queue")
         try:
             agent = self.agent_action(extension, action)
         except QueueError as exc:
@@ -655,7 +688,7 @@ class Queues(BaseFeature, CallListener):
         if not await svc.answer(dial.party):
             return Done()
         leg = dial.party.leg
-        if user.extension not in self.runtime.center.agents:
+        if not self.runtime.center.member_of(user.extension):
             await leg.play_prompt("queue-not-member")
             return Done()
         agent = self.runtime.center.agents[user.extension]

@@ -235,14 +235,18 @@ class CallCenter:
         return queue.position(caller_id)
 
     def leave(self, caller_id: str, now: float, outcome: Outcome) -> tuple[str, ...]:
-        """The caller left without an agent (hung up, timed out, pressed for a message):
-        the agents that were ringing for it, whose rings are to stop."""
+        """The caller left without an agent (hung up, timed out, pressed for a message;
+        ``answered``: by someone the queue did not offer it to, such as a pickup): the
+        agents that were ringing for it, whose rings are to stop."""
         caller = self._pop(caller_id)
         for extension in caller.offered_to:
             self.agents[extension].offered = None
-        stats = self.queues[caller.queue].stats if caller.queue in self.queues else None
-        if stats is not None:
-            if outcome == "abandoned":
+        queue = self.queues.get(caller.queue)
+        if queue is not None:
+            stats = queue.stats
+            if outcome == "answered":
+                self._count_answer(queue, caller, now)
+            elif outcome == "abandoned":
                 stats.abandoned += 1
             elif outcome == "timeout":
                 stats.timeout += 1
@@ -328,18 +332,19 @@ class CallCenter:
         agent.offered, agent.talking = None, caller_id
         queue = self.queues.get(caller.queue)
         if queue is not None:
-            stats = queue.stats
-            waited = max(0.0, now - caller.arrived)
-            stats.answered += 1
-            stats.waited_total += waited
-            stats.longest_wait = max(stats.longest_wait, waited)
-            if waited <= queue.service_level:
-                stats.within_service_level += 1
-            previous = stats.average_wait_ewma
-            stats.average_wait_ewma = (
-                waited if previous is None else 0.75 * previous + 0.25 * waited
-            )
+            self._count_answer(queue, caller, now)
         return others
+
+    def _count_answer(self, queue: Queue, caller: Caller, now: float) -> None:
+        stats = queue.stats
+        waited = max(0.0, now - caller.arrived)
+        stats.answered += 1
+        stats.waited_total += waited
+        stats.longest_wait = max(stats.longest_wait, waited)
+        if waited <= queue.service_level:
+            stats.within_service_level += 1
+        previous = stats.average_wait_ewma
+        stats.average_wait_ewma = waited if previous is None else 0.75 * previous + 0.25 * waited
 
     def declined(self, caller_id: str, extensions: Iterable[str], now: float) -> None:
         """The offer to these agents ended unanswered (rejected, rang out, unreachable):
