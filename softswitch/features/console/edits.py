@@ -73,7 +73,9 @@ class FieldError:
 
 class EditError(Exception):
     def __init__(self, errors: list[FieldError], status: int = 422) -> None:
-        super().__init__("; ".join(f"{e.field}: {e.message}" for e in errors))
+        super().__init__(
+            "; ".join(f"{e.field}: {e.message}" if e.field else e.message for e in errors)
+        )
         self.errors = errors
         self.status = status
 
