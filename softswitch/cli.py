@@ -372,10 +372,12 @@ def _check(args: argparse.Namespace) -> int:
     for warning in registry.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     groups = len(config.section("ring_groups") or [])
+    queues = len(config.section("queues") or [])
     print(
         f"{_name(file)}: OK ({_plural(len(config.users), 'user')}, "
         f"{_plural(len(config.trunks), 'trunk')}, {_plural(groups, 'ring group')}, "
-        f"{_plural(len(registry.numbers), 'number')})"
+        + (f"{_plural(queues, 'queue')}, " if queues else "")
+        + f"{_plural(len(registry.numbers), 'number')})"
     )
     return 0
 
