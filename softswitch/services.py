@@ -462,6 +462,14 @@ class Services(OfficeView):
             waits.add(asyncio.ensure_future(stop.wait()))
         try:
             await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:  # whoever rang gave up (the PBX stops...): the
+            winner.clear()  # phones stop ringing and the leg is freed, as for a caller gone
+            for other in parties:
+                self.spawn(other.call.hangup())
+            for task in tasks:
+                task.cancel()
+            leg.close()
+            raise
         finally:
             for waiter in waits:
                 waiter.cancel()

@@ -16,6 +16,7 @@ import pytest
 import sip
 from ivr import Prompt
 from media.clock import MediaClock
+from softswitch.feature import Target
 from softswitch.features.cdr import CallHistory, Filter
 from softswitch.features.queues.feature import Queues
 from softswitch.pbx import Pbx
@@ -260,3 +261,28 @@ async def test_a_hostile_state_file_is_ignored_and_codes_need_a_queue(tmp_path: 
         await outsider.stop()
         await clock.stop()
         await pbx.stop()
+
+
+async def test_a_cancelled_ring_stops_the_phones_and_frees_its_leg(pbx: Pbx) -> None:
+    """Services.ring cancelled while a phone rings (its caller's task ends: the PBX
+    stops, a feature gives up): the phone gets CANCEL and the ring's media leg is closed."""
+    clock = MediaClock()
+    clock.start()
+    caller = phone(pbx, clock, 208, "PCMU", 500.0)
+    callee = phone(pbx, clock, 209, "PCMU", 500.0, answer=False)
+    try:
+        for p in (caller, callee):
+            await p.start()
+        await caller.call("701")  # waits in line: 701's only agent has no phone
+        party = next(p for p in pbx.svc.parties if p.user is not None and p.user.extension == "208")
+        legs = len(pbx.engine.legs)
+        ring = asyncio.ensure_future(pbx.svc.ring(party, [Target("user", "209")], 20))
+        await until(lambda: bool(callee.ringing))
+        assert len(pbx.engine.legs) == legs + 1
+        ring.cancel()
+        await until(lambda: callee.ringing[0].state is sip.CallState.ENDED)
+        assert len(pbx.engine.legs) == legs
+    finally:
+        for p in (caller, callee):
+            await p.stop()
+        await clock.stop()
