@@ -26,7 +26,7 @@ from ..devices import Login
 from ..dialplan import classify
 from ..feature import BaseFeature, CallCheck, Dial, Done, Failed, Handler, Outcome
 from ..model import Strict
-from ..private_files import private_file
+from ..private_files import write_private_text
 from ..services import Services
 from .phones import Phone, phones_of
 
@@ -115,9 +115,7 @@ class HotDesk(BaseFeature):
     def _save(self) -> None:
         if self.path is None:
             return
-        tmp = private_file(self.path.with_suffix(".tmp"))
-        tmp.write_text(json.dumps(self.logged))
-        tmp.replace(self.path)
+        write_private_text(self.path, json.dumps(self.logged))
 
     def user_on(self, phone: Phone) -> User | None:
         extension = self.logged.get(phone.mac)

@@ -32,7 +32,7 @@ from ivr import Prompt
 
 from ...feature import BaseFeature, CallListener, Dial, Done, Failed, Handler, Hint, Outcome
 from ...feature import Target as RingTarget
-from ...private_files import private_file
+from ...private_files import write_private_text
 from ...prompts import configured
 from ...rules import conflicts, number_matches
 from ...services import caller_number
@@ -290,9 +290,7 @@ class Queues(BaseFeature, CallListener):
             for a in self.runtime.center.agents.values()
         }
         try:
-            tmp = private_file(self.path.with_suffix(".tmp"))
-            tmp.write_text(json.dumps(state))
-            tmp.replace(self.path)
+            write_private_text(self.path, json.dumps(state))
         except OSError as exc:  # the change holds until a restart
             log.warning("event=queues_state_not_saved file=%s error=%s", self.path, exc)
 
