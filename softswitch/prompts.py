@@ -41,6 +41,11 @@ def configured(text: str, config: Config) -> Prompt:
     return Prompt("file", str(path))
 
 
+def number_names(n: int) -> list[str]:
+    """The built-in prompts that say ``n``: a word up to twenty, then digit by digit."""
+    return [f"num-{n}"] if n <= 20 else [f"num-{d}" for d in str(n)]
+
+
 class Prompts:
     def __init__(self, data_dir: Path, language: str) -> None:
         self.language = language

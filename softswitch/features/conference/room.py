@@ -26,6 +26,7 @@ from media.mixer import Mixer, MixOutput
 from media.tones import sine_mix
 
 from ...private_files import private_dir, private_file
+from ...prompts import number_names
 from .engine import ConfLeg
 from .keypad import COMMANDS, Pressed, allowed
 
@@ -182,8 +183,7 @@ class Room:
         name = command.name
         if name == "count":
             n = self.size
-            words = [f"num-{n}"] if n <= 20 else [f"num-{d}" for d in str(n)]
-            leg.say("conf-there-are", *words, "conf-participants")
+            leg.say("conf-there-are", *number_names(n), "conf-participants")
         elif name == "leave":
             return "leave"  # the caller hangs up; the PBX ends the call
         elif name == "menu":

@@ -33,7 +33,7 @@ from ivr import Prompt
 from ...feature import BaseFeature, CallListener, Dial, Done, Failed, Handler, Hint, Outcome
 from ...feature import Target as RingTarget
 from ...private_files import write_private_text
-from ...prompts import configured
+from ...prompts import configured, number_names
 from ...rules import conflicts, number_matches
 from ...services import caller_number
 from .machine import Agent, CallCenter, Member, Queue, QueueError
@@ -429,7 +429,7 @@ class Queues(BaseFeature, CallListener):
             return
         position = line.position(waiter.id)
         if queue.announce_position_seconds and position is not None:
-            prompts += [Prompt("builtin", "queue-caller-number"), *_number(position)]
+            prompts += [Prompt("builtin", "queue-caller-number"), *_number_prompts(position)]
             estimate = self.runtime.center.estimated_wait(waiter.id)
             if queue.announce_wait and estimate is not None:
                 if estimate < 60:
@@ -438,7 +438,7 @@ class Queues(BaseFeature, CallListener):
                     minutes = round(estimate / 60)
                     prompts += [
                         Prompt("builtin", "queue-wait-about"),
-                        *_number(minutes),
+                        *_number_prompts(minutes),
                         Prompt("builtin", "queue-minutes"),
                     ]
         if queue.leave_message is not None:
@@ -796,8 +796,5 @@ class Queues(BaseFeature, CallListener):
         return asyncio.get_running_loop().time()
 
 
-def _number(n: int) -> list[Prompt]:
-    """A number as built-in prompts (up to twenty in words, then digit by digit)."""
-    if n <= 20:
-        return [Prompt("builtin", f"num-{n}")]
-    return [Prompt("builtin", f"num-{d}") for d in str(n)]
+def _number_prompts(n: int) -> list[Prompt]:
+    return [Prompt("builtin", name) for name in number_names(n)]
