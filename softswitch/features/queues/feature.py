@@ -80,7 +80,6 @@ class Runtime:
 
     def __init__(self) -> None:
         self.center = CallCenter()
-        self.settings: dict[str, QueueSettings] = {}
         self.waiters: dict[str, Waiter] = {}
         self.recent: dict[str, deque[dict[str, Any]]] = {}
         self.talking: dict[str, str] = {}  # agent -> the caller it talks to (label)
@@ -251,7 +250,6 @@ class Queues(BaseFeature, CallListener):
                 )
             )
             runtime.recent.setdefault(queue.extension, deque(maxlen=RECENT))
-        runtime.settings = dict(self.queues)
         for waiter in runtime.waiters.values():  # callers in line follow the new settings
             waiter.settings = self.queues.get(waiter.settings.extension, waiter.settings)
 
@@ -319,8 +317,7 @@ class Queues(BaseFeature, CallListener):
         label = f"{user.name} <{user.extension}>" if user is not None else party.label or number
         if position is None:
             log.info("event=queue_refused queue=%s caller=%s", queue.extension, number)
-            self._left(queue, label, number, "overflow", 0.0, None)
-            svc.emit("queued", party, queue.extension, "overflow", 0.0, None)
+            self._left(queue, party, label, number, "overflow", 0.0, None)
             return await svc.send_on(dial, queue.overflow)
         waiter = Waiter(caller_id, queue, dial, label, number, self._now())
         runtime.waiters[caller_id] = waiter
@@ -464,19 +461,23 @@ class Queues(BaseFeature, CallListener):
             outcome,
             waited,
         )
-        self._left(waiter.settings, waiter.label, waiter.number, outcome, waited, None)
-        self.services.emit("queued", waiter.party, waiter.settings.extension, outcome, waited, None)
+        self._left(
+            waiter.settings, waiter.party, waiter.label, waiter.number, outcome, waited, None
+        )
         self.pump()
 
     def _left(
         self,
         queue: QueueSettings,
+        party: Party,
         label: str,
         number: str,
         outcome: str,
         waited: float,
         agent: str | None,
     ) -> None:
+        """A caller left ``queue``: the wallboard's last callers and the ``queued`` call
+        event (the call history) say how."""
         user = self.config.user(agent) if agent else None
         self.runtime.recent[queue.extension].appendleft(
             {
@@ -489,6 +490,7 @@ class Queues(BaseFeature, CallListener):
                 "at": time.time(),
             }
         )
+        self.services.emit("queued", party, queue.extension, outcome, waited, agent)
 
     # -- offers -----------------------------------------------------------------------------
 
@@ -606,8 +608,7 @@ class Queues(BaseFeature, CallListener):
             extension,
             waited,
         )
-        self._left(queue, waiter.label, waiter.number, "answered", waited, extension)
-        svc.emit("queued", waiter.party, queue.extension, "answered", waited, extension)
+        self._left(queue, waiter.party, waiter.label, waiter.number, "answered", waited, extension)
         if offered:
             assert extension is not None
             runtime.talking[extension] = waiter.label
