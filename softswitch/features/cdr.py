@@ -77,16 +77,14 @@ CREATE TABLE IF NOT EXISTS calls (
     destination TEXT NOT NULL,
     disposition TEXT NOT NULL,
     duration REAL NOT NULL,
-    chain TEXT NOT NULL,
-    queue TEXT NOT NULL DEFAULT '',
-    queue_wait REAL,
-    queue_outcome TEXT NOT NULL DEFAULT ''
+    chain TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS calls_start ON calls (start);
 """
 
 
-# columns added since the first schema, with their SQL types
+# columns added since the first schema, with their SQL types: added to every history
+# (a new one as well as one written before they existed), so each is defined here only
 ADDED = (
     ("queue", "TEXT NOT NULL DEFAULT ''"),
     ("queue_wait", "REAL"),
@@ -166,7 +164,7 @@ class CdrStore:
         self.db.execute("PRAGMA journal_size_limit=1048576")
         self.db.executescript(SCHEMA)
         have = {row[1] for row in self.db.execute("PRAGMA table_info(calls)")}
-        for column, kind in ADDED:  # a history written before these columns existed
+        for column, kind in ADDED:
             if column not in have:
                 self.db.execute(f"ALTER TABLE calls ADD COLUMN {column} {kind}")
         self.db.commit()
