@@ -460,15 +460,22 @@ class Services(OfficeView):
         }
         if stop is not None:
             waits.add(asyncio.ensure_future(stop.wait()))
-        try:
-            await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-        except asyncio.CancelledError:  # whoever rang gave up (the PBX stops...): the
-            winner.clear()  # phones stop ringing and the leg is freed, as for a caller gone
+
+        def give_up() -> None:
+            """Every fork hung up (an answer nobody waited for ends like the others), the
+            ring's leg closed."""
+            winner.clear()
             for other in parties:
                 self.spawn(other.call.hangup())
             for task in tasks:
-                task.cancel()
+                if not task.done():
+                    task.cancel()
             leg.close()
+
+        try:
+            await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:  # whoever rang gave up (the PBX stops...): the
+            give_up()  # phones stop ringing and the leg is freed, as for a caller gone
             raise
         finally:
             for waiter in waits:
@@ -493,13 +500,7 @@ class Services(OfficeView):
             return RingResult("answered", party)
         if not ringing.picked.done():
             ringing.picked.cancel()
-        winner.clear()  # an answer the caller did not wait for ends like any other fork
-        for other in parties:
-            self.spawn(other.call.hangup())
-        for task in tasks:
-            if not task.done():
-                task.cancel()
-        leg.close()
+        give_up()
         if caller_gone:
             return RingResult("cancelled")
         if not ringing.picked.cancelled():
