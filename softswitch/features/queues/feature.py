@@ -522,9 +522,10 @@ class Queues(BaseFeature, CallListener):
             loop = asyncio.get_running_loop()
             runtime.timer = loop.call_at(at + 0.01, self._plan)
 
-    def _unavailable(self) -> set[str]:
-        """Agents that may not get a queue call now: not a user any more, in DND, with no
-        phone registered, or on another call."""
+    def _unavailable(self) -> dict[str, str]:
+        """Agents that may not get a queue call now, with why (the wallboard's word): in
+        DND (``dnd``), with no phone registered (``offline``), on another call or not a
+        user any more (``busy``)."""
         svc = self.services
         talking = {  # one pass over the calls: on any call, bridged or not (voicemail, a
             p.user.extension  # menu, this very queue as a caller)
@@ -532,16 +533,17 @@ class Queues(BaseFeature, CallListener):
             if p.user is not None and p.call.state is ESTABLISHED
         }
         talking |= self.runtime.ringing  # a ring of a withdrawn offer still going
-        out: set[str] = set()
+        out: dict[str, str] = {}
         for extension in self.runtime.center.agents:
             user = svc.user(extension)
-            if (
-                user is None
-                or extension in talking
-                or user.dnd != "off"
-                or not svc.devices.registered(user)
-            ):
-                out.add(extension)
+            if user is None:
+                out[extension] = "busy"
+            elif user.dnd != "off":
+                out[extension] = "dnd"
+            elif not svc.devices.registered(user):
+                out[extension] = "offline"
+            elif extension in talking:
+                out[extension] = "busy"
         return out
 
     async def _offer(self, waiter: Waiter, agents: tuple[str, ...]) -> None:
@@ -745,12 +747,8 @@ class Queues(BaseFeature, CallListener):
                 user = self.config.user(member.extension)
                 state = agent.state
                 if state == "available":
-                    if user is not None and user.dnd != "off":
-                        state = "dnd"
-                    elif user is not None and not self.services.devices.registered(user):
-                        state = "offline"
-                    elif member.extension in unavailable:
-                        state = "busy"
+                    if member.extension in unavailable:
+                        state = unavailable[member.extension]
                     elif now < agent.wrap_until:
                         state = "wrap_up"
                 agents.append(
