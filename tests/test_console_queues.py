@@ -121,6 +121,7 @@ class Daemon:
                             "talking_to": None,
                             "answered": 3,
                             "penalty": 0,
+                            **self.agents.get(ext, {"logged_in": True, "paused": False}),
                         }
                         for ext in ("101", "102")
                     ],

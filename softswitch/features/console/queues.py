@@ -48,17 +48,11 @@ def member_of(config: Config, extension: str) -> list[QueueSettings]:
 
 def agent_view(data: dict[str, Any], extension: str) -> dict[str, Any] | None:
     """The agent ``extension`` in the wallboard's data (an agent is one person across its
-    queues: the first entry says its state), with ``paused`` and ``logged_in``."""
+    queues: the first entry says its state, ``paused`` and ``logged_in``)."""
     for queue in data.get("queues") or []:
         for agent in queue.get("agents") or []:
             if agent.get("extension") == extension:
-                state = str(agent.get("state") or "")
-                paused = agent.get("paused")
-                return {
-                    **agent,
-                    "logged_in": agent.get("logged_in", state != "logged_out"),
-                    "paused": paused if isinstance(paused, bool) else state == "paused",
-                }
+                return dict(agent)
     return None
 
 

@@ -74,10 +74,9 @@ function el(tag, attrs = {}, ...children) {
 function emptyRow(text, columns) { const td = el("td", {}, text); td.colSpan = columns; return el("tr", { class: "empty" }, td); }
 
 function agentActions(a) {
-  const paused = typeof a.paused === "boolean" ? a.paused : a.state === "paused";
   const button = (action, label) => el("button", { type: "button", class: "secondary", "data-agent": a.extension, "data-action": action }, label);
   if (a.state === "logged_out") return [button("login", "Log in")];
-  return [paused ? button("unpause", "Resume") : button("pause", "Pause"), " ", button("logout", "Log out")];
+  return [a.paused ? button("unpause", "Resume") : button("pause", "Pause"), " ", button("logout", "Log out")];
 }
 
 function queueCard(q) {
