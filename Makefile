@@ -45,11 +45,13 @@ test: $(STAMP) system-deps
 	$(VENV)/bin/pytest -q --durations=20
 
 bench: $(STAMP) system-deps
+	scripts/system-deps.sh bench
 	$(PY) benchmarks/sip_parse.py
 	$(PY) benchmarks/sip_cps.py
 	$(PY) benchmarks/mixer.py
 	$(PY) benchmarks/rtp_fanout.py
 	$(PY) benchmarks/moh_fanout.py
+	$(PY) benchmarks/call_relay.py --calls 200 --seconds 20
 	$(PY) benchmarks/conference_load.py
 	$(PY) benchmarks/queue_load.py
 	$(PY) benchmarks/web_stall.py

@@ -64,6 +64,7 @@ from conference_load import (  # noqa: E402
 CALLER = ("100", "caller-secret")
 CALLEE = ("101", "callee-secret")
 CALLER_HZ, CALLEE_HZ = 700.0, 1300.0
+TRANSCODED = [0.5]  # --transcoded, handed to the generator processes
 
 
 def dominant_hz(samples: np.ndarray, rate: int = 8000) -> float:
@@ -77,14 +78,23 @@ def dominant_hz(samples: np.ndarray, rate: int = 8000) -> float:
 # -- the generator (both ends of every call) -------------------------------------------
 
 
+def pcma_call(k: int, share: float) -> bool:
+    """Whether call ``k``'s callee answers PCMA only (transcoded): ``share`` of the calls,
+    spread evenly (0.5: every other one)."""
+    return int((k + 1) * share) > int(k * share)
+
+
 class RelayLoad(ConferenceLoad):
     """Legs 0..N-1 call, legs N..2N-1 answer (every other one with PCMA only)."""
 
-    def __init__(self, target: str, calls: int, record: tuple[int, ...]) -> None:
+    def __init__(
+        self, target: str, calls: int, record: tuple[int, ...], transcoded: float = 0.5
+    ) -> None:
         super().__init__(
             target, user=CALLER[0], password=CALLER[1], legs=2 * calls, talkers=0, record=record
         )
         self.calls = calls
+        self.transcoded = transcoded
         self.callee_ua = sip.UserAgent("udp:127.0.0.1:0", user=CALLEE[0])
         self.answered = 0
         self.pcmu = tone_frames(CALLER_HZ, 2.0, "PCMU")
@@ -112,7 +122,7 @@ class RelayLoad(ConferenceLoad):
             call.reject(486)
             return
         self.answered += 1
-        self.answer(self.legs[self.calls + k], call, k % 2 == 1)
+        self.answer(self.legs[self.calls + k], call, pcma_call(k, self.transcoded))
 
     def answer(self, leg: Leg, call: sip.IncomingCall, pcma: bool) -> None:
         codec = sip.PCMA if pcma else sip.PCMU
@@ -188,11 +198,11 @@ class RelayLoad(ConferenceLoad):
 async def generate(args: argparse.Namespace) -> None:
     n = args.calls
     record = (0, 1, n, n + 1)
-    load = RelayLoad(args.target, n, record)
+    load = RelayLoad(args.target, n, record, args.transcoded)
     await load.start()
     if args.floor:
         # every end dials the echo itself: the same 2N streams in and out
-        codecs = {n + k: sip.PCMA if k % 2 else sip.PCMU for k in range(n)}
+        codecs = {n + k: sip.PCMA if pcma_call(k, args.transcoded) else sip.PCMU for k in range(n)}
         took = await load.call_all(codecs)
     else:
         await load.register(args.registrar)
@@ -248,6 +258,8 @@ def generator(target: str, calls: int, seconds: float, *extra: str) -> subproces
             str(calls),
             "--seconds",
             str(seconds),
+            "--transcoded",
+            str(TRANSCODED[0]),
             *extra,
         ],
         cwd=ROOT,
@@ -573,6 +585,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--calls", default="100", help="bridged calls (comma-separated: a sweep)")
     ap.add_argument("--seconds", type=float, default=30.0)
+    ap.add_argument(
+        "--transcoded",
+        type=float,
+        default=0.5,
+        help="share of the calls transcoded PCMU<->PCMA (0: all relayed, as rtpengine does)",
+    )
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--no-floor", action="store_true")
     ap.add_argument("--no-rtpengine", action="store_true")
@@ -586,6 +604,7 @@ def main() -> None:
         args.calls = int(args.calls)
         asyncio.run(generate_rtpengine(args) if args.rtpengine else generate(args))
         return
+    TRANSCODED[0] = args.transcoded
     with_rtpengine = not args.no_rtpengine and rtpengine_binary() is not None
     results = []
     print(

@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import sip
 from media.clock import MediaClock
-from rtp import PortAllocator, Session
+from rtp import PortAllocator
 from rtp.batch import Batch, BatchSocket, address_bytes
 from rtp.columns import write_headers
 from softswitch.features.hold_music import HoldMusic, builtin_music
@@ -89,10 +89,7 @@ async def build(callers: int, sink: tuple[str, int]) -> tuple[MediaEngine, list[
     engine = MediaEngine(MediaClock(), PortAllocator(40000, 40000 + 4 * callers + 8))
     legs = []
     for i in range(callers):
-        session = Session(payload_type=0, rtcp=False)
-        await session.open("127.0.0.1", 0)
-        leg = MediaLeg(engine, session)
-        engine.legs.add(leg)
+        leg = await engine.new_leg("127.0.0.1")
         codec = sip.PCMU if i % 2 == 0 else sip.PCMA
         leg.configure(sip.AudioStream(codec, codec.static_pt or 0, sink[0], sink[1], "sendrecv"))
         legs.append(leg)

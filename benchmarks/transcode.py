@@ -25,13 +25,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import numpy as np
+
 import sip
 from media import codecs
 from media.clock import MediaClock
 from media.tones import sine_mix
-from rtp import PortAllocator, Session
+from rtp import PortAllocator
 from softswitch import codec_policy
-from softswitch.media_engine import LegSource, MediaEngine, MediaLeg
+from softswitch.media_engine import MAX_PAYLOAD, LegSource, MediaEngine, MediaLeg
 
 
 def frames(codec: codecs.Codec, seconds: float = 2.0) -> list[bytes]:
@@ -52,10 +54,7 @@ async def measure(a: str, b: str, bridges: int, ticks: int) -> dict[str, object]
     for _ in range(bridges):
         pair = []
         for name in (a, b):
-            session = Session(payload_type=0, rtcp=False)
-            await session.open("127.0.0.1", 0)
-            leg = MediaLeg(engine, session)
-            engine.legs.add(leg)
+            leg = await engine.new_leg("127.0.0.1")
             sdp = codec_policy.SIP_CODECS[name]
             pt = sdp.static_pt if sdp.static_pt is not None else 96
             leg.configure(sip.AudioStream(sdp, pt, host, port, "sendrecv", codecs=[(pt, sdp)]))
@@ -65,13 +64,16 @@ async def measure(a: str, b: str, bridges: int, ticks: int) -> dict[str, object]
         inbound.append(sender)
     payloads = frames(codecs.codec(a))
     seq = 0
+    rows = np.array([leg.row for leg in inbound], dtype=np.int64)
+    ssrc = np.full(len(rows), 0x1234, dtype=np.int64)
+    block = np.zeros((len(rows), MAX_PAYLOAD), dtype=np.uint8)
 
-    def feed() -> None:
+    def feed() -> None:  # what the engine's receive pass queues from the phones' packets
         nonlocal seq
         payload = payloads[seq % len(payloads)]
-        step = codecs.codec(a).rtp_ticks()
-        for leg in inbound:
-            leg.session.jitter.put(seq & 0xFFFF, (seq * step) & 0xFFFFFFFF, payload)
+        block[:, : len(payload)] = np.frombuffer(payload, dtype=np.uint8)
+        size = np.full(len(rows), len(payload), dtype=np.int64)
+        engine.jitter.put(rows, ssrc, np.full(len(rows), seq & 0xFFFF), block, size)
         seq += 1
 
     for n in range(10):  # warm-up: the jitter buffers start playing out

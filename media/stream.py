@@ -3,9 +3,7 @@
 This is media's small interface to :mod:`rtp`: the session moves payloads, the stream
 turns them into int16 frames at the codec's audio rate and back, and tells the session
 the codec's RTP clock (the two differ for G.722 and Opus; :class:`media.codecs.Codec`
-knows both). A lost frame is concealed by the codec when it can (Opus: FEC from the next
-packet, else its PLC); otherwise by repeating the last one at half the level each time,
-three times at most, then silence.
+knows both). Lost frames are concealed by :mod:`media.conceal`.
 """
 
 from __future__ import annotations
@@ -18,11 +16,11 @@ import numpy.typing as npt
 
 from rtp import Session, Status
 
-from .codecs import Codec, CodecError, Concealer, Options
+from .codecs import Codec, CodecError, Options
+from .conceal import Concealment
 
 log = logging.getLogger(__name__)
 Samples = npt.NDArray[np.int16]
-MAX_REPEATS = 3
 MAX_PAYLOAD = 1500  # bytes: more than any 20-120 ms voice frame; larger is refused
 LOG_EVERY = 10.0  # seconds between two logs of refused payloads from one stream
 
@@ -48,9 +46,7 @@ class AudioStream:
         self._status = Status.WAITING
         self._payload = b""
         self._frame: Samples | None = self.silence
-        self._last = self.silence
-        self._repeats = 0
-        self.concealed = 0
+        self._concealment = Concealment(self.samples)
         self.refused = 0
         self._logged = -LOG_EVERY
 
@@ -84,9 +80,7 @@ class AudioStream:
                 self.payload_in = None
                 self._frame = self._conceal()
                 return self._frame
-            if len(frame) != self.samples:  # a peer with another ptime: fit the tick
-                frame = np.resize(frame, self.samples) if len(frame) else self.silence
-            self._last, self._repeats = frame, 0
+            frame = self._concealment.good(frame)  # fitted to the tick (another ptime)
         elif self._status is Status.LOST:
             frame = self._conceal()
         else:
@@ -94,19 +88,12 @@ class AudioStream:
         self._frame = frame
         return frame
 
+    @property
+    def concealed(self) -> int:
+        return self._concealment.concealed
+
     def _conceal(self) -> Samples:
-        if self._repeats >= MAX_REPEATS:
-            return self.silence
-        self._repeats += 1
-        self.concealed += 1
-        if isinstance(self.decoder, Concealer):
-            frame = self.decoder.conceal(self.session.jitter.following())
-            if len(frame) != self.samples:
-                frame = np.resize(frame, self.samples) if len(frame) else self.silence
-            self._last = frame
-            return frame
-        self._last = (self._last // 2).astype(np.int16)
-        return self._last
+        return self._concealment.lost(self.decoder, self.session.jitter.following())
 
     def _refuse(self, exc: CodecError) -> None:
         self.refused += 1

@@ -59,8 +59,16 @@ class EventPacket:
 class DtmfSender:
     """Queues digits and yields, frame by frame, the event packets to send."""
 
-    def __init__(self, frame_ticks: int = 160, volume: int = 10, max_queued: int = 64) -> None:
+    def __init__(
+        self,
+        frame_ticks: int = 160,
+        volume: int = 10,
+        max_queued: int = 64,
+        *,
+        clock_rate: int = 8000,
+    ) -> None:
         self.frame_ticks = frame_ticks
+        self.clock_rate = clock_rate  # durations count in the RTP clock (Opus: 48000)
         self.volume = volume
         self.max_queued = max_queued
         self._queue: list[tuple[int, int]] = []  # (event, frames)
@@ -73,7 +81,7 @@ class DtmfSender:
         return self._current is not None or bool(self._queue) or self._gap > 0
 
     def queue(self, digits: str, duration_ms: int = 100) -> None:
-        frames = max(2, duration_ms * 8000 // 1000 // self.frame_ticks)
+        frames = max(2, duration_ms * self.clock_rate // 1000 // self.frame_ticks)
         for digit in digits:
             if len(self._queue) >= self.max_queued:
                 raise OverflowError("too many DTMF digits queued")

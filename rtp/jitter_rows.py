@@ -84,6 +84,22 @@ class JitterRows:
         self.resynced = np.zeros(rows, dtype=np.int64)
         self.ssrc_changes = np.zeros(rows, dtype=np.int64)
 
+    def resized(self, rows: int) -> JitterRows:
+        """A copy with room for ``rows`` streams (the first ones as they are here)."""
+        grown = JitterRows(
+            rows,
+            slots=self.slots,
+            capacity=self.capacity,
+            payload=self.width,
+            depth=self.depth,
+            max_depth=self.max_depth,
+        )
+        keep = min(rows, self.rows)
+        for name, value in vars(self).items():
+            if isinstance(value, np.ndarray):
+                getattr(grown, name)[:keep] = value[:keep]
+        return grown
+
     def reset(self, rows: Ints) -> None:
         """Forget everything of ``rows`` (a stream that ended, a new SSRC)."""
         self.seq[rows] = -1

@@ -237,6 +237,7 @@ class Session:
         if (clock_rate, frame_ticks) == (self.clock_rate, self.frame_ticks):
             return
         self.clock_rate, self.frame_ticks = clock_rate, frame_ticks
+        self.dtmf_sender = DtmfSender(frame_ticks, clock_rate=clock_rate)
         self.stats = ReceiverStats(clock_rate)
         self.jitter = JitterBuffer(frame_ticks=frame_ticks, depth=self.jitter.depth)
 

@@ -6,6 +6,9 @@ lean=()  # installed without their recommends
 if [ "${1:-}" = "venv" ]; then  # Debian's own python3 needs python3-venv for `-m venv`
     need+=(python3-venv)
 fi
+if [ "${1:-}" = "bench" ]; then  # what the benchmarks compare with (call_relay.py)
+    command -v rtpengine >/dev/null || lean+=(rtpengine-daemon)
+fi
 if [ "${1:-}" != "venv" ]; then
 command -v sipp >/dev/null || need+=(sip-tester)
 command -v baresip >/dev/null || need+=(baresip-core)

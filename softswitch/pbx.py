@@ -108,6 +108,7 @@ class Pbx:
             wallclock=wallclock,
         )
         self.svc.apply_config = self.apply
+        self.engine.on_rejected_source = self.svc.report_rtp(None)  # packets nobody owns
         self.counters = self.svc.counters
         self.calls = CallLimit(lambda: self.config.server.max_calls)
         self.started = asyncio.Event()
@@ -375,8 +376,13 @@ class Pbx:
         device: str | None,
     ) -> Party | None:
         host = self.ua.local_host(call.incoming.source)
+        peers: set[str | tuple[str, int]] = {call.incoming.source[0]}  # where its RTP is from
+        for media in offer.media if offer is not None else ():
+            connection = media.connection or (offer.connection if offer else None)
+            if connection is not None and media.media == "audio":
+                peers |= {connection.address, (connection.address, media.port)}
         try:
-            leg = await self.engine.new_leg(host)
+            leg = await self.engine.new_leg(host, peers)
         except OSError:
             call.reject(503, "Service Unavailable (no RTP port)")
             return None

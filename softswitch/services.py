@@ -201,7 +201,7 @@ class Services(OfficeView):
         self.parties.add(party)
         # its RTP is taken only from where signalling says (strict source, rtp.SourcePolicy)
         party.leg.signalling = party.call.destination[1] if party.call.destination else None
-        party.leg.session.on_rejected_source = self.report_rtp(party.label)
+        party.leg.on_rejected_source = self.report_rtp(party.label)
         if self.music is not None:
             party.hold_source = self.music_for
         call = party.call
@@ -380,8 +380,9 @@ class Services(OfficeView):
             return RingResult("busy" if len(chosen) < len(targets) else "unreachable")
         if caller.ended:
             return RingResult("cancelled")
-        leg = await self.engine.new_leg(caller.host)
-        leg.session.on_rejected_source = self.report_rtp(None)  # until a callee answers
+        peers = {f.destination[0] for f in forks if f.destination is not None}
+        leg = await self.engine.new_leg(caller.host, peers)
+        leg.on_rejected_source = self.report_rtp(None)  # until a callee answers
         partner, limit = caller.usable_codecs(), caller.max_bitrate()
         # one offer per fork: the callee's own preference (its user, device or trunk),
         # with what the caller can use first, so that nothing is transcoded if avoidable

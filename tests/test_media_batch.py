@@ -1,37 +1,45 @@
-"""The media engine's batched send (softswitch.media_engine.Outbox, rtp.session.send_payloads)
-against the per-leg path it replaces: any mix of legs (hold music per codec, relays of
-identical codecs, PCMU <-> PCMA and G.711 <-> G.722 bridges, Opus, held legs, RFC 4733 and
-in-band keys sent to a phone, lost and late packets from the phones) gives every phone the
-same packets, byte for byte, in the same order. Relayed payloads leave untouched.
+"""The media engine (softswitch.media_engine: shared port, rows, relays and shared
+encodings copied as arrays, one sendmmsg a tick) against the per-packet path it replaced
+(tests/reference_media.py): any mix of legs (hold music per codec, relays of identical
+codecs, PCMU <-> PCMA and G.711 <-> G.722 bridges, Opus, held legs, RFC 4733 and in-band
+keys sent to a phone, lost packets from the phones) gives every phone the same packets,
+byte for byte, in the same order. Relayed payloads leave untouched.
 
-Pure: the legs' sockets are recorders (no network); packets from the phones are handed
-to each session's receive path as its socket would.
+The reference's sockets are recorders; the engine's phones are real sockets on loopback
+addresses (127.0.9.x), read after each tick, which the test drives by hand (no clock).
 """
 
 from __future__ import annotations
 
 import random
+import socket
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import sip
+from media import codecs as media_codecs
 from media.clock import MediaClock
 from media.tones import sine_mix
 from rtp import PortAllocator, Session
+from rtp.jitter import JitterBuffer
 from softswitch.media_engine import LegSource, MediaEngine, MediaLeg
+from tests import reference_media as ref
 
 HEADER = struct.Struct("!BBHII")
 CODECS = {"PCMU": sip.PCMU, "PCMA": sip.PCMA, "G722": sip.G722, "OPUS": sip.OPUS}
 PT = {"PCMU": 0, "PCMA": 8, "G722": 9, "OPUS": 111}
+Sent = list[list[tuple[bytes, tuple[str, int]]]]
 
 
 @dataclass
 class Wire:
-    """A leg's socket: what it sent, where."""
+    """A reference leg's socket: what it sent, where."""
 
     sent: list[tuple[bytes, tuple[str, int]]] = field(default_factory=list)
 
@@ -55,87 +63,174 @@ def music(rate: int) -> np.ndarray:
     return sine_mix((440.0, 660.0), rate * 2, rate, -12)
 
 
-def run(
-    plan: Plan, batched: bool
-) -> tuple[list[list[tuple[bytes, tuple[str, int]]]], list[MediaLeg]]:
-    engine = MediaEngine(MediaClock(), PortAllocator(40000, 40100), batched=batched)
-    legs: list[MediaLeg] = []
-    wires: list[Wire] = []
-    phones: list[tuple[str, int]] = []
+def stream(codec: str, phone: tuple[str, int], rfc4733: bool = True) -> sip.AudioStream:
+    c, pt = CODECS[codec], PT[codec]
+    return sip.AudioStream(
+        c,
+        pt,
+        phone[0],
+        phone[1],
+        "sendrecv",
+        dtmf_payload_type=101 if rfc4733 else None,
+        codecs=[(pt, c)],
+    )
 
-    def leg(codec: str, rfc4733: bool = True) -> MediaLeg:
-        n = len(legs)
+
+def start(n: int) -> tuple[int, int, int]:
+    """A leg's SSRC, first sequence number (near the wrap) and timestamp."""
+    return 0x5000 + n, 65530 - n, 2**32 - 800 + n
+
+
+def voices(codecs: list[str]) -> list[list[bytes]]:
+    """What each phone sends: a tone of its own, encoded with its codec."""
+    out = []
+    for i, name in enumerate(codecs):
+        c = media_codecs.codec(name)
+        encoder = c.encoder()
+        rate = c.sample_rate
+        samples = sine_mix((300.0 + 100 * i,), rate * 2, rate, -15)
+        step = rate // 50
+        out.append([encoder.encode(samples[k : k + step]) for k in range(0, len(samples), step)])
+    return out
+
+
+def order(plan: Plan) -> list[str]:
+    codecs = list(plan.music)
+    for a, b in plan.bridges:
+        codecs += [a, b]
+    return codecs
+
+
+def packets(plan: Plan, voice: list[list[bytes]]) -> Iterator[tuple[int, list[bytes | None]]]:
+    """Per tick, each phone's packet (None: lost on the way)."""
+    rnd = random.Random(plan.seed)
+    codecs = order(plan)
+    for tick in range(plan.ticks):
+        row: list[bytes | None] = []
+        for i, name in enumerate(codecs):
+            if rnd.random() < plan.loss:
+                row.append(None)
+                continue
+            step = 960 if name == "OPUS" else 160
+            payload = voice[i][tick % len(voice[i])]
+            row.append(HEADER.pack(0x80, PT[name], tick, tick * step, 0x9000 + i) + payload)
+        yield tick, row
+
+
+def keys_at(plan: Plan, tick: int, legs: list) -> None:  # type: ignore[type-arg]
+    for t, index, rfc4733 in plan.keys:
+        if t == tick and index < len(legs):
+            target = legs[index]
+            if not rfc4733:
+                if isinstance(target, MediaLeg):
+                    target.dtmf_pt = None
+                else:
+                    target.session.dtmf_pt = None
+            target.send_digit("5")
+
+
+def run_reference(plan: Plan) -> Sent:
+    engine = ref.MediaEngine(MediaClock(), PortAllocator(40000, 40100), batched=False)
+    legs: list[ref.MediaLeg] = []
+    wires: list[Wire] = []
+    codecs = order(plan)
+    phones = [(f"127.0.9.{n + 1}", 30000 + 2 * n) for n in range(len(codecs))]
+    for n, name in enumerate(codecs):
         session = Session(payload_type=0, rtcp=False)
         wire = Wire()
         session._sock = wire  # type: ignore[assignment]
-        session.closed = False
-        m = MediaLeg(engine, session)
+        m = ref.MediaLeg(engine, session)
         engine.legs.add(m)
-        phone = (f"127.0.9.{n + 1}", 30000 + 2 * n)
-        c = CODECS[codec]
-        pt = PT[codec]
-        m.configure(
-            sip.AudioStream(
-                c,
-                pt,
-                phone[0],
-                phone[1],
-                "sendrecv",
-                dtmf_payload_type=101 if rfc4733 else None,
-                codecs=[(pt, c)],
-            ),
-            signalling=phone[0],
-        )
-        session.ssrc, session._seq, session._timestamp = 0x5000 + n, 65530 - n, 2**32 - 800 + n
+        m.configure(stream(name, phones[n]), signalling=phones[n][0])
+        session.jitter = JitterBuffer(frame_ticks=session.frame_ticks, depth=3, adaptive=False)
+        session.ssrc, session._seq, session._timestamp = start(n)
         legs.append(m)
         wires.append(wire)
-        phones.append(phone)
-        return m
-
-    rnd = random.Random(plan.seed)
     shared = engine.shared("music", music)
     shared.player(8000), shared.player(16000)  # made in this order whatever the legs' order
-    for codec in plan.music:
-        leg(codec).source = shared
-    pairs = []
-    for a_codec, b_codec in plan.bridges:
-        a, b = leg(a_codec), leg(b_codec)
-        a.source, b.source = LegSource(b), LegSource(a)
+    for m in legs[: len(plan.music)]:
+        m.source = shared
+    bridged = legs[len(plan.music) :]
+    for a, b in zip(bridged[::2], bridged[1::2], strict=True):
+        a.source, b.source = ref.LegSource(b), ref.LegSource(a)
         a.dtmf_peer, b.dtmf_peer = b, a
-        pairs.append((a, b))
     for index in plan.held:
         if index < len(legs):
             legs[index].sending = False
-    # what each phone sends: a tone, encoded with its codec, from the address its SDP named
-    voices = []
-    for i, m in enumerate(legs):
-        assert m.codec is not None
-        encoder = m.codec.encoder()
-        samples = sine_mix((300.0 + 100 * i,), m.rate * 2, m.rate, -15)
-        step = m.rate // 50
-        voices.append([encoder.encode(samples[k : k + step]) for k in range(0, len(samples), step)])
-    for tick in range(plan.ticks):
-        for t, index, rfc4733 in plan.keys:
-            if t == tick and index < len(legs):
-                target = legs[index]
-                if not rfc4733:
-                    target.session.dtmf_pt = None
-                target.send_digit("5")
-        for i, m in enumerate(legs):
-            if rnd.random() < plan.loss:
-                continue
-            payload = voices[i][tick % len(voices[i])]
-            assert m.stream is not None
-            step = m.session.frame_ticks
-            packet = (
-                HEADER.pack(
-                    0x80, PT[m.codec.name.upper()] if m.codec else 0, tick, tick * step, 0x9000 + i
-                )
-                + payload
-            )
-            m.session._on_rtp(packet, phones[i])
+    for tick, row in packets(plan, voices(codecs)):
+        keys_at(plan, tick, legs)
+        for m, packet, phone in zip(legs, row, phones, strict=True):
+            if packet is not None:
+                m.session._on_rtp(packet, phone)
         engine._tick(tick)
-    return [w.sent for w in wires], legs
+    return [w.sent for w in wires]
+
+
+class Phones:
+    """The engine's phones: a socket each on its own loopback address."""
+
+    def __init__(self, count: int) -> None:
+        self.socks: list[socket.socket] = []
+        for n in range(count):
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            s.bind((f"127.0.9.{n + 1}", 0))
+            s.setblocking(False)
+            self.socks.append(s)
+        self.heard: Sent = [[] for _ in range(count)]
+
+    @property
+    def addresses(self) -> list[tuple[str, int]]:
+        return [s.getsockname() for s in self.socks]
+
+    def drain(self) -> None:
+        for s, heard in zip(self.socks, self.heard, strict=True):
+            while True:
+                try:
+                    data, source = s.recvfrom(2048)
+                except BlockingIOError:
+                    break
+                heard.append((data, source))
+
+    def close(self) -> None:
+        for s in self.socks:
+            s.close()
+
+
+def run_engine(plan: Plan) -> tuple[Sent, list[MediaLeg], MediaEngine]:
+    engine = MediaEngine(MediaClock(), PortAllocator(41000, 41200))
+    codecs = order(plan)
+    phones = Phones(len(codecs))
+    legs: list[MediaLeg] = []
+    try:
+        for n, name in enumerate(codecs):
+            address = phones.addresses[n]
+            m = engine._add(engine._shared_pair("127.0.0.1"))
+            m.configure(stream(name, address), signalling=address[0])
+            m.ssrc, seq, ts = start(n)
+            engine.ssrc[m.row], engine.seq[m.row], engine.ts[m.row] = m.ssrc, seq, ts
+            legs.append(m)
+        shared = engine.shared("music", music)
+        shared.player(8000), shared.player(16000)
+        for m in legs[: len(plan.music)]:
+            m.source = shared
+        bridged = legs[len(plan.music) :]
+        for a, b in zip(bridged[::2], bridged[1::2], strict=True):
+            a.source, b.source = LegSource(b), LegSource(a)
+            a.dtmf_peer, b.dtmf_peer = b, a
+        for index in plan.held:
+            if index < len(legs):
+                legs[index].sending = False
+        for tick, row in packets(plan, voices(codecs)):
+            keys_at(plan, tick, legs)
+            for m, packet, s in zip(legs, row, phones.socks, strict=True):
+                if packet is not None:
+                    s.sendto(packet, m.local)
+            engine._tick(tick)
+            phones.drain()
+        return phones.heard, legs, engine
+    finally:
+        phones.close()
+        engine.close()
 
 
 plans = st.builds(
@@ -157,37 +252,35 @@ plans = st.builds(
 
 
 @given(plans)
-@settings(max_examples=40, deadline=None)
-def test_batched_send_gives_every_phone_the_same_packets(plan: Plan) -> None:
-    batched, legs = run(plan, batched=True)
-    reference, _ = run(plan, batched=False)
-    assert batched == reference
-    for m, sent in zip(legs, batched, strict=True):
+@settings(max_examples=30, deadline=None)
+def test_every_phone_gets_the_packets_of_the_reference(plan: Plan) -> None:
+    heard, legs, _ = run_engine(plan)
+    reference = run_reference(plan)
+    for n, (got, want) in enumerate(zip(heard, reference, strict=True)):
+        assert [p for p, _ in got] == [p for p, _ in want], f"leg {n}"
+        assert all(source == legs[n].local for _, source in got)  # from the port its SDP named
+    for m, got in zip(legs, heard, strict=True):
         if not m.sending:
-            assert sent == []  # held by its phone: nothing goes to it
+            assert got == []  # held by its phone: nothing goes to it
 
 
-def test_relays_and_music_leave_untouched_and_batched() -> None:
-    """Two PCMU phones bridged: each gets the other's payloads byte for byte; held
-    callers of one codec share one encoding. The packets go through the outbox (the
-    batched path), not one send per leg."""
+def test_relays_and_music_are_copied_rows() -> None:
+    """Two PCMU phones bridged: each gets the other's payloads byte for byte, by the
+    engine's row copy (no per-leg source call); held callers of one codec share one
+    encoding; every leg sends from the one shared port."""
     plan = Plan(["PCMU", "PCMU", "PCMA"], [("PCMU", "PCMU")], [], [], 0.0, 1, 12)
-    sent, legs = run(plan, batched=True)
-    a = legs[3]
-    assert isinstance(a.source, LegSource) and a.source.relays(a)
-    payloads_a = [data[12:] for data, _ in sent[3]]
-    payloads_b = [data[12:] for data, _ in sent[4]]
+    heard, _, _ = run_engine(plan)
+    voice = voices(order(plan))
+    payloads_a = [data[12:] for data, _ in heard[3]]
+    payloads_b = [data[12:] for data, _ in heard[4]]
     assert len(payloads_a) >= 8 and len(payloads_b) >= 8
-    # the phones' own frames, as they sent them (the voices of legs 4 and 3)
-    enc = sip.PCMU
-    assert enc is not None
-    assert all(len(p) == 160 for p in payloads_a + payloads_b)
-    assert set(payloads_a).isdisjoint(payloads_b)
-    music_u = [data[12:] for data, _ in sent[0]]
-    assert music_u == [data[12:] for data, _ in sent[1]]  # one encoding for both
-    assert music_u != [data[12:] for data, _ in sent[2]]  # PCMA has its own
-    # headers: each leg's own SSRC, sequence numbers wrapping at 65535, from its port
-    for i, packets in enumerate(sent):
+    assert payloads_a == voice[4][: len(payloads_a)]  # b's phone's frames, untouched
+    assert payloads_b == voice[3][: len(payloads_b)]
+    music_u = [data[12:] for data, _ in heard[0]]
+    assert music_u == [data[12:] for data, _ in heard[1]]  # one encoding for both
+    assert music_u != [data[12:] for data, _ in heard[2]]  # PCMA has its own
+    assert len({source for packets in heard for _, source in packets}) == 1
+    for i, packets in enumerate(heard):
         seqs = [HEADER.unpack_from(d)[2] for d, _ in packets]
         assert seqs == [(65530 - i + k) & 0xFFFF for k in range(len(seqs))]
         assert {HEADER.unpack_from(d)[4] for d, _ in packets} == {0x5000 + i}
@@ -198,11 +291,23 @@ async def test_a_prompt_on_a_leg_that_closes_ends_for_whoever_waits() -> None:
     wait forever: a task and its call kept per hang-up), and a prompt started on a leg
     already closed ends at once."""
     engine = MediaEngine(MediaClock(), PortAllocator(40000, 40100))
-    leg = MediaLeg(engine, Session(payload_type=0, rtcp=False))
-    engine.legs.add(leg)
+    leg = await engine.new_leg("127.0.0.1")
     playing = leg.play(np.zeros(8000, np.int16))
     assert not playing.done.is_set()
     leg.close()
     assert playing.done.is_set()
     assert leg.play(np.zeros(8000, np.int16)).done.is_set()
     engine.close()
+
+
+@pytest.mark.parametrize("codec", ["PCMU", "G722"])
+def test_rows_grow_past_the_first_capacity(codec: str) -> None:
+    """More legs than the engine's first arrays: they grow, and earlier legs keep their
+    state (a bridge set up before the growth still relays)."""
+    plan = Plan([codec] * 70, [(codec, codec)], [], [], 0.0, 3, 10)
+    heard, _, engine = run_engine(plan)
+    assert engine.capacity >= 72
+    assert (
+        len(heard[70]) >= 6
+        and [d[12:] for d, _ in heard[70]] == voices(order(plan))[71][: len(heard[70])]
+    )
