@@ -99,7 +99,7 @@ def snapshot(pbx: Pbx, started: float) -> dict[str, Any]:
                     "dialled": leg.call.invite.uri.user or None,
                     "state": "conference" if leg in room.members else "waiting",
                     "held": False,
-                    "codec": leg.codec.name,
+                    "codec": leg.codec.name if leg.codec else None,
                 }
             )
         conferences.append(

@@ -45,15 +45,16 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
 
 import sip
-from media import codecs
+from media import codecs, g711
 from media.audio import Player, SharedPlayer, load_audio
 from media.clock import MediaClock
-from media.conceal import Concealment
+from media.conceal import MAX_REPEATS, Concealment
 from media.dtmf_detect import DtmfDetector
 from media.resample import StreamResampler
 from media.tones import dtmf_tone, tone
@@ -83,6 +84,7 @@ Address = tuple[str, int]
 SOUNDS = Path(__file__).resolve().parent / "sounds"
 MAX_PAYLOAD = 480  # bytes of audio per packet kept (60 ms of G.711); longer is refused
 SLOT = 640  # bytes per received datagram
+FRAME_WIDTH = 960  # samples of a leg's frame kept per tick (60 ms at 16 kHz)
 AMBIGUOUS = "ambiguous"  # a stray's reason: its IP is claimed by several legs
 ENDED = -3  # the row of a source whose leg just closed (see _Ports.bury)
 AFTERLIFE = 5.0  # seconds a closed leg's source stays refused
@@ -202,16 +204,33 @@ class PlayerSource(Source):
         self.player = player
         self.rate = rate
         self.done = asyncio.Event()
+        self.on_done: Callable[[], None] | None = None  # called once, when it has played
         self._converter = _Converter()
 
     def frame(self, leg: MediaLeg, tick: int) -> Samples | None:
         if self.player.done:
-            self.done.set()
+            if not self.done.is_set():
+                self.done.set()
+                if self.on_done is not None:
+                    self.on_done()
             return None
         return self._converter.convert(self.player.read(), self.rate, leg.rate)
 
 
-class SharedSource(Source):
+Groups = list[tuple[Ints, bytes]]  # rows that get one payload
+Singles = list[tuple[int, bytes | None]]  # a row and its own payload (None: nothing)
+
+
+class GroupSource(Source):
+    """A source many legs hear at once, served as a block: once per tick the engine asks
+    it for the payloads of every leg that hears it (the rows of those sending), as groups
+    of rows that get the same bytes (copied in one assignment each) and single rows."""
+
+    def payloads(self, engine: MediaEngine, rows: Ints, tick: int) -> tuple[Groups, Singles]:
+        raise NotImplementedError
+
+
+class SharedSource(GroupSource):
     """Hold music or a progress tone: one player per rate (the audio made at that rate,
     not resampled per tick), one frame per tick and one encoding per stateless codec for
     every listener (the engine copies it to every such listener's row at once). G.722
@@ -252,6 +271,25 @@ class SharedSource(Source):
         if stream is None or not self.shares(leg):
             return None
         return self.encoded(stream.codec, leg.rate, tick)
+
+    def payloads(self, engine: MediaEngine, rows: Ints, tick: int) -> tuple[Groups, Singles]:
+        groups: Groups = []
+        singles: Singles = []
+        by_kind: dict[tuple[str, int], list[int]] = {}
+        for row in rows.tolist():
+            leg = engine.leg_at(row)
+            stream = leg.stream if leg is not None else None
+            if leg is None or stream is None:
+                continue
+            if self.shares(leg):
+                by_kind.setdefault((stream.codec.name, leg.rate), []).append(row)
+            else:  # its own encoder (G.722, Opus) or packet time
+                frame = self.frame(leg, tick)
+                singles.append((row, None if frame is None else stream.encoder.encode(frame)))
+        for (name, rate), members in by_kind.items():
+            payload = self.encoded(codecs.codec(name), rate, tick)
+            groups.append((np.array(members, dtype=np.int64), payload))
+        return groups, singles
 
 
 # -- legs ------------------------------------------------------------------------------------
@@ -442,6 +480,7 @@ class MediaLeg:
         # while bridged, keys go through this first (the PBX's in-call codes), which
         # relays what is not a code with relay_digit
         self.key_filter: Callable[[str], None] | None = None
+        self.on_key: Callable[[str], None] | None = None  # an application's (the bridge)
         self.policy = SourcePolicy(learn_unnamed=False)  # nobody heard before the SDP
         self.expected: Address | None = None  # the SDP's address
         self.remote: Address | None = None  # where packets go (learnt, else the SDP's)
@@ -459,8 +498,6 @@ class MediaLeg:
         self._dtmf_receiver = DtmfReceiver()
         self._event_ts = 0
         self._concealment = Concealment(160)
-        self._frame: Samples | None = None
-        self._frame_tick = -1
         self.closed = False
 
     # -- addresses -------------------------------------------------------------------------
@@ -575,8 +612,11 @@ class MediaLeg:
     # -- digits ------------------------------------------------------------------------------
 
     def push_dtmf(self, digit: str) -> None:
-        """A key from this leg's phone: relayed to the bridged peer, else kept for IVRs."""
-        if self.dtmf_peer is not None and not self._listen_dtmf:
+        """A key from this leg's phone: to :attr:`on_key` when an application takes them,
+        relayed to the bridged peer, else kept for IVRs."""
+        if self.on_key is not None:
+            self.on_key(digit)
+        elif self.dtmf_peer is not None and not self._listen_dtmf:
             if self.key_filter is not None:
                 self.key_filter(digit)
             else:
@@ -617,28 +657,35 @@ class MediaLeg:
 
     @property
     def frame_in(self) -> Samples:
-        """This tick's audio from the phone (decoded when first asked for, concealed if
-        lost, silence if none)."""
+        """This tick's audio from the phone (decoded on first use, concealed if lost,
+        silence if none; valid for this tick)."""
         stream = self.stream
         if stream is None or self.closed:
             return np.zeros(160, dtype=np.int16)
         engine = self.engine
-        if self._frame_tick == engine.tick_count and self._frame is not None:
-            return self._frame
-        status = int(engine.status[self.row])
+        row = self.row
+        if engine.decoded_at[row] != engine.tick_count:
+            engine.decode(np.array([row], dtype=np.int64))
+        if not engine.heard[row]:
+            return self._concealment.silence
+        return engine.frames[row, : stream.samples]
+
+    def _decode_own(self, status: int) -> Samples | None:
+        """This tick's frame by this leg's own decoder (G.722, Opus, another packet time
+        than 20 ms), None when nothing was due."""
+        stream = self.stream
+        if stream is None:
+            return None
         concealment = self._concealment
-        frame = concealment.silence
         if status == FRAME:
-            payload = engine._payload(self.row)
             try:
-                frame = concealment.good(stream.decoder.decode(payload or b""))
+                return concealment.good(stream.decoder.decode(self.payload_in or b""))
             except codecs.CodecError as exc:
                 self._refuse(exc)
-                frame = concealment.lost(stream.decoder, None)
-        elif status == LOST:
-            frame = concealment.lost(stream.decoder, engine.jitter.following(self.row))
-        self._frame, self._frame_tick = frame, engine.tick_count
-        return frame
+                return concealment.lost(stream.decoder, None)
+        if status == LOST:
+            return concealment.lost(stream.decoder, self.engine.jitter.following(self.row))
+        return None
 
     def _refuse(self, exc: codecs.CodecError) -> None:
         self.counters.refused += 1
@@ -782,7 +829,15 @@ class MediaLeg:
 # -- the engine --------------------------------------------------------------------------------
 
 # how a leg's packet is made each tick
-NOTHING, RELAY, SHARED, PYTHON = 0, 1, 2, 3
+NOTHING, RELAY, GROUP, PYTHON = 0, 1, 2, 3
+
+
+class Mixing(Protocol):
+    """What mixes the legs' decoded audio each tick (a conference room)."""
+
+    def mix(self, tick: int) -> None: ...
+
+
 _COLUMNS = {  # name: (dtype, fill)
     "pt": (np.int64, 0),
     "seq": (np.int64, 0),
@@ -811,7 +866,15 @@ _COLUMNS = {  # name: (dtype, fill)
     "last_sr": (np.int64, 0),
     "last_sr_at": (np.float64, np.nan),
     "rtcp_due": (np.float64, np.inf),
+    # decoding: who needs audio, what was decoded this tick
+    "codec_id": (np.int64, 2),
+    "decode_flag": (np.bool_, False),
+    "decoded_at": (np.int64, -1),
+    "heard": (np.bool_, False),
+    "repeats": (np.int64, 0),
 }
+PCMU_ID, PCMA_ID, OTHER_ID = 0, 1, 2  # codec_id: table-decoded 20 ms G.711, or a decoder
+_TABLES = {PCMU_ID: g711.ULAW_DECODE, PCMA_ID: g711.ALAW_DECODE}
 
 
 class MediaEngine:
@@ -846,6 +909,13 @@ class MediaEngine:
     rtcp_due: npt.NDArray[np.float64]
     dst_ip: npt.NDArray[np.uint8]
     cur_ip: npt.NDArray[np.uint8]
+    codec_id: Ints
+    decode_flag: npt.NDArray[np.bool_]
+    decoded_at: Ints
+    heard: npt.NDArray[np.bool_]
+    repeats: Ints
+    frames: npt.NDArray[np.int16]  # this tick's audio per leg
+    last_frame: npt.NDArray[np.int16]  # for concealment
 
     def __init__(
         self,
@@ -893,9 +963,12 @@ class MediaEngine:
         self._kind: dict[MediaLeg, int] = {}
         self._relays: set[MediaLeg] = set()
         self._relay_rows = np.zeros(0, dtype=np.int64)
-        self._groups: dict[tuple[int, str, int], set[MediaLeg]] = {}
-        self._group_rows: dict[tuple[int, str, int], Ints] = {}
-        self._group_source: dict[tuple[int, str, int], SharedSource] = {}
+        self._groups: dict[GroupSource, dict[MediaLeg, None]] = {}
+        self._group_rows: dict[GroupSource, Ints] = {}
+        self._mixers: dict[Mixing, None] = {}
+        self._audio_users: set[MediaLeg] = set()
+        self._decode_rows = np.zeros(0, dtype=np.int64)
+        self._decode_dirty = False
         self._python: dict[MediaLeg, None] = {}  # ordered: served in the order they came
         self._plan_dirty = False
         self._listeners: dict[MediaLeg, None] = {}
@@ -913,8 +986,13 @@ class MediaEngine:
             if old:
                 column[:old] = getattr(self, name)
             setattr(self, name, column)
-        for name in ("dst_ip", "cur_ip"):
-            block = np.zeros((capacity, 16), dtype=np.uint8)
+        for name, width, kind in (
+            ("dst_ip", 16, np.uint8),
+            ("cur_ip", 16, np.uint8),
+            ("frames", FRAME_WIDTH, np.int16),
+            ("last_frame", FRAME_WIDTH, np.int16),
+        ):
+            block: npt.NDArray[np.generic] = np.zeros((capacity, width), dtype=kind)
             if old:
                 block[:old] = getattr(self, name)
             setattr(self, name, block)
@@ -937,7 +1015,7 @@ class MediaEngine:
 
     def idle(self) -> bool:
         """No leg: the media clock may sleep."""
-        return not self.legs
+        return not self.legs and not self._mixers
 
     async def new_leg(self, host: str, peers: Iterable[str | Address] = ()) -> MediaLeg:
         """A leg whose SDP will name ``host``. ``peers``: where its phone's RTP may come
@@ -981,6 +1059,7 @@ class MediaEngine:
             getattr(self, name)[row] = fill
         self.dst_ip[row] = 0
         self.cur_ip[row] = 0
+        self.last_frame[row] = 0
         self._prior[row] = 0
         self.jitter.clear(np.array([row]))
         self.seq[row] = secrets.randbits(16)
@@ -1012,6 +1091,9 @@ class MediaEngine:
         self._by_row[leg.row] = None
         self.rtcp_due[leg.row] = np.inf
         self.status[leg.row] = 0
+        self._audio_users.discard(leg)
+        self.decode_flag[leg.row] = False
+        self._decode_dirty = True
         self._free.append(leg.row)
         self._rows_dirty = True
 
@@ -1063,6 +1145,8 @@ class MediaEngine:
         self.pt[row] = leg.payload_type
         self.step[row] = stream.codec.rtp_ticks(stream.ptime)
         self.rtp_rate[row] = stream.codec.rtp_clock
+        table = {"PCMU": PCMU_ID, "PCMA": PCMA_ID}.get(stream.codec.name, OTHER_ID)
+        self.codec_id[row] = table if stream.samples == 160 else OTHER_ID
         current = leg.policy.current  # a re-INVITE may have forgotten the latched source
         if current is None:
             self.cur_port[row] = -1
@@ -1094,7 +1178,6 @@ class MediaEngine:
         self._unplan(leg)
         source = leg.source
         kind = NOTHING
-        group: tuple[int, str, int] | None = None
         self.sending[leg.row] = leg.sending and leg.stream is not None
         if leg.stream is None or source is None or not leg.sending:
             kind = PYTHON if leg.key_active and leg.stream is not None else NOTHING
@@ -1103,21 +1186,21 @@ class MediaEngine:
         elif isinstance(source, LegSource) and source.relays(leg) and not source.other.closed:
             kind = RELAY
             self.relay_from[leg.row] = source.other.row
-        elif isinstance(source, SharedSource) and source.shares(leg):
-            kind = SHARED
-            group = (id(source), leg.stream.codec.name, leg.rate)
-            self._group_source[group] = source
+        elif isinstance(source, GroupSource):
+            kind = GROUP
         else:
             kind = PYTHON
         self._kind[leg] = kind
         if kind == RELAY:
             self._relays.add(leg)
-        elif kind == SHARED:
-            assert group is not None
-            self._groups.setdefault(group, set()).add(leg)
-            self._group_rows.pop(group, None)
+        elif kind == GROUP:
+            assert isinstance(source, GroupSource)
+            self._groups.setdefault(source, {})[leg] = None
+            self._group_rows.pop(source, None)
         elif kind == PYTHON:
             self._python[leg] = None
+        if isinstance(source, LegSource):  # a transcoded bridge decodes its talker
+            self._refresh_decode(source.other)
         self._plan_dirty = True
 
     def _unplan(self, leg: MediaLeg) -> None:
@@ -1125,14 +1208,12 @@ class MediaEngine:
         if kind == RELAY:
             self._relays.discard(leg)
             self.relay_from[leg.row] = -1
-        elif kind == SHARED:
-            for group, legs in list(self._groups.items()):
-                if leg in legs:
-                    legs.discard(leg)
-                    self._group_rows.pop(group, None)
+        elif kind == GROUP:
+            for source, legs in list(self._groups.items()):
+                if legs.pop(leg, 0) is None:
+                    self._group_rows.pop(source, None)
                     if not legs:
-                        del self._groups[group]
-                        self._group_source.pop(group, None)
+                        del self._groups[source]
         elif kind == PYTHON:
             self._python.pop(leg, None)
         self._plan_dirty = True
@@ -1142,6 +1223,40 @@ class MediaEngine:
             self._listeners[leg] = None
         else:
             self._listeners.pop(leg, None)
+        self._refresh_decode(leg)
+
+    def need_audio(self, leg: MediaLeg, needed: bool) -> None:
+        """Decode ``leg``'s audio every tick, with every other such leg's, into
+        :attr:`frames` (a conference member feeding a mixer), or stop."""
+        if needed:
+            self._audio_users.add(leg)
+        else:
+            self._audio_users.discard(leg)
+        self._refresh_decode(leg)
+
+    def _refresh_decode(self, leg: MediaLeg) -> None:
+        """Whether ``leg``'s frames are decoded in the tick's batch: something listens to
+        it (taps, key detection, a mixer) or a leg that hears it transcodes."""
+        if leg.closed or leg not in self.legs:
+            return
+        needed = (
+            leg in self._listeners
+            or leg in self._audio_users
+            or any(self._kind.get(d) == PYTHON for d in leg.dependents)
+        )
+        self.decode_flag[leg.row] = needed
+        self._decode_dirty = True
+
+    def add_mixer(self, mixer: Mixing) -> None:
+        """``mixer.mix(tick)`` runs every tick once its inputs are decoded."""
+        self._mixers[mixer] = None
+        self.clock.wake()
+
+    def remove_mixer(self, mixer: Mixing) -> None:
+        self._mixers.pop(mixer, None)
+
+    def leg_at(self, row: int) -> MediaLeg | None:
+        return self._by_row[row]
 
     # -- the tick ---------------------------------------------------------------------------------
 
@@ -1149,14 +1264,22 @@ class MediaEngine:
         if self._rows_dirty:
             self.rows = np.array(sorted(leg.row for leg in self.legs), dtype=np.int64)
             self._rows_dirty = False
-        if not len(self.rows):
+            self._decode_dirty = True
+        if not len(self.rows) and not self._mixers:
             return
         self.tick_count += 1
         now = time.monotonic()
         self._receive(now)
         self._pop()
+        if self._decode_dirty:
+            self._decode_rows = self.rows[self.decode_flag[self.rows]]
+            self._decode_dirty = False
+        if len(self._decode_rows):
+            self.decode(self._decode_rows)
         for leg in list(self._listeners):
             leg._listen()
+        for mixer in list(self._mixers):
+            mixer.mix(tick)
         self._send(tick)
         self._rtcp_tick(now)
 
@@ -1369,6 +1492,52 @@ class MediaEngine:
         index[frames] = np.arange(int(np.count_nonzero(frames)))
         self.pindex[rows] = index
 
+    def decode(self, rows: Ints) -> None:
+        """This tick's audio of ``rows`` into :attr:`frames` (``heard`` where there is
+        some): 20 ms G.711 in one table look-up for all, lost frames concealed as
+        :mod:`media.conceal` does (the last frame at half level, three times, then
+        silence); other codecs by each leg's decoder."""
+        out = self._popped
+        self.heard[rows] = False
+        self.decoded_at[rows] = self.tick_count
+        if out is None:
+            return
+        status = self.status[rows]
+        table_rows = self.codec_id[rows] != OTHER_ID
+        got = rows[(status == FRAME) & table_rows]
+        if len(got):
+            index = self.pindex[got]
+            lengths = out.length[index]
+            codec = self.codec_id[got]
+            plain = lengths == 160
+            for cid, table in _TABLES.items():
+                pick = plain & (codec == cid)
+                if pick.any():
+                    self.frames[got[pick], :160] = table[out.payload[index[pick], :160]]
+            for i in np.flatnonzero(~plain).tolist():  # a peer with another packet time
+                n = int(lengths[i])
+                decoded = _TABLES[int(codec[i])][out.payload[index[i], :n]]
+                self.frames[got[i], :160] = np.resize(decoded, 160) if n else 0
+            self.last_frame[got, :160] = self.frames[got, :160]
+            self.repeats[got] = 0
+            self.heard[got] = True
+        lost = rows[(status == LOST) & table_rows]
+        if len(lost):
+            conceal = lost[self.repeats[lost] < MAX_REPEATS]
+            self.repeats[conceal] += 1
+            self.last_frame[conceal, :160] //= 2
+            self.frames[conceal, :160] = self.last_frame[conceal, :160]
+            self.heard[conceal] = True
+        for row, state in zip(
+            rows[~table_rows].tolist(), status[~table_rows].tolist(), strict=True
+        ):
+            leg = self._by_row[row]
+            frame = leg._decode_own(state) if leg is not None else None
+            if frame is not None:
+                n = min(len(frame), FRAME_WIDTH)
+                self.frames[row, :n] = frame[:n]
+                self.heard[row] = True
+
     def _payload(self, row: int) -> bytes | None:
         out = self._popped
         i = int(self.pindex[row])
@@ -1399,19 +1568,28 @@ class MediaEngine:
                 tx.data[target, 12:] = out.payload[index]
                 size[target] = out.length[index]
                 has[target] = True
-        for group, legs in self._groups.items():
-            cached = self._group_rows.get(group)
+        sending = self.sending
+        for source, legs in list(self._groups.items()):
+            cached = self._group_rows.get(source)
             if cached is None:
-                cached = self._group_rows[group] = np.array(
+                cached = self._group_rows[source] = np.array(
                     sorted(leg.row for leg in legs), dtype=np.int64
                 )
             target = cached
-            _, codec_name, rate = group
-            payload = self._group_source[group].encoded(codecs.codec(codec_name), rate, tick)
-            n = len(payload)
-            tx.data[target, 12 : 12 + n] = np.frombuffer(payload, dtype=np.uint8)
-            size[target] = n
-            has[target] = True
+            groups, singles = source.payloads(self, target[sending[target]], tick)
+            for rows_of, payload in groups:
+                n = len(payload)
+                if n > MAX_PAYLOAD:
+                    continue
+                tx.data[rows_of, 12 : 12 + n] = np.frombuffer(payload, dtype=np.uint8)
+                size[rows_of] = n
+                has[rows_of] = True
+            for row, single in singles:
+                if single is not None and len(single) <= MAX_PAYLOAD:
+                    n = len(single)
+                    tx.data[row, 12 : 12 + n] = np.frombuffer(single, dtype=np.uint8)
+                    size[row] = n
+                    has[row] = True
         for leg in list(self._python):
             packet = leg._packet(tick)
             if packet is None:

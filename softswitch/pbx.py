@@ -246,7 +246,7 @@ class Pbx:
             "skipped_ticks": self.clock.stats.skipped,
             "tick_busy_s": round(self.clock.stats.busy, 3),
             "ticks": self.clock.stats.ticks,
-            "conference_legs": len(conference.engine.legs) if conference else 0,
+            "conference_legs": len(conference.legs) if conference else 0,
             "conference_members": conference.members() if conference else 0,
             "auth_failures": self.devices.auth_failures,
             # what the soak benchmark watches for leaks

@@ -19,7 +19,6 @@ import struct
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from types import SimpleNamespace
 from typing import Any, cast
 
 import numpy as np
@@ -35,7 +34,7 @@ from rtp import JitterBuffer, PacketError, PortAllocator, Status, parse_rtp
 from rtp.batch import Batch, BatchSocket, address_bytes, mmsg_available
 from rtp.columns import parse
 from rtp.jitter_rows import FRAME, LOST, WAITING, JitterRows
-from softswitch.features.conference.engine import ConferenceEngine
+from softswitch.media_engine import MediaEngine
 
 HEADER = struct.Struct("!BBHII")
 CAPACITY, DEPTH, MAX_DEPTH = 16, 3, 12
@@ -305,7 +304,7 @@ def test_jitter_rows_play_what_the_per_packet_buffer_plays(legs: list[Stream]) -
                 k += 1
 
 
-# -- the conference engine end to end ------------------------------------------------------
+# -- the media engine end to end ----------------------------------------------------------
 
 
 def _leg_stream(codec: str, port: int) -> sip.AudioStream:
@@ -318,11 +317,13 @@ def _leg_stream(codec: str, port: int) -> sip.AudioStream:
     max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 def test_engine_decodes_what_the_per_packet_path_decodes(legs: list[Stream]) -> None:
+    """Legs whose audio a mixer needs (conference members) are decoded in one batch per
+    tick: the same frames as the per-packet path, loss concealment included."""
     base = random.randrange(20000, 60000, 2)
-    engine = ConferenceEngine(MediaClock(), "127.0.0.1", PortAllocator(base, base + 40))
+    engine = MediaEngine(MediaClock(), PortAllocator(base, base + 40))
     senders: list[socket.socket] = []
     try:
-        refs, rows = [], []
+        refs, members = [], []
         for i, s in enumerate(legs):
             # every leg a phone of its own on its own loopback IP: all on the shared port
             sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -330,25 +331,26 @@ def test_engine_decodes_what_the_per_packet_path_decodes(legs: list[Stream]) -> 
             senders.append(sock)
             stream = _leg_stream(s.codec, sock.getsockname()[1])
             stream.remote_address = f"127.0.{7 + i}.1"
-            call = cast(sip.Call, SimpleNamespace(destination=None))
-            leg = engine.add_leg(call, stream)
-            assert leg.port == engine.port
+            leg = engine._add(engine._shared_pair("127.0.0.1"))
+            leg.configure(stream, signalling=stream.remote_address)
+            engine.need_audio(leg, True)
+            assert not leg.own_port
             refs.append(_Reference(s.codec))
-            rows.append(leg.row)
-        target = ("127.0.0.1", engine.port)
+            members.append(leg)
         for tick in range(max(len(s.arrivals) for s in legs) + 20):
             for i, s in enumerate(legs):
                 for p_ssrc, p_seq, payload in s.arrivals[tick] if tick < len(s.arrivals) else []:
-                    data = rtp_packet(engine.pt[rows[i]], p_seq, p_seq * 160, p_ssrc, payload)
-                    senders[i].sendto(data, target)
+                    data = rtp_packet(members[i].payload_type, p_seq, p_seq * 160, p_ssrc, payload)
+                    senders[i].sendto(data, members[i].local)
                     refs[i].put(data)
-            engine._receive(0.0)
-            engine._decode()
+            engine._tick(tick)
             for i, ref in enumerate(refs):
                 want = ref.frame()
-                row = rows[i]
+                row = members[i].row
+                assert engine.decoded_at[row] == engine.tick_count  # in the tick's batch
                 got = engine.frames[row, :160] if engine.heard[row] else np.zeros(160, np.int16)
                 assert np.array_equal(got, want), (tick, i)
+                assert np.array_equal(members[i].frame_in, want)
         assert engine.stats["strays"] == 0
     finally:
         engine.close()
@@ -356,33 +358,32 @@ def test_engine_decodes_what_the_per_packet_path_decodes(legs: list[Stream]) -> 
             sock.close()
 
 
-def test_a_second_leg_at_an_ip_gets_a_port_of_its_own() -> None:
+async def test_a_second_leg_learning_at_an_ip_gets_a_port_of_its_own() -> None:
     """Two phones behind one NAT (private SDP addresses, SIP from one public IP): the
-    shared port could not tell their packets apart, so the second gets its own port, and
-    each hears only its own caller."""
+    shared port could not tell their packets apart while both learn their ports, so the
+    second gets its own port, and each hears only its own caller."""
     base = random.randrange(20000, 60000, 2)
-    engine = ConferenceEngine(MediaClock(), "127.0.0.1", PortAllocator(base, base + 40))
+    engine = MediaEngine(MediaClock(), PortAllocator(base, base + 40))
     nat = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(2)]
     try:
         legs = []
         for i, sock in enumerate(nat):
             sock.bind(("127.0.9.1", 0))
+            leg = await engine.new_leg("127.0.0.1", {"127.0.9.1", ("192.168.1.10", 4000 + i)})
             stream = sip.AudioStream(sip.PCMU, 0, "192.168.1.10", 4000 + i, "sendrecv")
-            call = cast(sip.Call, SimpleNamespace(destination=("udp", "127.0.9.1", 5060)))
-            legs.append(engine.add_leg(call, stream))
-        assert legs[0].port == engine.port and legs[1].port != engine.port
+            leg.configure(stream, signalling="127.0.9.1")
+            legs.append(leg)
+        assert not legs[0].own_port and legs[1].own_port
+        assert legs[0].local != legs[1].local
         tones = [b"\x10" * 160, b"\x90" * 160]
         for n in range(6):
             for i, sock in enumerate(nat):
-                sock.sendto(
-                    rtp_packet(0, n, n * 160, 0x100 + i, tones[i]), ("127.0.0.1", legs[i].port)
-                )
-            engine._receive(0.0)
-            engine._decode()
+                sock.sendto(rtp_packet(0, n, n * 160, 0x100 + i, tones[i]), legs[i].local)
+            engine._tick(n)
+            frames = [leg.frame_in.copy() for leg in legs]
         for i, leg in enumerate(legs):
-            assert leg.addr == ("127.0.9.1", nat[i].getsockname()[1])
-            assert leg.frame_in is not None
-            assert np.array_equal(leg.frame_in, codecs.codec("PCMU").decoder().decode(tones[i]))
+            assert leg.policy.current == ("127.0.9.1", nat[i].getsockname()[1])
+            assert np.array_equal(frames[i], codecs.codec("PCMU").decoder().decode(tones[i]))
     finally:
         engine.close()
         for sock in nat:

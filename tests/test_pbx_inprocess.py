@@ -307,3 +307,42 @@ async def test_trunk_registers_and_authenticates_outbound_calls(tmp_path: Path) 
         finally:
             await pbx.stop()
         assert registrar.lookup("sip:0123456700@provider.test", provider.now()) == []
+
+
+def _likeness(heard: np.ndarray, prompt: np.ndarray) -> float:
+    """How well ``heard`` starts like ``prompt``: the best normalised correlation of the
+    prompt's first half second with the first 1.5 s heard (any delay)."""
+    a = prompt[:4000].astype(np.float64)
+    b = heard[:12000].astype(np.float64)
+    scores = np.correlate(b, a, "valid")
+    energy = np.sqrt(np.convolve(b * b, np.ones(len(a)), "valid"))
+    best = np.max(np.abs(scores) / np.maximum(energy * np.linalg.norm(a), 1e-9))
+    return float(best)
+
+
+async def test_a_french_office_hears_french_conference_prompts(tmp_path: Path) -> None:
+    """The bridge's prompts come from the one media engine, in the office's language."""
+    from media.audio import load_audio
+    from softswitch.media_engine import SOUNDS
+
+    pbx = await demo_pbx(tmp_path, server='language = "fr"')
+    port = pbx.ua.listeners[0].port
+    alice = SoftPhone("100", "alice100", port, 1000.0)
+    alice.tone[:] = 0  # she says nothing: what she hears is the bridge alone
+    await alice.start()
+    try:
+        start = len(alice.heard)
+        await alice.call("800")
+        await asyncio.sleep(2.0)
+        heard = np.concatenate(alice.heard[start:])
+        heard = heard[np.argmax(np.abs(heard) > 200) :]  # from the prompt's first sound
+        french = load_audio(SOUNDS / "fr" / "conf-enter-code.flac", 8000)
+        english = load_audio(SOUNDS / "conf-enter-code.flac", 8000)
+        french = french[np.argmax(np.abs(french) > 200) :]
+        english = english[np.argmax(np.abs(english) > 200) :]
+        like_fr, like_en = _likeness(heard, french), _likeness(heard, english)
+        print(f"\nheard like the French prompt {like_fr:.2f}, the English one {like_en:.2f}")
+        assert like_fr > 0.8 and like_en < 0.5
+    finally:
+        await alice.stop()
+        await pbx.stop()

@@ -25,10 +25,11 @@ from media.codecs import CODECS, Encoder
 from media.mixer import Mixer, MixOutput
 from media.tones import sine_mix
 
+from ...media_engine import PCMA_ID, PCMU_ID, Groups, GroupSource, MediaEngine, MediaLeg, Singles
 from ...private_files import private_dir, private_file
 from ...prompts import number_names
-from .engine import ConfLeg
 from .keypad import COMMANDS, Pressed, allowed
+from .member import Member
 
 log = logging.getLogger(__name__)
 Samples = npt.NDArray[np.int16]
@@ -44,9 +45,13 @@ ENTRY_TONE, EXIT_TONE = _beep(1400.0, 8000), _beep(700.0, 8000)
 TONES = {rate: (_beep(1400.0, rate), _beep(700.0, rate)) for rate in (8000, 16000)}
 
 
-class Room:
+class Room(GroupSource):
+    """A conference: mixed every tick by the media engine (:meth:`mix`), heard by its
+    members as a group source (:meth:`payloads`)."""
+
     def __init__(
         self,
+        engine: MediaEngine,
         owner: str,
         *,
         max_legs: int,
@@ -55,14 +60,15 @@ class Room:
         recordings: Path,
         on_end: Callable[[Room], None] | None = None,
     ) -> None:
+        self.engine = engine
         self.owner = owner
         self.max_legs = max_legs
         self.join_before_host = join_before_host
         self.end_with_host = end_with_host
         self.recordings = recordings
         self.mixer = Mixer(max_legs)
-        self.members: list[ConfLeg] = []
-        self.waiting: list[ConfLeg] = []
+        self.members: list[Member] = []
+        self.waiting: list[Member] = []
         self.hosts = 0
         self.locked = False
         self.mode = 3
@@ -76,6 +82,8 @@ class Room:
         # members as columns: engine rows and mixer rows (remade when members change)
         self._rows: npt.NDArray[np.int64] | None = None
         self._mrows: npt.NDArray[np.int64] = np.zeros(0, dtype=np.int64)
+        self._by_row: dict[int, Member] = {}
+        engine.add_mixer(self)
 
     @property
     def size(self) -> int:
@@ -83,7 +91,7 @@ class Room:
 
     # -- joining and leaving ----------------------------------------------------------------
 
-    def admit(self, leg: ConfLeg, *, host: bool) -> str | None:
+    def admit(self, leg: Member, *, host: bool) -> str | None:
         """Join ``leg``; returns the prompt that refuses it, or None."""
         if self.ended:
             return "conf-ended"
@@ -98,15 +106,18 @@ class Room:
         else:
             leg.waiting = True
             self.waiting.append(leg)
+            leg.hear()
         return None
 
-    def _enter(self, leg: ConfLeg) -> None:
+    def _enter(self, leg: Member) -> None:
         leg.waiting = False
         leg.mixer_row = self.mixer.add(
             talk=self._can_talk(leg), listen=True, wide=leg.rate != self.mixer.rate
         )
         self.members.append(leg)
         self._rows = None
+        self.engine.need_audio(leg.leg, True)
+        leg.hear()
         if leg.host:
             self.hosts += 1
             waiting, self.waiting = self.waiting, []
@@ -121,12 +132,13 @@ class Room:
             len(self.members),
         )
 
-    def leave(self, leg: ConfLeg) -> None:
+    def leave(self, leg: Member) -> None:
         if leg in self.waiting:
             self.waiting.remove(leg)
         if leg in self.members:
             self.members.remove(leg)
             self._rows = None
+            self.engine.need_audio(leg.leg, False)
             if leg.mixer_row is not None:
                 self.mixer.remove(leg.mixer_row)
             if leg.host:
@@ -135,6 +147,7 @@ class Room:
                 self._overlay.append(self._tone(1))
         leg.room = None
         leg.mixer_row = None
+        leg.hear()
         host_gone = leg.host and self.hosts == 0 and self.end_with_host
         if host_gone or (not self.members and not self.waiting):
             self.end()
@@ -150,13 +163,14 @@ class Room:
         if self.ended:
             return
         self.ended = True
+        self.engine.remove_mixer(self)
         self.stop_recording()
         if self.on_end is not None:
             self.on_end(self)
 
     # -- talking ---------------------------------------------------------------------------
 
-    def _can_talk(self, leg: ConfLeg) -> bool:
+    def _can_talk(self, leg: Member) -> bool:
         if leg.self_muted:
             return False
         if leg.host:
@@ -174,7 +188,7 @@ class Room:
 
     # -- keypad -----------------------------------------------------------------------------
 
-    def command(self, leg: ConfLeg, pressed: Pressed) -> str | None:
+    def command(self, leg: Member, pressed: Pressed) -> str | None:
         """Apply a keypad command from ``leg``; returns what happened (for logs and tests),
         or None when it was not allowed."""
         command = pressed.command
@@ -248,9 +262,10 @@ class Room:
 
     def _columns(self) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
         if self._rows is None:
-            members = [leg for leg in self.members if leg.mixer_row is not None and leg.row >= 0]
-            self._rows = np.array([leg.row for leg in members], dtype=np.int64)
-            self._mrows = np.array([leg.mixer_row for leg in members], dtype=np.int64)
+            members = [m for m in self.members if m.mixer_row is not None and not m.closed]
+            self._rows = np.array([m.row for m in members], dtype=np.int64)
+            self._mrows = np.array([m.mixer_row for m in members], dtype=np.int64)
+            self._by_row = {m.row: m for m in members}
         return self._rows, self._mrows
 
     def mix(self, tick: int) -> None:
@@ -258,7 +273,7 @@ class Room:
         mixer = self.mixer
         rows, mrows = self._columns()
         if len(rows):
-            engine = self.members[0].engine
+            engine = self.engine
             heard = engine.heard[rows]
             wide = mixer.wide[mrows]
             narrow = heard & ~wide
@@ -288,24 +303,43 @@ class Room:
             self.recorder.write(out.full_for(self.recorder.rate))
         self.output = out
 
-    def payloads(
-        self, taken: npt.NDArray[np.bool_]
-    ) -> tuple[list[tuple[npt.NDArray[np.int64], bytes]], list[tuple[int, bytes | None]]]:
-        """What the members not ``taken`` (by a prompt) hear this tick: groups of engine
-        rows that get the same payload (the shared mix, once per stateless codec) and
-        single rows with their own (talkers' N-1, G.722 and Opus encoders)."""
-        rows, mrows = self._columns()
-        groups: list[tuple[npt.NDArray[np.int64], bytes]] = []
-        singles: list[tuple[int, bytes | None]] = []
+    def frame(self, leg: MediaLeg, tick: int) -> Samples | None:
+        """What one member hears (the engine asks this only while a key is being played
+        to it: otherwise :meth:`payloads` serves every member at once)."""
+        member = self._by_row.get(leg.row)
         out = self.output
+        if member is None or member.mixer_row is None or out is None:
+            return None
+        if out.is_talker(member.mixer_row):
+            return out.frame_for(member.mixer_row)
+        return out.full_for(leg.rate)
+
+    def payloads(
+        self, engine: MediaEngine, rows: npt.NDArray[np.int64], tick: int
+    ) -> tuple[Groups, Singles]:
+        """What the members hearing the room get this tick: groups of rows that get the
+        same payload (the shared mix, once per stateless codec) and single rows with
+        their own (talkers' N-1, G.722 and Opus encoders)."""
+        groups: Groups = []
+        singles: Singles = []
+        out = self.output
+        self._columns()
         if not len(rows) or out is None:
-            return groups, [(int(r), None) for r in rows.tolist() if not taken[r]]
-        free = ~taken[rows]
-        rows, mrows = rows[free], mrows[free]
-        engine = self.members[0].engine
-        talking = np.isin(mrows, out.talkers) if len(out.talkers) else np.zeros(len(rows), bool)
+            return groups, singles
+        mixer_rows = np.array(
+            [
+                m.mixer_row if (m := self._by_row.get(r)) and m.mixer_row is not None else -1
+                for r in rows.tolist()
+            ],
+            dtype=np.int64,
+        )
+        known = mixer_rows >= 0
+        rows, mixer_rows = rows[known], mixer_rows[known]
+        talking = (
+            np.isin(mixer_rows, out.talkers) if len(out.talkers) else np.zeros(len(rows), bool)
+        )
         codec = engine.codec_id[rows]
-        for cid, name in ((0, "PCMU"), (1, "PCMA")):
+        for cid, name in ((PCMU_ID, "PCMU"), (PCMA_ID, "PCMA")):
             pick = rows[~talking & (codec == cid)]
             if len(pick):
                 c = CODECS[name]
@@ -313,24 +347,24 @@ class Room:
                 if encoder is None:
                     encoder = self._encoders[name] = c.encoder()
                 groups.append((pick, out.shared_payload(c, encoder, name)))
-        alone = ~(~talking & (codec != 2))
+        alone = talking | ((codec != PCMU_ID) & (codec != PCMA_ID))
         for row in rows[alone].tolist():
-            leg = engine._by_row[row]
-            if leg is not None:
-                singles.append((row, self.payload_for(leg)))
+            singles.append((row, self.payload_for(self._by_row[row])))
         return groups, singles
 
-    def payload_for(self, leg: ConfLeg) -> bytes | None:
+    def payload_for(self, member: Member) -> bytes | None:
         out = self.output
-        if out is None or leg.mixer_row is None:
+        leg = member.leg
+        stream = leg.stream
+        if out is None or member.mixer_row is None or stream is None:
             return None
-        codec = leg.codec
-        if out.is_talker(leg.mixer_row):
-            return leg.encode(out.frame_for(leg.mixer_row))
-        if not codec.stateless:
+        codec = stream.codec
+        if out.is_talker(member.mixer_row):
+            return stream.encoder.encode(out.frame_for(member.mixer_row))
+        if not codec.stateless or stream.samples != leg.rate // 50:
             # G.722 and Opus keep their own encoder: the phone's decoder follows its state,
             # and a talker moving between its N-1 stream and a shared one would be garbled
-            return leg.encode(out.full_for(leg.rate))
+            return stream.encoder.encode(out.full_for(leg.rate))
         # everyone else of a stateless codec hears the same mix: one encoding per codec
         key = codec.name
         encoder = self._encoders.get(key)

@@ -1,6 +1,7 @@
 """The conference bridge as the PBX offers it: answer, ask for a code, join, obey keys.
 
-Callers dial the bridge number; the answer's SDP names the engine's shared port. A code
+Callers dial the bridge number; each is a leg of the PBX's media engine (its shared port,
+unless the caller cannot be told apart there), mixed by its room on the same tick. A code
 followed by ``#`` picks the conference and the role (host or participant); wrong codes
 are retried ``code_attempts`` times, then the call ends politely. Limits are explicit:
 the bridge refuses a caller beyond its process-wide capacity with 503 before answering,
@@ -25,8 +26,8 @@ from ...feature import BaseFeature, Dial, Done, Failed, Handler, Outcome
 from ...services import Services
 from ..hold_music import builtin_music
 from .codes import Codes
-from .engine import ConferenceEngine, ConfLeg
 from .keypad import KeypadParser, Pressed
+from .member import Member
 from .room import Room
 
 log = logging.getLogger(__name__)
@@ -81,8 +82,7 @@ class ConferenceService:
     def __init__(self, svc: Services) -> None:
         self.svc = svc
         self.settings = svc.config.conference
-        listener = svc.ua.listeners[0]
-        host = listener.host if listener.host not in ("0.0.0.0", "::") else "0.0.0.0"
+        self.engine = svc.engine
         slots = svc.config.hold_music
 
         def music(rate: int) -> Samples:
@@ -91,28 +91,23 @@ class ConferenceService:
             path = slots.get("default")
             return load_audio(path, rate) if path else builtin_music(rate)
 
-        self.engine = ConferenceEngine(
-            svc.clock,
-            host,
-            svc.ports,
-            capacity=self.settings.max_legs_total,
-            hold_music=music,
-        )
-        self.engine.on_rejected_source = svc.report_rtp(None)
+        self.waiting_music = self.engine.shared("conference-waiting", music)
+        self.capacity = self.settings.max_legs_total
+        self.legs: set[Member] = set()
         self.codecs = codec_policy.preference(svc.config)
         self.codes = Codes(svc.config.users, svc.data_dir)
         self.rooms: dict[str, Room] = {}
         log.info(
-            "event=conference_bridge number=%s port=%d capacity=%d",
+            "event=conference_bridge number=%s capacity=%d",
             svc.config.features.conference_bridge,
-            self.engine.port,
-            self.settings.max_legs_total,
+            self.capacity,
         )
 
     def close(self) -> None:
         for room in list(self.rooms.values()):
-            room.stop_recording()
-        self.engine.close()
+            room.end()
+        for member in list(self.legs):
+            member.close()
 
     def members(self) -> int:
         return sum(len(r.members) for r in self.rooms.values())
@@ -124,6 +119,7 @@ class ConferenceService:
             before = user.conference_join_before_host if user else None
             end = user.conference_end_with_host if user else None
             room = Room(
+                self.engine,
                 owner,
                 max_legs=self.settings.max_legs,
                 join_before_host=self.settings.join_before_host if before is None else before,
@@ -132,19 +128,17 @@ class ConferenceService:
                 on_end=self._ended,
             )
             self.rooms[owner] = room
-            self.engine.rooms[owner] = room
         return room
 
     def _ended(self, room: Room) -> None:
         log.info("event=conference_ended room=%s", room.owner)
         self.rooms.pop(room.owner, None)
-        self.engine.rooms.pop(room.owner, None)
         for leg in [*room.members, *room.waiting]:
             self.svc.spawn(self._goodbye(leg, "conf-ended"))
 
-    async def _goodbye(self, leg: ConfLeg, prompt: str) -> None:
+    async def _goodbye(self, leg: Member, prompt: str) -> None:
         if leg.room is not None:
-            leg.room.leave(leg)  # type: ignore[attr-defined]
+            leg.room.leave(leg)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(leg.play_prompt(prompt), 10)
         await leg.call.hangup()
@@ -155,48 +149,60 @@ class ConferenceService:
         offer: sip.SessionDescription,
         answered: Callable[[], None] | None = None,
     ) -> None:
-        if len(self.engine.legs) >= self.engine.capacity:
+        if len(self.legs) >= self.capacity:
             call.reject(503, "Service Unavailable (conference bridge full)")
             return
         host = self.svc.ua.local_host(call.incoming.source)
         chosen = codec_policy.answer_codecs(self.codecs, offer)
-        answer, stream = sip.answer(offer, host, self.engine.port, chosen)
-        if stream is None:
-            call.reject(488)
-            return
+        source = call.incoming.source[0]
+        peers: set[str | tuple[str, int]] = {source}
+        for media in offer.media:
+            connection = media.connection or offer.connection
+            if connection is not None and media.media == "audio":
+                peers |= {connection.address, (connection.address, media.port)}
         try:
-            leg = self.engine.add_leg(call, stream)
-        except (OSError, OverflowError):
+            leg = await self.engine.new_leg(host, peers)
+        except OSError:
             call.reject(503, "Service Unavailable (no RTP port for the bridge)")
             return
-        if leg.port != self.engine.port:  # a port of its own (see the engine)
-            answer, stream = sip.answer(offer, host, leg.port, chosen)
-        call.on_dtmf.add(leg.digit)
-        call.on_reinvite = lambda c, request: self._reinvite(leg, request)
+        answer, stream = sip.answer(offer, host, leg.local[1], chosen)
+        if stream is None:
+            leg.close()
+            call.reject(488)
+            return
+        leg.on_rejected_source = self.svc.report_rtp(None)
+        leg.configure(stream, signalling=source)
+        member = Member(leg, call, self.waiting_music)
+        self.legs.add(member)
+        call.on_dtmf.add(member.digit)
+        call.on_reinvite = lambda c, request: self._reinvite(member, request)
         try:
             call.answer(bytes(answer))
             if answered is not None:
                 answered()
-            await self._session(leg)
+            await self._session(member)
         finally:
-            if leg.room is not None:
-                leg.room.leave(leg)  # type: ignore[attr-defined]
-            self.engine.remove_leg(leg)
+            if member.room is not None:
+                member.room.leave(member)
+            self.legs.discard(member)
+            member.close()
             if call.state is not sip.CallState.ENDED:
                 await call.hangup()
 
-    async def _reinvite(self, leg: ConfLeg, request: sip.Request) -> bytes | None:
+    async def _reinvite(self, member: Member, request: sip.Request) -> bytes | None:
         if not request.body:
             return None
         offer = sip.parse_sdp(request.body)
-        chosen = codec_policy.answer_codecs(self.codecs, offer, leg.codec.name)
-        answer, stream = sip.answer(offer, self.engine.host, leg.port, chosen)
+        leg = member.leg
+        current = leg.codec.name if leg.codec else None
+        chosen = codec_policy.answer_codecs(self.codecs, offer, current)
+        answer, stream = sip.answer(offer, leg.local[0], leg.local[1], chosen)
         if stream is None:
             raise sip.RequestRefused(488)
-        self.engine.set_sending(leg, stream.sends)  # held: nothing until it resumes
+        leg.configure(stream)  # held (sendonly, inactive): nothing until it resumes
         return bytes(answer)
 
-    async def _session(self, leg: ConfLeg) -> None:
+    async def _session(self, leg: Member) -> None:
         ended = asyncio.ensure_future(leg.call.ended.wait())
         joining = asyncio.ensure_future(self._join(leg))
         try:
@@ -207,7 +213,7 @@ class ConferenceService:
             ended.cancel()
             joining.cancel()
 
-    async def _join(self, leg: ConfLeg) -> bool:
+    async def _join(self, leg: Member) -> bool:
         """Code, then admission; True once the caller is in (or waiting for) a room."""
         access = None
         for _ in range(self.settings.code_attempts):
@@ -232,7 +238,7 @@ class ConferenceService:
         self._keypad(leg, room)
         return True
 
-    def _keypad(self, leg: ConfLeg, room: Room) -> None:
+    def _keypad(self, leg: Member, room: Room) -> None:
         """Keys pressed in the conference go through a keypad parser to the room."""
         parser = KeypadParser()
         loop = asyncio.get_running_loop()
