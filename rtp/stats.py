@@ -71,27 +71,49 @@ class ReceiverStats:
 
     def report_block(self, now: float) -> ReportBlock:
         """A reception report, closing the current interval (RFC 3550 A.3)."""
-        expected = self.expected
-        interval_expected = expected - self._expected_prior
-        interval_received = self.received - self._received_prior
-        self._expected_prior, self._received_prior = expected, self.received
-        lost_interval = interval_expected - interval_received
-        fraction = 0
-        if interval_expected > 0 and lost_interval > 0:
-            fraction = min(255, (lost_interval << 8) // interval_expected)
-        cumulative = max(-0x800000, min(0x7FFFFF, self.lost))
-        dlsr = 0
-        if self.last_sr_at is not None:
-            dlsr = int((now - self.last_sr_at) * 65536) & 0xFFFFFFFF
-        return ReportBlock(
+        block = report_block(
             self.ssrc or 0,
-            fraction,
-            cumulative,
-            self.highest & 0xFFFFFFFF,
-            int(self.jitter),
+            self.expected,
+            self.received,
+            (self._expected_prior, self._received_prior),
+            self.highest,
+            self.jitter,
             self.last_sr,
-            dlsr,
+            None if self.last_sr_at is None else now - self.last_sr_at,
         )
+        self._expected_prior, self._received_prior = self.expected, self.received
+        return block
+
+
+def report_block(
+    ssrc: int,
+    expected: int,
+    received: int,
+    prior: tuple[int, int],
+    highest: int,
+    jitter: float,
+    last_sr: int,
+    since_sr: float | None,
+) -> ReportBlock:
+    """The reception report block of RFC 3550 §6.4.1 / A.3 from a source's counts:
+    ``prior`` is (expected, received) at the last report, ``since_sr`` the seconds since
+    its last sender report (None: none yet)."""
+    interval_expected = expected - prior[0]
+    lost_interval = interval_expected - (received - prior[1])
+    fraction = 0
+    if interval_expected > 0 and lost_interval > 0:
+        fraction = min(255, (lost_interval << 8) // interval_expected)
+    cumulative = max(-0x800000, min(0x7FFFFF, expected - received))
+    dlsr = int(since_sr * 65536) & 0xFFFFFFFF if since_sr is not None else 0
+    return ReportBlock(
+        ssrc & 0xFFFFFFFF,
+        fraction,
+        cumulative,
+        highest & 0xFFFFFFFF,
+        int(jitter),
+        last_sr,
+        dlsr,
+    )
 
 
 def rtcp_interval(

@@ -75,7 +75,7 @@ from rtp.packet import (
     parse_rtcp,
 )
 from rtp.source_policy import REASONS, UNEXPECTED, BurstGate
-from rtp.stats import ntp_timestamp, rtcp_interval
+from rtp.stats import ntp_timestamp, report_block, rtcp_interval
 
 log = logging.getLogger(__name__)
 Samples = npt.NDArray[np.int16]
@@ -658,7 +658,7 @@ class MediaLeg:
     @property
     def frame_in(self) -> Samples:
         """This tick's audio from the phone (decoded on first use, concealed if lost,
-        silence if none; valid for this tick)."""
+        silence if none)."""
         stream = self.stream
         if stream is None or self.closed:
             return np.zeros(160, dtype=np.int16)
@@ -668,7 +668,7 @@ class MediaLeg:
             engine.decode(np.array([row], dtype=np.int64))
         if not engine.heard[row]:
             return self._concealment.silence
-        return engine.frames[row, : stream.samples]
+        return engine.frames[row, : stream.samples].copy()  # taps may keep it
 
     def _decode_own(self, status: int) -> Samples | None:
         """This tick's frame by this leg's own decoder (G.722, Opus, another packet time
@@ -1672,23 +1672,16 @@ class MediaEngine:
         received = int(self.audio_in[row])
         prior_expected, prior_received = (int(x) for x in self._prior[row])
         self._prior[row] = (expected, received)
-        interval_expected = expected - prior_expected
-        lost_interval = interval_expected - (received - prior_received)
-        fraction = 0
-        if interval_expected > 0 and lost_interval > 0:
-            fraction = min(255, (lost_interval << 8) // interval_expected)
-        cumulative = max(-0x800000, min(0x7FFFFF, expected - received))
-        dlsr = 0
-        if np.isfinite(self.last_sr_at[row]):
-            dlsr = int((now - self.last_sr_at[row]) * 65536) & 0xFFFFFFFF
-        return ReportBlock(
-            int(self.stats_ssrc[row]) & 0xFFFFFFFF,
-            fraction,
-            cumulative,
-            highest & 0xFFFFFFFF,
-            int(self.jitter_ts[row]),
+        last_sr_at = float(self.last_sr_at[row])
+        return report_block(
+            int(self.stats_ssrc[row]),
+            expected,
+            received,
+            (prior_expected, prior_received),
+            highest,
+            float(self.jitter_ts[row]),
             int(self.last_sr[row]),
-            dlsr,
+            now - last_sr_at if np.isfinite(last_sr_at) else None,
         )
 
     def rtcp_packets(self, leg: MediaLeg, now: float, *, bye: bool = False) -> list[RtcpPacket]:

@@ -311,3 +311,48 @@ def test_rows_grow_past_the_first_capacity(codec: str) -> None:
         len(heard[70]) >= 6
         and [d[12:] for d, _ in heard[70]] == voices(order(plan))[71][: len(heard[70])]
     )
+
+
+def test_rtcp_reports_both_ways() -> None:
+    """A leg reports on its phone's stream (RFC 3550 SR with a reception block: the loss
+    the phone's sequence numbers show) from the RTCP port next to the shared one, and
+    keeps the phone's own report on our stream; RTCP from a stranger is refused."""
+    from rtp.packet import ReceiverReport, ReportBlock, SenderReport, build_compound, parse_rtcp
+
+    engine = MediaEngine(MediaClock(), PortAllocator(41300, 41400))
+    phone = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    phone_rtcp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    stranger = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        phone.bind(("127.0.9.7", 0))
+        port = phone.getsockname()[1]
+        phone_rtcp.bind(("127.0.9.7", port + 1))
+        stranger.bind(("127.0.9.8", 0))
+        phone_rtcp.setblocking(False)
+        leg = engine._add(engine._shared_pair("127.0.0.1"))
+        leg.configure(stream("PCMU", ("127.0.9.7", port)), signalling="127.0.9.7")
+        leg.source = engine.tone_source("ringback")
+        rtcp_port = (leg.local[0], leg.local[1] + 1)
+        for n in range(30):
+            if n % 10 != 3:  # one packet in ten lost on the way
+                phone.sendto(HEADER.pack(0x80, 0, n, n * 160, 0x7777) + b"\xff" * 160, leg.local)
+            if n == 20:  # the phone's report on our stream, and a stranger's forgery
+                ours = ReportBlock(leg.ssrc, 12, 3, 100, 5, 0, 0)
+                phone_rtcp.sendto(build_compound([ReceiverReport(0x7777, (ours,))]), rtcp_port)
+                forged = ReportBlock(leg.ssrc, 255, 999, 1, 1, 0, 0)
+                stranger.sendto(build_compound([ReceiverReport(0x6666, (forged,))]), rtcp_port)
+            engine._tick(n)
+        assert leg.peer_report is not None and leg.peer_report.fraction_lost == 12
+        assert engine.stats["strays_rtcp_foreign"] >= 1
+        engine.rtcp_due[leg.row] = 0.0  # due now
+        engine._tick(30)
+        data = phone_rtcp.recv(2048)
+        report = parse_rtcp(data)[0]
+        assert isinstance(report, SenderReport) and report.ssrc == leg.ssrc
+        (block,) = report.reports
+        assert block.ssrc == 0x7777
+        assert block.cumulative_lost == 3 and block.highest_sequence & 0xFFFF == 29
+    finally:
+        engine.close()
+        for s in (phone, phone_rtcp, stranger):
+            s.close()
