@@ -1326,7 +1326,10 @@ class MediaEngine:
             return
         r = row[take]
         # from the latched source: accepted as is; anything else asks the leg's policy
-        current = (self.cur_port[r] == rx.port[take]) & (self.cur_ip[r] == rx.ip[take]).all(1)
+        # addresses compared as two 64-bit words each (exact, and 8x fewer operations)
+        words = np.ascontiguousarray(rx.ip[take]).view(np.uint64)
+        latched = self.cur_ip.view(np.uint64)[r]
+        current = (self.cur_port[r] == rx.port[take]) & (latched == words).all(1)
         self.last_heard[r[current]] = now
         if not current.all():
             keep = self._check_sources(take[~current], r[~current], h, now)

@@ -83,6 +83,7 @@ class Room(GroupSource):
         self._rows: npt.NDArray[np.int64] | None = None
         self._mrows: npt.NDArray[np.int64] = np.zeros(0, dtype=np.int64)
         self._by_row: dict[int, Member] = {}
+        self._mixer_of = np.zeros(0, dtype=np.int64)  # engine row -> mixer row (-1: none)
         engine.add_mixer(self)
 
     @property
@@ -266,6 +267,8 @@ class Room(GroupSource):
             self._rows = np.array([m.row for m in members], dtype=np.int64)
             self._mrows = np.array([m.mixer_row for m in members], dtype=np.int64)
             self._by_row = {m.row: m for m in members}
+            self._mixer_of = np.full(self.engine.capacity, -1, dtype=np.int64)
+            self._mixer_of[self._rows] = self._mrows
         return self._rows, self._mrows
 
     def mix(self, tick: int) -> None:
@@ -326,13 +329,10 @@ class Room(GroupSource):
         self._columns()
         if not len(rows) or out is None:
             return groups, singles
-        mixer_rows = np.array(
-            [
-                m.mixer_row if (m := self._by_row.get(r)) and m.mixer_row is not None else -1
-                for r in rows.tolist()
-            ],
-            dtype=np.int64,
-        )
+        if len(self._mixer_of) < self.engine.capacity:  # the engine's rows grew
+            self._rows = None
+            self._columns()
+        mixer_rows = self._mixer_of[rows]
         known = mixer_rows >= 0
         rows, mixer_rows = rows[known], mixer_rows[known]
         talking = (
