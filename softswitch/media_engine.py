@@ -40,12 +40,13 @@ import ipaddress
 import logging
 import random
 import secrets
+import select
 import socket
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -447,6 +448,30 @@ class _Ports:
             hit = want & (keys[pos] == key) & (k_port[pos] == p) & (k_ip[pos] == ip).all(1)
             out[hit] = k_row[pos[hit]]
         return out
+
+
+class _Poller:
+    """Which of many sockets have packets, in one system call (epoll where there is one)."""
+
+    def __init__(self) -> None:
+        self._poll: Any = select.epoll() if hasattr(select, "epoll") else select.poll()
+        self._mask = select.EPOLLIN if hasattr(select, "epoll") else select.POLLIN
+
+    def add(self, *fds: int) -> None:
+        for fd in fds:
+            self._poll.register(fd, self._mask)
+
+    def remove(self, *fds: int) -> None:
+        for fd in fds:
+            with contextlib.suppress(KeyError, OSError, ValueError):
+                self._poll.unregister(fd)
+
+    def ready(self) -> set[int]:
+        return {fd for fd, _ in self._poll.poll(0)}
+
+    def close(self) -> None:
+        if hasattr(self._poll, "close"):
+            self._poll.close()
 
 
 def _keys(ip: npt.NDArray[np.uint8], port: Ints) -> npt.NDArray[np.uint64]:
@@ -951,11 +976,14 @@ class MediaEngine:
         self._shared: dict[str, SharedSource] = {}
         self._pairs: dict[str, _Ports] = {}  # the shared pair of each host
         self._own: list[_Ports] = []
+        # the own ports' sockets, asked once a tick which have packets (a call whose far
+        # end sends no RTP costs nothing but that one poll)
+        self._poller = _Poller()
+        self._ready: set[int] = set()
         self._by_row: list[MediaLeg | None] = []
         self._free: list[int] = []
         self.capacity = 0
         self.rows = np.zeros(0, dtype=np.int64)
-        self._rows_dirty = False
         self.jitter = JitterRows(1, payload=MAX_PAYLOAD)
         self._grow(max(1, capacity))
         self._popped: Popped | None = None
@@ -1043,6 +1071,7 @@ class MediaEngine:
     def _own_pair(self, host: str, reason: str) -> _Ports:
         pair = _Ports(host, self.ports, shared=False)
         self._own.append(pair)
+        self._poller.add(pair.rtp.sock.fileno(), pair.rtcp.sock.fileno())
         self.stats["own_ports"] += 1
         log.info("event=rtp_own_port port=%d reason=%s", pair.port, reason)
         return pair
@@ -1066,7 +1095,8 @@ class MediaEngine:
         self.ts[row] = secrets.randbits(32)
         self.ssrc[row] = leg.ssrc
         self.sending[row] = False
-        self._rows_dirty = True
+        self.rows = np.insert(self.rows, np.searchsorted(self.rows, row), row)
+        self._decode_dirty = True
         self.clock.wake()
         return leg
 
@@ -1084,6 +1114,7 @@ class MediaEngine:
             pair.bury(sources, now + AFTERLIFE)
         self._unclaim(leg)
         if not pair.shared:
+            self._poller.remove(pair.rtp.sock.fileno(), pair.rtcp.sock.fileno())
             pair.close()
             self._own.remove(pair)
         self._unplan(leg)
@@ -1095,7 +1126,7 @@ class MediaEngine:
         self.decode_flag[leg.row] = False
         self._decode_dirty = True
         self._free.append(leg.row)
-        self._rows_dirty = True
+        self.rows = self.rows[self.rows != leg.row]
 
     # -- who may be heard --------------------------------------------------------------------------
 
@@ -1261,10 +1292,6 @@ class MediaEngine:
     # -- the tick ---------------------------------------------------------------------------------
 
     def _tick(self, tick: int) -> None:
-        if self._rows_dirty:
-            self.rows = np.array(sorted(leg.row for leg in self.legs), dtype=np.int64)
-            self._rows_dirty = False
-            self._decode_dirty = True
         if not len(self.rows) and not self._mixers:
             return
         self.tick_count += 1
@@ -1283,11 +1310,21 @@ class MediaEngine:
         self._send(tick)
         self._rtcp_tick(now)
 
+    def _pairs_to_read(self, rtcp: bool) -> list[_Ports]:
+        """The shared pairs, and the own pairs whose socket has packets."""
+        ready = self._ready
+        pairs = [p for p in self._pairs.values() if p.legs]
+        for pair in self._own:
+            if (pair.rtcp if rtcp else pair.rtp).sock.fileno() in ready:
+                pairs.append(pair)
+        return pairs
+
     def _receive(self, now: float) -> None:
         rx = self.rx
         rx.count = 0
         spans: list[tuple[_Ports, int, int]] = []
-        for pair in (*self._pairs.values(), *self._own):
+        self._ready = self._poller.ready() if self._own else set()
+        for pair in self._pairs_to_read(rtcp=False):
             if not pair.legs:
                 continue
             first = rx.count
@@ -1726,7 +1763,7 @@ class MediaEngine:
         batch = self._rtcp_rx
         batch.count = 0
         spans: list[tuple[_Ports, int, int]] = []
-        for pair in (*self._pairs.values(), *self._own):
+        for pair in self._pairs_to_read(rtcp=True):
             if not pair.legs:
                 continue
             first = batch.count
@@ -1807,3 +1844,4 @@ class MediaEngine:
         for pair in self._pairs.values():
             pair.close()
         self._pairs.clear()
+        self._poller.close()
