@@ -34,35 +34,25 @@ phone's decoder follows the state of the encoder whose stream it gets.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import ipaddress
 import logging
 import random
 import secrets
-import select
-import socket
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
 
-import sip
-from media import codecs, g711
-from media.audio import Player, SharedPlayer, load_audio
+from media import g711
+from media.audio import load_audio
 from media.clock import MediaClock
-from media.conceal import MAX_REPEATS, Concealment
-from media.dtmf_detect import DtmfDetector
-from media.resample import StreamResampler
-from media.tones import dtmf_tone, tone
-from rtp import DtmfReceiver, PortAllocator, SourcePolicy
-from rtp.batch import Batch, BatchSocket, address_bytes, address_text, ip_key
+from media.conceal import MAX_REPEATS
+from media.tones import tone
+from rtp import PortAllocator
+from rtp.batch import Batch, address_text
 from rtp.columns import Headers, gather, parse, write_headers
-from rtp.dtmf import DtmfSender, EventPacket
 from rtp.jitter_rows import FRAME, LOST, JitterRows, Popped
 from rtp.packet import (
     Bye,
@@ -78,6 +68,39 @@ from rtp.packet import (
 from rtp.source_policy import REASONS, UNEXPECTED, BurstGate
 from rtp.stats import ntp_timestamp, report_block, rtcp_interval
 
+from .media_leg import LegCounters, LegStream, MediaLeg
+from .media_ports import AFTERLIFE, ENDED, Poller, PortPair, behind_nat, ip16
+from .media_sources import (
+    Groups,
+    GroupSource,
+    LegSource,
+    PlayerSource,
+    SharedSource,
+    Singles,
+    Source,
+)
+
+__all__ = [
+    "MAX_PAYLOAD",
+    "PCMA_ID",
+    "PCMU_ID",
+    "SOUNDS",
+    "GroupSource",
+    "Groups",
+    "LegCounters",
+    "LegSource",
+    "LegStream",
+    "MediaEngine",
+    "MediaLeg",
+    "Mixing",
+    "PlayerSource",
+    "SharedSource",
+    "Singles",
+    "Source",
+    "behind_nat",
+    "prompt_path",
+]
+
 log = logging.getLogger(__name__)
 Samples = npt.NDArray[np.int16]
 Ints = npt.NDArray[np.int64]
@@ -87,768 +110,12 @@ MAX_PAYLOAD = 480  # bytes of audio per packet kept (60 ms of G.711); longer is 
 SLOT = 640  # bytes per received datagram
 FRAME_WIDTH = 960  # samples of a leg's frame kept per tick (60 ms at 16 kHz)
 AMBIGUOUS = "ambiguous"  # a stray's reason: its IP is claimed by several legs
-ENDED = -3  # the row of a source whose leg just closed (see _Ports.bury)
-AFTERLIFE = 5.0  # seconds a closed leg's source stays refused
-# SDP addresses behind a NAT: a leg whose SDP names one of these while its SIP comes from
-# another IP is heard from that IP (its NAT), at a port it must learn
-_PRIVATE = tuple(
-    ipaddress.ip_network(n)
-    for n in (
-        "10.0.0.0/8",
-        "172.16.0.0/12",
-        "192.168.0.0/16",
-        "100.64.0.0/10",
-        "169.254.0.0/16",
-        "fc00::/7",
-        "fe80::/10",
-    )
-)
-_UNSPECIFIED = ("", "0.0.0.0", "::")
 
 
 def prompt_path(name: str, language: str = "en") -> Path:
     """A built-in prompt in ``language`` (English when it has no translation)."""
     path = SOUNDS / language / f"{name}.flac"
     return path if language != "en" and path.exists() else SOUNDS / f"{name}.flac"
-
-
-def behind_nat(sdp_ip: str, signalling: str | None) -> bool:
-    """Whether a phone's media is likely to come from its signalling IP rather than its
-    SDP's: a private (or unusable) SDP address and SIP from elsewhere."""
-    if not signalling or signalling == sdp_ip:
-        return False
-    try:
-        ip = ipaddress.ip_address(sdp_ip)
-    except ValueError:
-        return True  # a name, or garbage: trust only what signalling shows
-    return ip.is_unspecified or any(ip in net for net in _PRIVATE if net.version == ip.version)
-
-
-def _ip16(host: str) -> bytes | None:
-    if host in _UNSPECIFIED:
-        return None
-    try:
-        return address_bytes(host)
-    except ValueError:
-        return None
-
-
-# -- what a leg sends ------------------------------------------------------------------------
-
-
-class Source:
-    """What a leg transmits. :meth:`frame` gives this tick's samples at ``leg.rate``;
-    :meth:`payload` gives a payload already encoded for ``leg``'s codec when the source
-    has one (a shared encoding, a relayed packet), else None and :meth:`frame` is used."""
-
-    def frame(self, leg: MediaLeg, tick: int) -> Samples | None:
-        raise NotImplementedError
-
-    def payload(self, leg: MediaLeg, tick: int) -> bytes | None:
-        return None
-
-    def samples(self, leg: MediaLeg, tick: int) -> Samples | None:
-        """This tick's audio as samples even where :meth:`payload` would relay it (for
-        what mixes something over a source, such as the call-waiting tone)."""
-        return self.frame(leg, tick)
-
-
-class _Converter:
-    """A stream resampler that follows the rates it is asked for (a re-INVITE may change
-    a leg's codec)."""
-
-    def __init__(self) -> None:
-        self._resampler: StreamResampler | None = None
-
-    def convert(self, frame: Samples, rate_in: int, rate_out: int) -> Samples:
-        if rate_in == rate_out:
-            return frame
-        r = self._resampler
-        if r is None or (r.rate_in, r.rate_out) != (rate_in, rate_out):
-            r = self._resampler = StreamResampler(rate_in, rate_out)
-        return r.process(frame)
-
-
-class LegSource(Source):
-    """The other party of a bridged call: its packets relayed as they came when both legs
-    use the same codec and packet time (the engine copies them row to row), else its
-    decoded frames (resampled once when the rates differ) re-encoded."""
-
-    def __init__(self, other: MediaLeg) -> None:
-        self.other = other
-        self._converter = _Converter()
-
-    @property
-    def rate(self) -> int:
-        return self.other.rate
-
-    def relays(self, leg: MediaLeg) -> bool:
-        a, b = self.other.stream, leg.stream
-        return a is not None and b is not None and a.codec == b.codec and a.ptime == b.ptime
-
-    def payload(self, leg: MediaLeg, tick: int) -> bytes | None:
-        return self.other.payload_in if self.relays(leg) else None
-
-    def frame(self, leg: MediaLeg, tick: int) -> Samples | None:
-        if self.relays(leg):
-            return None  # nothing to relay this tick: the phone conceals the gap itself
-        return self.samples(leg, tick)
-
-    def samples(self, leg: MediaLeg, tick: int) -> Samples | None:
-        return self._converter.convert(self.other.frame_in, self.other.rate, leg.rate)
-
-
-class PlayerSource(Source):
-    """A file or tone for one listener (a prompt); ``done`` is set at its end."""
-
-    def __init__(self, player: Player, rate: int) -> None:
-        self.player = player
-        self.rate = rate
-        self.done = asyncio.Event()
-        self.on_done: Callable[[], None] | None = None  # called once, when it has played
-        self._converter = _Converter()
-
-    def frame(self, leg: MediaLeg, tick: int) -> Samples | None:
-        if self.player.done:
-            if not self.done.is_set():
-                self.done.set()
-                if self.on_done is not None:
-                    self.on_done()
-            return None
-        return self._converter.convert(self.player.read(), self.rate, leg.rate)
-
-
-Groups = list[tuple[Ints, bytes]]  # rows that get one payload
-Singles = list[tuple[int, bytes | None]]  # a row and its own payload (None: nothing)
-
-
-class GroupSource(Source):
-    """A source many legs hear at once, served as a block: once per tick the engine asks
-    it for the payloads of every leg that hears it (the rows of those sending), as groups
-    of rows that get the same bytes (copied in one assignment each) and single rows."""
-
-    def payloads(self, engine: MediaEngine, rows: Ints, tick: int) -> tuple[Groups, Singles]:
-        raise NotImplementedError
-
-
-class SharedSource(GroupSource):
-    """Hold music or a progress tone: one player per rate (the audio made at that rate,
-    not resampled per tick), one frame per tick and one encoding per stateless codec for
-    every listener (the engine copies it to every such listener's row at once). G.722
-    and Opus listeners keep their own encoder: a phone's decoder follows the state of
-    the encoder whose stream it gets, and switching it to a shared encoder's stream
-    (bridge, then music) garbles the audio well beyond a few ms."""
-
-    def __init__(self, make: Callable[[int], Samples]) -> None:
-        self.make = make
-        self.players: dict[int, SharedPlayer] = {}
-
-    def player(self, rate: int) -> SharedPlayer:
-        shared = self.players.get(rate)
-        if shared is None:
-            offset = 0
-            if self.players:  # start where the others are
-                other_rate, other = next(iter(self.players.items()))
-                offset = other.player.position * rate // other_rate
-            player = Player(self.make(rate), rate // 50, loop=True, offset=offset)
-            shared = self.players[rate] = SharedPlayer(player)
-        return shared
-
-    def frame(self, leg: MediaLeg, tick: int) -> Samples | None:
-        return self.player(leg.rate).advance(tick)
-
-    def shares(self, leg: MediaLeg) -> bool:
-        """Whether ``leg`` takes the shared encoding (a stateless codec, 20 ms packets)."""
-        stream = leg.stream
-        return stream is not None and stream.codec.stateless and stream.samples == leg.rate // 50
-
-    def encoded(self, codec: codecs.Codec, rate: int, tick: int) -> bytes:
-        shared = self.player(rate)
-        shared.advance(tick)
-        return shared.encoded(codec)
-
-    def payload(self, leg: MediaLeg, tick: int) -> bytes | None:
-        stream = leg.stream
-        if stream is None or not self.shares(leg):
-            return None
-        return self.encoded(stream.codec, leg.rate, tick)
-
-    def payloads(self, engine: MediaEngine, rows: Ints, tick: int) -> tuple[Groups, Singles]:
-        groups: Groups = []
-        singles: Singles = []
-        by_kind: dict[tuple[str, int], list[int]] = {}
-        for row in rows.tolist():
-            leg = engine.leg_at(row)
-            stream = leg.stream if leg is not None else None
-            if leg is None or stream is None:
-                continue
-            if self.shares(leg):
-                by_kind.setdefault((stream.codec.name, leg.rate), []).append(row)
-            else:  # its own encoder (G.722, Opus) or packet time
-                frame = self.frame(leg, tick)
-                singles.append((row, None if frame is None else stream.encoder.encode(frame)))
-        for (name, rate), members in by_kind.items():
-            payload = self.encoded(codecs.codec(name), rate, tick)
-            groups.append((np.array(members, dtype=np.int64), payload))
-        return groups, singles
-
-
-# -- legs ------------------------------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class LegStream:
-    """The negotiated audio of a leg: codec, packet time, the peer's fmtp options, and
-    the codec's state (a phone's decoder follows our encoder's; ours follows its)."""
-
-    codec: codecs.Codec
-    ptime: int
-    options: codecs.Options
-    samples: int  # audio samples per packet at the codec's rate
-    encoder: codecs.Encoder
-    decoder: codecs.Decoder
-
-    @classmethod
-    def make(cls, codec: codecs.Codec, ptime: int, options: codecs.Options) -> LegStream:
-        return cls(
-            codec,
-            ptime,
-            options,
-            codec.samples_per_frame(ptime),
-            codec.encoder(options),
-            codec.decoder(),
-        )
-
-
-@dataclass(slots=True)
-class LegCounters:
-    dtmf_received: int = 0
-    foreign: int = 0  # refused: a stranger's packet, or a payload type not negotiated
-    malformed: int = 0
-    refused: int = 0  # payloads its decoder refused
-    ssrc_changes: int = 0
-    rtcp_received: int = 0
-    rtcp_sent: int = 0
-
-
-class _Ports:
-    """An RTP/RTCP port pair: the shared one of a host, or one leg's own."""
-
-    def __init__(self, host: str, ports: PortAllocator, *, shared: bool) -> None:
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        for port in ports.candidates():
-            rtp = socket.socket(family, socket.SOCK_DGRAM)
-            rtcp = socket.socket(family, socket.SOCK_DGRAM)
-            try:
-                rtp.bind((host, port))
-                rtcp.bind((host, port + 1))
-            except OSError:
-                rtp.close()
-                rtcp.close()
-                continue
-            break
-        else:
-            raise OSError(f"no free RTP port pair in {ports.start}-{ports.end}")
-        ports.take(port)
-        if shared:  # a tick's worth of every leg's packets waits in the kernel
-            for option in (getattr(socket, "SO_RCVBUFFORCE", None), socket.SO_RCVBUF):
-                if option is None:
-                    continue
-                try:
-                    rtp.setsockopt(socket.SOL_SOCKET, option, 8 << 20)
-                    break
-                except OSError:
-                    continue
-            rtp.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
-        for s in (rtp, rtcp):
-            s.setblocking(False)
-        self.host, self.port, self.shared = host, port, shared
-        self.rtp, self.rtcp = BatchSocket(rtp), BatchSocket(rtcp)
-        self._allocator = ports
-        self.legs: set[MediaLeg] = set()
-        # who may be heard here: exact source addresses, and IPs (a leg learning its port)
-        self.exact: dict[tuple[bytes, int], MediaLeg] = {}
-        self.claims: dict[bytes, set[MediaLeg]] = {}
-        # sources of legs that just closed, until when: their phone's last packets (sent
-        # before it read our BYE) are dropped, not taken for a new call learning at its IP
-        self.ended: dict[tuple[bytes, int], float] = {}
-        self.expires = np.inf
-        self._index: tuple[npt.NDArray[np.uint64], Ints, npt.NDArray[np.uint8], Ints] | None = None
-
-    def close(self) -> None:
-        self.rtp.close()
-        self.rtcp.close()
-        self._allocator.release(self.port)
-
-    def reindex(self) -> None:
-        self._index = None
-
-    def bury(self, sources: Iterable[tuple[bytes, int]], until: float) -> None:
-        """Drop packets from ``sources`` (a closed leg's) until ``until``."""
-        for source in sources:
-            self.ended[source] = until
-        self.expires = min(self.expires, until)
-        self._index = None
-
-    def expire(self, now: float) -> None:
-        if now < self.expires:
-            return
-        self.ended = {k: t for k, t in self.ended.items() if t > now}
-        self.expires = min(self.ended.values(), default=np.inf)
-        self._index = None
-
-    def _tables(self) -> tuple[npt.NDArray[np.uint64], Ints, npt.NDArray[np.uint8], Ints]:
-        """Sorted keys for the vectorised look-up: (ip, port) pairs, then single IPs
-        (port -1), each with its leg's row; an IP claimed by several legs maps to -2."""
-        if self._index is None:
-            ips: list[bytes] = []
-            ports: list[int] = []
-            rows: list[int] = []
-            for (ip, port), leg in self.exact.items():
-                ips.append(ip)
-                ports.append(port)
-                rows.append(leg.row)
-            for (ip, port), _until in self.ended.items():
-                if (ip, port) not in self.exact:
-                    ips.append(ip)
-                    ports.append(port)
-                    rows.append(ENDED)
-            for ip, legs in self.claims.items():
-                ips.append(ip)
-                ports.append(-1)
-                rows.append(next(iter(legs)).row if len(legs) == 1 else -2)
-            if ips:
-                ip_arr = np.frombuffer(b"".join(ips), dtype=np.uint8).reshape(-1, 16)
-            else:
-                ip_arr = np.zeros((0, 16), dtype=np.uint8)
-            port_arr = np.array(ports, dtype=np.int64)
-            keys = _keys(ip_arr, port_arr)
-            order = np.argsort(keys, kind="stable")
-            self._index = (
-                keys[order],
-                port_arr[order],
-                ip_arr[order],
-                np.array(rows, dtype=np.int64)[order],
-            )
-        return self._index
-
-    def owners(self, ip: npt.NDArray[np.uint8], port: Ints) -> Ints:
-        """The row each source belongs to: its exact address's leg, else its IP's only
-        claimant; -1 nobody, -2 an IP several legs claim, ENDED a leg that just closed."""
-        keys, k_port, k_ip, k_row = self._tables()
-        out = np.full(len(port), -1, dtype=np.int64)
-        if not len(keys):
-            return out
-        for p in (port, np.full(len(port), -1, dtype=np.int64)):
-            want = out == -1
-            if not want.any():
-                break
-            key = _keys(ip, p)
-            pos = np.minimum(np.searchsorted(keys, key), len(keys) - 1)
-            hit = want & (keys[pos] == key) & (k_port[pos] == p) & (k_ip[pos] == ip).all(1)
-            out[hit] = k_row[pos[hit]]
-        return out
-
-
-class _Poller:
-    """Which of many sockets have packets, in one system call (epoll where there is one)."""
-
-    def __init__(self) -> None:
-        self._poll: Any = select.epoll() if hasattr(select, "epoll") else select.poll()
-        self._mask = select.EPOLLIN if hasattr(select, "epoll") else select.POLLIN
-
-    def add(self, *fds: int) -> None:
-        for fd in fds:
-            self._poll.register(fd, self._mask)
-
-    def remove(self, *fds: int) -> None:
-        for fd in fds:
-            with contextlib.suppress(KeyError, OSError, ValueError):
-                self._poll.unregister(fd)
-
-    def ready(self) -> set[int]:
-        return {fd for fd, _ in self._poll.poll(0)}
-
-    def close(self) -> None:
-        if hasattr(self._poll, "close"):
-            self._poll.close()
-
-
-def _keys(ip: npt.NDArray[np.uint8], port: Ints) -> npt.NDArray[np.uint64]:
-    mixed = (port + 1).astype(np.uint64) * np.uint64(0xC2B2AE3D27D4EB4F)
-    return ip_key(ip) ^ mixed if len(ip) else np.zeros(0, dtype=np.uint64)
-
-
-class MediaLeg:
-    """One party's RTP on the engine: codec, source, taps, digits, strict source."""
-
-    def __init__(self, engine: MediaEngine, row: int, ports: _Ports) -> None:
-        self.engine = engine
-        self.row = row
-        self.ports = ports
-        self.stream: LegStream | None = None
-        self.codec: codecs.Codec | None = None
-        self.rate = 8000
-        self.payload_type = 0
-        self.accepted_pts: set[int] = set()
-        self.dtmf_pt: int | None = None
-        self.ssrc = secrets.randbits(32)
-        self.cname = f"{secrets.token_hex(6)}@softswitch"
-        self._source: Source | None = None
-        self._sending = True  # False while the peer holds us (sendonly/inactive from it)
-        self.taps: list[Callable[[Samples], None]] = []
-        self.dtmf: asyncio.Queue[str] = asyncio.Queue(maxsize=64)
-        # In-band detection costs a Goertzel bank per frame: it runs only while something
-        # listens for digits (IVR, voicemail, conference) and the peer has no RFC 4733.
-        self._listen_dtmf = False
-        self.dtmf_peer: MediaLeg | None = None  # the bridged leg keys are relayed to
-        # while bridged, keys go through this first (the PBX's in-call codes), which
-        # relays what is not a code with relay_digit
-        self.key_filter: Callable[[str], None] | None = None
-        self.on_key: Callable[[str], None] | None = None  # an application's (the bridge)
-        self.policy = SourcePolicy(learn_unnamed=False)  # nobody heard before the SDP
-        self.expected: Address | None = None  # the SDP's address
-        self.remote: Address | None = None  # where packets go (learnt, else the SDP's)
-        self.remote_rtcp: Address | None = None
-        self.peer_report: ReportBlock | None = None  # the phone's view of our stream
-        # a refused source (address, reason), at most once per source per burst
-        self.on_rejected_source: Callable[[Address, str], None] | None = None
-        self.counters = LegCounters()
-        self.dependents: set[MediaLeg] = set()  # legs whose source is LegSource(self)
-        self._tone: Player | None = None  # an in-band key being played to this phone
-        self._inband = False
-        self._detector: DtmfDetector | None = None
-        self._detect_at_8k: StreamResampler | None = None  # wideband legs: for the detector
-        self._dtmf_sender = DtmfSender(160)
-        self._dtmf_receiver = DtmfReceiver()
-        self._event_ts = 0
-        self._concealment = Concealment(160)
-        self.closed = False
-
-    # -- addresses -------------------------------------------------------------------------
-
-    @property
-    def local(self) -> Address:
-        """The RTP address our SDP names for this leg."""
-        return (self.ports.host, self.ports.port)
-
-    @property
-    def latched(self) -> bool:
-        """Its phone's packets have been heard from an accepted source."""
-        return self.policy.current is not None
-
-    @property
-    def own_port(self) -> bool:
-        return not self.ports.shared
-
-    @property
-    def signalling(self) -> str | None:
-        """The IP this party's SIP messages come from: RTP is taken only from it or from
-        the SDP's address (strict RTP, :mod:`rtp.source_policy`)."""
-        return self.policy.signalling
-
-    @signalling.setter
-    def signalling(self, ip: str | None) -> None:
-        self.policy.set_signalling(ip)
-        self.engine._claim(self)
-
-    @property
-    def received(self) -> int:
-        """RTP packets taken from the phone (audio and keys)."""
-        return int(self.engine.received[self.row]) if not self.closed else 0
-
-    @property
-    def sent(self) -> int:
-        return int(self.engine.sent[self.row]) if not self.closed else 0
-
-    # -- negotiation -----------------------------------------------------------------------
-
-    def configure(self, stream: sip.AudioStream, *, signalling: str | None = None) -> None:
-        """Apply the result of offer/answer (codec, payload types, peer address);
-        ``signalling``: see :attr:`signalling` (kept for later offers when None)."""
-        codec = codecs.codec(stream.codec.name)
-        self.payload_type = stream.payload_type
-        self.accepted_pts = {pt for pt, _ in stream.codecs} | {stream.payload_type}
-        self.dtmf_pt = stream.dtmf_payload_type
-        options = codecs.Options.from_fmtp(stream.remote_fmtp)
-        current = self.stream
-        if (
-            current is None
-            or current.codec != codec
-            or current.ptime != stream.ptime
-            or current.options != options
-        ):
-            self.codec = codec
-            self.stream = LegStream.make(codec, stream.ptime, options)
-            self.rate = codec.sample_rate
-            self._concealment = Concealment(self.stream.samples)
-            self._dtmf_sender = DtmfSender(
-                codec.rtp_ticks(stream.ptime), clock_rate=codec.rtp_clock
-            )
-        address = (stream.remote_address, stream.remote_port)
-        ip = signalling if signalling is not None else self.signalling
-        target = self.policy.expect(address, ip, time.monotonic())
-        if address[0] not in _UNSPECIFIED and address[1]:
-            self.expected = address
-        if target is None or target == address:
-            self.remote = address if address[1] else None
-            self.remote_rtcp = (address[0], address[1] + 1) if address[1] else None
-        else:  # the learnt source stays (a NAT): keep sending there
-            self.remote = target
-        self._inband = stream.dtmf_payload_type is None
-        self._detect_at_8k = StreamResampler(self.rate, 8000) if self.rate != 8000 else None
-        self._sending = stream.sends
-        self.engine._configured(self)
-
-    # -- what it sends -----------------------------------------------------------------------
-
-    @property
-    def source(self) -> Source | None:
-        return self._source
-
-    @source.setter
-    def source(self, source: Source | None) -> None:
-        old = self._source
-        if isinstance(old, LegSource):
-            old.other.dependents.discard(self)
-        self._source = source
-        if isinstance(source, LegSource) and not self.closed:
-            source.other.dependents.add(self)
-        self.engine._classify(self)
-
-    @property
-    def sending(self) -> bool:
-        return self._sending
-
-    @sending.setter
-    def sending(self, value: bool) -> None:
-        self._sending = value
-        self.engine._classify(self)
-
-    @property
-    def listen_dtmf(self) -> bool:
-        return self._listen_dtmf
-
-    @listen_dtmf.setter
-    def listen_dtmf(self, value: bool) -> None:
-        self._listen_dtmf = value
-        self.engine._listening(self)
-
-    # -- digits ------------------------------------------------------------------------------
-
-    def push_dtmf(self, digit: str) -> None:
-        """A key from this leg's phone: to :attr:`on_key` when an application takes them,
-        relayed to the bridged peer, else kept for IVRs."""
-        if self.on_key is not None:
-            self.on_key(digit)
-        elif self.dtmf_peer is not None and not self._listen_dtmf:
-            if self.key_filter is not None:
-                self.key_filter(digit)
-            else:
-                self.dtmf_peer.send_digit(digit)
-        elif not self.dtmf.full():
-            self.dtmf.put_nowait(digit)
-
-    def relay_digit(self, digit: str) -> None:
-        """A key of this leg's phone for the bridged peer (dropped when not bridged)."""
-        if self.dtmf_peer is not None:
-            self.dtmf_peer.send_digit(digit)
-
-    def send_digit(self, digit: str) -> None:
-        """Play a key to this leg's phone: RFC 4733 if it took telephone-event, else a
-        DTMF tone in the audio."""
-        if self.dtmf_pt is not None:
-            with contextlib.suppress(OverflowError):  # a flood of keys: the rest is dropped
-                self._dtmf_sender.queue(digit, 100)
-        else:
-            self._tone = Player(
-                dtmf_tone(digit, 100, 60, self.rate), self.frame_samples, loop=False
-            )
-        self.engine._classify(self)
-
-    def send_dtmf(self, digits: str, duration_ms: int = 100) -> None:
-        """Queue RFC 4733 events for ``digits`` (the phone negotiated telephone-event)."""
-        if self.dtmf_pt is None:
-            raise ValueError("the peer did not negotiate telephone-event")
-        self._dtmf_sender.queue(digits, duration_ms)
-        self.engine._classify(self)
-
-    # -- audio in ------------------------------------------------------------------------------
-
-    @property
-    def payload_in(self) -> bytes | None:
-        """This tick's packet as the phone sent it (None: nothing due)."""
-        return self.engine._payload(self.row) if not self.closed else None
-
-    @property
-    def frame_in(self) -> Samples:
-        """This tick's audio from the phone (decoded on first use, concealed if lost,
-        silence if none)."""
-        stream = self.stream
-        if stream is None or self.closed:
-            return np.zeros(160, dtype=np.int16)
-        engine = self.engine
-        row = self.row
-        if engine.decoded_at[row] != engine.tick_count:
-            engine.decode(np.array([row], dtype=np.int64))
-        if not engine.heard[row]:
-            return self._concealment.silence
-        return engine.frames[row, : stream.samples].copy()  # taps may keep it
-
-    def _decode_own(self, status: int) -> Samples | None:
-        """This tick's frame by this leg's own decoder (G.722, Opus, another packet time
-        than 20 ms), None when nothing was due."""
-        stream = self.stream
-        if stream is None:
-            return None
-        concealment = self._concealment
-        if status == FRAME:
-            try:
-                return concealment.good(stream.decoder.decode(self.payload_in or b""))
-            except codecs.CodecError as exc:
-                self._refuse(exc)
-                return concealment.lost(stream.decoder, None)
-        if status == LOST:
-            return concealment.lost(stream.decoder, self.engine.jitter.following(self.row))
-        return None
-
-    def _refuse(self, exc: codecs.CodecError) -> None:
-        self.counters.refused += 1
-        if self.counters.refused in (1, 10, 100, 1000):
-            log.warning(
-                "event=payload_refused codec=%s source=%s count=%d error=%s",
-                self.codec.name if self.codec else "?",
-                self.remote,
-                self.counters.refused,
-                exc,
-            )
-
-    def _listen(self) -> None:
-        """The tick's frame to taps and the in-band key detector."""
-        if self.stream is None or self.closed:
-            return
-        if int(self.engine.status[self.row]) not in (FRAME, LOST):
-            return
-        frame = self.frame_in
-        if self._listen_dtmf and self._inband:
-            if self._detector is None:
-                self._detector = DtmfDetector()
-            narrow = frame
-            if self._detect_at_8k is not None:  # the detector's filters are set for 8 kHz
-                narrow = self._detect_at_8k.process(frame)
-            for digit in self._detector.feed(narrow):
-                self.push_dtmf(digit)
-        for tap in list(self.taps):
-            tap(frame)
-
-    def add_tap(self, tap: Callable[[Samples], None]) -> None:
-        """``tap`` gets each received frame (decoded) until :meth:`remove_tap`."""
-        self.taps.append(tap)
-        self.engine._listening(self)
-
-    def remove_tap(self, tap: Callable[[Samples], None]) -> None:
-        """Stops ``tap``; a leg that closed meanwhile has already let go of it."""
-        with contextlib.suppress(ValueError):
-            self.taps.remove(tap)
-        self.engine._listening(self)
-
-    # -- audio out -------------------------------------------------------------------------------
-
-    def _packet(self, tick: int) -> tuple[bytes, int, bool, int | None] | None:
-        """This tick's packet when the engine cannot make it alone: (payload, payload
-        type, marker, timestamp or None for the stream's), or None to send nothing."""
-        stream = self.stream
-        source = self._source
-        if stream is None or not self._sending:
-            return None
-        payload: bytes | None = None
-        if source is None:
-            pass  # nothing to say; a key being sent still goes out
-        elif self._tone is not None:  # a played key replaces the audio while it sounds
-            source.frame(self, tick)  # the source moves on all the same
-            key = self._tone.read()
-            if self._tone.done:
-                self._tone = None
-                self.engine._classify(self)
-            payload = stream.encoder.encode(key)
-        else:
-            payload = source.payload(self, tick)
-            if payload is None:
-                frame = source.frame(self, tick)
-                if frame is not None:
-                    payload = stream.encoder.encode(frame)
-        if self._dtmf_sender.active and self.dtmf_pt is not None:
-            event, starting = self._next_event()
-            if event is not None:
-                if starting:
-                    self._event_ts = int(self.engine.ts[self.row])
-                return event.payload, self.dtmf_pt, event.marker, self._event_ts
-            if payload is None:  # between keys: silence keeps the stream going
-                payload = stream.encoder.encode(np.zeros(stream.samples, dtype=np.int16))
-        if payload is None:
-            return None
-        return payload, self.payload_type, False, None
-
-    def _next_event(self) -> tuple[EventPacket | None, bool]:
-        sender = self._dtmf_sender
-        packet = sender.next_packet()
-        if not sender.active:  # the last key went out: the leg may be served in bulk again
-            self.engine._classify(self)
-        return packet
-
-    @property
-    def key_active(self) -> bool:
-        """A key is being played to the phone (RFC 4733 or in-band)."""
-        return self._tone is not None or self._dtmf_sender.active
-
-    def play(self, samples: Samples, *, loop: bool = False) -> PlayerSource:
-        source = PlayerSource(Player(samples, self.frame_samples, loop=loop), self.rate)
-        if self.closed:  # the call is gone: nothing to wait for
-            source.done.set()
-            return source
-        self.source = source
-        return source
-
-    def stop_playing(self) -> None:
-        """Cut the prompt being played short (a key was pressed: barge-in)."""
-        if isinstance(self._source, PlayerSource):
-            self._source.done.set()
-            self.source = None
-
-    async def play_prompt(self, name: str) -> None:
-        """Play a built-in prompt to the end."""
-        source = self.play(self.engine.prompt(name, self.rate))
-        await source.done.wait()
-
-    async def play_file(self, path: Path) -> None:
-        await self.play_samples(load_audio(path, self.rate))
-
-    async def play_samples(self, samples: Samples) -> None:
-        source = self.play(samples)
-        await source.done.wait()
-
-    @property
-    def frame_samples(self) -> int:
-        return self.stream.samples if self.stream else 160
-
-    def close(self) -> None:
-        if self.closed:
-            return
-        source = self._source
-        self.engine._remove(self)
-        self.closed = True
-        if isinstance(source, PlayerSource):  # whoever waits for its end goes on
-            source.done.set()
-        if isinstance(source, LegSource):
-            source.other.dependents.discard(self)
-        # bridged legs point at each other (sources, keys): undo it, so that an
-        # ended call is freed at once rather than by the cycle collector
-        self._source = self.dtmf_peer = self.key_filter = None
-        self.taps = []
-        self.on_rejected_source = None
-        for other in list(self.dependents):
-            self.engine._classify(other)
-        self.dependents.clear()
 
 
 # -- the engine --------------------------------------------------------------------------------
@@ -974,11 +241,11 @@ class MediaEngine:
         self._strays = BurstGate()
         self._prompts: dict[tuple[str, int], Samples] = {}
         self._shared: dict[str, SharedSource] = {}
-        self._pairs: dict[str, _Ports] = {}  # the shared pair of each host
-        self._own: list[_Ports] = []
+        self._pairs: dict[str, PortPair] = {}  # the shared pair of each host
+        self._own: list[PortPair] = []
         # the own ports' sockets, asked once a tick which have packets (a call whose far
         # end sends no RTP costs nothing but that one poll)
-        self._poller = _Poller()
+        self._poller = Poller()
         self._ready: set[int] = set()
         self._by_row: list[MediaLeg | None] = []
         self._free: list[int] = []
@@ -1054,7 +321,7 @@ class MediaEngine:
         pair = self._shared_pair(host)
         for peer in peers:
             ip, port = (peer, None) if isinstance(peer, str) else peer
-            key = _ip16(ip)
+            key = ip16(ip)
             if key is None:
                 continue
             taken = (key, port) in pair.exact if port else False
@@ -1062,21 +329,21 @@ class MediaEngine:
                 return self._add(self._own_pair(host, f"shared_source peer={ip}:{port or '*'}"))
         return self._add(pair)
 
-    def _shared_pair(self, host: str) -> _Ports:
+    def _shared_pair(self, host: str) -> PortPair:
         pair = self._pairs.get(host)
         if pair is None:
-            pair = self._pairs[host] = _Ports(host, self.ports, shared=True)
+            pair = self._pairs[host] = PortPair(host, self.ports, shared=True)
         return pair
 
-    def _own_pair(self, host: str, reason: str) -> _Ports:
-        pair = _Ports(host, self.ports, shared=False)
+    def _own_pair(self, host: str, reason: str) -> PortPair:
+        pair = PortPair(host, self.ports, shared=False)
         self._own.append(pair)
         self._poller.add(pair.rtp.sock.fileno(), pair.rtcp.sock.fileno())
         self.stats["own_ports"] += 1
         log.info("event=rtp_own_port port=%d reason=%s", pair.port, reason)
         return pair
 
-    def _add(self, pair: _Ports) -> MediaLeg:
+    def _add(self, pair: PortPair) -> MediaLeg:
         if not self._free:
             self._grow(self.capacity * 2)
         row = self._free.pop()
@@ -1141,7 +408,7 @@ class MediaEngine:
         for address in (policy.current, None if natted else leg.expected):
             if address is None:
                 continue
-            key = _ip16(address[0])
+            key = ip16(address[0])
             if key is not None:
                 pair.exact[key, address[1]] = leg  # the last one signalled wins
         ips = set()
@@ -1152,7 +419,7 @@ class MediaEngine:
         if policy.current is not None:
             ips.add(policy.current[0])
         for ip in ips:
-            key = _ip16(ip)
+            key = ip16(ip)
             if key is not None:
                 pair.claims.setdefault(key, set()).add(leg)
         pair.reindex()
@@ -1195,7 +462,7 @@ class MediaEngine:
     def _set_destination(self, leg: MediaLeg) -> None:
         row = leg.row
         remote = leg.remote
-        key = _ip16(remote[0]) if remote is not None else None
+        key = ip16(remote[0]) if remote is not None else None
         if remote is None or key is None:
             self.dst_port[row] = 0  # nowhere to send until the phone is heard
             return
@@ -1310,7 +577,7 @@ class MediaEngine:
         self._send(tick)
         self._rtcp_tick(now)
 
-    def _pairs_to_read(self, rtcp: bool) -> list[_Ports]:
+    def _pairs_to_read(self, rtcp: bool) -> list[PortPair]:
         """The shared pairs, and the own pairs whose socket has packets."""
         ready = self._ready
         pairs = [p for p in self._pairs.values() if p.legs]
@@ -1322,7 +589,7 @@ class MediaEngine:
     def _receive(self, now: float) -> None:
         rx = self.rx
         rx.count = 0
-        spans: list[tuple[_Ports, int, int]] = []
+        spans: list[tuple[PortPair, int, int]] = []
         self._ready = self._poller.ready() if self._own else set()
         for pair in self._pairs_to_read(rtcp=False):
             if not pair.legs:
@@ -1389,7 +656,7 @@ class MediaEngine:
         if audio.any():
             self._queue(take[audio], r[audio], h, now)
 
-    def _resolve(self, pair: _Ports, ips: npt.NDArray[np.uint8], now: float) -> Ints:
+    def _resolve(self, pair: PortPair, ips: npt.NDArray[np.uint8], now: float) -> Ints:
         """Rows for packets from an IP several legs claim, at a port none of them latched
         or named: the one leg still learning its phone's port there, else the one whose
         latched source fell silent (a NAT rebinding); any other case is ambiguous (-2) and
@@ -1678,7 +945,7 @@ class MediaEngine:
             self.stats["dropped"] += len(s) - sent
         self.ts[rows] = (self.ts[rows] + self.step[rows]) & 0xFFFFFFFF
 
-    def _on_pair(self, rows: Ints, pair: _Ports) -> npt.NDArray[np.bool_]:
+    def _on_pair(self, rows: Ints, pair: PortPair) -> npt.NDArray[np.bool_]:
         if len(self._pairs) == 1 and not self._own:
             return np.ones(len(rows), dtype=bool)
         mine = np.zeros(self.capacity, dtype=bool)
@@ -1762,7 +1029,7 @@ class MediaEngine:
     def _rtcp_receive(self, now: float) -> None:
         batch = self._rtcp_rx
         batch.count = 0
-        spans: list[tuple[_Ports, int, int]] = []
+        spans: list[tuple[PortPair, int, int]] = []
         for pair in self._pairs_to_read(rtcp=True):
             if not pair.legs:
                 continue
