@@ -231,6 +231,31 @@ def build_rtcp(packet: RtcpPacket) -> bytes:
     return _rtcp_header(0, packet.packet_type, packet.data)
 
 
+def report_packets(
+    ssrc: int,
+    cname: str,
+    blocks: tuple[ReportBlock, ...],
+    sent: tuple[int, int, int, int] | None,
+    *,
+    bye: bool = False,
+) -> list[RtcpPacket]:
+    """One RTCP compound's packets from a sender: an SR once it has sent (``sent``: the
+    NTP time, RTP timestamp, packets and octets), else an RR, with ``blocks``; SDES
+    CNAME; BYE when it leaves (RFC 3550 §6.1)."""
+    report: SenderReport | ReceiverReport
+    if sent is not None:
+        ntp, timestamp, packets, octets = sent
+        report = SenderReport(
+            ssrc, ntp, timestamp & 0xFFFFFFFF, packets & 0xFFFFFFFF, octets & 0xFFFFFFFF, blocks
+        )
+    else:
+        report = ReceiverReport(ssrc, blocks)
+    out: list[RtcpPacket] = [report, SourceDescription(((ssrc, ((1, cname.encode()),)),))]
+    if bye:
+        out.append(Bye((ssrc,)))
+    return out
+
+
 def build_compound(packets: list[RtcpPacket]) -> bytes:
     return b"".join(build_rtcp(p) for p in packets)
 

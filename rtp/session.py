@@ -35,10 +35,10 @@ from .packet import (
     ReportBlock,
     RtcpPacket,
     SenderReport,
-    SourceDescription,
     build_compound,
     parse_rtcp,
     parse_rtp,
+    report_packets,
 )
 from .source_policy import SourcePolicy
 from .stats import ReceiverStats, ntp_timestamp, rtcp_interval
@@ -376,25 +376,11 @@ class Session:
     def rtcp_packets(self, *, bye: bool = False) -> list[RtcpPacket]:
         now = time.monotonic()
         blocks = (self.stats.report_block(now),) if self.stats.received else ()
-        report: SenderReport | ReceiverReport
-        if self.counters.sent:
-            report = SenderReport(
-                self.ssrc,
-                ntp_timestamp(time.time()),
-                self._timestamp,
-                self.counters.sent,
-                self.counters.sent_octets,
-                blocks,
-            )
-        else:
-            report = ReceiverReport(self.ssrc, blocks)
-        packets: list[RtcpPacket] = [
-            report,
-            SourceDescription(((self.ssrc, ((1, self.cname.encode()),)),)),
-        ]
-        if bye:
-            packets.append(Bye((self.ssrc,)))
-        return packets
+        counters = self.counters
+        sent = (ntp_timestamp(time.time()), self._timestamp, counters.sent, counters.sent_octets)
+        return report_packets(
+            self.ssrc, self.cname, blocks, sent if counters.sent else None, bye=bye
+        )
 
     def _send_rtcp(self, *, bye: bool = False) -> None:
         if self._rtcp_transport is None or self.remote_rtcp is None:

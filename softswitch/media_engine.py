@@ -55,15 +55,14 @@ from rtp.batch import Batch, address_text
 from rtp.columns import Headers, gather, parse, write_headers
 from rtp.jitter_rows import FRAME, LOST, JitterRows, Popped
 from rtp.packet import (
-    Bye,
     PacketError,
     ReceiverReport,
     ReportBlock,
     RtcpPacket,
     SenderReport,
-    SourceDescription,
     build_compound,
     parse_rtcp,
+    report_packets,
 )
 from rtp.source_policy import REASONS, UNEXPECTED, BurstGate
 from rtp.stats import ntp_timestamp, report_block, rtcp_interval
@@ -586,19 +585,23 @@ class MediaEngine:
                 pairs.append(pair)
         return pairs
 
+    def _drain(self, batch: Batch, rtcp: bool) -> list[tuple[PortPair, int, int]]:
+        """Every pending packet of the ports to read into ``batch``: (pair, first row,
+        end row) per pair that had some."""
+        batch.count = 0
+        spans: list[tuple[PortPair, int, int]] = []
+        for pair in self._pairs_to_read(rtcp):
+            first = batch.count
+            if (pair.rtcp if rtcp else pair.rtp).receive(batch):
+                spans.append((pair, first, batch.count))
+            if batch.count >= batch.capacity:
+                break
+        return spans
+
     def _receive(self, now: float) -> None:
         rx = self.rx
-        rx.count = 0
-        spans: list[tuple[PortPair, int, int]] = []
         self._ready = self._poller.ready() if self._own else set()
-        for pair in self._pairs_to_read(rtcp=False):
-            if not pair.legs:
-                continue
-            first = rx.count
-            if pair.rtp.receive(rx):
-                spans.append((pair, first, rx.count))
-            if rx.count >= rx.capacity:
-                break
+        spans = self._drain(rx, rtcp=False)
         n = rx.count
         if not n:
             return
@@ -994,26 +997,10 @@ class MediaEngine:
     def rtcp_packets(self, leg: MediaLeg, now: float, *, bye: bool = False) -> list[RtcpPacket]:
         row = leg.row
         block = self.report_block(leg, now)
+        sent = int(self.sent[row])
+        counts = (ntp_timestamp(time.time()), int(self.ts[row]), sent, int(self.sent_octets[row]))
         blocks = (block,) if block is not None else ()
-        report: SenderReport | ReceiverReport
-        if self.sent[row]:
-            report = SenderReport(
-                leg.ssrc,
-                ntp_timestamp(time.time()),
-                int(self.ts[row]),
-                int(self.sent[row]) & 0xFFFFFFFF,
-                int(self.sent_octets[row]) & 0xFFFFFFFF,
-                blocks,
-            )
-        else:
-            report = ReceiverReport(leg.ssrc, blocks)
-        packets: list[RtcpPacket] = [
-            report,
-            SourceDescription(((leg.ssrc, ((1, leg.cname.encode()),)),)),
-        ]
-        if bye:
-            packets.append(Bye((leg.ssrc,)))
-        return packets
+        return report_packets(leg.ssrc, leg.cname, blocks, counts if sent else None, bye=bye)
 
     def _send_rtcp(self, leg: MediaLeg, now: float, *, bye: bool = False) -> None:
         target = leg.remote_rtcp
@@ -1028,16 +1015,7 @@ class MediaEngine:
 
     def _rtcp_receive(self, now: float) -> None:
         batch = self._rtcp_rx
-        batch.count = 0
-        spans: list[tuple[PortPair, int, int]] = []
-        for pair in self._pairs_to_read(rtcp=True):
-            if not pair.legs:
-                continue
-            first = batch.count
-            if pair.rtcp.receive(batch):
-                spans.append((pair, first, batch.count))
-            if batch.count >= batch.capacity:
-                break
+        spans = self._drain(batch, rtcp=True)
         if not batch.count:
             return
         for pair, first, last in spans:

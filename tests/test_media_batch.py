@@ -16,6 +16,7 @@ import socket
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pytest
@@ -129,6 +130,20 @@ def keys_at(plan: Plan, tick: int, legs: list) -> None:  # type: ignore[type-arg
             target.send_digit("5")
 
 
+def connect(plan: Plan, legs: list[Any], shared: Any, bridge: Any) -> None:
+    """The plan's legs as it says: the first ones on the music, the rest bridged in
+    pairs (``bridge``: the engine's LegSource class), the held ones held by their phone."""
+    for m in legs[: len(plan.music)]:
+        m.source = shared
+    bridged = legs[len(plan.music) :]
+    for a, b in zip(bridged[::2], bridged[1::2], strict=True):
+        a.source, b.source = bridge(b), bridge(a)
+        a.dtmf_peer, b.dtmf_peer = b, a
+    for index in plan.held:
+        if index < len(legs):
+            legs[index].sending = False
+
+
 def run_reference(plan: Plan) -> Sent:
     engine = ref.MediaEngine(MediaClock(), PortAllocator(40000, 40100), batched=False)
     legs: list[ref.MediaLeg] = []
@@ -148,15 +163,7 @@ def run_reference(plan: Plan) -> Sent:
         wires.append(wire)
     shared = engine.shared("music", music)
     shared.player(8000), shared.player(16000)  # made in this order whatever the legs' order
-    for m in legs[: len(plan.music)]:
-        m.source = shared
-    bridged = legs[len(plan.music) :]
-    for a, b in zip(bridged[::2], bridged[1::2], strict=True):
-        a.source, b.source = ref.LegSource(b), ref.LegSource(a)
-        a.dtmf_peer, b.dtmf_peer = b, a
-    for index in plan.held:
-        if index < len(legs):
-            legs[index].sending = False
+    connect(plan, legs, shared, ref.LegSource)
     for tick, row in packets(plan, voices(codecs)):
         keys_at(plan, tick, legs)
         for m, packet, phone in zip(legs, row, phones, strict=True):
@@ -211,15 +218,7 @@ def run_engine(plan: Plan) -> tuple[Sent, list[MediaLeg], MediaEngine]:
             legs.append(m)
         shared = engine.shared("music", music)
         shared.player(8000), shared.player(16000)
-        for m in legs[: len(plan.music)]:
-            m.source = shared
-        bridged = legs[len(plan.music) :]
-        for a, b in zip(bridged[::2], bridged[1::2], strict=True):
-            a.source, b.source = LegSource(b), LegSource(a)
-            a.dtmf_peer, b.dtmf_peer = b, a
-        for index in plan.held:
-            if index < len(legs):
-                legs[index].sending = False
+        connect(plan, legs, shared, LegSource)
         for tick, row in packets(plan, voices(codecs)):
             keys_at(plan, tick, legs)
             for m, packet, s in zip(legs, row, phones.socks, strict=True):
