@@ -176,7 +176,7 @@ class JitterRows:
         rk, sk = r[keep], slot[keep]
         self.seq[rk, sk] = ext[keep]
         self.length[rk, sk] = length[keep]
-        self.data[rk, sk] = payload[keep]
+        self.data[rk, sk, : payload.shape[1]] = payload[keep]
         self.count[rk] += 1
         self.received[rk] += 1
         self.low[rk] = np.where(started[keep], self.low[rk], low[keep])
@@ -219,8 +219,9 @@ class JitterRows:
         status[has] = FRAME
         status[lost] = LOST
         fr, fs = rows[has], slot[has]
-        payload = self.data[fr, fs]
         length = self.length[fr, fs]
+        width = int(length.max()) if len(length) else 0  # no wider than the longest due
+        payload = self.data[fr, fs, :width]
         self.seq[fr, fs] = -1
         self.count[fr] -= 1
         self.next[fr] += 1

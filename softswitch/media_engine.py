@@ -206,7 +206,6 @@ class MediaEngine:
     heard: npt.NDArray[np.bool_]
     repeats: Ints
     frames: npt.NDArray[np.int16]  # this tick's audio per leg
-    last_frame: npt.NDArray[np.int16]  # for concealment
 
     def __init__(
         self,
@@ -284,7 +283,6 @@ class MediaEngine:
             ("dst_ip", 16, np.uint8),
             ("cur_ip", 16, np.uint8),
             ("frames", FRAME_WIDTH, np.int16),
-            ("last_frame", FRAME_WIDTH, np.int16),
         ):
             block: npt.NDArray[np.generic] = np.zeros((capacity, width), dtype=kind)
             if old:
@@ -354,7 +352,7 @@ class MediaEngine:
             getattr(self, name)[row] = fill
         self.dst_ip[row] = 0
         self.cur_ip[row] = 0
-        self.last_frame[row] = 0
+        self.frames[row] = 0  # nothing of the row's last leg is concealed into this one
         self._prior[row] = 0
         self.jitter.clear(np.array([row]))
         self.seq[row] = secrets.randbits(16)
@@ -761,7 +759,8 @@ class MediaEngine:
         if not fits.all():
             self.stats["malformed"] += int(np.count_nonzero(~fits))
             take, rows, start, size = take[fits], rows[fits], start[fits], size[fits]
-        payload = gather(self.rx.data, take, start, MAX_PAYLOAD)
+        width = int(size.max()) if len(size) else 0  # copy no more than the tick's widest
+        payload = gather(self.rx.data, take, start, width)
         ssrc, seq, ts = h.ssrc[take], h.seq[take], h.ts[take]
         changes = self.jitter.ssrc_changes[rows].sum()
         self.jitter.put(rows, ssrc, seq, payload, size)
@@ -828,15 +827,13 @@ class MediaEngine:
                 n = int(lengths[i])
                 decoded = _TABLES[int(codec[i])][out.payload[index[i], :n]]
                 self.frames[got[i], :160] = np.resize(decoded, 160) if n else 0
-            self.last_frame[got, :160] = self.frames[got, :160]
             self.repeats[got] = 0
             self.heard[got] = True
         lost = rows[(status == LOST) & table_rows]
         if len(lost):
             conceal = lost[self.repeats[lost] < MAX_REPEATS]
             self.repeats[conceal] += 1
-            self.last_frame[conceal, :160] //= 2
-            self.frames[conceal, :160] = self.last_frame[conceal, :160]
+            self.frames[conceal, :160] //= 2  # a table row's frame is its last one heard
             self.heard[conceal] = True
         for row, state in zip(
             rows[~table_rows].tolist(), status[~table_rows].tolist(), strict=True
@@ -875,7 +872,7 @@ class MediaEngine:
             ok = index >= 0
             if ok.any():
                 target, index = relay[ok], index[ok]
-                tx.data[target, 12:] = out.payload[index]
+                tx.data[target, 12 : 12 + out.payload.shape[1]] = out.payload[index]
                 size[target] = out.length[index]
                 has[target] = True
         sending = self.sending
