@@ -45,6 +45,7 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
+import sip
 from media import g711
 from media.audio import load_audio
 from media.clock import MediaClock
@@ -97,6 +98,7 @@ __all__ = [
     "Singles",
     "Source",
     "behind_nat",
+    "offer_peers",
     "prompt_path",
 ]
 
@@ -109,6 +111,22 @@ MAX_PAYLOAD = 480  # bytes of audio per packet kept (60 ms of G.711); longer is 
 SLOT = 640  # bytes per received datagram
 FRAME_WIDTH = 960  # samples of a leg's frame kept per tick (60 ms at 16 kHz)
 AMBIGUOUS = "ambiguous"  # a stray's reason: its IP is claimed by several legs
+
+
+def offer_peers(source: str, offer: sip.SessionDescription | None) -> set[str | Address]:
+    """Where an incoming call's RTP may come from, for :meth:`MediaEngine.new_leg`: its
+    offer's audio addresses, and the IP its SIP came from when the offer's address is
+    behind a NAT (or missing)."""
+    peers: set[str | Address] = set()
+    natted = True
+    for media in offer.media if offer is not None else ():
+        connection = media.connection or (offer.connection if offer else None)
+        if connection is not None and media.media == "audio":
+            peers |= {connection.address, (connection.address, media.port)}
+            natted = natted and behind_nat(connection.address, source)
+    if natted or not peers:
+        peers.add(source)
+    return peers
 
 
 def prompt_path(name: str, language: str = "en") -> Path:
@@ -411,8 +429,8 @@ class MediaEngine:
         ips = set()
         if leg.expected is not None:
             ips.add(leg.expected[0])
-        if policy.signalling:
-            ips.add(policy.signalling)
+        if policy.signalling and (natted or leg.expected is None):
+            ips.add(policy.signalling)  # its RTP comes from its NAT, at a port to learn
         if policy.current is not None:
             ips.add(policy.current[0])
         for ip in ips:

@@ -185,17 +185,24 @@ class Poller:
     def __init__(self) -> None:
         self._poll: Any = select.epoll() if hasattr(select, "epoll") else select.poll()
         self._mask = select.EPOLLIN if hasattr(select, "epoll") else select.POLLIN
+        self._count = 0
 
     def add(self, *fds: int) -> None:
         for fd in fds:
             self._poll.register(fd, self._mask)
+        self._count += len(fds)
 
     def remove(self, *fds: int) -> None:
         for fd in fds:
             with contextlib.suppress(KeyError, OSError, ValueError):
                 self._poll.unregister(fd)
+                self._count -= 1
 
     def ready(self) -> set[int]:
+        if not self._count:
+            return set()
+        if isinstance(self._poll, select.epoll):  # every ready one (its default is 1023)
+            return {fd for fd, _ in self._poll.poll(0, self._count)}
         return {fd for fd, _ in self._poll.poll(0)}
 
     def close(self) -> None:

@@ -32,7 +32,7 @@ from .config import Config, Trunk, User
 from .devices import DeviceEndpoint, Devices, UserEndpoint
 from .feature import Dial, Endpoint, Failed, FeatureType
 from .features import builtin
-from .media_engine import MediaEngine
+from .media_engine import MediaEngine, offer_peers
 from .plugins import Registry
 from .private_files import private_dir
 from .registrar import Registrar
@@ -376,13 +376,8 @@ class Pbx:
         device: str | None,
     ) -> Party | None:
         host = self.ua.local_host(call.incoming.source)
-        peers: set[str | tuple[str, int]] = {call.incoming.source[0]}  # where its RTP is from
-        for media in offer.media if offer is not None else ():
-            connection = media.connection or (offer.connection if offer else None)
-            if connection is not None and media.media == "audio":
-                peers |= {connection.address, (connection.address, media.port)}
         try:
-            leg = await self.engine.new_leg(host, peers)
+            leg = await self.engine.new_leg(host, offer_peers(call.incoming.source[0], offer))
         except OSError:
             call.reject(503, "Service Unavailable (no RTP port)")
             return None

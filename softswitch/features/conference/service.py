@@ -23,6 +23,7 @@ from ivr.digits import collect_digits
 
 from ... import codec_policy
 from ...feature import BaseFeature, Dial, Done, Failed, Handler, Outcome
+from ...media_engine import offer_peers
 from ...services import Services
 from ..hold_music import builtin_music
 from .codes import Codes
@@ -155,13 +156,8 @@ class ConferenceService:
         host = self.svc.ua.local_host(call.incoming.source)
         chosen = codec_policy.answer_codecs(self.codecs, offer)
         source = call.incoming.source[0]
-        peers: set[str | tuple[str, int]] = {source}
-        for media in offer.media:
-            connection = media.connection or offer.connection
-            if connection is not None and media.media == "audio":
-                peers |= {connection.address, (connection.address, media.port)}
         try:
-            leg = await self.engine.new_leg(host, peers)
+            leg = await self.engine.new_leg(host, offer_peers(source, offer))
         except OSError:
             call.reject(503, "Service Unavailable (no RTP port for the bridge)")
             return
