@@ -267,6 +267,7 @@ class MediaEngine:
         self._free: list[int] = []
         self.capacity = 0
         self.rows = np.zeros(0, dtype=np.int64)
+        self._rows_dirty = False
         self.jitter = JitterRows(1, payload=MAX_PAYLOAD)
         self._grow(max(1, capacity))
         self._popped: Popped | None = None
@@ -377,7 +378,7 @@ class MediaEngine:
         self.ts[row] = secrets.randbits(32)
         self.ssrc[row] = leg.ssrc
         self.sending[row] = False
-        self.rows = np.insert(self.rows, np.searchsorted(self.rows, row), row)
+        self._rows_dirty = True
         self._decode_dirty = True
         self.clock.wake()
         return leg
@@ -408,7 +409,7 @@ class MediaEngine:
         self.decode_flag[leg.row] = False
         self._decode_dirty = True
         self._free.append(leg.row)
-        self.rows = self.rows[self.rows != leg.row]
+        self._rows_dirty = True
 
     # -- who may be heard --------------------------------------------------------------------------
 
@@ -574,6 +575,10 @@ class MediaEngine:
     # -- the tick ---------------------------------------------------------------------------------
 
     def _tick(self, tick: int) -> None:
+        if self._rows_dirty:  # legs came or went: the tick's rows, remade once
+            self.rows = np.array(sorted(leg.row for leg in self.legs), dtype=np.int64)
+            self._rows_dirty = False
+            self._decode_dirty = True
         if not len(self.rows) and not self._mixers:
             return
         self.tick_count += 1
