@@ -708,14 +708,17 @@ class MediaEngine:
         seen: set[tuple[bytes, int, int]] = set()
         for i in packets[:64].tolist():
             seen.add((rx.ip[i].tobytes(), int(rx.port[i]), int(row[i])))
-        self.stats["strays"] += len(packets)
         ambiguous = int(np.count_nonzero(row[packets] == -2))
-        self.stats[f"strays_{AMBIGUOUS}"] += ambiguous
-        self.stats[f"strays_{UNEXPECTED}"] += len(packets) - ambiguous
+        self._count_strays(AMBIGUOUS, ambiguous)
+        self._count_strays(UNEXPECTED, len(packets) - ambiguous)
         for ip, port, owner in seen:  # the burst gate is asked once per source per tick
             source = (address_text(ip), port)
             if self._strays(source, now):
                 self._report(None, source, AMBIGUOUS if owner == -2 else UNEXPECTED)
+
+    def _count_strays(self, reason: str, count: int = 1) -> None:
+        self.stats["strays"] += count
+        self.stats[f"strays_{reason}"] += count
 
     def _report(self, leg: MediaLeg | None, source: Address, reason: str) -> None:
         log.info(
@@ -748,8 +751,7 @@ class MediaEngine:
             self.last_heard[row] = policy.last_heard
             if not verdict.accept:
                 leg.counters.foreign += 1
-                self.stats["strays"] += 1
-                self.stats[f"strays_{verdict.reason or UNEXPECTED}"] += 1
+                self._count_strays(verdict.reason or UNEXPECTED)
                 if verdict.report:
                     self._report(leg, source, verdict.reason or UNEXPECTED)
                 continue
@@ -1053,8 +1055,7 @@ class MediaEngine:
         batch = self._rtcp_rx
         source = (address_text(batch.ip[i].tobytes()), int(batch.port[i]))
         if leg is None:
-            self.stats["strays"] += 1
-            self.stats["strays_rtcp_foreign"] += 1
+            self._count_strays("rtcp_foreign")
             if self._strays(source, now):
                 self._report(None, source, "rtcp_foreign")
             return

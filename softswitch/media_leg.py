@@ -40,7 +40,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("softswitch.media_engine")
 Samples = npt.NDArray[np.int16]
 Address = tuple[str, int]
-_UNSPECIFIED = ("", "0.0.0.0", "::")
 
 
 @dataclass(slots=True)
@@ -106,7 +105,6 @@ class MediaLeg:
         self.key_filter: Callable[[str], None] | None = None
         self.on_key: Callable[[str], None] | None = None  # an application's (the bridge)
         self.policy = SourcePolicy(learn_unnamed=False)  # nobody heard before the SDP
-        self.expected: Address | None = None  # the SDP's address
         self.remote: Address | None = None  # where packets go (learnt, else the SDP's)
         self.remote_rtcp: Address | None = None
         self.peer_report: ReportBlock | None = None  # the phone's view of our stream
@@ -130,6 +128,11 @@ class MediaLeg:
     def local(self) -> Address:
         """The RTP address our SDP names for this leg."""
         return (self.ports.host, self.ports.port)
+
+    @property
+    def expected(self) -> Address | None:
+        """The address the SDP named (the policy keeps it across offers that name none)."""
+        return self.policy.expected
 
     @property
     def latched(self) -> bool:
@@ -187,8 +190,6 @@ class MediaLeg:
         address = (stream.remote_address, stream.remote_port)
         ip = signalling if signalling is not None else self.signalling
         target = self.policy.expect(address, ip, time.monotonic())
-        if address[0] not in _UNSPECIFIED and address[1]:
-            self.expected = address
         if target is None or target == address:
             self.remote = address if address[1] else None
             self.remote_rtcp = (address[0], address[1] + 1) if address[1] else None
