@@ -226,6 +226,7 @@ conference_code = "2001"
 """)
     stats_path = work / "stats.json"
     daemon = start_daemon(config, stats_path)
+    daemon_log = Lines(daemon)  # drained: a full pipe would stall the daemon's loop
     listener = legs // 2
     generator = subprocess.Popen(
         generator_command(f"sip:800@127.0.0.1:{port}", legs, seconds, work, wideband),
@@ -259,6 +260,7 @@ conference_code = "2001"
                 "members": stats.get("conference_members", 0),
                 "late_ticks": stats.get("late_ticks", 0),
                 "ticks": stats.get("ticks", 0),
+                "rtp_kernel_drops": stats.get("rtp_kernel_drops", 0),
             }
         )
         last_cpu, last_t = cpu, now
@@ -269,12 +271,21 @@ conference_code = "2001"
             generator_cpu.append(gen_cpu)
     out = lines.text()
     peak_rss = max((s["rss_mb"] for s in samples), default=0.0)
+    last_stats = read_stats(stats_path)
     daemon.terminate()
     try:
         daemon.wait(30)
     except subprocess.TimeoutExpired:
         daemon.kill()
+    log = daemon_log.text()
     result: dict[str, object] = {"legs": legs, "seconds": seconds, "samples": samples}
+    result["overload_refused"] = last_stats.get("overload_refused", 0)
+    result["daemon_tracebacks"] = log.count("Traceback")
+    result["overload_episodes"] = [
+        line.split("event=overload", 1)[1].strip()
+        for line in log.splitlines()
+        if "event=overload state=start" in line
+    ][:10]
     every = round(1 / wideband) if wideband > 0 else 0
     result["wideband_pct"] = round(wideband * 100, 1)
     result["wideband_legs"] = sum(
@@ -299,6 +310,10 @@ conference_code = "2001"
         result["late_pct"] = round(late / ticks * 100, 3) if ticks else None
         result["skipped_ticks"] = stats1.get("skipped_ticks", 0) - stats0.get("skipped_ticks", 0)
         result["late_ticks_joining"] = stats0.get("late_ticks", 0)
+        result["rtp_kernel_drops_joining"] = stats0.get("rtp_kernel_drops", 0)
+        result["rtp_kernel_drops"] = stats1.get("rtp_kernel_drops", 0) - stats0.get(
+            "rtp_kernel_drops", 0
+        )
     result["peak_rss_mb"] = peak_rss
     heard_file = work / f"heard-{listener}.npy"
     if heard_file.exists():
@@ -457,6 +472,12 @@ def main() -> None:
             f"{result.get('late_pct')} % (target < 1 %)",
         ),
         ("late ticks while joining", f"{result.get('late_ticks_joining')}"),
+        (
+            "RTP dropped by the kernel (joining, all in)",
+            f"{result.get('rtp_kernel_drops_joining')}, {result.get('rtp_kernel_drops')}",
+        ),
+        ("INVITEs refused by overload control", f"{result.get('overload_refused')}"),
+        ("daemon log: tracebacks", f"{result.get('daemon_tracebacks')}"),
         ("skipped ticks", f"{result.get('skipped_ticks')}"),
         ("peak RSS", f"{result.get('peak_rss_mb')} MB"),
         (

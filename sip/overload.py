@@ -2,11 +2,13 @@
 
 In the spirit of RFC 7339's loss-based overload control and Kamailio's ``ratelimit``
 practice, applied at the server itself: every probe period the user agent measures how
-much waits unread in its UDP sockets (asyncio reads one datagram per socket per loop pass,
-so a saturated loop shows as a kernel backlog rather than as timer lateness), how late the
-probe itself ran, and how many incoming calls wait for an answer; how busy the process
-was (CPU time over wall time) is reported with them. A busy process that keeps up is not
-overloaded: only work that waits is. While any of the three stays over its bound, a
+long the oldest unread SIP datagram has waited in the kernel (asyncio reads one datagram
+per socket per loop pass, so a loop saturated by signalling shows as messages waiting
+rather than as timer lateness), how late the probe itself ran (a loop blocked by other
+work), how full the UDP receive buffers are (about to drop), and how many incoming calls
+wait for an answer; how busy the process was (CPU time over wall time) is reported with
+them. A busy process that keeps up is not overloaded, nor is a burst read within the
+bound: only work that waits too long is. While any stays over its bound, a
 growing share of *new* INVITEs and REGISTERs is answered 503 with
 ``Retry-After`` right after parsing, before any transaction, authentication, media port or
 task exists. In-dialog requests (ACK, BYE, re-INVITE, INFO), CANCEL and retransmissions
@@ -25,13 +27,14 @@ from dataclasses import dataclass
 @dataclass(frozen=True, slots=True)
 class OverloadSettings:
     """``max_lag``: smoothed event-loop lateness (s) counted as overload;
-    ``max_backlog``: bytes waiting in the SIP sockets'
-    receive queues; ``max_pending``: incoming calls not yet answered; ``retry_after``:
-    seconds, told to refused clients;
-    ``interval``: the probe period (s); ``step_up``/``step_down``: how fast the refused
-    share grows while overloaded and shrinks after."""
+    ``max_wait``: smoothed time (s) the oldest unread SIP datagram has waited;
+    ``max_backlog``: how full the fullest SIP socket's receive buffer is (0..1);
+    ``max_pending``: incoming calls not yet answered; ``retry_after``: seconds, told to
+    refused clients; ``interval``: the probe period (s); ``step_up``/``step_down``: how
+    fast the refused share grows while overloaded and shrinks after."""
 
     max_lag: float = 0.1
+    max_wait: float = 0.1
     max_backlog: float = 0.5
     max_pending: int = 2000
     retry_after: int = 5
@@ -47,6 +50,7 @@ class OverloadStats:
     refused: int = 0
     episodes: int = 0  # times overload began
     max_lag: float = 0.0
+    max_wait: float = 0.0
     max_backlog: float = 0.0
 
 
@@ -59,6 +63,7 @@ class OverloadControl:
         self.lag = 0.0  # smoothed
         self.busy = 0.0  # smoothed
         self.backlog = 0.0  # smoothed
+        self.wait = 0.0  # smoothed
         self.refuse_share = 0.0
         self._credit = 0.0
         self._refused_in_episode = 0
@@ -68,19 +73,27 @@ class OverloadControl:
         return self.refuse_share > 0.0
 
     def observe(
-        self, lag: float, pending: int, busy: float = 0.0, backlog: float = 0.0
+        self, lag: float, pending: int, busy: float = 0.0, backlog: float = 0.0, wait: float = 0.0
     ) -> str | None:
         """One probe: its lateness (s), the calls waiting, the share of a core used since
-        the last probe, the bytes unread in the sockets. Returns "start" or "end" when an
-        overload episode begins or ends (to log once per episode), else None."""
+        the last probe, the sockets' fill (0..1), the oldest unread datagram's wait (s).
+        Returns "start" or "end" when an overload episode begins or ends (to log once per
+        episode), else None."""
         s = self.settings
         self.lag += (max(0.0, lag) - self.lag) * s.smoothing
         self.busy += (max(0.0, busy) - self.busy) * s.smoothing
         self.backlog += (max(0.0, backlog) - self.backlog) * s.smoothing
+        self.wait += (max(0.0, wait) - self.wait) * s.smoothing
+        self.stats.max_wait = max(self.stats.max_wait, wait)
         self.stats.max_lag = max(self.stats.max_lag, lag)
         self.stats.max_backlog = max(self.stats.max_backlog, backlog)
         was = self.overloaded
-        if self.lag > s.max_lag or self.backlog > s.max_backlog or pending > s.max_pending:
+        if (
+            self.lag > s.max_lag
+            or self.wait > s.max_wait
+            or self.backlog > s.max_backlog
+            or pending > s.max_pending
+        ):
             self.refuse_share = min(1.0, self.refuse_share + s.step_up)
         else:
             self.refuse_share = max(0.0, self.refuse_share - s.step_down)

@@ -21,6 +21,7 @@ import socket
 import ssl
 import struct
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -39,6 +40,13 @@ MAX_CONNECTIONS = ConnectionLimits().max_connections
 # SOFTSWITCH_SIP_TRACE=1 logs whole messages at debug level, not just their first line.
 _FULL_TRACE = os.environ.get("SOFTSWITCH_SIP_TRACE") == "1"
 _MEMINFO = sys.platform == "linux"  # SO_MEMINFO (55): the socket's queued bytes
+# SO_TIMESTAMPNS (35 on Linux, not in Python's socket module): the kernel stamps each
+# datagram on arrival, so the oldest unread one tells how long SIP waits unread
+_TIMESTAMPNS = 35
+_STAMP = struct.Struct("qq")
+# a burst of requests (a registration storm, a load generator's window) queues in the
+# kernel instead of being dropped; the kernel caps it at net.core.rmem_max unless forced
+UDP_RECEIVE_BUFFER = 1 << 20
 
 
 def _trace(data: bytes) -> str:
@@ -64,6 +72,7 @@ class Listener:
     host: str
     port: int
     _udp: asyncio.DatagramTransport | None = None
+    _udp_socket: socket.socket | None = None  # the datagram socket itself (for probes)
     _server: asyncio.base_events.Server | None = None
     ssl_context: ssl.SSLContext | None = None
 
@@ -271,11 +280,22 @@ class TransportLayer:
         bind = host.strip("[]")
         if transport == "udp":
             listener = Listener("udp", bind, port)
-            udp, _ = await loop.create_datagram_endpoint(
-                lambda: _DatagramProtocol(self, listener), local_addr=(bind, port)
-            )
-            listener._udp = udp
-            listener.port = udp.get_extra_info("sockname")[1]
+            family, _, _, _, address = socket.getaddrinfo(
+                bind, port, type=socket.SOCK_DGRAM, flags=socket.AI_PASSIVE
+            )[0]
+            sock = socket.socket(family, socket.SOCK_DGRAM)
+            try:
+                sock.bind(address)
+                if _MEMINFO:
+                    _tune_udp(sock)
+                udp, _ = await loop.create_datagram_endpoint(
+                    lambda: _DatagramProtocol(self, listener), sock=sock
+                )
+            except BaseException:
+                sock.close()
+                raise
+            listener._udp, listener._udp_socket = udp, sock
+            listener.port = sock.getsockname()[1]
         elif transport in ("tcp", "tls"):
             if transport == "tls" and ssl_context is None:
                 raise ValueError("a TLS listener needs an ssl_context")
@@ -311,6 +331,29 @@ class TransportLayer:
                 return 0.0
             fullest = max(fullest, queued / size if size else 0.0)
         return fullest
+
+    def queue_wait(self) -> float:
+        """Seconds the oldest unread datagram has waited in any UDP socket (its kernel
+        arrival stamp, peeked, not consumed); 0 when all are read or where unsupported.
+        A loop that keeps up reads each one within milliseconds: this is the lag of SIP
+        itself, which timer lateness misses (asyncio reads one datagram per loop pass)."""
+        oldest = 0.0
+        for listener in self.listeners:
+            sock = listener._udp_socket
+            if sock is None or not _MEMINFO:
+                continue
+            try:
+                _, ancillary, _, _ = sock.recvmsg(
+                    1, socket.CMSG_SPACE(_STAMP.size), socket.MSG_PEEK | socket.MSG_DONTWAIT
+                )
+            except OSError:  # nothing queued (EAGAIN), or a queued ICMP error
+                continue
+            now = time.time()
+            for level, kind, data in ancillary:
+                if level == socket.SOL_SOCKET and kind == _TIMESTAMPNS and len(data) >= 16:
+                    seconds, nanoseconds = _STAMP.unpack_from(data)
+                    oldest = max(oldest, now - (seconds + nanoseconds * 1e-9))
+        return oldest
 
     def listener_for(self, destination: Address) -> Listener:
         """The listener whose transport and address family fit ``destination``."""
@@ -422,6 +465,20 @@ class TransportLayer:
                     await listener._server.wait_closed()
         self.listeners.clear()
         await asyncio.sleep(0)
+
+
+def _tune_udp(sock: socket.socket) -> None:
+    """A receive buffer for bursts, and arrival stamps for :meth:`TransportLayer.queue_wait`."""
+    for option in (getattr(socket, "SO_RCVBUFFORCE", None), socket.SO_RCVBUF):
+        if option is None:
+            continue
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, option, UDP_RECEIVE_BUFFER)
+            break
+        except OSError:  # SO_RCVBUFFORCE needs CAP_NET_ADMIN: the capped size then
+            continue
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, _TIMESTAMPNS, 1)
 
 
 def _method_of(data: bytes) -> str | None:

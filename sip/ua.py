@@ -641,21 +641,25 @@ class UserAgent:
         busy = (cpu - self._probe_cpu) / max(1e-3, now - self._probe_at)
         self._probe_cpu, self._probe_at = cpu, now
         backlog = self.transport.backlog()
+        wait = self.transport.queue_wait()
         control = self.overload
-        change = control.observe(now - self._probe_due, len(self.ringing), busy, backlog)
+        change = control.observe(now - self._probe_due, len(self.ringing), busy, backlog, wait)
         if change == "start":
             log.warning(
-                "event=overload state=start busy=%.2f backlog=%.2f lag_ms=%.0f pending=%d",
+                "event=overload state=start busy=%.2f backlog=%.2f wait_ms=%.0f lag_ms=%.0f"
+                " pending=%d",
                 control.busy,
                 control.backlog,
+                control.wait * 1000,
                 control.lag * 1000,
                 len(self.ringing),
             )
         elif change == "end":
             log.warning(
-                "event=overload state=end refused=%d max_lag_ms=%.0f",
+                "event=overload state=end refused=%d max_lag_ms=%.0f max_wait_ms=%.0f",
                 control.refused_in_episode,
                 control.stats.max_lag * 1000,
+                control.stats.max_wait * 1000,
             )
         # a quiet UA (nothing received since the last probe, not overloaded) probes once a
         # second: twenty wake-ups a second cost an idle daemon ~0.5 % of a core; the next

@@ -259,6 +259,7 @@ class MediaEngine:
         self._shared: dict[str, SharedSource] = {}
         self._pairs: dict[str, PortPair] = {}  # the shared pair of each host
         self._own: list[PortPair] = []
+        self._closed_drops = 0  # kernel drops counted on own pairs since closed
         # the own ports' sockets, asked once a tick which have packets (a call whose far
         # end sends no RTP costs nothing but that one poll)
         self._poller = Poller()
@@ -398,6 +399,7 @@ class MediaEngine:
         self._unclaim(leg)
         if not pair.shared:
             self._poller.remove(pair.rtp.sock.fileno(), pair.rtcp.sock.fileno())
+            self._closed_drops += pair.kernel_drops()
             pair.close()
             self._own.remove(pair)
         self._unplan(leg)
@@ -569,6 +571,11 @@ class MediaEngine:
     def remove_mixer(self, mixer: Mixing) -> None:
         self._mixers.pop(mixer, None)
 
+    def kernel_drops(self) -> int:
+        """RTP and RTCP packets the kernel dropped on the engine's ports (buffers full)."""
+        pairs = (*self._pairs.values(), *self._own)
+        return self._closed_drops + sum(pair.kernel_drops() for pair in pairs)
+
     def leg_at(self, row: int) -> MediaLeg | None:
         return self._by_row[row]
 
@@ -620,14 +627,16 @@ class MediaEngine:
         return spans
 
     def _receive(self, now: float) -> None:
+        if self.rx.count >= self.rx.capacity and self.rx.capacity < 8192:
+            # the last tick filled the batch (more legs than rows): widen it now, before
+            # reading; never during a tick, whose steps all read this tick's packets
+            self.rx = Batch(min(8192, self.rx.capacity * 2), SLOT)
         rx = self.rx
         self._ready = self._poller.ready() if self._own else set()
         spans = self._drain(rx, rtcp=False)
         n = rx.count
         if not n:
             return
-        if n >= rx.capacity and rx.capacity < 8192:  # more legs than the batch: widen it
-            self.rx = Batch(min(8192, rx.capacity * 2), SLOT)
         self.stats["received"] += n
         h = parse(rx.data[:n], rx.length[:n])
         self.stats["malformed"] += int(n - np.count_nonzero(h.valid))

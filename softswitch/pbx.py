@@ -252,6 +252,7 @@ class Pbx:
             # what the soak benchmark watches for leaks
             "tasks": len(asyncio.all_tasks()),
             "rtp_ports": self.ports.in_use,
+            "rtp_kernel_drops": self.engine.kernel_drops(),
             "transactions": len(self.ua.transactions),
             "dialogs": len(self.ua.calls),
             "overload_refused": self.ua.overload.stats.refused if self.ua.overload else 0,

@@ -312,6 +312,45 @@ def test_rows_grow_past_the_first_capacity(codec: str) -> None:
     )
 
 
+def test_a_tick_with_more_packets_than_the_batch_reads_them_all_as_sent() -> None:
+    """300 phones press 5 in the same tick, more packets than the engine's first receive
+    batch holds: the batch widens for the next tick, and every key of this one is read
+    from the packets that came (widening during the tick once made every step after it
+    read an empty batch: keys as 0, sources as [::]:0)."""
+    from rtp.dtmf import TelephoneEvent
+
+    count = 300
+    engine = MediaEngine(MediaClock(), PortAllocator(41500, 41600))
+    phones: list[socket.socket] = []
+    try:
+        legs = []
+        for n in range(count):
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            s.bind((f"127.0.{10 + n // 200}.{n % 200 + 1}", 0))
+            phones.append(s)
+            m = engine._add(engine._shared_pair("127.0.0.1"))
+            m.configure(stream("PCMU", s.getsockname()), signalling=s.getsockname()[0])
+            legs.append(m)
+        assert engine.rx.capacity < count
+        silence = b"\xff" * 160
+        for n, (s, m) in enumerate(zip(phones[:200], legs, strict=False)):  # latched
+            s.sendto(HEADER.pack(0x80, 0, 0, 0, n) + silence, m.local)
+        engine._tick(0)
+        for tick in range(1, 4):  # the event's start, its middle and its end
+            for n, (s, m) in enumerate(zip(phones, legs, strict=True)):
+                event = TelephoneEvent(5, tick == 3, 10, 160 * tick).pack()
+                marker = 0x80 if tick == 1 else 0
+                s.sendto(HEADER.pack(0x80, marker | 101, tick, 160, n) + event, m.local)
+            engine._tick(tick)
+        for m in legs:
+            assert [m.dtmf.get_nowait() for _ in range(m.dtmf.qsize())] == ["5"]
+        assert engine.stats["strays"] == 0
+    finally:
+        for s in phones:
+            s.close()
+        engine.close()
+
+
 def test_rtcp_reports_both_ways() -> None:
     """A leg reports on its phone's stream (RFC 3550 SR with a reception block: the loss
     the phone's sequence numbers show) from the RTCP port next to the shared one, and

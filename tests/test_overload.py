@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import re
 import shutil
+import socket
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -126,3 +128,28 @@ async def test_burst_is_refused_with_503_while_in_dialog_requests_are_answered()
     assert answered + refused == 4000 and failed == 0, out[-3000:]
     assert completed == answered  # no answered call failed
     assert statuses and set(statuses) == {200}
+
+
+def test_messages_waiting_unread_count_as_overload() -> None:
+    control = OverloadControl(OverloadSettings(max_wait=0.1, smoothing=1.0))
+    assert control.observe(0.0, 0, wait=0.05) is None  # a burst read within the bound
+    assert control.observe(0.0, 0, wait=0.3) == "start"
+    assert control.stats.max_wait == 0.3
+
+
+async def test_queue_wait_is_the_oldest_unread_datagrams_age() -> None:
+    """The probe peeks at the kernel's arrival stamp of the oldest datagram the loop has
+    not read yet (it runs between loop passes, so nothing here is read before it)."""
+    async with sip.UserAgent("udp:127.0.0.1:0", user="probe") as ua:
+        assert ua.transport.queue_wait() == 0.0  # nothing queued
+        port = ua.transport.listeners[0].port
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            sent_at = time.time()
+            s.sendto(b"OPTIONS sip:x@127.0.0.1 SIP/2.0\r\n\r\n", ("127.0.0.1", port))
+            first = ua.transport.queue_wait()
+            time.sleep(0.03)  # the loop is held: the datagram stays unread
+            later = ua.transport.queue_wait()
+            assert 0.0 < first <= time.time() - sent_at
+            assert later - first >= 0.029
+            await asyncio.sleep(0.05)  # the loop reads it
+        assert ua.transport.queue_wait() == 0.0
