@@ -95,3 +95,28 @@ def alaw_encode(samples: Samples) -> Codes:
 
 def alaw_decode(codes: Codes) -> Samples:
     return ALAW_DECODE[codes]
+
+
+def _pair_table(table: Samples) -> npt.NDArray[np.uint32]:
+    """Two codes at once: indexed by a pair of code bytes as they lie in memory (read as
+    one uint16), the pair of samples as they must lie (read as one uint32)."""
+    codes = np.arange(65536, dtype=np.uint32).astype(np.uint16).view(np.uint8).reshape(-1, 2)
+    pairs = np.ascontiguousarray(table[codes])  # (65536, 2) int16, in either byte order
+    out = pairs.view(np.uint32).ravel()
+    out.setflags(write=False)
+    return out
+
+
+_PAIRS: dict[int, tuple[Samples, npt.NDArray[np.uint32]]] = {}
+
+
+def decode_rows(table: Samples, codes: Codes) -> Samples:
+    """``table[codes]`` for a 2-D block of codes with an even width, with half the
+    look-ups (a 65536-entry table of sample pairs, 256 KB, made on first use): a tick's
+    G.711 frames of a thousand legs decode in about half the time."""
+    known = _PAIRS.get(id(table))
+    if known is None or known[0] is not table:
+        known = _PAIRS[id(table)] = (table, _pair_table(table))
+    pairs = known[1]
+    block = np.ascontiguousarray(codes)
+    return np.take(pairs, block.view(np.uint16)).view(np.int16)

@@ -94,6 +94,7 @@ def _numpy_layout(struct: type[ctypes.Structure]) -> np.dtype[Any]:
 
 
 MMSG = _numpy_layout(_MMsgHdr)
+assert MMSG.itemsize % 8 == 0  # copied as machine words (BatchSocket._send_mmsg)
 IOVEC = _numpy_layout(_IoVec)
 
 
@@ -316,7 +317,11 @@ class BatchSocket:
         # head of a scratch vector (rows may be scattered)
         n = len(rows)
         scratch = self._scratch(n)
-        scratch[:n] = mmsg[rows]
+        # copied as rows of machine words: a structured array's fancy indexing is 6x slower
+        words = MMSG.itemsize // 8
+        scratch.view(np.uint64).reshape(-1, words)[:n] = mmsg.view(np.uint64).reshape(-1, words)[
+            rows
+        ]
         iov["iov_len"][rows] = batch.length[rows]
         names[rows] = self._names(batch, rows)
         scratch["msg_namelen"][:n] = 16 if self.family == socket.AF_INET else NAME

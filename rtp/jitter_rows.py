@@ -130,6 +130,9 @@ class JitterRows:
         (``length`` <= ``payload`` width; longer ones must be refused before)."""
         if not len(rows):
             return
+        if np.bincount(rows).max() == 1:  # one packet per stream: the usual tick, one round
+            self._put_round(rows, ssrc, seq, payload, length)
+            return
         order = np.argsort(rows, kind="stable")
         sorted_rows = rows[order]
         first = np.searchsorted(sorted_rows, sorted_rows, side="left")

@@ -856,7 +856,8 @@ class MediaEngine:
             for cid, table in _TABLES.items():
                 pick = plain & (codec == cid)
                 if pick.any():
-                    self.frames[got[pick], :160] = table[out.payload[index[pick], :160]]
+                    codes = out.payload[index[pick], :160]
+                    self.frames[got[pick], :160] = g711.decode_rows(table, codes)
             for i in np.flatnonzero(~plain).tolist():  # a peer with another packet time
                 n = int(lengths[i])
                 decoded = _TABLES[int(codec[i])][out.payload[index[i], :n]]

@@ -182,13 +182,16 @@ class PortPair:
         out = np.full(len(port), -1, dtype=np.int64)
         if not len(keys):
             return out
+        words = np.ascontiguousarray(ip).view(np.uint64)  # compared as two words, not 16 bytes
+        k_words = k_ip.view(np.uint64)
         for p in (port, np.full(len(port), -1, dtype=np.int64)):
             want = out == -1
             if not want.any():
                 break
             key = _keys(ip, p)
             pos = np.minimum(np.searchsorted(keys, key), len(keys) - 1)
-            hit = want & (keys[pos] == key) & (k_port[pos] == p) & (k_ip[pos] == ip).all(1)
+            same = k_words[pos] == words
+            hit = want & (keys[pos] == key) & (k_port[pos] == p) & same[:, 0] & same[:, 1]
             out[hit] = k_row[pos[hit]]
         return out
 

@@ -102,3 +102,11 @@ def test_round_trip_is_stable_and_shapes_kept() -> None:
         assert np.array_equal(dec(enc(values)), values)
         block = np.zeros((3, 160), dtype=np.int16)
         assert enc(block).shape == (3, 160)
+
+
+def test_rows_decode_in_pairs_as_one_by_one() -> None:
+    """decode_rows (two codes per look-up) gives what the 256-entry tables give."""
+    codes = np.random.default_rng(7).integers(0, 256, (50, 160), dtype=np.uint8)
+    for table in (g711.ULAW_DECODE, g711.ALAW_DECODE):
+        assert np.array_equal(g711.decode_rows(table, codes), table[codes])
+        assert np.array_equal(g711.decode_rows(table, codes[::3, :80]), table[codes[::3, :80]])

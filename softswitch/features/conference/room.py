@@ -335,9 +335,11 @@ class Room(GroupSource):
         mixer_rows = self._mixer_of[rows]
         known = mixer_rows >= 0
         rows, mixer_rows = rows[known], mixer_rows[known]
-        talking = (
-            np.isin(mixer_rows, out.talkers) if len(out.talkers) else np.zeros(len(rows), bool)
-        )
+        talking = np.zeros(len(rows), dtype=bool)
+        if len(out.talkers):  # a mask by mixer row: np.isin sorts both sides every tick
+            is_talker = np.zeros(self.mixer.capacity, dtype=bool)
+            is_talker[out.talkers] = True
+            talking = is_talker[mixer_rows]
         codec = engine.codec_id[rows]
         for cid, name in ((PCMU_ID, "PCMU"), (PCMA_ID, "PCMA")):
             pick = rows[~talking & (codec == cid)]
