@@ -165,6 +165,9 @@ _COLUMNS = {  # name: (dtype, fill)
     "pindex": (np.int64, -1),
     "audio_pt": (np.int64, -1),
     "key_pt": (np.int64, -1),
+    # while another call's phone is told to move off this leg's address: the only SSRC
+    # taken from it (-1: any)
+    "ssrc_guard": (np.int64, -1),
     # RFC 3550 receiver statistics
     "base": (np.int64, -1),
     "stats_ssrc": (np.int64, -1),
@@ -207,6 +210,7 @@ class MediaEngine:
     pindex: Ints
     audio_pt: Ints
     key_pt: Ints
+    ssrc_guard: Ints
     base: Ints
     stats_ssrc: Ints
     audio_in: Ints
@@ -260,6 +264,7 @@ class MediaEngine:
         self._pairs: dict[str, PortPair] = {}  # the shared pair of each host
         self._own: list[PortPair] = []
         self._closed_drops = 0  # kernel drops counted on own pairs since closed
+        self._contested: set[MediaLeg] = set()  # legs whose SDP address another expects
         # the own ports' sockets, asked once a tick which have packets (a call whose far
         # end sends no RTP costs nothing but that one poll)
         self._poller = Poller()
@@ -397,6 +402,11 @@ class MediaEngine:
             sources = [k for k, owner in pair.exact.items() if owner is leg]
             pair.bury(sources, now + AFTERLIFE)
         self._unclaim(leg)
+        self._contested.discard(leg)
+        if leg.moved_from is not None:  # its phone's stream from there has ended too
+            self.settled(leg, leg.moved_from)
+        for other in [o for o in self._contested if o.ports is pair]:
+            self._claim(other)  # an address this leg held may be another's now
         if not pair.shared:
             self._poller.remove(pair.rtp.sock.fileno(), pair.rtcp.sock.fileno())
             self._closed_drops += pair.kernel_drops()
@@ -423,12 +433,27 @@ class MediaEngine:
         pair = leg.ports
         policy = leg.policy
         natted = leg.expected is not None and behind_nat(leg.expected[0], policy.signalling)
+        leg.contested = None
         for address in (policy.current, None if natted else leg.expected):
             if address is None:
                 continue
             key = ip16(address[0])
-            if key is not None:
-                pair.exact[key, address[1]] = leg  # the last one signalled wins
+            if key is None:
+                continue
+            owner = pair.exact.get((key, address[1]))
+            if owner is not None and owner is not leg and not owner.closed:
+                # another call here expects this very address (a peer answering several
+                # calls from one port): its packets stay that call's; this leg needs a
+                # port of its own, told to its phone (move_to_own_port, then a re-INVITE)
+                leg.contested = address
+                self._contested.add(leg)
+                known = int(self.jitter.ssrc[owner.row])
+                if known >= 0 and address == owner.policy.current:
+                    self.ssrc_guard[owner.row] = known  # the latched stream's own
+                continue
+            pair.exact[key, address[1]] = leg
+        if leg.contested is None:
+            self._contested.discard(leg)
         ips = set()
         if leg.expected is not None:
             ips.add(leg.expected[0])
@@ -441,6 +466,33 @@ class MediaEngine:
             if key is not None:
                 pair.claims.setdefault(key, set()).add(leg)
         pair.reindex()
+
+    def move_to_own_port(self, leg: MediaLeg) -> None:
+        """Put ``leg`` on a port pair of its own, its row (streams, counters, source)
+        kept: for a leg whose phone's address another leg on the shared port expects
+        (``leg.contested``). Its phone sends to the shared port until told the new one."""
+        old = leg.ports
+        if not old.shared or leg.closed:
+            return
+        leg.moved_from = leg.contested
+        reason = f"contested peer={leg.contested[0]}:{leg.contested[1]}" if leg.contested else ""
+        self._unclaim(leg)
+        old.legs.discard(leg)
+        pair = self._own_pair(old.host, reason or "moved")
+        pair.legs.add(leg)
+        leg.ports = pair
+        self._claim(leg)
+        self._rows_dirty = True
+
+    def settled(self, leg: MediaLeg, address: Address) -> None:
+        """``leg``'s phone now sends elsewhere than ``address`` (its re-INVITE was
+        answered): the leg that kept ``address`` takes any stream from it again."""
+        leg.moved_from = None
+        key = ip16(address[0])
+        for pair in self._pairs.values():
+            owner = pair.exact.get((key, address[1])) if key is not None else None
+            if owner is not None and not any(o.contested == address for o in self._contested):
+                self.ssrc_guard[owner.row] = -1
 
     def _unclaim(self, leg: MediaLeg) -> None:
         pair = leg.ports
@@ -667,6 +719,12 @@ class MediaEngine:
         words = np.ascontiguousarray(rx.ip[take]).view(np.uint64)
         latched = self.cur_ip.view(np.uint64)[r]
         current = (self.cur_port[r] == rx.port[take]) & (latched == words).all(1)
+        guard = self.ssrc_guard[r]
+        if (guard >= 0).any():  # another call's stream from a contested address: not ours
+            other = (guard >= 0) & (h.ssrc[take] != guard)
+            if other.any():
+                self._count_strays("contested", int(np.count_nonzero(other)))
+                take, r, current = take[~other], r[~other], current[~other]
         self.last_heard[r[current]] = now
         if not current.all():
             keep = self._check_sources(take[~current], r[~current], h, now)

@@ -121,6 +121,10 @@ class MediaLeg:
         self._event_ts = 0
         self._concealment = Concealment(160)
         self.closed = False
+        # the SDP's address when another leg on the shared port expects it (see
+        # MediaEngine.move_to_own_port): this leg is not heard from it until it moves
+        self.contested: Address | None = None
+        self.moved_from: Address | None = None  # that address, once moved off it
 
     # -- addresses -------------------------------------------------------------------------
 

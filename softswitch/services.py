@@ -492,7 +492,10 @@ class Services(OfficeView):
                     self.spawn(other.call.hangup())
             assert party.call.remote_sdp is not None
             offer, _ = offers[id(party)]
-            leg.configure(sip.process_answer(offer, sip.parse_sdp(party.call.remote_sdp)))
+            answered = sip.process_answer(offer, sip.parse_sdp(party.call.remote_sdp))
+            leg.configure(answered)
+            if leg.contested is not None:
+                self.spawn(self._move_media(party, answered.codec))
             caller.expect_partner(leg)
             self.track(party)
             self.emit("answered", party)
@@ -513,6 +516,40 @@ class Services(OfficeView):
         if any(s in (486, 600, 603) for s in statuses):
             return RingResult("busy")
         return RingResult("unreachable")
+
+    async def _move_media(self, party: Party, codec: sip.Codec) -> None:
+        """A callee answered with an RTP address another call on the shared port expects
+        (one peer, several calls, one port): its leg moves to a port of its own and a
+        re-INVITE tells the phone. Until then that address stays the other call's: one
+        call's audio never reaches another, whatever this re-INVITE gets."""
+        leg = party.leg
+        contested = leg.contested
+        if contested is None:
+            return
+        self.engine.move_to_own_port(leg)
+        offer = sip.make_offer(party.host, leg.local[1], (codec,), session_version=1)
+        try:
+            response = await party.call.reinvite(bytes(offer))
+        except (OSError, TimeoutError, sip.ParseError, sip.SipUsageError) as exc:
+            log.warning("event=rtp_move_failed party=%s error=%s", party.label, exc)
+            return
+        if not 200 <= response.status < 300 or party.call.remote_sdp is None:
+            log.warning(
+                "event=rtp_move_refused party=%s status=%d peer=%s:%d",
+                party.label,
+                response.status,
+                *contested,
+            )
+            return
+        try:
+            moved = sip.process_answer(offer, sip.parse_sdp(party.call.remote_sdp))
+        except sip.ParseError as exc:
+            log.warning("event=rtp_move_failed party=%s error=%s", party.label, exc)
+            return
+        if not leg.closed:
+            leg.configure(moved)
+            self.engine.settled(leg, contested)
+            log.info("event=rtp_moved party=%s port=%d", party.label, leg.local[1])
 
     def pick(self, ringing: Ringing, picker: Party) -> bool:
         """Take a ringing call for ``picker`` (an answered party): the forks get CANCEL

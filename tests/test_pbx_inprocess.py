@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import re
 import signal
+import socket
+import struct
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -14,7 +16,7 @@ import numpy as np
 import pytest
 
 import sip
-from media import codecs
+from media import codecs, g711
 from media.stream import AudioStream
 from media.tones import sine_mix
 from rtp import Session
@@ -346,3 +348,101 @@ async def test_a_french_office_hears_french_conference_prompts(tmp_path: Path) -
     finally:
         await alice.stop()
         await pbx.stop()
+
+
+class OnePortPhone:
+    """A UA that answers every call from one RTP address, as SIPp or a gateway may do:
+    a tone per call (each call its own SSRC), sent where that call's SDP says, and it
+    follows a re-INVITE that moves a call's media. What it hears is kept per PBX port."""
+
+    def __init__(self, ext: str, password: str, pbx_port: int, ip: str) -> None:
+        self.ext, self.password, self.pbx_port, self.ip = ext, password, pbx_port, ip
+        self.ua = sip.UserAgent(f"udp:{ip}:0", user=ext)
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind((ip, 0))
+        self.sock.setblocking(False)
+        self.port = self.sock.getsockname()[1]
+        self.tones = [sine_mix((f,), 8000 * 30, 8000, -12) for f in (700.0, 1300.0)]
+        self.calls: list[sip.IncomingCall] = []
+        self.dest: list[tuple[str, int]] = []
+        self.reinvites = 0
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self.ua.start()
+        self.ua.on_invite = self._on_invite
+        await self.ua.register(
+            f"sip:127.0.0.1:{self.pbx_port}",
+            aor=f"sip:{self.ext}@office.test",
+            username=self.ext,
+            password=self.password,
+            expires=300,
+        )
+        self._task = asyncio.create_task(self._media())
+
+    def _answer(self, index: int, offer: bytes) -> bytes:
+        answer, stream = sip.answer(sip.parse_sdp(offer), self.ip, self.port, (sip.PCMU,))
+        assert stream is not None
+        self.dest[index] = (stream.remote_address, stream.remote_port)
+        return bytes(answer)
+
+    async def _on_invite(self, call: sip.IncomingCall) -> None:
+        index = len(self.calls)
+        self.calls.append(call)
+        self.dest.append(("0.0.0.0", 0))
+        answer = self._answer(index, call.remote_sdp or b"")
+
+        async def moved(_: sip.Call, request: sip.Request) -> bytes | None:
+            self.reinvites += 1
+            return self._answer(index, request.body) if request.body else None
+
+        call.on_reinvite = moved
+        call.answer(answer)
+
+    async def _media(self) -> None:
+        n = 0
+        while True:
+            await asyncio.sleep(0.02)
+            for i, (call, dest) in enumerate(zip(self.calls, self.dest, strict=True)):
+                if call.state is not sip.CallState.ESTABLISHED or not dest[1]:
+                    continue
+                frame = g711.ulaw_encode(self.tones[i][(n * 160) % (8000 * 30) :][:160])
+                header = struct.pack("!BBHII", 0x80, 0, n & 0xFFFF, n * 160, 0x1000 + i)
+                self.sock.sendto(header + frame.tobytes(), dest)
+            n += 1
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+        await self.ua.close()
+        self.sock.close()
+
+
+async def test_a_callee_answering_two_calls_from_one_address_gets_a_port_for_the_second(
+    pbx: Pbx,
+) -> None:
+    """Bob's UA answers Alice's call and then Carol's from one RTP address. The PBX's
+    shared port cannot tell the two streams apart, and never guesses: the first call
+    keeps the address (and only its own stream from it), the second call's leg moves to
+    a port of its own and a re-INVITE tells Bob's UA. Each caller hears only her call:
+    Alice 700 Hz, Carol 1300 Hz."""
+    port = pbx.ua.listeners[0].port
+    alice = SoftPhone("100", "alice100", port, 1000.0)
+    carol = SoftPhone("102", "carol102", port, 800.0)
+    bob = OnePortPhone("101", "bob101", port, "127.0.42.1")
+    for p in (alice, carol, bob):
+        await p.start()
+    try:
+        await alice.call("101")
+        await asyncio.sleep(0.6)  # Bob's first stream is heard (latched)
+        await carol.call("101")
+        await asyncio.sleep(1.5)
+        assert bob.reinvites == 1  # the second call was moved, the first was not
+        first, second = bob.dest
+        assert first[1] != second[1]  # the PBX now sends the two calls from two ports
+        assert abs(alice.heard_frequency(0.8) - 700) < 10
+        assert abs(carol.heard_frequency(0.8) - 1300) < 10
+        assert pbx.engine.stats["own_ports"] >= 1
+    finally:
+        for p in (alice, carol, bob):
+            await p.stop()
