@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import random
 import re
 import socket
@@ -24,8 +25,30 @@ ROOT = Path(__file__).resolve().parent.parent
 # port between the moment it is chosen here and the moment its server binds it. Only even
 # ports are handed out: the odd one above stays free for what servers take beside their
 # port (baresip listens for TLS on its SIP port + 1).
-_PORTS = range(10000, 20000, 2)
+# Test runs side by side (pytest-xdist workers) each take their own share of the range,
+# so that two workers never hand out the same port between its check and its bind.
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
+_WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0) % _WORKERS
+_PORTS = range(10000 + 2 * _WORKER, 20000, 2 * _WORKERS)
 _cursor = random.randrange(len(_PORTS))
+
+
+def worker_rtp(base: int) -> int:
+    """A test's fixed RTP range start moved into this worker's share of 30000-39999 (the
+    same start when tests run one at a time)."""
+    if _WORKERS == 1:
+        return base
+    share = 10000 // _WORKERS
+    return 30000 + _WORKER * share + (base - 30000) % (share - 400) // 2 * 2
+
+
+def rtp_base(span: int = 400, low: int = 30000, high: int = 40000) -> int:
+    """A random even start for an RTP range of ``span`` ports in this worker's share of
+    ``low``-``high`` (a daemon skips ports it cannot bind, but two side by side would
+    keep fighting over the same ones)."""
+    share = (high - low) // _WORKERS
+    first = low + _WORKER * share
+    return first + random.randrange(0, max(2, share - span), 2)
 
 
 def free_port(kind: int = socket.SOCK_DGRAM, host: str = "127.0.0.1") -> int:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import random
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
@@ -22,7 +21,7 @@ from softswitch.features.voicemail import Voicemail, VoicemailStore
 from softswitch.pbx import Pbx
 
 from .baresip import Phone
-from .netutil import ROOT, Daemon, daemon, free_port
+from .netutil import ROOT, Daemon, daemon, free_port, rtp_base, worker_rtp
 
 USERS = {
     "100": ("Alice Martin", "alice100", "1100"),
@@ -75,7 +74,7 @@ permission = "national"
     def start(self) -> Daemon:
         if not self.port:
             self.port = free_port()
-            self.rtp = random.randrange(30000, 39000, 2)
+            self.rtp = rtp_base()
             self.write_config()
         check = subprocess.run(
             [sys.executable, "-m", "softswitch.cli", "check", str(self.config_path)],
@@ -104,7 +103,7 @@ permission = "national"
     async def start_inprocess(self, wallclock: Callable[[], datetime] | None = None) -> Pbx:
         """The same office as :meth:`start`, but in this process (an injected clock)."""
         self.port = free_port()
-        self.rtp = random.randrange(30000, 39000, 2)
+        self.rtp = rtp_base()
         self.write_config()
         pbx = Pbx(cfg.load(self.config_path), wallclock=wallclock)
         await pbx.start()
@@ -160,7 +159,7 @@ permission = "national"
             source,
             sip_port,
             free_port(),
-            random.randrange(40000, 49000, 2),
+            rtp_base(low=40000, high=50000),
             mwi=mwi,
             srate=srate,
             modules=modules,
@@ -198,6 +197,7 @@ async def demo_pbx(
     ``extra`` whole tables; ``features``
     replaces the built-in feature modules."""
     port = free_port()
+    rtp = worker_rtp(rtp)
     text = (
         cfg.DEMO.replace(
             'listen = ["udp:127.0.0.1:5060", "tcp:127.0.0.1:5060"]',

@@ -33,6 +33,9 @@ from softswitch.pbx import Pbx
 from .netutil import ROOT, free_port
 from .office import Office, demo_pbx
 
+# floods at fixed rates, answers timed: alone (pyproject: serial)
+pytestmark = pytest.mark.serial
+
 FAIL2BAN = ROOT / "deploy" / "fail2ban"
 
 SDP = (

@@ -116,6 +116,7 @@ def test_codecs_round_trip() -> None:
         codecs.codec("G729")
 
 
+@pytest.mark.serial  # a 5 ms bound on the tick times
 async def test_clock_ticks_without_drift() -> None:
     clock = MediaClock(interval=0.01)
     seen: list[tuple[int, float]] = []

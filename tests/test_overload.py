@@ -52,6 +52,7 @@ def _screen_count(out: str, status: str) -> int:
 
 
 @pytest.mark.interop
+@pytest.mark.serial  # the burst loads the CPU on purpose
 async def test_burst_is_refused_with_503_while_in_dialog_requests_are_answered() -> None:
     """A bounded burst far above what examples/uas.py can take (SIPp, 4000 calls at
     2500/s): some calls are refused with 503 and Retry-After, none times out, every

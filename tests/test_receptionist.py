@@ -4,7 +4,6 @@ extension dialling, the spoken greeting, retries, after hours (an injected clock
 from __future__ import annotations
 
 import asyncio
-import random
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -20,7 +19,7 @@ from softswitch.pbx import Pbx
 
 from .audio import best_correlation
 from .baresip import Phone
-from .netutil import daemon, free_port
+from .netutil import daemon, free_port, rtp_base
 from .office import Office, segment
 from .test_features import caller
 from .test_pbx import frequency, started, stop_all
@@ -150,7 +149,7 @@ def direct_phone(tmp_path: Path, name: str, tone_hz: float) -> Phone:
     sip_port = free_port()
     account = f"<sip:{name}@127.0.0.1:{sip_port}>;regint=0;answermode=auto;audio_codecs=PCMU"
     return Phone(
-        name, directory, account, source, sip_port, free_port(), random.randrange(40000, 49000, 2)
+        name, directory, account, source, sip_port, free_port(), rtp_base(low=40000, high=50000)
     )
 
 

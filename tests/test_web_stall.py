@@ -26,10 +26,15 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 import sip
 from softswitch.callprobe import Probe
 
 from .netutil import daemon, free_port
+
+# they time the calls while an attack runs: alone (pyproject: serial)
+pytestmark = pytest.mark.serial
 
 HOST = "127.0.0.1"
 DOMAIN = "stall.test"
