@@ -405,7 +405,9 @@ def main() -> None:
     ap.add_argument("--baseline-rates", default="200,400,800,1600,3200")
     ap.add_argument("--seconds", type=float, default=10.0, help="offered load per rate")
     ap.add_argument("--hold", type=float, default=2.0, help="call duration, seconds")
-    ap.add_argument("--overload", default="2,4", help="multiples of capacity to offer")
+    ap.add_argument(
+        "--overload", default="2,4", help="multiples of capacity to offer (0: no overload runs)"
+    )
     ap.add_argument("--target", default="pbx", choices=["pbx", "uas"])
     ap.add_argument("--profile", type=Path)
     ap.add_argument("--show-errors", action="store_true", help="print the daemon's error lines")
@@ -425,7 +427,9 @@ def main() -> None:
         capacity, baseline = best(ours), best(base)
         overload: list[Row] = []
         peak = max((r.achieved_cps for r in ours if not r.failed), default=0.0)
-        for factor in [float(f) for f in args.overload.split(",") if f]:
+        # factors of 0 (or an empty list) skip the overload runs (a rate of 0 calls/s
+        # used to end the benchmark in a ZeroDivisionError)
+        for factor in [f for f in (float(x) for x in args.overload.split(",") if x) if f > 0]:
             if not capacity:
                 break
             row = one_rate(target, int(capacity * factor), args, tmp, None)

@@ -1,24 +1,36 @@
 """Where registrations live between restarts: a small store interface, in memory or SQLite.
 
 The registrar (:mod:`softswitch.registrar`) stays a pure table; it tells a
-:class:`BindingStore` what changed (a binding added or refreshed, one removed) and reads
+:class:`BindingStore` what changed (a binding added or refreshed, one removed) and is given
 the stored ones back at start. Expiry is stored as wall-clock time (the event loop's clock
 starts again at each run), so a binding reloaded after a restart keeps its remaining
-lifetime. A cluster can put bindings elsewhere (Redis, a shared database) by implementing
-the same four methods.
+lifetime.
+
+The interface is asynchronous where it waits and never blocks the loop where it does not:
+``put`` and ``delete`` return at once — the change is queued, coalesced with any change to
+the same binding still waiting, and written in order by the store's own worker — while
+``load``, ``flush`` and ``close`` are awaited. A networked store (Redis, a shared
+database) implements the same five methods with its asyncio client.
 
 :class:`SqliteBindingStore` keeps one row per binding in ``registrations.sqlite`` under the
-data directory, created 0600 before SQLite opens it (its journal takes the same mode).
+data directory, created 0600 before SQLite opens it (its journal takes the same mode), and
+writes on a thread of its own: each batch of queued changes is one transaction, so a
+registration storm costs the loop a dict update per REGISTER, not a commit.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import sqlite3
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 from .private_files import private_dir, private_file
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,17 +55,27 @@ class StoredBinding:
 
 
 class BindingStore(Protocol):
-    def load(self) -> list[StoredBinding]:
-        """Every stored binding (expired ones included: the registrar drops them)."""
+    async def load(self) -> list[StoredBinding]:
+        """Every stored binding (expired ones included: the registrar drops them), after
+        every change queued so far."""
         ...
 
     def put(self, binding: StoredBinding) -> None:
-        """Add or replace the binding with the same AOR and device (instance or contact)."""
+        """Queue: add or replace the binding with the same AOR and device (instance or
+        contact). Returns at once."""
         ...
 
-    def delete(self, aor: str, device: str) -> None: ...
+    def delete(self, aor: str, device: str) -> None:
+        """Queue the removal of a binding. Returns at once."""
+        ...
 
-    def close(self) -> None: ...
+    async def flush(self) -> None:
+        """Every change queued so far is stored."""
+        ...
+
+    async def close(self) -> None:
+        """Flush, then release the store."""
+        ...
 
 
 class MemoryBindingStore:
@@ -63,7 +85,7 @@ class MemoryBindingStore:
         self.rows: dict[tuple[str, str], StoredBinding] = {}
         self.writes = 0
 
-    def load(self) -> list[StoredBinding]:
+    async def load(self) -> list[StoredBinding]:
         return list(self.rows.values())
 
     def put(self, binding: StoredBinding) -> None:
@@ -74,7 +96,10 @@ class MemoryBindingStore:
         self.rows.pop((aor, device), None)
         self.writes += 1
 
-    def close(self) -> None:
+    async def flush(self) -> None:
+        pass
+
+    async def close(self) -> None:
         pass
 
 
@@ -98,12 +123,62 @@ CREATE TABLE IF NOT EXISTS bindings (
 
 
 class SqliteBindingStore:
-    """Bindings in a SQLite file; opened on first use, each change committed at once."""
+    """Bindings in a SQLite file, written by a thread of its own (see the module)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._db: sqlite3.Connection | None = None
-        self.writes = 0
+        self._db: sqlite3.Connection | None = None  # used on the worker thread only
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bindings")
+        # changes not yet handed to the worker, one per binding (None: delete it)
+        self._pending: dict[tuple[str, str], StoredBinding | None] = {}
+        self._writing: asyncio.Future[None] | None = None
+        self.writes = 0  # changes queued
+        self.batches = 0  # transactions the worker committed
+
+    # -- the loop's side ------------------------------------------------------------------
+
+    def put(self, binding: StoredBinding) -> None:
+        self._queue(binding.key, binding)
+
+    def delete(self, aor: str, device: str) -> None:
+        self._queue((aor, device), None)
+
+    def _queue(self, key: tuple[str, str], row: StoredBinding | None) -> None:
+        self._pending[key] = row
+        self.writes += 1
+        if self._writing is None:
+            self._hand_over()
+
+    def _hand_over(self) -> None:
+        batch, self._pending = self._pending, {}
+        loop = asyncio.get_running_loop()
+        self._writing = loop.run_in_executor(self._worker, self._write, batch)
+        self._writing.add_done_callback(self._written)
+
+    def _written(self, done: asyncio.Future[None]) -> None:
+        self._writing = None
+        if not done.cancelled() and done.exception() is not None:
+            log.error("event=bindings_write_failed path=%s error=%s", self.path, done.exception())
+        if self._pending:
+            self._hand_over()
+
+    async def flush(self) -> None:
+        while self._writing is not None or self._pending:
+            if self._writing is None:
+                self._hand_over()
+            assert self._writing is not None
+            await asyncio.wait({self._writing})
+
+    async def load(self) -> list[StoredBinding]:
+        await self.flush()
+        return await asyncio.get_running_loop().run_in_executor(self._worker, self._load)
+
+    async def close(self) -> None:
+        await self.flush()
+        await asyncio.get_running_loop().run_in_executor(self._worker, self._close)
+        self._worker.shutdown(wait=False)
+
+    # -- the worker's side ----------------------------------------------------------------
 
     @property
     def db(self) -> sqlite3.Connection:
@@ -121,31 +196,30 @@ class SqliteBindingStore:
             self._db.commit()
         return self._db
 
-    def load(self) -> list[StoredBinding]:
+    def _load(self) -> list[StoredBinding]:
         rows = self.db.execute(
             "SELECT aor, contact, transport, host, port, expires_at, call_id, cseq, "
             "user_agent, q, instance FROM bindings"
         ).fetchall()
         return [StoredBinding(*row) for row in rows]
 
-    def put(self, binding: StoredBinding) -> None:
-        b = binding
-        values = (b.aor, b.key[1], b.contact, b.transport, b.host, b.port, b.expires_at)
-        self.db.execute(
-            "INSERT OR REPLACE INTO bindings (aor, device, contact, transport, host, port, "
-            "expires_at, call_id, cseq, user_agent, q, instance) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (*values, b.call_id, b.cseq, b.user_agent, b.q, b.instance),
-        )
-        self.db.commit()
-        self.writes += 1
+    def _write(self, batch: dict[tuple[str, str], StoredBinding | None]) -> None:
+        db = self.db
+        with db:  # one transaction for the batch
+            for (aor, device), b in batch.items():
+                if b is None:
+                    db.execute("DELETE FROM bindings WHERE aor = ? AND device = ?", (aor, device))
+                    continue
+                values = (b.aor, device, b.contact, b.transport, b.host, b.port, b.expires_at)
+                db.execute(
+                    "INSERT OR REPLACE INTO bindings (aor, device, contact, transport, host, "
+                    "port, expires_at, call_id, cseq, user_agent, q, instance) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (*values, b.call_id, b.cseq, b.user_agent, b.q, b.instance),
+                )
+        self.batches += 1
 
-    def delete(self, aor: str, device: str) -> None:
-        self.db.execute("DELETE FROM bindings WHERE aor = ? AND device = ?", (aor, device))
-        self.db.commit()
-        self.writes += 1
-
-    def close(self) -> None:
+    def _close(self) -> None:
         if self._db is not None:
             self._db.close()
             self._db = None

@@ -19,6 +19,7 @@ import sip
 
 from . import codec_policy
 from .authguard import AuthGuard, Report, Verdict
+from .binding_store import StoredBinding
 from .config import Config, Device, User
 from .feature import Fork, Target
 from .registrar import Binding, Registrar
@@ -246,10 +247,11 @@ class Devices:
                 return user
         return None
 
-    def restore(self) -> int:
-        """Bindings stored before a restart, back in the table with their remaining
-        lifetime; each contact is asked with OPTIONS at once and dropped if silent."""
-        restored = self.registrar.restore(self.ua.now())
+    def restore(self, rows: Iterable[StoredBinding]) -> int:
+        """Bindings stored before a restart (``rows``, loaded from the registrar's store),
+        back in the table with their remaining lifetime; each contact is asked with
+        OPTIONS at once and dropped if silent."""
+        restored = self.registrar.restore(self.ua.now(), rows)
         for binding in restored:
             self._spawn(self._ping(binding))
         if restored:

@@ -192,8 +192,10 @@ class Pbx:
         ua.handlers["REGISTER"] = self.devices.on_register
         ua.handlers["SUBSCRIBE"] = self.on_subscribe
         ua.on_invite = self.on_invite
+        store = self.registrar.store
+        stored = await store.load() if store is not None else []  # before any REGISTER
         await ua.start()
-        self.devices.restore()  # registrations from before a restart, each checked
+        self.devices.restore(stored)  # registrations from before a restart, each checked
         self.clock.start()
         for feature in self.registry.features:
             await feature.start(self.svc)
@@ -224,7 +226,7 @@ class Pbx:
         await self.clock.stop()
         self.engine.close()
         if self.registrar.store is not None:
-            self.registrar.store.close()
+            await self.registrar.store.close()  # the last changes written
         log.info("event=stopped")
 
     def spawn(self, coro: Awaitable[Any]) -> asyncio.Task[Any]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from sip import Contact, ParseError, Request, parse_uri
@@ -79,14 +79,15 @@ class Registrar:
 
     # -- persistence ----------------------------------------------------------------------
 
-    def restore(self, now: float) -> list[Binding]:
-        """Read the stored bindings back (after a restart), with their remaining lifetime;
-        expired or unreadable rows are deleted. Returns the bindings restored."""
+    def restore(self, now: float, rows: Iterable[StoredBinding]) -> list[Binding]:
+        """Take the stored bindings back (``rows``, read from the store after a restart:
+        ``await store.load()``), with their remaining lifetime; expired or unreadable
+        rows are deleted from the store. Returns the bindings restored."""
         if self.store is None:
             return []
         wall = self._wall()
         restored: list[Binding] = []
-        for row in self.store.load():
+        for row in rows:
             left = row.expires_at - wall
             try:
                 contact = parse_uri(row.contact)

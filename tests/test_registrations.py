@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import stat
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 import sip
-from softswitch.binding_store import MemoryBindingStore, SqliteBindingStore
+from softswitch.binding_store import MemoryBindingStore, SqliteBindingStore, StoredBinding
 from softswitch.registrar import Registrar
 
 from .office import Office, segment
@@ -42,7 +45,7 @@ class Wall:
         return self.now
 
 
-def test_bindings_are_written_on_change_and_restored_with_their_remaining_life() -> None:
+async def test_bindings_are_written_on_change_and_restored_with_their_remaining_life() -> None:
     store, wall = MemoryBindingStore(), Wall()
     reg = Registrar(store=store, wallclock=wall)
     aor = "sip:101@pbx.test"
@@ -58,7 +61,7 @@ def test_bindings_are_written_on_change_and_restored_with_their_remaining_life()
     reg.process(register("sip:101@192.0.2.11", call_id="c2@phone"), aor, SOURCE, 1900.0)
     wall.now += 600
     again = Registrar(store=store, wallclock=wall)
-    restored = again.restore(5.0)
+    restored = again.restore(5.0, await store.load())
     assert sorted(str(b.contact) for b in restored) == ["sip:101@192.0.2.10", "sip:101@192.0.2.11"]
     assert {b.expires_in(5.0) for b in again.lookup(aor, 5.0)} == {3000}
     assert again.lookup(aor, 5.0)[0].source == SOURCE
@@ -67,19 +70,19 @@ def test_bindings_are_written_on_change_and_restored_with_their_remaining_life()
     assert stale.status == 500
     # removal and expiry delete from the store
     again.remove(again.lookup(aor, 6.0)[0])
-    assert len(store.load()) == 1
+    assert len(await store.load()) == 1
     again.expire(5.0 + 3001)
-    assert store.load() == []
+    assert await store.load() == []
     # a row that expired while the daemon was down is not restored
     fresh = Registrar(store=store, wallclock=wall)
     fresh.process(register("sip:101@192.0.2.12", call_id="c3@phone", expires=60), aor, SOURCE, 0.0)
-    assert len(store.load()) == 1
+    assert len(await store.load()) == 1
     wall.now += 120
-    assert Registrar(store=store, wallclock=wall).restore(0.0) == []
-    assert store.load() == []
+    assert Registrar(store=store, wallclock=wall).restore(0.0, await store.load()) == []
+    assert await store.load() == []
 
 
-def test_sqlite_store_is_private_and_round_trips(tmp_path: Path) -> None:
+async def test_sqlite_store_is_private_and_round_trips(tmp_path: Path) -> None:
     path = tmp_path / "data" / "registrations.sqlite"
     store, wall = SqliteBindingStore(path), Wall()
     reg = Registrar(store=store, wallclock=wall)
@@ -87,14 +90,57 @@ def test_sqlite_store_is_private_and_round_trips(tmp_path: Path) -> None:
     reg.process(
         register("sip:101@192.0.2.10;transport=tcp"), aor, ("tcp", "192.0.2.10", 40000), 0.0
     )
-    store.close()
+    await store.close()
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     for sidecar in path.parent.glob("registrations.sqlite-*"):
         assert stat.S_IMODE(sidecar.stat().st_mode) == 0o600
-    back = Registrar(store=SqliteBindingStore(path), wallclock=wall).restore(0.0)
+    again = SqliteBindingStore(path)
+    back = Registrar(store=again, wallclock=wall).restore(0.0, await again.load())
+    await again.close()
     assert [(str(b.contact), b.source, b.call_id, b.cseq) for b in back] == [
         ("sip:101@192.0.2.10;transport=tcp", ("tcp", "192.0.2.10", 40000), "c1@phone", 1)
     ]
+
+
+async def test_sqlite_store_writes_off_the_loop_in_batches(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A registration storm: 2000 changes to 100 bindings queue at once (put returns
+    without touching the file: the loop's thread never opens it), coalesce per binding
+    and reach SQLite in a few transactions on the store's thread; the file then holds
+    each binding's last state, deletions included."""
+    store = SqliteBindingStore(tmp_path / "registrations.sqlite")
+    opened_on: list[int] = []
+    connect = sqlite3.connect
+
+    def spying(*args: Any, **kwargs: Any) -> sqlite3.Connection:
+        opened_on.append(threading.get_ident())
+        db: sqlite3.Connection = connect(*args, **kwargs)
+        return db
+
+    monkeypatch.setattr(sqlite3, "connect", spying)
+    for n in range(2000):
+        i = n % 100
+        store.put(
+            StoredBinding(
+                f"sip:{i}@pbx.test",
+                f"sip:{i}@192.0.2.1",
+                "udp",
+                "192.0.2.1",
+                5060,
+                1e9 + n,
+                f"c{i}",
+                n,
+            )
+        )
+    store.delete("sip:7@pbx.test", "sip:7@192.0.2.1")
+    await store.flush()
+    rows = {row.aor: row for row in await store.load()}
+    assert len(rows) == 99 and "sip:7@pbx.test" not in rows
+    assert rows["sip:3@pbx.test"].cseq == 1903  # the last of its 20 changes
+    assert store.writes == 2001 and store.batches <= 3
+    assert opened_on and threading.get_ident() not in opened_on
+    await store.close()
 
 
 @pytest.fixture
