@@ -34,6 +34,7 @@ phone's decoder follows the state of the encoder whose stream it gets.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import random
 import secrets
@@ -168,6 +169,8 @@ _COLUMNS = {  # name: (dtype, fill)
     # while another call's phone is told to move off this leg's address: the only SSRC
     # taken from it (-1: any)
     "ssrc_guard": (np.int64, -1),
+    "pair_id": (np.int64, -1),  # the port pair the leg sends from (MediaEngine._pair_by_id)
+    "contest_flag": (np.bool_, False),  # another leg contests an address this one holds
     # RFC 3550 receiver statistics
     "base": (np.int64, -1),
     "stats_ssrc": (np.int64, -1),
@@ -211,6 +214,8 @@ class MediaEngine:
     audio_pt: Ints
     key_pt: Ints
     ssrc_guard: Ints
+    pair_id: Ints
+    contest_flag: npt.NDArray[np.bool_]
     base: Ints
     stats_ssrc: Ints
     audio_in: Ints
@@ -255,7 +260,8 @@ class MediaEngine:
             "rtcp_received": 0,
             "own_ports": 0,
         }
-        self.stats.update({f"strays_{reason}": 0 for reason in (*REASONS, AMBIGUOUS, "ended")})
+        reasons = (*REASONS, AMBIGUOUS, "ended", "contested")
+        self.stats.update({f"strays_{reason}": 0 for reason in reasons})
         # a source no leg owns (address, reason), at most once per source per burst
         self.on_rejected_source: Callable[[Address, str], None] | None = None
         self._strays = BurstGate()
@@ -263,8 +269,13 @@ class MediaEngine:
         self._shared: dict[str, SharedSource] = {}
         self._pairs: dict[str, PortPair] = {}  # the shared pair of each host
         self._own: list[PortPair] = []
+        self._own_rtp: dict[int, PortPair] = {}  # own pairs by socket descriptor
+        self._pair_by_id: dict[int, PortPair] = {}
+        self._pair_ids = itertools.count()
+        self._own_rtcp: dict[int, PortPair] = {}
         self._closed_drops = 0  # kernel drops counted on own pairs since closed
-        self._contested: set[MediaLeg] = set()  # legs whose SDP address another expects
+        # addresses (ip16, port) another leg holds, and the legs whose SDP named them too
+        self._contesting: dict[tuple[bytes, int], set[MediaLeg]] = {}
         # the own ports' sockets, asked once a tick which have packets (a call whose far
         # end sends no RTP costs nothing but that one poll)
         self._poller = Poller()
@@ -339,7 +350,8 @@ class MediaEngine:
         from, when known (IPs, or an offer's exact address). It gets a port of its own
         when the shared port could not tell its packets from another leg's: an IP another
         leg there is still learning its port at, or an address another leg there expects
-        (a peer that sends several calls from one port, as SIPp does)."""
+        (a peer that sends several calls from one port, as SIPp does). A call we place
+        learns its peer's address from the answer: see :meth:`move_to_own_port`."""
         pair = self._shared_pair(host)
         for peer in peers:
             ip, port = (peer, None) if isinstance(peer, str) else peer
@@ -355,11 +367,19 @@ class MediaEngine:
         pair = self._pairs.get(host)
         if pair is None:
             pair = self._pairs[host] = PortPair(host, self.ports, shared=True)
+            self._identify(pair)
         return pair
+
+    def _identify(self, pair: PortPair) -> None:
+        pair.id = next(self._pair_ids)
+        self._pair_by_id[pair.id] = pair
 
     def _own_pair(self, host: str, reason: str) -> PortPair:
         pair = PortPair(host, self.ports, shared=False)
         self._own.append(pair)
+        self._own_rtp[pair.rtp.sock.fileno()] = pair
+        self._own_rtcp[pair.rtcp.sock.fileno()] = pair
+        self._identify(pair)
         self._poller.add(pair.rtp.sock.fileno(), pair.rtcp.sock.fileno())
         self.stats["own_ports"] += 1
         log.info("event=rtp_own_port port=%d reason=%s", pair.port, reason)
@@ -383,6 +403,7 @@ class MediaEngine:
         self.seq[row] = secrets.randbits(16)
         self.ts[row] = secrets.randbits(32)
         self.ssrc[row] = leg.ssrc
+        self.pair_id[row] = pair.id
         self.sending[row] = False
         self._rows_dirty = True
         self._decode_dirty = True
@@ -398,16 +419,20 @@ class MediaEngine:
         self.legs.discard(leg)
         pair = leg.ports
         pair.legs.discard(leg)
+        sources = [k for k, owner in pair.exact.items() if owner is leg]
         if pair.shared:
-            sources = [k for k, owner in pair.exact.items() if owner is leg]
             pair.bury(sources, now + AFTERLIFE)
         self._unclaim(leg)
-        self._contested.discard(leg)
+        self.contest_flag[leg.row] = False
         if leg.moved_from is not None:  # its phone's stream from there has ended too
             self.settled(leg, leg.moved_from)
-        for other in [o for o in self._contested if o.ports is pair]:
-            self._claim(other)  # an address this leg held may be another's now
+        for source in sources:  # an address this leg held is another's now
+            for other in list(self._contesting.get(source, ())):
+                self._claim(other)
         if not pair.shared:
+            self._pair_by_id.pop(pair.id, None)
+            self._own_rtp.pop(pair.rtp.sock.fileno(), None)
+            self._own_rtcp.pop(pair.rtcp.sock.fileno(), None)
             self._poller.remove(pair.rtp.sock.fileno(), pair.rtcp.sock.fileno())
             self._closed_drops += pair.kernel_drops()
             pair.close()
@@ -446,14 +471,13 @@ class MediaEngine:
                 # calls from one port): its packets stay that call's; this leg needs a
                 # port of its own, told to its phone (move_to_own_port, then a re-INVITE)
                 leg.contested = address
-                self._contested.add(leg)
+                self._contesting.setdefault((key, address[1]), set()).add(leg)
+                self.contest_flag[owner.row] = True
                 known = int(self.jitter.ssrc[owner.row])
                 if known >= 0 and address == owner.policy.current:
                     self.ssrc_guard[owner.row] = known  # the latched stream's own
                 continue
             pair.exact[key, address[1]] = leg
-        if leg.contested is None:
-            self._contested.discard(leg)
         ips = set()
         if leg.expected is not None:
             ips.add(leg.expected[0])
@@ -466,6 +490,18 @@ class MediaEngine:
             if key is not None:
                 pair.claims.setdefault(key, set()).add(leg)
         pair.reindex()
+
+    def _streams_meet(self, rx: Batch, row: Ints) -> None:
+        """RTP from an address a contested leg shares with another call: the two calls'
+        streams now meet on the shared port, and the contested leg is told to move
+        (``on_contested``, once). A peer that never sends from there (SIPp's uas sends
+        no RTP) is never asked for a re-INVITE it would not answer."""
+        held = np.flatnonzero((row >= 0) & self.contest_flag[np.maximum(row, 0)])
+        for i in held[:64].tolist():  # the holders' packets (a few addresses at most)
+            for leg in list(self._contesting.get((rx.ip[i].tobytes(), int(rx.port[i])), ())):
+                hook, leg.on_contested = leg.on_contested, None
+                if hook is not None:
+                    hook()
 
     def move_to_own_port(self, leg: MediaLeg) -> None:
         """Put ``leg`` on a port pair of its own, its row (streams, counters, source)
@@ -481,6 +517,7 @@ class MediaEngine:
         pair = self._own_pair(old.host, reason or "moved")
         pair.legs.add(leg)
         leg.ports = pair
+        self.pair_id[leg.row] = pair.id
         self._claim(leg)
         self._rows_dirty = True
 
@@ -489,13 +526,27 @@ class MediaEngine:
         answered): the leg that kept ``address`` takes any stream from it again."""
         leg.moved_from = None
         key = ip16(address[0])
+        if key is None or (key, address[1]) in self._contesting:
+            return  # another leg still shares it: the holder keeps its guard
         for pair in self._pairs.values():
-            owner = pair.exact.get((key, address[1])) if key is not None else None
-            if owner is not None and not any(o.contested == address for o in self._contested):
+            owner = pair.exact.get((key, address[1]))
+            if owner is not None:
                 self.ssrc_guard[owner.row] = -1
 
     def _unclaim(self, leg: MediaLeg) -> None:
         pair = leg.ports
+        contested = leg.contested
+        key = ip16(contested[0]) if contested is not None else None
+        if contested is not None and key is not None:
+            at = (key, contested[1])
+            others = self._contesting.get(at)
+            if others is not None:
+                others.discard(leg)
+                if not others:
+                    del self._contesting[at]
+                    holder = pair.exact.get(at)
+                    if holder is not None:
+                        self.contest_flag[holder.row] = False
         for k in [k for k, owner in pair.exact.items() if owner is leg]:
             del pair.exact[k]
         for key in [k for k, legs in pair.claims.items() if leg in legs]:
@@ -657,11 +708,13 @@ class MediaEngine:
         self._rtcp_tick(now)
 
     def _pairs_to_read(self, rtcp: bool) -> list[PortPair]:
-        """The shared pairs, and the own pairs whose socket has packets."""
-        ready = self._ready
+        """The shared pairs, and the own pairs whose socket has packets (looked up by
+        descriptor: hundreds of own ports are not walked every tick)."""
         pairs = [p for p in self._pairs.values() if p.legs]
-        for pair in self._own:
-            if (pair.rtcp if rtcp else pair.rtp).sock.fileno() in ready:
+        by_fd = self._own_rtcp if rtcp else self._own_rtp
+        for fd in self._ready:
+            pair = by_fd.get(fd)
+            if pair is not None:
                 pairs.append(pair)
         return pairs
 
@@ -703,6 +756,8 @@ class MediaEngine:
             else:
                 (leg,) = pair.legs
                 row[first:last] = leg.row
+        if self._contesting:
+            self._streams_meet(rx, row)
         tail = row == ENDED
         if tail.any():  # an ended call's last packets: dropped, not reported
             self.stats["strays_ended"] += int(np.count_nonzero(tail))
@@ -1021,30 +1076,25 @@ class MediaEngine:
             tx.ip[s] = self.dst_ip[s]
             tx.port[s] = self.dst_port[s]
             sent = 0
-            for pair in (*self._pairs.values(), *self._own):
-                if not pair.legs:
-                    continue
-                if pair.shared:
-                    mine = s[self._on_pair(s, pair)]
-                else:
-                    (leg,) = pair.legs
-                    mine = s[s == leg.row]
-                if len(mine):
-                    sent += pair.rtp.send(tx, mine)
+            if len(self._pair_by_id) == 1:  # one shared port: every row goes out there
+                (only,) = self._pair_by_id.values()
+                sent = only.rtp.send(tx, s)
+            else:  # rows grouped by the pair they leave from: one sendmmsg per pair
+                ids = self.pair_id[s]
+                order = np.argsort(ids, kind="stable")
+                ids, grouped = ids[order], s[order]
+                starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
+                ends = np.r_[starts[1:], len(ids)]
+                for first, end in zip(starts.tolist(), ends.tolist(), strict=True):
+                    pair = self._pair_by_id.get(int(ids[first]))
+                    if pair is not None:
+                        sent += pair.rtp.send(tx, grouped[first:end])  # still ascending
             self.sent[s] += 1
             self.sent_octets[s] += size[s]
             self.seq[s] = (self.seq[s] + 1) & 0xFFFF
             self.stats["sent"] += sent
             self.stats["dropped"] += len(s) - sent
         self.ts[rows] = (self.ts[rows] + self.step[rows]) & 0xFFFFFFFF
-
-    def _on_pair(self, rows: Ints, pair: PortPair) -> npt.NDArray[np.bool_]:
-        if len(self._pairs) == 1 and not self._own:
-            return np.ones(len(rows), dtype=bool)
-        mine = np.zeros(self.capacity, dtype=bool)
-        for leg in pair.legs:
-            mine[leg.row] = True
-        return mine[rows]
 
     # -- RTCP --------------------------------------------------------------------------------
 

@@ -125,6 +125,8 @@ class MediaLeg:
         # MediaEngine.move_to_own_port): this leg is not heard from it until it moves
         self.contested: Address | None = None
         self.moved_from: Address | None = None  # that address, once moved off it
+        # called once when RTP comes from the contested address (the PBX then moves it)
+        self.on_contested: Callable[[], None] | None = None
 
     # -- addresses -------------------------------------------------------------------------
 

@@ -94,6 +94,7 @@ class PortPair:
         for s in (rtp, rtcp):
             s.setblocking(False)
         self.host, self.port, self.shared = host, port, shared
+        self.id = -1  # the engine's number for it (MediaEngine.pair_id)
         self.rtp, self.rtcp = BatchSocket(rtp), BatchSocket(rtcp)
         self._allocator = ports
         self.legs: set[MediaLeg] = set()

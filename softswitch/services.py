@@ -34,7 +34,7 @@ from .dialplan import classify, parse_destination
 from .feature import Connected, Dial, Done, Failed, Fork, Outcome, Target
 from .hours import is_open
 from .keypad import Claim, InCallKeypad, Relay
-from .media_engine import MediaEngine, Samples, Source
+from .media_engine import MediaEngine, Samples, Source, behind_nat
 from .plugins import Registry
 from .prompts import Prompts
 from .rules import CallFacts, Rule, first_match
@@ -380,7 +380,13 @@ class Services(OfficeView):
             return RingResult("busy" if len(chosen) < len(targets) else "unreachable")
         if caller.ended:
             return RingResult("cancelled")
-        peers = {f.destination[0] for f in forks if f.destination is not None}
+        # the IPs of callees behind a NAT (their RTP comes from there, at a port to
+        # learn): another leg still learning at one of them makes this leg's port its own
+        peers = {
+            f.destination[1]
+            for f in forks
+            if f.destination is not None and behind_nat(f.uri.host, f.destination[1])
+        }
         leg = await self.engine.new_leg(caller.host, peers)
         leg.on_rejected_source = self.report_rtp(None)  # until a callee answers
         partner, limit = caller.usable_codecs(), caller.max_bitrate()
@@ -494,8 +500,13 @@ class Services(OfficeView):
             offer, _ = offers[id(party)]
             answered = sip.process_answer(offer, sip.parse_sdp(party.call.remote_sdp))
             leg.configure(answered)
-            if leg.contested is not None:
-                self.spawn(self._move_media(party, answered.codec))
+            if leg.contested is not None:  # moved once both calls' RTP comes from there
+                codec = answered.codec
+
+                def move() -> None:
+                    self.spawn(self._move_media(party, codec))
+
+                leg.on_contested = move
             caller.expect_partner(leg)
             self.track(party)
             self.emit("answered", party)
@@ -519,9 +530,10 @@ class Services(OfficeView):
 
     async def _move_media(self, party: Party, codec: sip.Codec) -> None:
         """A callee answered with an RTP address another call on the shared port expects
-        (one peer, several calls, one port): its leg moves to a port of its own and a
-        re-INVITE tells the phone. Until then that address stays the other call's: one
-        call's audio never reaches another, whatever this re-INVITE gets."""
+        (one peer, several calls, one port), and RTP now comes from there: its leg moves
+        to a port of its own and a re-INVITE tells the phone. Until then that address
+        stays the other call's: one call's audio never reaches another, whatever this
+        re-INVITE gets."""
         leg = party.leg
         contested = leg.contested
         if contested is None:

@@ -355,11 +355,11 @@ class OnePortPhone:
     a tone per call (each call its own SSRC), sent where that call's SDP says, and it
     follows a re-INVITE that moves a call's media. What it hears is kept per PBX port."""
 
-    def __init__(self, ext: str, password: str, pbx_port: int, ip: str) -> None:
-        self.ext, self.password, self.pbx_port, self.ip = ext, password, pbx_port, ip
+    def __init__(self, ext: str, password: str, pbx_port: int, ip: str, media_ip: str) -> None:
+        self.ext, self.password, self.pbx_port, self.ip = ext, password, pbx_port, media_ip
         self.ua = sip.UserAgent(f"udp:{ip}:0", user=ext)
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind((ip, 0))
+        self.sock.bind((media_ip, 0))
         self.sock.setblocking(False)
         self.port = self.sock.getsockname()[1]
         self.tones = [sine_mix((f,), 8000 * 30, 8000, -12) for f in (700.0, 1300.0)]
@@ -423,13 +423,13 @@ async def test_a_callee_answering_two_calls_from_one_address_gets_a_port_for_the
 ) -> None:
     """Bob's UA answers Alice's call and then Carol's from one RTP address. The PBX's
     shared port cannot tell the two streams apart, and never guesses: the first call
-    keeps the address (and only its own stream from it), the second call's leg moves to
-    a port of its own and a re-INVITE tells Bob's UA. Each caller hears only her call:
-    Alice 700 Hz, Carol 1300 Hz."""
+    keeps the address (and only its own stream from it); once RTP comes from there for
+    both, the second call's leg moves to a port of its own and a re-INVITE tells Bob's
+    UA. Each caller hears only her call: Alice 700 Hz, Carol 1300 Hz."""
     port = pbx.ua.listeners[0].port
     alice = SoftPhone("100", "alice100", port, 1000.0)
     carol = SoftPhone("102", "carol102", port, 800.0)
-    bob = OnePortPhone("101", "bob101", port, "127.0.42.1")
+    bob = OnePortPhone("101", "bob101", port, "127.0.42.1", "127.0.42.1")
     for p in (alice, carol, bob):
         await p.start()
     try:
