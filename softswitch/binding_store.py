@@ -134,6 +134,7 @@ class SqliteBindingStore:
         self._writing: asyncio.Future[None] | None = None
         self.writes = 0  # changes queued
         self.batches = 0  # transactions the worker committed
+        self.closed = False
 
     # -- the loop's side ------------------------------------------------------------------
 
@@ -144,6 +145,9 @@ class SqliteBindingStore:
         self._queue((aor, device), None)
 
     def _queue(self, key: tuple[str, str], row: StoredBinding | None) -> None:
+        if self.closed:  # the PBX has stopped: nothing more is kept
+            log.debug("event=bindings_write_after_close key=%s", key)
+            return
         self._pending[key] = row
         self.writes += 1
         if self._writing is None:
@@ -174,7 +178,11 @@ class SqliteBindingStore:
         return await asyncio.get_running_loop().run_in_executor(self._worker, self._load)
 
     async def close(self) -> None:
+        """Flush and release the file (a second call does nothing)."""
+        if self.closed:
+            return
         await self.flush()
+        self.closed = True
         await asyncio.get_running_loop().run_in_executor(self._worker, self._close)
         self._worker.shutdown(wait=False)
 

@@ -30,9 +30,11 @@ from .office import demo_pbx
 class SoftPhone:
     """A UA with a real RTP stream: sends a tone, keeps what it hears."""
 
-    def __init__(self, ext: str, password: str, pbx_port: int, tone_hz: float) -> None:
+    def __init__(
+        self, ext: str, password: str, pbx_port: int, tone_hz: float, ip: str = "127.0.0.1"
+    ) -> None:
         self.ext, self.password, self.pbx_port = ext, password, pbx_port
-        self.ua = sip.UserAgent("udp:127.0.0.1:0", user=ext)
+        self.ua = sip.UserAgent(f"udp:{ip}:0", user=ext)
         self.tone = sine_mix((tone_hz,), 8000 * 30, 8000, -12)
         self.heard: list[np.ndarray] = []
         self.calls: list[sip.Call] = []
@@ -350,35 +352,21 @@ async def test_a_french_office_hears_french_conference_prompts(tmp_path: Path) -
         await pbx.stop()
 
 
-class OnePortPhone:
+class OnePortPhone(SoftPhone):
     """A UA that answers every call from one RTP address, as SIPp or a gateway may do:
     a tone per call (each call its own SSRC), sent where that call's SDP says, and it
-    follows a re-INVITE that moves a call's media. What it hears is kept per PBX port."""
+    follows a re-INVITE that moves a call's media."""
 
-    def __init__(self, ext: str, password: str, pbx_port: int, ip: str, media_ip: str) -> None:
-        self.ext, self.password, self.pbx_port, self.ip = ext, password, pbx_port, media_ip
-        self.ua = sip.UserAgent(f"udp:{ip}:0", user=ext)
+    def __init__(self, ext: str, password: str, pbx_port: int, ip: str) -> None:
+        super().__init__(ext, password, pbx_port, 700.0, ip)
+        self.ip = ip
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind((media_ip, 0))
+        self.sock.bind((ip, 0))
         self.sock.setblocking(False)
         self.port = self.sock.getsockname()[1]
         self.tones = [sine_mix((f,), 8000 * 30, 8000, -12) for f in (700.0, 1300.0)]
-        self.calls: list[sip.IncomingCall] = []
         self.dest: list[tuple[str, int]] = []
         self.reinvites = 0
-        self._task: asyncio.Task[None] | None = None
-
-    async def start(self) -> None:
-        await self.ua.start()
-        self.ua.on_invite = self._on_invite
-        await self.ua.register(
-            f"sip:127.0.0.1:{self.pbx_port}",
-            aor=f"sip:{self.ext}@office.test",
-            username=self.ext,
-            password=self.password,
-            expires=300,
-        )
-        self._task = asyncio.create_task(self._media())
 
     def _answer(self, index: int, offer: bytes) -> bytes:
         answer, stream = sip.answer(sip.parse_sdp(offer), self.ip, self.port, (sip.PCMU,))
@@ -412,9 +400,7 @@ class OnePortPhone:
             n += 1
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-        await self.ua.close()
+        await super().stop()
         self.sock.close()
 
 
@@ -429,7 +415,7 @@ async def test_a_callee_answering_two_calls_from_one_address_gets_a_port_for_the
     port = pbx.ua.listeners[0].port
     alice = SoftPhone("100", "alice100", port, 1000.0)
     carol = SoftPhone("102", "carol102", port, 800.0)
-    bob = OnePortPhone("101", "bob101", port, "127.0.42.1", "127.0.42.1")
+    bob = OnePortPhone("101", "bob101", port, "127.0.42.1")
     for p in (alice, carol, bob):
         await p.start()
     try:
