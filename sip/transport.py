@@ -322,9 +322,9 @@ class TransportLayer:
         loop leaves in the kernel."""
         fullest = 0.0
         for listener in self.listeners:
-            if listener._udp is None or not _MEMINFO:
+            sock = listener._udp_socket
+            if sock is None or not _MEMINFO:
                 continue
-            sock = listener._udp.get_extra_info("socket")
             try:
                 queued, size = struct.unpack_from("II", sock.getsockopt(socket.SOL_SOCKET, 55, 36))
             except OSError:

@@ -268,11 +268,11 @@ class MediaEngine:
         self._prompts: dict[tuple[str, int], Samples] = {}
         self._shared: dict[str, SharedSource] = {}
         self._pairs: dict[str, PortPair] = {}  # the shared pair of each host
-        self._own: list[PortPair] = []
-        self._own_rtp: dict[int, PortPair] = {}  # own pairs by socket descriptor
+        # the pairs of legs with ports of their own, by RTP and by RTCP socket descriptor
+        self._own_rtp: dict[int, PortPair] = {}
+        self._own_rtcp: dict[int, PortPair] = {}
         self._pair_by_id: dict[int, PortPair] = {}
         self._pair_ids = itertools.count()
-        self._own_rtcp: dict[int, PortPair] = {}
         self._closed_drops = 0  # kernel drops counted on own pairs since closed
         # addresses (ip16, port) another leg holds, and the legs whose SDP named them too
         self._contesting: dict[tuple[bytes, int], set[MediaLeg]] = {}
@@ -376,7 +376,6 @@ class MediaEngine:
 
     def _own_pair(self, host: str, reason: str) -> PortPair:
         pair = PortPair(host, self.ports, shared=False)
-        self._own.append(pair)
         self._own_rtp[pair.rtp.sock.fileno()] = pair
         self._own_rtcp[pair.rtcp.sock.fileno()] = pair
         self._identify(pair)
@@ -436,7 +435,6 @@ class MediaEngine:
             self._poller.remove(pair.rtp.sock.fileno(), pair.rtcp.sock.fileno())
             self._closed_drops += pair.kernel_drops()
             pair.close()
-            self._own.remove(pair)
         self._unplan(leg)
         self._listeners.pop(leg, None)
         self._by_row[leg.row] = None
@@ -676,7 +674,7 @@ class MediaEngine:
 
     def kernel_drops(self) -> int:
         """RTP and RTCP packets the kernel dropped on the engine's ports (buffers full)."""
-        pairs = (*self._pairs.values(), *self._own)
+        pairs = (*self._pairs.values(), *self._own_rtp.values())
         return self._closed_drops + sum(pair.kernel_drops() for pair in pairs)
 
     def leg_at(self, row: int) -> MediaLeg | None:
@@ -737,7 +735,7 @@ class MediaEngine:
             # reading; never during a tick, whose steps all read this tick's packets
             self.rx = Batch(min(8192, self.rx.capacity * 2), SLOT)
         rx = self.rx
-        self._ready = self._poller.ready() if self._own else set()
+        self._ready = self._poller.ready() if self._own_rtp else set()
         spans = self._drain(rx, rtcp=False)
         n = rx.count
         if not n:
