@@ -5,9 +5,12 @@ The same three messages (an INVITE with SDP, a REGISTER with digest credentials,
 parser: "parse" is what its parse call does; "parse+use" also reads what a stack needs
 to route the message (top Via branch, From tag, To URI, Call-ID, CSeq, Contact), which
 forces parsers that parse header bodies lazily (sippy) to do that work. The ratio column
-is the other parser's rate divided by ours (above 1 means it is faster).
+is the other parser's rate divided by ours (above 1 means it is faster); the last table
+is ours divided by the best other parser's (``vs_best_peer`` in the JSON). The parsers
+take turns in each of ``--rounds`` rounds and the best round counts, so a slow patch of
+a shared machine falls on all of them alike.
 
-    python benchmarks/sip_parse.py [--seconds 0.3] [--json]
+    python benchmarks/sip_parse.py [--seconds 0.5] [--rounds 15] [--json]
 """
 
 from __future__ import annotations
@@ -150,31 +153,42 @@ def _pyvoip() -> tuple[Parser, Parser] | None:
     return parse, use
 
 
-def rate(fn: Parser, data: bytes, seconds: float) -> float:
-    """Calls per second, best of 5 runs of about ``seconds / 5`` each."""
+def _loops(fn: Parser, data: bytes, seconds: float) -> int:
+    """How many calls of ``fn`` take about ``seconds``."""
     fn(data)
     n = 1
-    while True:  # calibrate
+    while True:
         start = time.perf_counter()
         for _ in range(n):
             fn(data)
         elapsed = time.perf_counter() - start
-        if elapsed > 0.02:
-            break
+        if elapsed > 0.01:
+            return max(1, int(n * seconds / elapsed))
         n *= 2
-    loops = max(1, int(n * (seconds / 5) / elapsed))
-    best = float("inf")
-    for _ in range(5):
-        start = time.perf_counter()
-        for _ in range(loops):
-            fn(data)
-        best = min(best, time.perf_counter() - start)
-    return loops / best
+
+
+def rates(fns: dict[str, Parser], data: bytes, seconds: float, rounds: int) -> dict[str, float]:
+    """Calls per second of each function, best of ``rounds`` interleaved rounds.
+
+    The functions take turns within each round, so a slow patch of the machine (other
+    load, frequency changes) falls on all of them alike rather than on one.
+    """
+    loops = {name: _loops(fn, data, seconds / rounds) for name, fn in fns.items()}
+    best = dict.fromkeys(fns, float("inf"))
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            n = loops[name]
+            start = time.perf_counter()
+            for _ in range(n):
+                fn(data)
+            best[name] = min(best[name], (time.perf_counter() - start) / n)
+    return {name: 1.0 / per_call for name, per_call in best.items()}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--seconds", type=float, default=0.5, help="time per measurement")
+    ap.add_argument("--seconds", type=float, default=0.5, help="time per parser and figure")
+    ap.add_argument("--rounds", type=int, default=15, help="interleaved rounds (best one kept)")
     ap.add_argument("--json", action="store_true", help="print one JSON object last")
     args = ap.parse_args()
 
@@ -183,6 +197,7 @@ def main() -> None:
     parsers.update({k: v for k, v in others.items() if v is not None})
 
     results: list[dict[str, object]] = []
+    summary: dict[str, dict[str, float]] = {}
     print(f"SIP parse rate, Python {platform.python_version()} on {platform.machine()}")
     header = (
         f"{'message':9} {'parser':11} {'parse/s':>10} {'ratio':>6} {'parse+use/s':>12} {'ratio':>6}"
@@ -190,17 +205,22 @@ def main() -> None:
     print(header)
     print("-" * len(header))
     for name, data in MESSAGES.items():
-        base_parse = base_use = 0.0
+        usable: dict[str, tuple[Parser, Parser]] = {}
         for pname, (parse, use) in parsers.items():
             try:
-                r_parse = rate(parse, data, args.seconds)
-                r_use = rate(use, data, args.seconds)
+                use(data)
             except Exception as exc:  # a foreign parser that cannot handle the message
                 print(f"{name:9} {pname:11} failed: {type(exc).__name__}: {exc}")
                 results.append({"message": name, "parser": pname, "error": str(exc)})
                 continue
-            if pname == "softswitch":
-                base_parse, base_use = r_parse, r_use
+            usable[pname] = (parse, use)
+        parse_fns = {p: fns[0] for p, fns in usable.items()}
+        use_fns = {p: fns[1] for p, fns in usable.items()}
+        parse_rates = rates(parse_fns, data, args.seconds, args.rounds)
+        use_rates = rates(use_fns, data, args.seconds, args.rounds)
+        base_parse, base_use = parse_rates["softswitch"], use_rates["softswitch"]
+        for pname in usable:
+            r_parse, r_use = parse_rates[pname], use_rates[pname]
             ratio_parse, ratio_use = r_parse / base_parse, r_use / base_use
             print(
                 f"{name:9} {pname:11} {r_parse:10.0f} {ratio_parse:6.2f} "
@@ -216,11 +236,26 @@ def main() -> None:
                     "ratio_use": round(ratio_use, 3),
                 }
             )
+        peers = [p for p in usable if p != "softswitch"]
+        if peers:
+            summary[name] = {
+                "parse_vs_best_peer": round(base_parse / max(parse_rates[p] for p in peers), 3),
+                "parse_use_vs_best_peer": round(base_use / max(use_rates[p] for p in peers), 3),
+            }
     print("ratio = rate / softswitch rate for the same message (above 1: faster than ours)")
+    print()
+    print(f"{'message':9} {'ours / best peer: parse':>24} {'parse+use':>10}")
+    for name, row in summary.items():
+        print(f"{name:9} {row['parse_vs_best_peer']:24.2f} {row['parse_use_vs_best_peer']:10.2f}")
     if args.json:
         print(
             json.dumps(
-                {"benchmark": "sip_parse", "python": platform.python_version(), "results": results}
+                {
+                    "benchmark": "sip_parse",
+                    "python": platform.python_version(),
+                    "results": results,
+                    "vs_best_peer": summary,
+                }
             )
         )
 

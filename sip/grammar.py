@@ -26,10 +26,12 @@ CALL_ID_FULL = re.compile(
 # Header names are tokens; a name is followed by optional whitespace and a colon.
 HEADER_LINE = re.compile(r"([A-Za-z0-9\-.!%*_+`'~]+)[ \t]*:[ \t]*(.*)\Z", re.S)
 SCHEME_RE = re.compile(r"[A-Za-z][A-Za-z0-9+\-.]*\Z")
-# hostname: labels of alphanumerics and hyphens (underscore tolerated: seen in the wild).
-HOSTNAME_RE = re.compile(
-    r"(?:[A-Za-z0-9_](?:[A-Za-z0-9_\-]*[A-Za-z0-9_])?\.)*[A-Za-z0-9_](?:[A-Za-z0-9_\-]*[A-Za-z0-9_])?\.?\Z"
-)
+# hostname: labels of alphanumerics and hyphens (underscore tolerated: seen in the wild),
+# hyphens only inside a label; possessive, so a near miss fails at once instead of
+# backtracking through every split of a label
+_LABEL = r"[A-Za-z0-9_]++(?:-++[A-Za-z0-9_]++)*+"
+HOST_NAME = _LABEL + r"(?:\." + _LABEL + r")*+"
+HOSTNAME_RE = re.compile(HOST_NAME + r"\.?\Z")
 IPV4_RE = re.compile(r"(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}\Z")
 DIGITS_RE = re.compile(r"[0-9]+\Z")
 # LWS = [*WSP CRLF] 1*WSP; folded lines are unfolded before header values are parsed.

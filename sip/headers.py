@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 from . import grammar
 from .errors import ParseError
@@ -246,24 +246,27 @@ _VIA_PROTO = re.compile(
 _VIA_SENT_BY = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_\-.]+)(?:[ \t]*:[ \t]*([0-9]+))?")
 
 # Fast paths: one regex for the everyday shape of a header (no whitespace inside, no
-# quoted parameter values, no escapes); whatever it does not match takes the general
-# parser, which accepts a superset and gives the same values for these.
-_TOKEN = r"[A-Za-z0-9\-.!%*_+`'~]+"
-_FAST_PARAMS = r"((?:;" + _TOKEN + r"(?:=[A-Za-z0-9\-.!%*_+`'~:\[\]]+)?)*)"
-_HOSTNAME = (
-    r"(?:[A-Za-z0-9_](?:[A-Za-z0-9_\-]*[A-Za-z0-9_])?\.)*"
-    r"[A-Za-z0-9_](?:[A-Za-z0-9_\-]*[A-Za-z0-9_])?\.?"
-)
+# escapes; quoted parameter values without quoted-pairs); whatever it does not match takes
+# the general parser, which accepts a superset and gives the same values for these. The
+# quantifiers are possessive: nothing here needs to backtrack, and a near miss fails fast.
+_TOKEN = r"[A-Za-z0-9\-.!%*_+`'~]++"
+_FAST_VALUE = r"(?:[A-Za-z0-9\-.!%*_+`'~:\[\]]++|\"[^\"\\\x00-\x1f]*+\")"
+_FAST_PARAMS = r"((?:;" + _TOKEN + r"(?:=" + _FAST_VALUE + r")?)*+)"
+_FAST_PARAM = re.compile(r";(" + _TOKEN + r")(?:(=)(" + _FAST_VALUE + r"))?")
 _VIA_FAST = re.compile(
-    r"SIP/2\.0/([A-Za-z]+) (" + _HOSTNAME + r")(?::([0-9]{1,5}))?" + _FAST_PARAMS + r"\Z"
+    r"SIP/2\.0/([A-Za-z]++) ("
+    + grammar.HOST_NAME
+    + r"\.?)(?::([0-9]{1,5}+))?"
+    + _FAST_PARAMS
+    + r"\Z"
 )
 _NAME_ADDR_FAST = re.compile(
-    r'(?:"([^"\\\x00-\x1f]*)" ?|(' + _TOKEN + r') ?)?<(sips?:[^<>"\s]+)>' + _FAST_PARAMS + r"\Z"
+    r'(?:"([^"\\\x00-\x1f]*+)" ?|(' + _TOKEN + r') ?)?<(sips?:[^<>"\s]++)>' + _FAST_PARAMS + r"\Z"
 )
-_CSEQ_FAST = re.compile(r"([0-9]{1,10}) ([A-Za-z]+)\Z")
+_CSEQ_FAST = re.compile(r"([0-9]{1,10}+) ([A-Za-z]++)\Z")
 # the same with the URI's own everyday shape inline (uri._COMMON): one match, no escapes
 _NAME_ADDR_URI_FAST = re.compile(
-    r'(?:"([^"\\\x00-\x1f]*)" ?|('
+    r'(?:"([^"\\\x00-\x1f]*+)" ?|('
     + _TOKEN
     + r") ?)?<"
     + _COMMON_URI.pattern.removesuffix("\\Z")
@@ -275,11 +278,16 @@ _NAME_ADDR_URI_FAST = re.compile(
 
 def _fast_params(text: str) -> dict[str, str | None]:
     """``;a=b;c`` as matched by ``_FAST_PARAMS``: names lower-cased, values as written."""
+    if not text:
+        return {}
     params: dict[str, str | None] = {}
-    if text:
-        for item in text[1:].split(";"):
-            name, sep, value = item.partition("=")
+    if '"' in text:  # a quoted value may hold ';' or '='
+        for name, sep, value in _FAST_PARAM.findall(text):
             params[name.lower()] = value if sep else None
+        return params
+    for item in text[1:].split(";"):
+        name, sep, value = item.partition("=")
+        params[name.lower()] = value if sep else None
     return params
 
 
@@ -397,19 +405,28 @@ class Contact(NameAddr):
 
 def parse_name_addr(text: str, what: str = "address") -> NameAddr:
     """Parse one name-addr or addr-spec with its header parameters."""
-    uri, display, params = _parse_name_addr_parts(text, what)
-    return NameAddr(uri, display, params)
+    return name_addr(text, what, NameAddr)
 
 
-def _parse_name_addr_parts(text: str, what: str) -> tuple[URI, str | None, dict[str, str | None]]:
-    if len(text) <= MAX_USER_LENGTH:
+N = TypeVar("N", bound=NameAddr)
+
+
+def name_addr(text: str, what: str, cls: type[N]) -> N:
+    """A ``cls`` (NameAddr or a subclass) of one name-addr or addr-spec with parameters."""
+    if len(text) <= MAX_USER_LENGTH:  # the everyday shape in one match (same values)
         m = _NAME_ADDR_URI_FAST.match(text)
         if m is not None:
             quoted, token, scheme, user, host, port_text, uri_params, param_text = m.groups()
             port = int(port_text) if port_text else None
             if port is None or port <= 65535:
-                uri = URI(scheme, user, None, host, port, _fast_params(uri_params), {})
-                return uri, quoted if token is None else token, _fast_params(param_text)
+                uri_params_ = _fast_params(uri_params) if uri_params else {}
+                uri = URI(scheme, user, None, host, port, uri_params_, {})
+                params = _fast_params(param_text) if param_text else {}
+                return cls(uri, quoted if token is None else token, params)
+    return cls(*_parse_name_addr_parts(text, what))
+
+
+def _parse_name_addr_parts(text: str, what: str) -> tuple[URI, str | None, dict[str, str | None]]:
     fast = _NAME_ADDR_FAST.match(text)
     if fast is not None:
         quoted, token, uri_text, param_text = fast.groups()
@@ -459,12 +476,13 @@ def _uri_in(text: str, what: str) -> URI:
 
 
 def parse_contact(text: str) -> Contact:
-    if text.strip(_LWS) == "*":
+    if "*" in text and text.strip(_LWS) == "*":
         return Contact(URI(), star=True)
-    uri, display, params = _parse_name_addr_parts(text, "Contact")
-    contact = Contact(uri, display, params)
-    if "expires" in params:
-        _ = contact.expires  # validate: delta-seconds fits 32 bits
+    contact = name_addr(text, "Contact", Contact)
+    params = contact.params
+    expires = params.get("expires")
+    if expires is not None and not (len(expires) <= 9 and expires.isdigit() and expires.isascii()):
+        _ = contact.expires  # raises: not delta-seconds that fit 32 bits
     q = params.get("q")
     if q is not None:
         try:
@@ -556,8 +574,9 @@ def parse_via(text: str) -> Via:
 # CSeq
 
 
-@dataclass(frozen=True, slots=True)
-class CSeq:
+class CSeq(NamedTuple):
+    """A CSeq value; a named tuple (immutable, and made faster than a frozen dataclass)."""
+
     seq: int
     method: str
 
@@ -567,8 +586,10 @@ class CSeq:
 
 def parse_cseq(text: str) -> CSeq:
     fast = _CSEQ_FAST.match(text)
-    if fast is not None and int(fast.group(1)) <= 2**32 - 1:
-        return CSeq(int(fast.group(1)), fast.group(2))
+    if fast is not None:
+        seq = int(fast.group(1))
+        if seq <= 0xFFFFFFFF:
+            return CSeq(seq, fast.group(2))
     parts = text.split()
     if len(parts) != 2 or not grammar.is_token(parts[1]):
         raise ParseError(f"CSeq must be 'number method', got {text!r}")

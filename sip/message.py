@@ -20,6 +20,7 @@ from .headers import (
     NameAddr,
     Via,
     canonical_name,
+    name_addr,
     parse_contact,
     parse_cseq,
     parse_name_addr,
@@ -121,20 +122,33 @@ class Message:
         self.body = body
 
     # -- typed views of the core headers ------------------------------------------------
+    # (each reads the typed value ``parse`` left in the cache first: they are read often)
     @property
     def via(self) -> list[Via]:
-        return self.headers.typed("Via", _typed_vias)
+        try:
+            return self.headers._cache["Via"]  # type: ignore[return-value]
+        except KeyError:
+            return self.headers.typed("Via", _typed_vias)
 
     @property
     def from_(self) -> NameAddr:
-        return self.headers.typed("From", _typed_name_addr)
+        try:
+            return self.headers._cache["From"]  # type: ignore[return-value]
+        except KeyError:
+            return self.headers.typed("From", _typed_name_addr)
 
     @property
     def to(self) -> NameAddr:
-        return self.headers.typed("To", _typed_name_addr)
+        try:
+            return self.headers._cache["To"]  # type: ignore[return-value]
+        except KeyError:
+            return self.headers.typed("To", _typed_name_addr)
 
     @property
     def call_id(self) -> str:
+        cached = self.headers._cache.get("Call-ID")
+        if cached is not None:
+            return cached  # type: ignore[return-value]
         value = self.headers.get("Call-ID")
         if value is None:
             raise ParseError("missing Call-ID")
@@ -142,11 +156,17 @@ class Message:
 
     @property
     def cseq(self) -> CSeq:
-        return self.headers.typed("CSeq", _typed_cseq)
+        try:
+            return self.headers._cache["CSeq"]  # type: ignore[return-value]
+        except KeyError:
+            return self.headers.typed("CSeq", _typed_cseq)
 
     @property
     def contact(self) -> list[Contact]:
-        return self.headers.typed("Contact", _typed_contacts)
+        try:
+            return self.headers._cache["Contact"]  # type: ignore[return-value]
+        except KeyError:
+            return self.headers.typed("Contact", _typed_contacts)
 
     @property
     def route(self) -> list[NameAddr]:
@@ -284,69 +304,99 @@ def parse(data: bytes | bytearray | memoryview) -> Request | Response:
 
     Raises :class:`ParseError` for anything that is not a valid SIP message.
 
-    One pass over the header lines (each split at its colon, its name looked up in a
-    cache of names already validated), then the typed parse of the headers the stack
-    relies on, each through a one-regex fast path for the everyday shape with the general
-    parser behind it; the typed values are kept, so reading them later costs nothing.
-    Other headers stay text until asked for.
+    A head of the everyday shape (CRLF line ends, no folded lines, no other control
+    characters: told by counting control bytes) is split into lines at once; any other
+    head is unfolded and checked line by line first. Each header line is split at its
+    colon and its name looked up in a cache of names already validated; then what every
+    SIP element relies on is validated (see ``_validate``) and those typed values kept,
+    so reading them later costs nothing. Other headers stay text until asked for.
     """
     if type(data) is not bytes:
         if not isinstance(data, bytearray | memoryview):  # a caller's mistake, said as such
             raise ParseError(f"expected bytes, got {type(data).__name__}")
         data = bytes(data)
-    assert isinstance(data, bytes)
     if len(data) > MAX_MESSAGE_SIZE:
         raise ParseError(f"message of {len(data)} bytes exceeds {MAX_MESSAGE_SIZE}", status=513)
     if data[:1] in _CRLF_START:
         data = data.lstrip(_CRLF_CHARS)  # RFC 3261 §7.5: ignore CRLFs before the start line
     end = data.find(b"\r\n\r\n")
-    # the first "\r?\n\r?\n" ends the head: the usual CRLFCRLF unless a bare LF comes first
-    if end >= 0 and data.find(b"\n\n", 0, end) < 0 and data.find(b"\n\r\n", 0, end + 2) < 0:
-        head = data[:end].decode("utf-8", "surrogateescape")
-        body = data[end + 4 :]
-    else:  # bare LFs somewhere: the general rule
-        found_end = _HEAD_END.search(data)
-        if found_end is None:
-            raise ParseError("no empty line after the header fields")
-        head = data[: found_end.start()].decode("utf-8", "surrogateescape")
-        body = data[found_end.end() :]
+    if end >= 0:
+        raw = data[:end]
+        lines = raw.decode("utf-8", "surrogateescape").split("\r\n")
+        # no control bytes but the CRLFs between lines: then the first CRLFCRLF is
+        # where the head ends (no bare LF before it) and every line is whole
+        if len(raw) - len(raw.translate(None, _CONTROL_BYTES)) == 2 * len(lines) - 2:
+            message = _message(lines, data[end + 4 :])
+            if message is not None:
+                return message
+    found_end = _HEAD_END.search(data)  # the first "\r?\n\r?\n" ends the head
+    if found_end is None:
+        raise ParseError("no empty line after the header fields")
+    head = data[: found_end.start()].decode("utf-8", "surrogateescape")
     head = head.replace("\r\n", "\n")
     if "\n " in head or "\n\t" in head:
         head = _FOLD.sub(r"\1", head)
-    start_line, _, fields = head.partition("\n")
-    message = _parse_start_line(start_line)
-    if _CONTROL.search(fields) is not None:
-        _check_controls(fields)
-    lines = fields.split("\n") if fields else []
-    if len(lines) > MAX_HEADER_LINES:
+    if _CONTROL.search(head) is not None:
+        _check_controls(head.partition("\n")[2])
+    message = _message(head.split("\n"), data[found_end.end() :])
+    if message is None:
+        raise ParseError("malformed header section")
+    return message
+
+
+def _message(lines: list[str], body: bytes) -> Request | Response | None:
+    """The message of a head split into lines; None if a header line is folded."""
+    message = _start(lines[0])
+    if len(lines) > MAX_HEADER_LINES + 1:
         raise ParseError(f"more than {MAX_HEADER_LINES} header lines")
     items: list[tuple[str, str]] = []
     first: dict[str, str] = {}
     repeated: list[str] = []
     names = _NAMES
-    for line in lines:
-        raw, colon, value = line.partition(":")
+    for index in range(1, len(lines)):
+        raw, colon, value = lines[index].partition(":")
         name = names.get(raw)
         if name is None:
+            if raw[:1] in _LWS_START:
+                return None  # a continuation line: unfold first
             if not colon:
-                _raise_bad_line(fields)
-            name = _header_name(raw, fields)
+                _raise_bad_line(lines)
+            name = _header_name(raw, lines)
         value = value.strip(" \t")
         items.append((name, value))
         if name in first:
             repeated.append(name)
         else:
             first[name] = value
-    message.headers._items = items
-    _validate(message, first, repeated)
+    headers = Headers.__new__(Headers)
+    headers._items = items
+    cache: dict[str, object] = {}
+    headers._cache = cache
+    message.headers = headers
+    _validate(message, cache, first, repeated)
     length_text = first.get("Content-Length")
     if length_text is not None:
-        length = parse_uint(length_text, "Content-Length", MAX_MESSAGE_SIZE)
+        length = _uint(length_text, "Content-Length", MAX_MESSAGE_SIZE)
         if length > len(body):
             raise ParseError(f"Content-Length {length} larger than the {len(body)} body bytes")
-        body = body[:length]  # extra octets in a datagram are ignored (RFC 4475 §3.1.1.8)
+        if length < len(body):
+            body = body[:length]  # extra octets in a datagram are ignored (RFC 4475 §3.1.1.8)
     message.body = body
     return message
+
+
+_LWS_START = (" ", "\t")
+# C0 controls but HTAB, as bytes: what a plain head holds only as its CRLFs
+_CONTROL_BYTES = bytes(c for c in range(32) if c != 9)
+
+
+def _uint(text: str, what: str, limit: int) -> int:
+    """A header's unsigned number: ASCII digits only (``int`` would take any Unicode digit)."""
+    if len(text) <= 10 and text.isdigit() and text.isascii():
+        value = int(text)
+        if value <= limit:
+            return value
+    return parse_uint(text, what, limit)
 
 
 _CRLF_START = (b"\r", b"\n")
@@ -355,10 +405,10 @@ _CRLF_START = (b"\r", b"\n")
 _NAMES: dict[str, str] = {}
 
 
-def _header_name(raw: str, fields: str) -> str:
+def _header_name(raw: str, lines: list[str]) -> str:
     name = raw.rstrip(" \t")
     if not name or grammar.TOKEN_FULL.match(name) is None:
-        _raise_bad_line(fields)
+        _raise_bad_line(lines)
     canonical = canonical_name(name)
     if len(_NAMES) < 4096:  # names come from peers: bound the cache
         _NAMES[raw] = canonical
@@ -385,21 +435,32 @@ def _check_controls(fields: str) -> None:
                 )
 
 
-def _raise_bad_line(fields: str) -> None:
-    for number, line in enumerate(fields.split("\n"), start=2):
+def _raise_bad_line(lines: list[str]) -> None:
+    for number, line in enumerate(lines[1:], start=2):
         if grammar.HEADER_LINE.match(line) is None:
             raise ParseError(f"line {number}: not a header field: {line[:60]!r}")
     raise ParseError("malformed header section")
 
 
-def _parse_start_line(line: str) -> Request | Response:
+def _start(line: str) -> Request | Response:
+    """The message a start line begins, headers and body still empty."""
+    message: Request | Response
     if line.startswith("SIP/"):
         m = _STATUS_LINE.match(line)
         if m is None:
             if not line.startswith("SIP/2.0 "):
                 raise ParseError(f"unsupported SIP version in {line[:40]!r}", status=505)
             raise ParseError(f"bad status line {line[:60]!r}: expected 'SIP/2.0 NNN reason'")
-        return Response(int(m.group(1)), m.group(2) or "")
+        message = Response.__new__(Response)
+        message.status = int(m.group(1))
+        message.reason = m.group(2) or ""
+    else:
+        message = Request.__new__(Request)
+        message.method, message.uri = _request_line(line)
+    return message
+
+
+def _request_line(line: str) -> tuple[str, URI]:
     parts = line.split(" ")
     if len(parts) != 3:
         raise ParseError(
@@ -412,61 +473,68 @@ def _parse_start_line(line: str) -> Request | Response:
         if version.upper().startswith("SIP/"):
             raise ParseError(f"unsupported SIP version {version[:20]!r}", status=505)
         raise ParseError(f"bad SIP version {version[:20]!r} in request line")
-    too_long = uri_length_error(uri_text) if len(uri_text) > MAX_USER_LENGTH else None
-    if too_long is not None:
-        raise ParseError(f"Request-URI: {too_long}", status=414)
+    if len(uri_text) > MAX_USER_LENGTH:
+        too_long = uri_length_error(uri_text)
+        if too_long is not None:
+            raise ParseError(f"Request-URI: {too_long}", status=414)
     uri = parse_uri(uri_text)
-    if uri.is_sip and uri.headers:
+    if uri.headers and uri.is_sip:
         raise ParseError(f"Request-URI must not carry headers: {uri_text[:80]!r}")
-    return Request(method, uri)
+    return method, uri
 
 
-def _validate(message: Request | Response, first: dict[str, str], repeated: list[str]) -> None:
-    """Check what the stack relies on; the typed values parsed here stay cached."""
-    headers = message.headers
-    for name in _REQUIRED:
-        if name not in first:
-            raise ParseError(f"missing {name} header")
-    for name in repeated:
-        if name in _SINGLETON_SET:
-            raise ParseError(f"{name} header must occur once")
-    call_id = first["Call-ID"]
+def _validate(
+    message: Request | Response,
+    cache: dict[str, object],
+    first: dict[str, str],
+    repeated: list[str],
+) -> None:
+    """Check what the stack relies on; the typed values parsed here stay cached.
+
+    Route and Record-Route are parsed when first read (a ParseError then): only a
+    dialog's creation and a request's routing read them, and both answer 400 or fail
+    the request on a bad one. Every other header is checked here.
+    """
+    try:
+        via, from_, to = first["Via"], first["From"], first["To"]
+        call_id, cseq_text = first["Call-ID"], first["CSeq"]
+    except KeyError:
+        missing = next(name for name in _REQUIRED if name not in first)
+        raise ParseError(f"missing {missing} header") from None
+    if repeated:
+        for name in repeated:
+            if name in _SINGLETON_SET:
+                raise ParseError(f"{name} header must occur once")
     if grammar.CALL_ID_FULL.match(call_id) is None:
         raise ParseError(f"bad Call-ID {call_id[:60]!r}")
-    cache = headers._cache
-    multi = set(repeated)
-    via = first["Via"]
-    if "Via" not in multi and "," not in via:
+    cache["Call-ID"] = call_id
+    if "," not in via and (not repeated or "Via" not in repeated):
         if not via:
             raise ParseError("empty value in Via list")
         cache["Via"] = [parse_via(via)]
     else:
-        cache["Via"] = _typed_vias(headers, "Via")
-    cache["From"] = parse_name_addr(first["From"], "From")
-    cache["To"] = parse_name_addr(first["To"], "To")
-    cseq = cache["CSeq"] = parse_cseq(first["CSeq"])
+        cache["Via"] = _typed_vias(message.headers, "Via")
+    cache["From"] = name_addr(from_, "From", NameAddr)
+    cache["To"] = name_addr(to, "To", NameAddr)
+    cseq = cache["CSeq"] = parse_cseq(cseq_text)
     if type(message) is Request and cseq.method != message.method:
         raise ParseError(f"CSeq method {cseq.method!r} differs from {message.method!r}")
-    value = first.get("Max-Forwards")
-    if value is not None:
-        parse_uint(value, "Max-Forwards", 255)
-    value = first.get("Expires")
-    if value is not None:
-        parse_uint(value, "Expires", 2**32 - 1)
     contact = first.get("Contact")
     if contact is not None:
-        if "Contact" not in multi and "," not in contact and contact != "*":
+        if "," not in contact and contact != "*" and (not repeated or "Contact" not in repeated):
             if not contact:
                 raise ParseError("empty value in Contact list")
             cache["Contact"] = [parse_contact(contact)]
         else:
-            cache["Contact"] = _typed_contacts(headers, "Contact")
-    if "Route" in first:
-        cache["Route"] = _typed_name_addr_list(headers, "Route")
-    if "Record-Route" in first:
-        cache["Record-Route"] = _typed_name_addr_list(headers, "Record-Route")
+            cache["Contact"] = _typed_contacts(message.headers, "Contact")
+    value = first.get("Max-Forwards")
+    if value is not None:
+        _uint(value, "Max-Forwards", 255)
+    value = first.get("Expires")
+    if value is not None:
+        _uint(value, "Expires", 2**32 - 1)
     if "Warning" in first:
-        for value in headers.values("Warning"):
+        for value in message.headers.values("Warning"):
             if _WARNING.match(value) is None:
                 raise ParseError(f"bad Warning {value[:60]!r}: expected 'NNN agent \"text\"'")
     retry = first.get("Retry-After")

@@ -56,6 +56,7 @@ log = logging.getLogger(__name__)
 _CONTACT_METHODS = ("INVITE", "SUBSCRIBE", "REFER", "REGISTER", "UPDATE")
 IDLE_PROBE = 1.0  # s: the overload probe's period while nothing arrives
 _OVERLOAD_GUARDED = ("INVITE", "REGISTER")  # new ones are refused first under overload
+_DIALOG_CREATING = frozenset(("INVITE", "SUBSCRIBE", "REFER", "NOTIFY"))  # RFC 3261 §12.1, 6665
 ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, REFER, NOTIFY, SUBSCRIBE, MESSAGE, UPDATE"
 SCHEMES = ("sip", "sips", "tel")  # Request-URI schemes served; others get 416
 RequestHandler = Callable[["IncomingRequest"], Awaitable[None] | None]
@@ -770,6 +771,12 @@ class UserAgent:
         if request.method == "CANCEL":
             self._on_cancel(incoming)
             return
+        if request.method in _DIALOG_CREATING and request.to.tag is None:
+            try:  # parsed on first use: a bad one is refused before any handler runs
+                _ = request.record_route
+            except ParseError as exc:
+                incoming.respond_stateless(400, f"Bad Request ({exc})")
+                return
         unsupported = [
             option
             for option in request.headers.values("Require")

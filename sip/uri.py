@@ -261,9 +261,8 @@ def _parse_headers(text: str, source: str) -> dict[str, str]:
 # The everyday shape (sip:user@host:port;params, nothing escaped, no IPv6, no headers),
 # parsed by one regex; anything else takes the general path below.
 _COMMON = re.compile(
-    r"(sips?):(?:([A-Za-z0-9\-_.!~*'()&=+$,;?/]+)@)?"
-    r"((?:[A-Za-z0-9_](?:[A-Za-z0-9_\-]*[A-Za-z0-9_])?\.)*[A-Za-z0-9_](?:[A-Za-z0-9_\-]*[A-Za-z0-9_])?)"
-    r"(?::([0-9]{1,5}))?((?:;[A-Za-z0-9\-_.!~*'()\[\]/:&+$]+(?:=[A-Za-z0-9\-_.!~*'()\[\]/:&+$]+)?)*)\Z"
+    r"(sips?):(?:([A-Za-z0-9\-_.!~*'()&=+$,;?/]++)@)?(" + grammar.HOST_NAME + r")"
+    r"(?::([0-9]{1,5}+))?((?:;[A-Za-z0-9\-_.!~*'()\[\]/:&+$]++(?:=[A-Za-z0-9\-_.!~*'()\[\]/:&+$]++)?)*+)\Z"
 )
 
 
@@ -295,9 +294,10 @@ def parse_uri(text: str) -> URI:
         port = int(port_text) if port_text else None
         if port is None or port <= 65535:
             common: dict[str, str | None] = {}
-            for item in param_text[1:].split(";") if param_text else ():
-                name, sep, value = item.partition("=")
-                common[name.lower()] = value if sep else None
+            if param_text:
+                for item in param_text[1:].split(";"):
+                    name, sep, value = item.partition("=")
+                    common[name.lower()] = value if sep else None
             return URI(scheme, user, None, host, port, common)
     scheme, sep, rest = text.partition(":")
     if not sep or grammar.SCHEME_RE.match(scheme) is None:

@@ -49,6 +49,40 @@ def test_serialise_parse_is_stable(message: Request | Response) -> None:
         assert (parsed.status, parsed.reason) == (message.status, message.reason)
 
 
+def _typed_views(m: Request | Response) -> list[object]:
+    start = (m.method, str(m.uri)) if isinstance(m, Request) else (m.status, m.reason)
+    contact = [str(c) for c in m.contact] if "Contact" in m.headers else None
+    views = [str(v) for v in m.via], str(m.from_), str(m.to), m.call_id, m.cseq, contact
+    return [start, *views, list(m.headers), m.body, m.max_forwards]
+
+
+@given(messages(), st.sampled_from(["\n", "\r\n "]))
+@settings(suppress_health_check=[HealthCheck.too_slow])
+def test_the_plain_head_fast_path_equals_the_general_parser(
+    message: Request | Response, line_end: str
+) -> None:
+    """A head of CRLF lines takes the fast path; the same head with bare LF line ends, or
+    folded (every line continued on the next), is read by the general parser: same values."""
+    data = bytes(message)
+    head, _, body = data.partition(b"\r\n\r\n")
+    first, _, fields = head.partition(b"\r\n")
+    if line_end == "\n":
+        other = head.replace(b"\r\n", b"\n") + b"\n\n" + body
+    else:  # each header value folded after its colon
+        folded = b"\r\n".join(line.replace(b": ", b":\r\n ", 1) for line in fields.split(b"\r\n"))
+        other = first + b"\r\n" + folded + b"\r\n\r\n" + body
+    assert _typed_views(sip.parse(other)) == _typed_views(sip.parse(data))
+
+
+def test_route_and_record_route_are_parsed_when_first_read() -> None:
+    data = INVITE.replace(b"Max-Forwards: 70", b"Max-Forwards: 70\r\nRecord-Route: <sip:p;lr")
+    m = sip.parse(data)  # the transaction layer's headers are fine: it parses
+    with pytest.raises(ParseError, match="Record-Route"):
+        _ = m.record_route
+    good = sip.parse(data.replace(b"<sip:p;lr", b"<sip:p.example;lr>, <sip:q.example;lr>"))
+    assert [str(r.uri) for r in good.record_route] == ["sip:p.example;lr", "sip:q.example;lr"]
+
+
 @given(st.binary(max_size=2048))
 @example(b"")
 @example(b"\r\n\r\n")

@@ -221,6 +221,29 @@ async def test_options_and_malformed_datagram(pair: tuple[UserAgent, UserAgent])
     assert (await a.request("OPTIONS", uri(b))).status == 200  # still serving
 
 
+async def test_an_invite_with_a_bad_record_route_is_refused_400(
+    pair: tuple[UserAgent, UserAgent],
+) -> None:
+    """Record-Route is parsed on first read, not by ``parse``: the UA reads it before any
+    handler runs, so a dialog-creating request with a bad one is still answered 400."""
+    _, b = pair
+    calls = answer_all(b)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(2)
+        s.sendto(
+            b"INVITE sip:bob@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bKrr\r\n"
+            b"From: <sip:a@b>;tag=1\r\nTo: <sip:bob@127.0.0.1>\r\nCall-ID: rr\r\n"
+            b"CSeq: 1 INVITE\r\nContact: <sip:a@127.0.0.1:9>\r\n"
+            b"Record-Route: <sip:proxy;lr\r\nContent-Length: 0\r\n\r\n",
+            ("127.0.0.1", b.listeners[0].port),
+        )
+        data, _ = await asyncio.to_thread(s.recvfrom, 65535)
+    reply = sip.parse(data)
+    assert isinstance(reply, sip.Response) and reply.status == 400
+    assert "Record-Route" in reply.reason
+    assert calls == []  # no handler saw it
+
+
 async def test_unsupported_require_is_refused(pair: tuple[UserAgent, UserAgent]) -> None:
     a, b = pair
     answer_all(b)
