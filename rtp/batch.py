@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import functools
 import ipaddress
 import logging
 import socket
@@ -120,6 +121,7 @@ def mmsg_available() -> bool:
     return _MMSG_CALLS is not None
 
 
+@functools.lru_cache(maxsize=4096)  # a few peers' addresses, looked up per call
 def address_bytes(host: str) -> bytes:
     """``host`` as the 16 bytes the batch columns hold (IPv4 mapped into IPv6)."""
     ip = ipaddress.ip_address(host)

@@ -9,6 +9,7 @@ A name must be resolved first (``await ua.resolve(sip.parse_uri("sip:pbx.example
 from __future__ import annotations
 
 import errno
+import functools
 import ipaddress
 from typing import Any
 
@@ -32,13 +33,11 @@ def checked_destination(value: Any) -> Address:
         )
     if not isinstance(host, str):
         raise SipUsageError(f"destination {tuple(value)!r}: host must be a str ({_EXAMPLE})")
-    try:
-        ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
+    if not _is_ip(host.strip("[]")):
         raise SipUsageError(
             f"destination {tuple(value)!r}: host must be an IP address; resolve a name "
             "first: await ua.resolve(sip.parse_uri('sip:HOST'))"
-        ) from None
+        )
     if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
         raise SipUsageError(f"destination {tuple(value)!r}: port must be an int in 1-65535")
     if isinstance(value, tuple) and transport.islower() and "[" not in host:
@@ -59,3 +58,12 @@ def bind_error(spec: str, exc: OSError) -> BindError:
     error = BindError(f"{spec} {why}")
     error.errno = exc.errno
     return error
+
+
+@functools.lru_cache(maxsize=4096)  # the same few peers, checked at every send
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True

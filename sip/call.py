@@ -190,7 +190,7 @@ class Call:
         if self.session_timer is None:
             self.session_timer = SessionTimer(negotiated, self.ua.now())
             self._session_task = self.ua.spawn(self._run_session_timer())
-            log.info(
+            log.debug(
                 "event=session_timer call_id=%s interval=%d refresher=%s",
                 self.call_id,
                 negotiated.interval,
@@ -367,7 +367,7 @@ class Call:
         if ack is not None and self.destination is not None:
             self.ua.transport.send(ack, self.destination)
 
-    def _end(self, reason: str, *, quiet: bool = False) -> None:
+    def _end(self, reason: str) -> None:
         if self.state is CallState.ENDED:
             return
         self.state = CallState.ENDED
@@ -382,12 +382,7 @@ class Call:
             self.ua.calls.pop(self.dialog.id, None)
         self.ua._stray_handlers.pop(self.call_id, None)
         self.ended.set()
-        log.log(
-            logging.DEBUG if quiet else logging.INFO,
-            "event=call_ended call_id=%s reason=%s",
-            self.call_id,
-            reason,
-        )
+        log.debug("event=call_ended call_id=%s reason=%s", self.call_id, reason)
         self.on_end.emit(self)
         # the handlers close over whoever followed this call (the PBX's parties): let
         # go of them, so an ended call is freed when its last user drops it, not by the
@@ -431,8 +426,8 @@ class OutgoingCall(Call):
             for name, value in request_headers(settings):
                 invite.headers.add(name, value)
 
-    def _end(self, reason: str, *, quiet: bool = False) -> None:
-        super()._end(reason, quiet=quiet)
+    def _end(self, reason: str) -> None:
+        super()._end(reason)
         self.on_progress, self.on_offer = Listeners(), None  # closures over this call
 
     async def start(self, destination: Address | None = None) -> None:
@@ -702,7 +697,7 @@ class IncomingCall(Call):
             self.incoming.respond_stateless(status, reason, headers=headers)
         else:
             self.incoming.respond(status, reason, to_tag=self.to_tag, headers=headers)
-        self._end(f"rejected {status}", quiet=stateless)
+        self._end(f"rejected {status}")
 
     async def hangup(self) -> None:
         if self.state in (CallState.CALLING, CallState.EARLY):
@@ -710,9 +705,9 @@ class IncomingCall(Call):
         else:
             await self.bye()
 
-    def _end(self, reason: str, *, quiet: bool = False) -> None:
+    def _end(self, reason: str) -> None:
         self.ua.ringing.pop(self.incoming.transaction, None)
-        super()._end(reason, quiet=quiet)
+        super()._end(reason)
 
     def _on_cancel(self) -> None:
         if self.state not in (CallState.CALLING, CallState.EARLY):

@@ -7,10 +7,10 @@ updates the remote target.
 
 from __future__ import annotations
 
-import secrets
 from dataclasses import dataclass, field
 from enum import Enum
 
+from . import entropy
 from .errors import ParseError
 from .headers import Headers, NameAddr
 from .message import Request, Response
@@ -21,11 +21,11 @@ TARGET_REFRESH = frozenset(("INVITE", "UPDATE", "SUBSCRIBE", "NOTIFY", "REFER"))
 
 
 def new_tag() -> str:
-    return secrets.token_hex(6)
+    return entropy.token_hex(6)
 
 
 def new_call_id(host: str) -> str:
-    return f"{secrets.token_hex(12)}@{host}"
+    return f"{entropy.token_hex(12)}@{host}"
 
 
 def _untagged(address: NameAddr) -> NameAddr:
@@ -106,7 +106,7 @@ class Dialog:
             _untagged(request.from_),
             contacts[0].uri.copy(),
             [r.copy() for r in request.record_route],
-            local_seq=secrets.randbelow(2**16) + 1,
+            local_seq=entropy.randbits(16) + 1,
             remote_seq=request.cseq.seq,
             secure=request.uri.scheme == "sips",
             local_contact=local_contact,

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import heapq
 import itertools
-import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 
+from . import entropy
 from .headers import Headers
 from .message import Request, Response
 
@@ -28,7 +28,7 @@ Address = tuple[str, str, int]
 
 
 def new_branch() -> str:
-    return BRANCH_COOKIE + secrets.token_hex(8)
+    return BRANCH_COOKIE + entropy.token_hex(8)
 
 
 def is_reliable(address: Address) -> bool:

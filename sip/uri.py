@@ -38,7 +38,15 @@ def _unescape(text: str, what: str, source: str) -> str:
 
 
 def _escape(text: str, safe: str) -> str:
+    plain = _PLAIN.get(safe)
+    if plain is None:  # what quote() leaves alone: its always-safe characters and ``safe``
+        plain = _PLAIN[safe] = re.compile(f"[A-Za-z0-9_.~{re.escape(safe)}-]*\\Z")
+    if plain.match(text) is not None:  # nearly every URI: nothing to escape
+        return text
     return _pct_quote(text, safe=safe, encoding="utf-8", errors="surrogateescape")
+
+
+_PLAIN: dict[str, re.Pattern[str]] = {}
 
 
 def _allowed(chars: str) -> re.Pattern[str]:

@@ -20,17 +20,13 @@ registration storm costs the loop a dict update per REGISTER, not a commit.
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import sqlite3
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from .batch_writer import BatchWriter
 from .private_files import private_dir, private_file
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,64 +123,39 @@ class SqliteBindingStore:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._db: sqlite3.Connection | None = None  # used on the worker thread only
-        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bindings")
-        # changes not yet handed to the worker, one per binding (None: delete it)
-        self._pending: dict[tuple[str, str], StoredBinding | None] = {}
-        self._writing: asyncio.Future[None] | None = None
-        self.writes = 0  # changes queued
-        self.batches = 0  # transactions the worker committed
-        self.closed = False
+        self._db: sqlite3.Connection | None = None  # used on the writer's thread only
+        # changes by binding (None: delete it), coalesced until handed to the thread
+        self._writer: BatchWriter[tuple[str, str], StoredBinding | None] = BatchWriter(
+            "bindings", self._write
+        )
+
+    @property
+    def writes(self) -> int:
+        """Changes queued since the start."""
+        return self._writer.queued
+
+    @property
+    def batches(self) -> int:
+        """Transactions written since the start."""
+        return self._writer.batches
 
     # -- the loop's side ------------------------------------------------------------------
 
     def put(self, binding: StoredBinding) -> None:
-        self._queue(binding.key, binding)
+        self._writer.queue(binding.key, binding)
 
     def delete(self, aor: str, device: str) -> None:
-        self._queue((aor, device), None)
-
-    def _queue(self, key: tuple[str, str], row: StoredBinding | None) -> None:
-        if self.closed:  # the PBX has stopped: nothing more is kept
-            log.debug("event=bindings_write_after_close key=%s", key)
-            return
-        self._pending[key] = row
-        self.writes += 1
-        if self._writing is None:
-            self._hand_over()
-
-    def _hand_over(self) -> None:
-        batch, self._pending = self._pending, {}
-        loop = asyncio.get_running_loop()
-        self._writing = loop.run_in_executor(self._worker, self._write, batch)
-        self._writing.add_done_callback(self._written)
-
-    def _written(self, done: asyncio.Future[None]) -> None:
-        self._writing = None
-        if not done.cancelled() and done.exception() is not None:
-            log.error("event=bindings_write_failed path=%s error=%s", self.path, done.exception())
-        if self._pending:
-            self._hand_over()
+        self._writer.queue((aor, device), None)
 
     async def flush(self) -> None:
-        while self._writing is not None or self._pending:
-            if self._writing is None:
-                self._hand_over()
-            assert self._writing is not None
-            await asyncio.wait({self._writing})
+        await self._writer.flush()
 
     async def load(self) -> list[StoredBinding]:
-        await self.flush()
-        return await asyncio.get_running_loop().run_in_executor(self._worker, self._load)
+        return await self._writer.run(self._load)
 
     async def close(self) -> None:
         """Flush and release the file (a second call does nothing)."""
-        if self.closed:
-            return
-        await self.flush()
-        self.closed = True
-        await asyncio.get_running_loop().run_in_executor(self._worker, self._close)
-        self._worker.shutdown(wait=False)
+        await self._writer.close(self._close)
 
     # -- the worker's side ----------------------------------------------------------------
 
@@ -225,7 +196,6 @@ class SqliteBindingStore:
                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (*values, b.call_id, b.cseq, b.user_agent, b.q, b.instance),
                 )
-        self.batches += 1
 
     def _close(self) -> None:
         if self._db is not None:

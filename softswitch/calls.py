@@ -119,7 +119,7 @@ def bridge(a: Party, b: Party) -> None:
     a.peer, b.peer = b, a
     a.leg.dtmf_peer, b.leg.dtmf_peer = b.leg, a.leg  # keys pass through (RFC 4733 or tones)
     refresh_media(a)
-    log.info(
+    log.info(  # which codecs meet (a transcoded bridge shows here): kept at INFO
         "event=bridged a=%s b=%s codec_a=%s codec_b=%s",
         a.label,
         b.label,

@@ -37,7 +37,6 @@ from __future__ import annotations
 import itertools
 import logging
 import random
-import secrets
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -68,6 +67,7 @@ from rtp.packet import (
 )
 from rtp.source_policy import REASONS, UNEXPECTED, BurstGate
 from rtp.stats import ntp_timestamp, report_block, rtcp_interval
+from sip import entropy
 
 from .media_leg import LegCounters, LegStream, MediaLeg
 from .media_ports import AFTERLIFE, ENDED, Poller, PortPair, behind_nat, ip16
@@ -170,6 +170,7 @@ _COLUMNS = {  # name: (dtype, fill)
     # taken from it (-1: any)
     "ssrc_guard": (np.int64, -1),
     "pair_id": (np.int64, -1),  # the port pair the leg sends from (MediaEngine._pair_by_id)
+    "in_use": (np.bool_, False),  # a leg holds the row (the tick's rows: where this is set)
     "contest_flag": (np.bool_, False),  # another leg contests an address this one holds
     # RFC 3550 receiver statistics
     "base": (np.int64, -1),
@@ -216,6 +217,7 @@ class MediaEngine:
     ssrc_guard: Ints
     pair_id: Ints
     contest_flag: npt.NDArray[np.bool_]
+    in_use: npt.NDArray[np.bool_]
     base: Ints
     stats_ssrc: Ints
     audio_in: Ints
@@ -381,7 +383,7 @@ class MediaEngine:
         self._identify(pair)
         self._poller.add(pair.rtp.sock.fileno(), pair.rtcp.sock.fileno())
         self.stats["own_ports"] += 1
-        log.info("event=rtp_own_port port=%d reason=%s", pair.port, reason)
+        log.debug("event=rtp_own_port port=%d reason=%s", pair.port, reason)
         return pair
 
     def _add(self, pair: PortPair) -> MediaLeg:
@@ -399,11 +401,12 @@ class MediaEngine:
         self.frames[row] = 0  # nothing of the row's last leg is concealed into this one
         self._prior[row] = 0
         self.jitter.clear(np.array([row]))
-        self.seq[row] = secrets.randbits(16)
-        self.ts[row] = secrets.randbits(32)
+        self.seq[row] = entropy.randbits(16)
+        self.ts[row] = entropy.randbits(32)
         self.ssrc[row] = leg.ssrc
         self.pair_id[row] = pair.id
         self.sending[row] = False
+        self.in_use[row] = True
         self._rows_dirty = True
         self._decode_dirty = True
         self.clock.wake()
@@ -443,6 +446,7 @@ class MediaEngine:
         self._audio_users.discard(leg)
         self.decode_flag[leg.row] = False
         self._decode_dirty = True
+        self.in_use[leg.row] = False
         self._free.append(leg.row)
         self._rows_dirty = True
 
@@ -517,7 +521,6 @@ class MediaEngine:
         leg.ports = pair
         self.pair_id[leg.row] = pair.id
         self._claim(leg)
-        self._rows_dirty = True
 
     def settled(self, leg: MediaLeg, address: Address) -> None:
         """``leg``'s phone now sends elsewhere than ``address`` (its re-INVITE was
@@ -684,7 +687,7 @@ class MediaEngine:
 
     def _tick(self, tick: int) -> None:
         if self._rows_dirty:  # legs came or went: the tick's rows, remade once
-            self.rows = np.array(sorted(leg.row for leg in self.legs), dtype=np.int64)
+            self.rows = np.flatnonzero(self.in_use)
             self._rows_dirty = False
             self._decode_dirty = True
         if not len(self.rows) and not self._mixers:
@@ -999,7 +1002,7 @@ class MediaEngine:
         return out.payload[i, : out.length[i]].tobytes()
 
     def _plan(self) -> None:
-        self._relay_rows = np.array(sorted(leg.row for leg in self._relays), dtype=np.int64)
+        self._relay_rows = np.flatnonzero(self.relay_from >= 0)
         self._plan_dirty = False
 
     def _send(self, tick: int) -> None:

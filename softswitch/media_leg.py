@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ from rtp.jitter_rows import FRAME, LOST
 from rtp.packet import (
     ReportBlock,
 )
+from sip import entropy
 
 from .media_ports import PortPair
 from .media_sources import LegSource, PlayerSource, Source
@@ -90,8 +90,8 @@ class MediaLeg:
         self.payload_type = 0
         self.accepted_pts: set[int] = set()
         self.dtmf_pt: int | None = None
-        self.ssrc = secrets.randbits(32)
-        self.cname = f"{secrets.token_hex(6)}@softswitch"
+        self.ssrc = entropy.randbits(32)
+        self.cname = f"{entropy.token_hex(6)}@softswitch"
         self._source: Source | None = None
         self._sending = True  # False while the peer holds us (sendonly/inactive from it)
         self.taps: list[Callable[[Samples], None]] = []

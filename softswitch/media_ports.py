@@ -4,6 +4,7 @@ which leg a source address belongs to there (see :mod:`softswitch.media_engine`)
 from __future__ import annotations
 
 import contextlib
+import functools
 import ipaddress
 import select
 import socket
@@ -41,6 +42,7 @@ _UNSPECIFIED = ("", "0.0.0.0", "::")
 _SO_MEMINFO = 55  # Linux: the socket's memory counters, drops among them
 
 
+@functools.lru_cache(maxsize=4096)  # the same phones' addresses, call after call
 def behind_nat(sdp_ip: str, signalling: str | None) -> bool:
     """Whether a phone's media is likely to come from its signalling IP rather than its
     SDP's: a private (or unusable) SDP address and SIP from elsewhere."""

@@ -356,7 +356,7 @@ class Pbx:
         try:
             dial = Dial(party, dialled, caller, on_behalf=caller, called=called)
             outcome = await self.svc.dial(dial)
-            log.info("event=routed dialled=%s outcome=%s", dialled, type(outcome).__name__)
+            log.debug("event=routed dialled=%s outcome=%s", dialled, type(outcome).__name__)
             if isinstance(outcome, Failed) and outcome.status == 403:  # not permitted
                 reason = f"{dialled}: {outcome.reason or 'Forbidden'}"
                 self.ua.security_event(

@@ -8,7 +8,7 @@ features is an error naming both, and every destination the configuration names
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from .config import Config, ConfigError, User
@@ -67,6 +67,7 @@ class Registry:
         self.in_dialog: dict[str, InDialogHandler] = {}
         self.hints: dict[str, Hint] = {}
         self.listeners: list[CallListener] = []
+        self._handlers: dict[str, list[Callable[..., None]]] = {}
         self.checks: list[CallCheck] = []
         self.owners: dict[str, str] = {}  # "number 600" -> feature name
         problems: list[str] = []
@@ -143,3 +144,17 @@ class Registry:
 
     def feature(self, name: str) -> Feature | None:
         return next((f for f in self.features if type(f).name == name), None)
+
+    def handlers(self, event: str) -> list[Callable[..., None]]:
+        """The listeners' methods for ``event`` that do something: those overriding the
+        no-op of :class:`CallListener` (most features follow a few events of a dozen,
+        and a call emits several), found once per registry."""
+        found = self._handlers.get(event)
+        if found is None:
+            noop = getattr(CallListener, event)
+            found = self._handlers[event] = [
+                getattr(listener, event)
+                for listener in self.listeners
+                if getattr(type(listener), event, noop) is not noop
+            ]
+        return found

@@ -151,11 +151,12 @@ class Services(OfficeView):
 
     def emit(self, event: str, *args: Any) -> None:
         """Tell every feature's listener (``ringing``, ``answered``, ``bridged``...)."""
-        for listener in self.registry.listeners:
+        for handler in self.registry.handlers(event):
             try:
-                getattr(listener, event)(*args)
+                handler(*args)
             except Exception:
-                log.exception("event=listener_failed listener=%r event=%s", listener, event)
+                owner = getattr(handler, "__self__", handler)
+                log.exception("event=listener_failed listener=%r event=%s", owner, event)
 
     @property
     def web(self) -> WebHost:

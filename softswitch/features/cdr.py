@@ -19,9 +19,12 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import functools
 import io
+import itertools
 import logging
 import sqlite3
+import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -33,6 +36,7 @@ from pydantic import Field
 
 import sip
 
+from ..batch_writer import BatchWriter
 from ..feature import BaseFeature, CallListener, Dial, Failed, Outcome
 from ..model import Strict
 from ..private_files import private_file
@@ -153,12 +157,18 @@ class Filter:
 
 
 class CdrStore:
+    """The call history file. The daemon writes it from a thread of its own (see
+    :class:`CallHistory`) and reads it on the loop (a query is one indexed SELECT), so the
+    connection is shared under a lock; the console opens its own."""
+
     def __init__(self, data_dir: Path) -> None:
-        self.db = sqlite3.connect(str(private_file(data_dir / "cdr.sqlite")))
-        # a row per call, written from the event loop: with a write-ahead log and
-        # synchronous=NORMAL a commit is an append, not a journal file created, synced and
-        # deleted (several fsyncs that stalled every call in progress); a crash keeps the
-        # file consistent and loses at most the last rows since a checkpoint
+        self.db = sqlite3.connect(
+            str(private_file(data_dir / "cdr.sqlite")), check_same_thread=False
+        )
+        self._lock = threading.Lock()
+        # with a write-ahead log and synchronous=NORMAL a commit is an append, not a
+        # journal file created, synced and deleted; a crash keeps the file consistent and
+        # loses at most the last rows since a checkpoint
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.execute("PRAGMA journal_size_limit=1048576")
@@ -170,32 +180,40 @@ class CdrStore:
         self.db.commit()
 
     def close(self) -> None:
-        self.db.close()
+        with self._lock:
+            self.db.close()
 
     def add(self, record: CallRecord) -> int:
-        cursor = self.db.execute(
-            'INSERT INTO calls (call_id, start, answer, "end", caller, caller_name, dialled,'
-            " destination, disposition, duration, chain, queue, queue_wait, queue_outcome)"
-            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            (
-                record.call_id,
-                record.start,
-                record.answer,
-                record.end,
-                record.caller,
-                record.caller_name,
-                record.dialled,
-                record.destination,
-                record.disposition,
-                record.duration,
-                record.chain,
-                record.queue,
-                record.queue_wait,
-                record.queue_outcome,
-            ),
-        )
-        self.db.commit()
-        return int(cursor.lastrowid or 0)
+        return self.add_many([record])[0]
+
+    def add_many(self, records: Iterable[CallRecord]) -> list[int]:
+        """Insert the rows in one transaction; their ids, in order."""
+        ids: list[int] = []
+        with self._lock, self.db:
+            for r in records:
+                cursor = self.db.execute(
+                    'INSERT INTO calls (call_id, start, answer, "end", caller, caller_name,'
+                    " dialled, destination, disposition, duration, chain, queue, queue_wait,"
+                    " queue_outcome) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    (
+                        r.call_id,
+                        r.start,
+                        r.answer,
+                        r.end,
+                        r.caller,
+                        r.caller_name,
+                        r.dialled,
+                        r.destination,
+                        r.disposition,
+                        r.duration,
+                        r.chain,
+                        r.queue,
+                        r.queue_wait,
+                        r.queue_outcome,
+                    ),
+                )
+                ids.append(int(cursor.lastrowid or 0))
+        return ids
 
     def query(self, where: Filter) -> list[CallRecord]:
         clauses, args = _where(where)
@@ -205,12 +223,13 @@ class CdrStore:
             + " ORDER BY start DESC, id DESC LIMIT ? OFFSET ?"
         )
         limit = max(1, min(where.limit, MAX_ROWS))
-        rows = self.db.execute(sql, [*args, limit, max(0, where.offset)]).fetchall()
+        with self._lock:
+            rows = self.db.execute(sql, [*args, limit, max(0, where.offset)]).fetchall()
         return [CallRecord(*row) for row in rows]
 
     def purge(self, before: float) -> int:
-        cursor = self.db.execute("DELETE FROM calls WHERE start < ?", (before,))
-        self.db.commit()
+        with self._lock, self.db:
+            cursor = self.db.execute("DELETE FROM calls WHERE start < ?", (before,))
         return cursor.rowcount
 
 
@@ -329,14 +348,38 @@ def disposition(call: _Open) -> str:
     return "no answer"  # the caller hung up before anything answered
 
 
+_row_keys = itertools.count()  # the writer's keys: every row its own
+
+
+def _write(store: CdrStore, batch: dict[int, CallRecord]) -> None:
+    """The writer thread's work: a batch of rows in one transaction, each logged."""
+    try:
+        ids = store.add_many(batch.values())
+    except sqlite3.Error as exc:
+        for record in batch.values():
+            log.error("event=cdr_write_failed call_id=%s error=%s", record.call_id, exc)
+        return
+    for row, record in zip(ids, batch.values(), strict=True):
+        log.info(
+            "event=cdr id=%d caller=%s dialled=%s disposition=%s",
+            row,
+            record.caller,
+            record.dialled,
+            record.disposition.replace(" ", "_"),
+        )
+
+
 class CallHistory(BaseFeature, CallListener):
     name = "cdr"
     section = "cdr"
     config_model = CdrSettings
-    state = ("store", "calls", "peers")
+    state = ("store", "writer", "calls", "peers")
 
     def __post_init__(self) -> None:
         self.store: CdrStore | None = None
+        # rows are written by a thread of their own, a batch per transaction: a call's end
+        # costs the loop a queued row, not a commit
+        self.writer: BatchWriter[int, CallRecord] | None = None
         self.calls: dict[Party, _Open] = {}  # open rows, by the party whose row it is
         self.peers: dict[Party, Party] = {}  # whom each bridged party talks to (last bridge)
 
@@ -351,19 +394,24 @@ class CallHistory(BaseFeature, CallListener):
     async def start(self, svc: Services) -> None:
         await super().start(svc)
         svc.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        self.store = CdrStore(svc.data_dir)
+        store = self.store = CdrStore(svc.data_dir)
+        self.writer = BatchWriter("cdr", lambda batch: _write(store, batch))
         svc.spawn(self._retention())
 
     async def stop(self) -> None:
-        if self.store is not None:
+        if self.writer is not None and self.store is not None:
+            await self.writer.close(self.store.close)
+        elif self.store is not None:
             self.store.close()
-            self.store = None
+        self.store = self.writer = None
 
     async def _retention(self) -> None:
         while True:
-            if self.store is not None:
+            store, writer = self.store, self.writer
+            if store is not None and writer is not None:
                 days = self.options.retention_days
-                gone = self.store.purge(time.time() - days * 86400)
+                before = time.time() - days * 86400
+                gone = await writer.run(functools.partial(store.purge, before))
                 if gone:
                     log.info("event=cdr_purged rows=%d retention_days=%d", gone, days)
             await asyncio.sleep(3600)
@@ -498,7 +546,7 @@ class CallHistory(BaseFeature, CallListener):
         call = self.calls.pop(party, None)
         if call is None:
             return
-        if self.store is None:
+        if self.writer is None:
             return
         result = disposition(call)
         talked = call.answer is not None and result != "no answer"
@@ -519,15 +567,5 @@ class CallHistory(BaseFeature, CallListener):
             queue_wait=call.queue_wait,
             queue_outcome=call.queue_outcome,
         )
-        try:
-            row = self.store.add(record)
-        except sqlite3.Error as exc:
-            log.error("event=cdr_write_failed call_id=%s error=%s", call.call_id, exc)
-            return
-        log.info(
-            "event=cdr id=%d caller=%s dialled=%s disposition=%s",
-            row,
-            record.caller,
-            record.dialled,
-            record.disposition.replace(" ", "_"),
-        )
+        if self.writer is not None:
+            self.writer.queue(next(_row_keys), record)

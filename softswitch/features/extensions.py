@@ -124,7 +124,7 @@ class Extensions(BaseFeature):
                 for t in step.targets
             ]
             result = await svc.ring(dial.party, targets, step.ring_seconds)
-            log.info(
+            log.debug(
                 "event=ring_outcome callee=%s step=%s outcome=%s",
                 user.extension,
                 ",".join(step.targets),
