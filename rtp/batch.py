@@ -154,9 +154,31 @@ class Batch:
         self.ip = np.zeros((capacity, 16), dtype=np.uint8)
         self.port = np.zeros(capacity, dtype=np.int64)
         self.count = 0
+        self._vectors: tuple[Any, Any, Bytes] | None = None
 
     def clear(self) -> None:
         self.count = 0
+
+    def vectors(self) -> tuple[Any, Any, Bytes]:
+        """mmsghdr, iovec and sockaddr arrays pointing at the rows, for recvmmsg and
+        sendmmsg (made once: the pointers stay valid while the arrays live). Every socket
+        that fills or sends this batch uses them in turn — one system call at a time, so
+        nothing is shared at once — rather than a set of its own per socket: an engine's
+        batch has thousands of rows and a call's own port pair two sockets."""
+        if self._vectors is None:
+            n = self.capacity
+            mmsg = np.zeros(n, dtype=MMSG)
+            iov = np.zeros(n, dtype=IOVEC)
+            names = np.zeros((n, NAME), dtype=np.uint8)
+            rows = np.arange(n, dtype=np.uint64)
+            iov["iov_base"] = np.uint64(self.data.ctypes.data) + rows * np.uint64(self.slot)
+            iov["iov_len"] = self.slot
+            mmsg["msg_name"] = np.uint64(names.ctypes.data) + rows * np.uint64(NAME)
+            mmsg["msg_namelen"] = NAME
+            mmsg["msg_iov"] = np.uint64(iov.ctypes.data) + rows * np.uint64(IOVEC.itemsize)
+            mmsg["msg_iovlen"] = 1
+            self._vectors = (mmsg, iov, names)
+        return self._vectors
 
 
 class BatchSocket:
@@ -179,38 +201,10 @@ class BatchSocket:
         self.sent = 0
         self.dropped = 0  # a send that would block, or the peer unreachable: dropped
         self.calls = 0  # system calls made (for benchmarks and tests)
-        # per batch: (the batch, kept alive for the pointers), mmsghdr, iovec, sockaddr
-        self._vectors: dict[int, tuple[Batch, Any, Any, Bytes]] = {}
         self._scratch_vec: Any = None
 
     def close(self) -> None:
-        self._vectors.clear()
         self.sock.close()
-
-    # -- kernel vectors for a batch's rows ----------------------------------------------
-
-    def _vector(self, batch: Batch) -> tuple[Any, Any, Bytes]:
-        """mmsghdr, iovec and sockaddr arrays pointing at ``batch``'s rows (made once per
-        batch, kept: the pointers stay valid while the batch's arrays live)."""
-        key = id(batch)
-        vec = self._vectors.get(key)
-        if vec is not None and vec[0] is batch:
-            return vec[1:]
-        n = batch.capacity
-        mmsg = np.zeros(n, dtype=MMSG)
-        iov = np.zeros(n, dtype=IOVEC)
-        names = np.zeros((n, NAME), dtype=np.uint8)
-        rows = np.arange(n, dtype=np.uint64)
-        iov["iov_base"] = np.uint64(batch.data.ctypes.data) + rows * np.uint64(batch.slot)
-        iov["iov_len"] = batch.slot
-        mmsg["msg_name"] = np.uint64(names.ctypes.data) + rows * np.uint64(NAME)
-        mmsg["msg_namelen"] = NAME
-        mmsg["msg_iov"] = np.uint64(iov.ctypes.data) + rows * np.uint64(IOVEC.itemsize)
-        mmsg["msg_iovlen"] = 1
-        if len(self._vectors) > 4:
-            self._vectors.clear()
-        self._vectors[key] = (batch, mmsg, iov, names)
-        return mmsg, iov, names
 
     # -- receiving ------------------------------------------------------------------------
 
@@ -232,7 +226,7 @@ class BatchSocket:
     def _receive_mmsg(self, batch: Batch, start: int, free: int) -> int:
         assert _MMSG_CALLS is not None
         recvmmsg = _MMSG_CALLS[0]
-        mmsg, _, names = self._vector(batch)
+        mmsg, _, names = batch.vectors()
         got = 0
         while got < free:
             want = min(self.chunk, free - got)
@@ -314,7 +308,7 @@ class BatchSocket:
     ) -> int:
         assert _MMSG_CALLS is not None
         sendmmsg = _MMSG_CALLS[1]
-        mmsg, iov, names = self._vector(batch)
+        mmsg, iov, names = batch.vectors()
         # a contiguous run of message headers for the chosen rows: they are copied to the
         # head of a scratch vector (rows may be scattered)
         n = len(rows)
