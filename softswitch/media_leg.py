@@ -451,7 +451,8 @@ class MediaLeg:
         # ended call is freed at once rather than by the cycle collector
         self._source = self.dtmf_peer = self.key_filter = None
         self.taps = []
-        self.on_rejected_source = None
+        # the PBX's hooks close over the call's party, which holds this leg
+        self.on_rejected_source = self.on_contested = None
         for other in list(self.dependents):
             self.engine._classify(other)
         self.dependents.clear()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import re
 import signal
 import socket
@@ -402,6 +403,58 @@ class OnePortPhone(SoftPhone):
     async def stop(self) -> None:
         await super().stop()
         self.sock.close()
+
+
+class SilentOnePortPhone(OnePortPhone):
+    """A OnePortPhone that sends no RTP, as SIPp's uas: its second call stays contested."""
+
+    async def _media(self) -> None:
+        await asyncio.Event().wait()
+
+
+async def test_a_contested_call_that_never_moves_is_freed_without_the_cycle_collector(
+    pbx: Pbx,
+) -> None:
+    """Bob answers two calls from one RTP address and sends nothing from it (SIPp's uas):
+    the second call's leg stays contested, its move hook set and never fired. That hook
+    closes over the call's party, which holds the leg: unless the leg drops it on close,
+    every such call is a cycle, left for the full collection the daemon runs only when no
+    call is up — 100 MB a minute of RSS at 50 calls/s in the soak."""
+    port = pbx.ua.listeners[0].port
+    alice = SoftPhone("100", "alice100", port, 1000.0)
+    carol = SoftPhone("102", "carol102", port, 800.0)
+    bob = SilentOnePortPhone("101", "bob101", port, "127.0.42.2")
+    for p in (alice, carol, bob):
+        await p.start()
+    gc.collect()
+    gc.set_debug(gc.DEBUG_SAVEALL)  # what the collector finds is kept for us to look at
+    try:
+        first = await alice.call("101")
+        second = await carol.call("101")
+        await asyncio.sleep(0.3)
+        contested = [leg for leg in pbx.engine.legs if leg.contested is not None]
+        assert contested and contested[0].on_contested is not None
+        del contested
+        for call in (first, second):
+            await call.bye()
+        for _ in range(100):
+            if not pbx.parties:
+                break
+            await asyncio.sleep(0.05)
+        assert not pbx.parties
+        await asyncio.sleep(0.2)
+        gc.collect()
+        found = [
+            type(o).__qualname__
+            for o in gc.garbage
+            if type(o).__module__.startswith(("softswitch.", "sip."))
+        ]
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        for p in (alice, carol, bob):
+            await p.stop()
+    assert not found, f"freed only by the cycle collector: {sorted(set(found))}"
 
 
 async def test_a_callee_answering_two_calls_from_one_address_gets_a_port_for_the_second(
