@@ -405,6 +405,16 @@ class OnePortPhone(SoftPhone):
         self.sock.close()
 
 
+async def _two_callers_and(pbx: Pbx, bob: OnePortPhone) -> tuple[SoftPhone, SoftPhone]:
+    """Alice (100) and Carol (102) started beside ``bob``, who is started too."""
+    port = pbx.ua.listeners[0].port
+    alice = SoftPhone("100", "alice100", port, 1000.0)
+    carol = SoftPhone("102", "carol102", port, 800.0)
+    for p in (alice, carol, bob):
+        await p.start()
+    return alice, carol
+
+
 class SilentOnePortPhone(OnePortPhone):
     """A OnePortPhone that sends no RTP, as SIPp's uas: its second call stays contested."""
 
@@ -420,12 +430,8 @@ async def test_a_contested_call_that_never_moves_is_freed_without_the_cycle_coll
     closes over the call's party, which holds the leg: unless the leg drops it on close,
     every such call is a cycle, left for the full collection the daemon runs only when no
     call is up — 100 MB a minute of RSS at 50 calls/s in the soak."""
-    port = pbx.ua.listeners[0].port
-    alice = SoftPhone("100", "alice100", port, 1000.0)
-    carol = SoftPhone("102", "carol102", port, 800.0)
-    bob = SilentOnePortPhone("101", "bob101", port, "127.0.42.2")
-    for p in (alice, carol, bob):
-        await p.start()
+    bob = SilentOnePortPhone("101", "bob101", pbx.ua.listeners[0].port, "127.0.42.2")
+    alice, carol = await _two_callers_and(pbx, bob)
     gc.collect()
     gc.set_debug(gc.DEBUG_SAVEALL)  # what the collector finds is kept for us to look at
     try:
@@ -465,12 +471,8 @@ async def test_a_callee_answering_two_calls_from_one_address_gets_a_port_for_the
     keeps the address (and only its own stream from it); once RTP comes from there for
     both, the second call's leg moves to a port of its own and a re-INVITE tells Bob's
     UA. Each caller hears only her call: Alice 700 Hz, Carol 1300 Hz."""
-    port = pbx.ua.listeners[0].port
-    alice = SoftPhone("100", "alice100", port, 1000.0)
-    carol = SoftPhone("102", "carol102", port, 800.0)
-    bob = OnePortPhone("101", "bob101", port, "127.0.42.1")
-    for p in (alice, carol, bob):
-        await p.start()
+    bob = OnePortPhone("101", "bob101", pbx.ua.listeners[0].port, "127.0.42.1")
+    alice, carol = await _two_callers_and(pbx, bob)
     try:
         await alice.call("101")
         await asyncio.sleep(0.6)  # Bob's first stream is heard (latched)
