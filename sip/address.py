@@ -33,7 +33,7 @@ def checked_destination(value: Any) -> Address:
         )
     if not isinstance(host, str):
         raise SipUsageError(f"destination {tuple(value)!r}: host must be a str ({_EXAMPLE})")
-    if not _is_ip(host.strip("[]")):
+    if not is_ip(host.strip("[]")):
         raise SipUsageError(
             f"destination {tuple(value)!r}: host must be an IP address; resolve a name "
             "first: await ua.resolve(sip.parse_uri('sip:HOST'))"
@@ -61,7 +61,8 @@ def bind_error(spec: str, exc: OSError) -> BindError:
 
 
 @functools.lru_cache(maxsize=4096)  # the same few peers, checked at every send
-def _is_ip(host: str) -> bool:
+def is_ip(host: str) -> bool:
+    """Whether ``host`` is an IPv4 or IPv6 address (no brackets), not a name."""
     try:
         ipaddress.ip_address(host)
     except ValueError:

@@ -15,7 +15,7 @@ from typing import NamedTuple, TypeVar
 from . import grammar
 from .errors import ParseError
 from .uri import _COMMON as _COMMON_URI
-from .uri import MAX_USER_LENGTH, URI, parse_uri, split_hostport
+from .uri import MAX_USER_LENGTH, URI, parse_uri, split_hostport, split_params
 
 T = TypeVar("T")
 
@@ -278,15 +278,10 @@ _NAME_ADDR_URI_FAST = re.compile(
 
 def _fast_params(text: str) -> dict[str, str | None]:
     """``;a=b;c`` as matched by ``_FAST_PARAMS``: names lower-cased, values as written."""
-    if not text:
-        return {}
+    if '"' not in text:
+        return split_params(text)
     params: dict[str, str | None] = {}
-    if '"' in text:  # a quoted value may hold ';' or '='
-        for name, sep, value in _FAST_PARAM.findall(text):
-            params[name.lower()] = value if sep else None
-        return params
-    for item in text[1:].split(";"):
-        name, sep, value = item.partition("=")
+    for name, sep, value in _FAST_PARAM.findall(text):  # a quoted value may hold ';' or '='
         params[name.lower()] = value if sep else None
     return params
 

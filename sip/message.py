@@ -9,7 +9,8 @@ that comes out of it can be handled without further syntax checks. Anything else
 from __future__ import annotations
 
 import re
-from typing import Final
+from collections.abc import Callable
+from typing import Final, Generic, TypeVar
 
 from . import grammar
 from .errors import ParseError
@@ -110,6 +111,64 @@ _METHODS |= {"SUBSCRIBE", "NOTIFY", "REFER", "MESSAGE", "PUBLISH"}
 # C0 controls other than HTAB (and LF, the line separator here): allowed in a header
 # value only as a quoted-pair inside a quoted string (RFC 3261 §25.1).
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f]")
+T = TypeVar("T")
+
+
+# -- typed header parsers (cached by Headers.typed) -----------------------------------------
+
+
+def _typed_vias(h: Headers, name: str) -> list[Via]:
+    values = h.values(name)
+    if any(not v for v in values):
+        raise ParseError("empty value in Via list")
+    return [parse_via(v) for v in values]
+
+
+def _typed_name_addr(h: Headers, name: str) -> NameAddr:
+    value = h.get(name)
+    if value is None:
+        raise ParseError(f"missing {name} header")
+    return parse_name_addr(value, canonical_name(name))
+
+
+def _typed_cseq(h: Headers, name: str) -> CSeq:
+    value = h.get(name)
+    if value is None:
+        raise ParseError("missing CSeq header")
+    return parse_cseq(value)
+
+
+def _typed_contacts(h: Headers, name: str) -> list[Contact]:
+    values = h.values(name)
+    if any(not v for v in values):
+        raise ParseError("empty value in Contact list")
+    contacts = [parse_contact(v) for v in values]
+    if len(contacts) > 1 and any(c.star for c in contacts):
+        raise ParseError("Contact '*' must stand alone")
+    return contacts
+
+
+def _typed_name_addr_list(h: Headers, name: str) -> list[NameAddr]:
+    values = h.values(name)
+    if any(not v for v in values):
+        raise ParseError(f"empty value in {name} list")
+    return [parse_name_addr(v, name) for v in values]
+
+
+class _Typed(Generic[T]):
+    """A message's typed view of a core header: the value ``parse`` left in the headers'
+    cache (read often, so looked up first and directly), else ``parser`` through
+    :meth:`Headers.typed`, cached the same way."""
+
+    def __init__(self, name: str, parser: Callable[[Headers, str], T]) -> None:
+        self.name, self.parser = name, parser
+
+    def __get__(self, message: Message, owner: type | None = None) -> T:
+        headers = message.headers
+        try:
+            return headers._cache[self.name]  # type: ignore[return-value]
+        except KeyError:
+            return headers.typed(self.name, self.parser)
 
 
 class Message:
@@ -122,27 +181,9 @@ class Message:
         self.body = body
 
     # -- typed views of the core headers ------------------------------------------------
-    # (each reads the typed value ``parse`` left in the cache first: they are read often)
-    @property
-    def via(self) -> list[Via]:
-        try:
-            return self.headers._cache["Via"]  # type: ignore[return-value]
-        except KeyError:
-            return self.headers.typed("Via", _typed_vias)
-
-    @property
-    def from_(self) -> NameAddr:
-        try:
-            return self.headers._cache["From"]  # type: ignore[return-value]
-        except KeyError:
-            return self.headers.typed("From", _typed_name_addr)
-
-    @property
-    def to(self) -> NameAddr:
-        try:
-            return self.headers._cache["To"]  # type: ignore[return-value]
-        except KeyError:
-            return self.headers.typed("To", _typed_name_addr)
+    via = _Typed("Via", _typed_vias)
+    from_ = _Typed("From", _typed_name_addr)
+    to = _Typed("To", _typed_name_addr)
 
     @property
     def call_id(self) -> str:
@@ -154,19 +195,8 @@ class Message:
             raise ParseError("missing Call-ID")
         return value
 
-    @property
-    def cseq(self) -> CSeq:
-        try:
-            return self.headers._cache["CSeq"]  # type: ignore[return-value]
-        except KeyError:
-            return self.headers.typed("CSeq", _typed_cseq)
-
-    @property
-    def contact(self) -> list[Contact]:
-        try:
-            return self.headers._cache["Contact"]  # type: ignore[return-value]
-        except KeyError:
-            return self.headers.typed("Contact", _typed_contacts)
+    cseq = _Typed("CSeq", _typed_cseq)
+    contact = _Typed("Contact", _typed_contacts)
 
     @property
     def route(self) -> list[NameAddr]:
@@ -253,47 +283,6 @@ class Response(Message):
 
     def __repr__(self) -> str:
         return f"<Response {self.status} {self.reason}>"
-
-
-# -- typed header parsers (cached by Headers.typed) -----------------------------------------
-
-
-def _typed_vias(h: Headers, name: str) -> list[Via]:
-    values = h.values(name)
-    if any(not v for v in values):
-        raise ParseError("empty value in Via list")
-    return [parse_via(v) for v in values]
-
-
-def _typed_name_addr(h: Headers, name: str) -> NameAddr:
-    value = h.get(name)
-    if value is None:
-        raise ParseError(f"missing {name} header")
-    return parse_name_addr(value, canonical_name(name))
-
-
-def _typed_cseq(h: Headers, name: str) -> CSeq:
-    value = h.get(name)
-    if value is None:
-        raise ParseError("missing CSeq header")
-    return parse_cseq(value)
-
-
-def _typed_contacts(h: Headers, name: str) -> list[Contact]:
-    values = h.values(name)
-    if any(not v for v in values):
-        raise ParseError("empty value in Contact list")
-    contacts = [parse_contact(v) for v in values]
-    if len(contacts) > 1 and any(c.star for c in contacts):
-        raise ParseError("Contact '*' must stand alone")
-    return contacts
-
-
-def _typed_name_addr_list(h: Headers, name: str) -> list[NameAddr]:
-    values = h.values(name)
-    if any(not v for v in values):
-        raise ParseError(f"empty value in {name} list")
-    return [parse_name_addr(v, name) for v in values]
 
 
 # -- parsing --------------------------------------------------------------------------------

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import inspect
-import ipaddress
 import logging
 import ssl
 import time
@@ -20,7 +19,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .address import bind_error, checked_destination
+from .address import bind_error, checked_destination, is_ip
 from .auth import DigestClient, parse_challenge
 from .connections import ConnectionLimits
 from .dialog import Dialog, new_call_id, new_tag
@@ -319,9 +318,7 @@ class UserAgent:
             raise SipUsageError(f"unsupported transport {transport!r} in {uri}")
         host = uri.params.get("maddr") or uri.host_bare
         port = uri.port or (5061 if transport == "tls" else 5060)
-        try:
-            ipaddress.ip_address(host)
-        except ValueError:
+        if not is_ip(host):
             loop = asyncio.get_running_loop()
             try:
                 infos = await loop.getaddrinfo(host, port, type=2)  # SOCK_DGRAM: one each

@@ -274,6 +274,17 @@ _COMMON = re.compile(
 )
 
 
+def split_params(text: str) -> dict[str, str | None]:
+    """``;a=b;c`` with nothing quoted or escaped (as the fast-path regexes match it):
+    names lower-cased, values as written, ``None`` for a name without a value."""
+    params: dict[str, str | None] = {}
+    if text:
+        for item in text[1:].split(";"):
+            name, sep, value = item.partition("=")
+            params[name.lower()] = value if sep else None
+    return params
+
+
 def uri_length_error(text: str) -> str | None:
     """Why ``text`` is too long for a URI (total, or its user part), or None."""
     if len(text) > MAX_URI_LENGTH:
@@ -301,12 +312,7 @@ def parse_uri(text: str) -> URI:
         scheme, user, host, port_text, param_text = m.groups()
         port = int(port_text) if port_text else None
         if port is None or port <= 65535:
-            common: dict[str, str | None] = {}
-            if param_text:
-                for item in param_text[1:].split(";"):
-                    name, sep, value = item.partition("=")
-                    common[name.lower()] = value if sep else None
-            return URI(scheme, user, None, host, port, common)
+            return URI(scheme, user, None, host, port, split_params(param_text))
     scheme, sep, rest = text.partition(":")
     if not sep or grammar.SCHEME_RE.match(scheme) is None:
         raise ParseError(f"URI without a scheme: {text!r}")
