@@ -395,7 +395,7 @@ class CallHistory(BaseFeature, CallListener):
         await super().start(svc)
         svc.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         store = self.store = CdrStore(svc.data_dir)
-        self.writer = BatchWriter("cdr", lambda batch: _write(store, batch))
+        self.writer = BatchWriter("cdr", functools.partial(_write, store))
         svc.spawn(self._retention())
 
     async def stop(self) -> None:
@@ -546,7 +546,8 @@ class CallHistory(BaseFeature, CallListener):
         call = self.calls.pop(party, None)
         if call is None:
             return
-        if self.writer is None:
+        writer = self.writer
+        if writer is None:
             return
         result = disposition(call)
         talked = call.answer is not None and result != "no answer"
@@ -567,5 +568,4 @@ class CallHistory(BaseFeature, CallListener):
             queue_wait=call.queue_wait,
             queue_outcome=call.queue_outcome,
         )
-        if self.writer is not None:
-            self.writer.queue(next(_row_keys), record)
+        writer.queue(next(_row_keys), record)
