@@ -14,10 +14,8 @@ growing share of *new* INVITEs and REGISTERs is answered 503 with
 task exists. In-dialog requests (ACK, BYE, re-INVITE, INFO), CANCEL and retransmissions
 of requests already accepted are always served: calls in progress finish.
 
-The share refused follows the load: it grows while a signal is over its bound, by a
-step as large as the excess, holds while the signals sit between half their bound and
-the bound, and shrinks slowly below that, so goodput stays near capacity rather than
-oscillating between all and nothing.
+The share refused follows the load (additive increase while overloaded, slow decrease
+after), so goodput stays near capacity rather than oscillating between all and nothing.
 Pure: lag samples, counts and time go in; admit/refuse decisions come out.
 """
 
@@ -90,19 +88,15 @@ class OverloadControl:
         self.stats.max_lag = max(self.stats.max_lag, lag)
         self.stats.max_backlog = max(self.stats.max_backlog, backlog)
         was = self.overloaded
-        # how far over its bound the worst signal is (1.0: at the bound)
-        over = max(
-            self.lag / s.max_lag,
-            self.wait / s.max_wait,
-            self.backlog / s.max_backlog,
-            2.0 if pending > s.max_pending else 0.0,
-        )
-        if over > 1.0:  # a step as large as the excess (a full one from twice the bound)
-            self.refuse_share = min(1.0, self.refuse_share + s.step_up * min(1.0, over - 1.0))
-        elif over < 0.5:  # well under: admit more, slowly
+        if (
+            self.lag > s.max_lag
+            or self.wait > s.max_wait
+            or self.backlog > s.max_backlog
+            or pending > s.max_pending
+        ):
+            self.refuse_share = min(1.0, self.refuse_share + s.step_up)
+        else:
             self.refuse_share = max(0.0, self.refuse_share - s.step_down)
-        # between half the bound and the bound the share holds: the load it admits is
-        # what the process keeps up with, and stepping either way would oscillate
         if self.overloaded and not was:
             self.stats.episodes += 1
             self._refused_in_episode = 0
