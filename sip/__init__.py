@@ -35,6 +35,7 @@ from .offer_answer import (
     make_offer,
     process_answer,
 )
+from .sdes import SrtpKeys
 from .sdp import Connection, Media, Origin, SessionDescription, parse_sdp
 from .uri import URI, parse_uri
 
@@ -70,6 +71,7 @@ __all__ = [
     "Response",
     "SessionDescription",
     "SipUsageError",
+    "SrtpKeys",
     "StreamFramer",
     "Via",
     "answer",

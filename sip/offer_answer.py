@@ -1,14 +1,23 @@
-"""RFC 3264 offer/answer for audio over RTP/AVP.
+"""RFC 3264 offer/answer for audio over RTP/AVP, and SRTP with SDES keys (RFC 4568).
 
 Codecs are named as in SDP; this module knows their payload types and clock rates, not
 how to encode them (that is :mod:`media`).
+
+Encryption is a policy per side: ``"off"`` (plain RTP; an RTP/SAVP line is refused),
+``"optional"`` (SRTP when the peer offers keys; our offers are RTP/AVP with ``a=crypto``,
+the "best effort" offer desk phones make) or ``"required"`` (RTP/SAVP only; an RTP/AVP
+line without keys is refused). The caller decides the policy, and whether keys may be
+sent at all: they travel in the clear over UDP or TCP (:func:`answer` is then asked with
+``"off"``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from . import sdes
 from .errors import ParseError
+from .sdes import SrtpKeys
 from .sdp import Connection, Media, Origin, RtpMap, SessionDescription
 
 
@@ -82,6 +91,7 @@ class AudioStream:
     remote_hold: bool = False  # the peer put us on hold (sendonly/inactive or c=0.0.0.0)
     codecs: list[tuple[int, Codec]] = field(default_factory=list)  # all agreed, best first
     remote_fmtp: str | None = None  # the peer's fmtp for the chosen payload type
+    srtp: SrtpKeys | None = None  # SRTP keys, when the stream is encrypted
 
     @property
     def sends(self) -> bool:
@@ -101,8 +111,30 @@ def _offered_codecs(media: Media) -> list[tuple[int, RtpMap | None]]:
     return out
 
 
+ENCRYPTION = ("off", "optional", "required")
+SECURE_PROFILES = ("RTP/SAVP", "RTP/SAVPF")
+
+
 def _audio_media(media: Media) -> bool:
-    return media.media == "audio" and media.proto.upper() in ("RTP/AVP", "RTP/AVPF")
+    return media.media == "audio" and media.proto.upper() in (
+        "RTP/AVP",
+        "RTP/AVPF",
+        *SECURE_PROFILES,
+    )
+
+
+def _keys_for(
+    media: Media, encryption: str, key: bytes | None
+) -> tuple[bool, tuple[sdes.Crypto, SrtpKeys] | None]:
+    """Whether an offered audio line is acceptable under ``encryption``, and the crypto
+    line we answer it with (None: plain RTP)."""
+    secure = media.proto.upper() in SECURE_PROFILES
+    if encryption == "off" or key is None:
+        return not secure, None
+    chosen = sdes.choose(media.attribute_values("crypto"), key)
+    if chosen is None:  # no usable key: plain RTP, where the policy and profile allow it
+        return not secure and encryption != "required", None
+    return True, chosen
 
 
 def _remote_direction(sdp: SessionDescription, media: Media) -> tuple[str, bool]:
@@ -121,8 +153,10 @@ def _audio_section(
     dtmf_pt: int | None,
     direction: str,
     ptime: int,
+    proto: str = "RTP/AVP",
+    crypto: list[sdes.Crypto] | None = None,
 ) -> Media:
-    media = Media("audio", port, "RTP/AVP", [str(pt) for pt, _ in codecs])
+    media = Media("audio", port, proto, [str(pt) for pt, _ in codecs])
     for pt, codec in codecs:
         channels = f"/{codec.channels}" if codec.channels != 1 else ""
         media.attributes.append(("rtpmap", f"{pt} {codec.name}/{codec.clock_rate}{channels}"))
@@ -134,6 +168,8 @@ def _audio_section(
         media.attributes.append(("fmtp", f"{dtmf_pt} {TELEPHONE_EVENT.fmtp}"))
     media.attributes.append(("ptime", str(ptime)))
     media.set_direction(direction)
+    for line in crypto or ():
+        media.attributes.append(("crypto", str(line)))
     return media
 
 
@@ -152,8 +188,18 @@ def make_offer(
     session_id: int = 0,
     session_version: int = 0,
     username: str = "-",
+    encryption: str = "off",
+    key: bytes | None = None,
 ) -> SessionDescription:
-    """An SDP offer for one audio stream."""
+    """An SDP offer for one audio stream; with ``encryption`` other than ``"off"``, SRTP
+    keys cut from ``key`` (:func:`sip.sdes.new_key`): RTP/SAVP when required, RTP/AVP
+    with ``a=crypto`` when optional."""
+    if encryption not in ENCRYPTION:
+        raise ValueError(f"encryption must be one of {ENCRYPTION}")
+    if encryption != "off" and key is None:
+        raise ValueError("an encrypted offer needs a key")
+    secure = encryption == "required"
+    offer_keys = encryption == "optional"
     numbered: list[tuple[int, Codec]] = []
     next_dynamic = 96
     for codec in codecs:
@@ -167,7 +213,17 @@ def make_offer(
         origin=Origin(username, session_id, session_version, "IN", addrtype, address),
         name="softswitch",
         connection=Connection(address, addrtype),
-        media=[_audio_section(port, numbered, DEFAULT_DTMF_PT if dtmf else None, direction, ptime)],
+        media=[
+            _audio_section(
+                port,
+                numbered,
+                DEFAULT_DTMF_PT if dtmf else None,
+                direction,
+                ptime,
+                "RTP/SAVP" if secure else "RTP/AVP",
+                sdes.offer_lines(key) if key is not None and (secure or offer_keys) else None,
+            )
+        ],
     )
 
 
@@ -200,8 +256,12 @@ def answer(
     session_id: int = 0,
     session_version: int = 0,
     username: str = "-",
+    encryption: str = "off",
+    key: bytes | None = None,
 ) -> tuple[SessionDescription, AudioStream | None]:
-    """Answer ``offer``: accept the first audio stream with a common codec.
+    """Answer ``offer``: accept the first audio stream with a common codec that
+    ``encryption`` allows (see the module's documentation), keyed from ``key`` when the
+    peer offered SRTP.
 
     Every other media line is refused with port 0, as RFC 3264 §6 requires. Returns the
     answer and the negotiated stream (``None`` when nothing was acceptable; the caller
@@ -217,8 +277,11 @@ def answer(
     for index, media in enumerate(offer.media):
         agreed: list[tuple[int, Codec]] = []
         dtmf_pt: int | None = None
+        keys: tuple[sdes.Crypto, SrtpKeys] | None = None
         if stream is None and media.port != 0 and _audio_media(media):
-            agreed, dtmf_pt = _match_codecs(media, codecs)
+            allowed, keys = _keys_for(media, encryption, key)
+            if allowed:
+                agreed, dtmf_pt = _match_codecs(media, codecs)
         connection = offer.media_connection(media)
         if not agreed or connection is None:
             refused = Media(media.media, 0, media.proto, list(media.formats) or ["0"])
@@ -230,7 +293,11 @@ def answer(
         if not dtmf:
             dtmf_pt = None
         # Answer with just the chosen codec: simpler for peers, no mid-call switching.
-        result.media.append(_audio_section(port, agreed[:1], dtmf_pt, ours, ptime))
+        result.media.append(
+            _audio_section(
+                port, agreed[:1], dtmf_pt, ours, ptime, media.proto, [keys[0]] if keys else None
+            )
+        )
         pt, codec = agreed[0]
         stream = AudioStream(
             codec,
@@ -244,6 +311,7 @@ def answer(
             hold,
             agreed,
             media.fmtps.get(pt),
+            keys[1] if keys else None,
         )
     return result, stream
 
@@ -265,6 +333,12 @@ def process_answer(offer: SessionDescription, answer_sdp: SessionDescription) ->
             raise ParseError("SDP answer without a connection address")
         remote_dir, hold = _remote_direction(answer_sdp, theirs)
         pt, codec = agreed[0]
+        offered_keys = ours.attribute_values("crypto")
+        keys = sdes.accepted(offered_keys, theirs.attribute_values("crypto"))
+        if keys is None and ours.proto.upper() in SECURE_PROFILES:
+            raise ParseError("SDP answer took no SRTP key of the RTP/SAVP offer")
+        if keys is None and theirs.proto.upper() in SECURE_PROFILES:
+            raise ParseError("SDP answer is RTP/SAVP without a key of ours")
         return AudioStream(
             codec,
             pt,
@@ -277,6 +351,7 @@ def process_answer(offer: SessionDescription, answer_sdp: SessionDescription) ->
             hold,
             agreed,
             theirs.fmtps.get(pt),
+            keys,
         )
     raise ParseError("SDP answer refused every audio stream")
 

@@ -246,10 +246,14 @@ def render(
     *,
     secrets: bool,
     title: str,
+    tls_fingerprint: str | None = None,
 ) -> str:
     server = config.server
     lines = [f"{title}: domain {server.domain}, data in {server.data_dir}"]
     lines += where_phones_register(listen, server.public_address)
+    if tls_fingerprint is not None:
+        which = "configured" if server.tls_certificate else "self-signed (demo)"
+        lines.append(f"  TLS certificate, {which}: SHA-256 {tls_fingerprint}")
     lines += provisioning_line(config)
     lines.append("")
     lines += account_lines(accounts(config, codes), secrets=secrets)

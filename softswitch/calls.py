@@ -13,12 +13,14 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import sip
 from media.codecs import CODECS, Options
 
 from . import codec_policy
 from .config import User
+from .encryption import PLAIN, Encryption
 from .media_engine import LegSource, MediaLeg, Source
 
 log = logging.getLogger(__name__)
@@ -56,6 +58,7 @@ class Party:
     partner_codec: str | None = None  # the codec of the leg it is about to be bridged to
     partner_max_bitrate: int | None = None  # and what that leg's phone may receive (Opus)
     started: float = field(default_factory=time.time)  # wall clock: the call's "Time"
+    encryption: Encryption = PLAIN  # SRTP with this party's phone (softswitch.encryption)
 
     @property
     def ended(self) -> bool:
@@ -95,10 +98,23 @@ class Party:
         if self.peer is not None and self.peer.leg.stream is not None:
             limit = self.peer.leg.stream.options.max_bitrate
         chosen = codec_policy.answer_codecs(self.codecs, offer, keep, limit)
-        return sip.answer(offer, self.host, self.leg.local[1], chosen)
+        return sip.answer(offer, self.host, self.leg.local[1], chosen, **self.srtp_terms())
+
+    def srtp_terms(self) -> dict[str, Any]:
+        """The ``encryption`` and ``key`` arguments of :func:`sip.answer` and
+        :func:`sip.make_offer` for this party."""
+        return srtp_terms(self.encryption, self.leg)
 
     def __repr__(self) -> str:
         return f"<Party {self.label} {self.call.call_id}>"
+
+
+def srtp_terms(encryption: Encryption, leg: MediaLeg) -> dict[str, Any]:
+    """Offer/answer arguments for ``encryption`` on ``leg``: our key only where keys may
+    be exchanged (the leg's key is made on first use)."""
+    if encryption.policy == "off":
+        return {}
+    return {"encryption": encryption.policy, "key": leg.key if encryption.keys else None}
 
 
 def refresh_media(party: Party) -> None:

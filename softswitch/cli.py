@@ -172,7 +172,15 @@ async def _serve(
         listen = [(x.transport, x.host, x.port) for x in pbx.ua.listeners]
         title = "softswitch demo office" if demo else f"softswitch: {config.source}"
         shown = demo or secrets
-        text = banner.render(config, pbx.registry, listen, codes, secrets=shown, title=title)
+        text = banner.render(
+            config,
+            pbx.registry,
+            listen,
+            codes,
+            secrets=shown,
+            title=title,
+            tls_fingerprint=pbx.tls_fingerprint(),
+        )
         console = banner.console_lines(pbx.registry, demo=demo, note=console_note)
         print(text + ("\n\n" + "\n".join(console) if console else ""))
         print("softswitch running (Ctrl-C stops; `softswitch status` shows what it does)")

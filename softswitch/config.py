@@ -105,6 +105,9 @@ def listen_entry(spec: str) -> str:
 
 
 ListenEntry = Annotated[str, AfterValidator(listen_entry)]
+# SRTP for a user, device, trunk or by default (sip.offer_answer explains the three):
+# keys are only ever exchanged over TLS; "required" over anything else refuses the call
+Encryption = Literal["off", "optional", "required"]
 
 
 class ConfigError(ValueError):
@@ -185,6 +188,7 @@ class Device(Strict):
     number: str | None = Field(None, pattern=r"^\+?[0-9]{3,20}$")
     flip: int | None = Field(None, ge=1, le=8)
     ring_seconds: int = Field(20, ge=5, le=60)
+    media_encryption: Encryption | None = None  # this device's; unset: its user's
 
     @model_validator(mode="after")
     def _kind(self) -> Device:
@@ -240,6 +244,7 @@ class User(Strict):
     codecs: Codecs | None = None  # this user's phones; unset: server.codecs
     # per device: a User-Agent substring -> codecs (e.g. {"VVX" = ["G722", "PCMU"]})
     device_codecs: dict[str, Codecs] = {}
+    media_encryption: Encryption | None = None  # SRTP for this user's phones; unset: server's
 
     @model_validator(mode="after")
     def _flips(self) -> User:
@@ -263,6 +268,7 @@ class Trunk(Strict):
     addresses: list[str] = []  # source IPs whose requests are the trunk's (inbound)
     inbound_extension: Extension | None = None  # where calls from the trunk ring
     codecs: Codecs | None = None  # e.g. ["PCMA", "PCMU"]; unset: server.codecs
+    media_encryption: Encryption | None = None  # SRTP with the provider; unset: server's
 
 
 class Dialplan(Strict):
@@ -338,6 +344,14 @@ class Server(Strict):
     tcp_max_per_address: int = Field(32, ge=1, le=100_000)
     # codecs offered and accepted unless a user, device or trunk says otherwise
     codecs: Codecs = ["G722", "PCMU", "PCMA", "OPUS"]
+    # SIP over TLS (tls: entries in listen): PEM files, the certificate file holding the
+    # chain sent to peers (the key may be in it too); none: a self-signed certificate made
+    # in data_dir/tls for the demo. Reloaded with the configuration (SIGHUP).
+    tls_certificate: Path | None = None
+    tls_key: Path | None = None
+    # SRTP unless a user, device or trunk says otherwise: "optional" takes keys a phone
+    # offers over TLS and offers them to phones reached over TLS
+    media_encryption: Encryption = "optional"
 
     @field_validator("rtp_ports")
     @classmethod
@@ -708,7 +722,16 @@ def _resolve_paths(config: Config, base: Path) -> Config:
         )
         for u in config.users
     ]
-    server = config.server.model_copy(update={"data_dir": fix(config.server.data_dir)})
+    server = config.server.model_copy(
+        update={
+            "data_dir": fix(config.server.data_dir),
+            **{
+                key: fix(getattr(config.server, key))
+                for key in ("tls_certificate", "tls_key")
+                if getattr(config.server, key) is not None
+            },
+        }
+    )
     music = {slot: fix(p) for slot, p in config.hold_music.items()}
     return config.model_copy(update={"users": users, "server": server, "hold_music": music})
 
@@ -741,7 +764,7 @@ def check_audio(config: Config, source: str) -> None:
 DEMO = """\
 # The embedded demo office: `softswitch run` with no --config uses this.
 [server]
-listen = ["udp:127.0.0.1:5060", "tcp:127.0.0.1:5060"]
+listen = ["udp:127.0.0.1:5060", "tcp:127.0.0.1:5060", "tls:127.0.0.1:5061"]
 domain = "demo.softswitch"
 data_dir = "data"
 

@@ -123,6 +123,7 @@ class Fork:
     device: str | None = None  # the device name, for call flip
     codecs: list[str] | None = None  # the callee's codec preference (softswitch.codec_policy)
     headers: tuple[tuple[str, str], ...] = ()  # extra INVITE headers (intercom auto-answer)
+    encryption: str | None = None  # the callee's SRTP policy; None: its user's or the server's
 
 
 @dataclass(frozen=True, slots=True)

@@ -66,6 +66,8 @@ from rtp.packet import (
     report_packets,
 )
 from rtp.source_policy import REASONS, UNEXPECTED, BurstGate
+from rtp.srtp import REASONS as SRTP_REASONS
+from rtp.srtp import TRAILER, protect_rows, reason, unprotect_rows
 from rtp.stats import ntp_timestamp, report_block, rtcp_interval
 from sip import entropy
 
@@ -112,6 +114,7 @@ MAX_PAYLOAD = 480  # bytes of audio per packet kept (60 ms of G.711); longer is 
 SLOT = 640  # bytes per received datagram
 FRAME_WIDTH = 960  # samples of a leg's frame kept per tick (60 ms at 16 kHz)
 AMBIGUOUS = "ambiguous"  # a stray's reason: its IP is claimed by several legs
+REFUSED = -5  # the row of a packet refused by its leg's SRTP (see MediaEngine._decrypt)
 
 
 def offer_peers(source: str, offer: sip.SessionDescription | None) -> set[str | Address]:
@@ -172,6 +175,7 @@ _COLUMNS = {  # name: (dtype, fill)
     "pair_id": (np.int64, -1),  # the port pair the leg sends from (MediaEngine._pair_by_id)
     "in_use": (np.bool_, False),  # a leg holds the row (the tick's rows: where this is set)
     "contest_flag": (np.bool_, False),  # another leg contests an address this one holds
+    "srtp": (np.bool_, False),  # SRTP: packets verified and decrypted in, protected out
     # RFC 3550 receiver statistics
     "base": (np.int64, -1),
     "stats_ssrc": (np.int64, -1),
@@ -234,6 +238,7 @@ class MediaEngine:
     decoded_at: Ints
     heard: npt.NDArray[np.bool_]
     repeats: Ints
+    srtp: npt.NDArray[np.bool_]
     frames: npt.NDArray[np.int16]  # this tick's audio per leg
 
     def __init__(
@@ -261,8 +266,9 @@ class MediaEngine:
             "rtcp_sent": 0,
             "rtcp_received": 0,
             "own_ports": 0,
+            "srtp_refused": 0,
         }
-        reasons = (*REASONS, AMBIGUOUS, "ended", "contested")
+        reasons = (*REASONS, *SRTP_REASONS, AMBIGUOUS, "ended", "contested")
         self.stats.update({f"strays_{reason}": 0 for reason in reasons})
         # a source no leg owns (address, reason), at most once per source per burst
         self.on_rejected_source: Callable[[Address, str], None] | None = None
@@ -336,7 +342,7 @@ class MediaEngine:
         self._by_row += [None] * (capacity - old)
         self._free = list(range(capacity - 1, old - 1, -1)) + self._free
         self.capacity = capacity
-        self.tx = Batch(capacity, 12 + MAX_PAYLOAD)
+        self.tx = Batch(capacity, 12 + MAX_PAYLOAD + TRAILER)
         self._has = np.zeros(capacity, dtype=bool)
         self._size = np.zeros(capacity, dtype=np.int64)
         self._marker = np.zeros(capacity, dtype=bool)
@@ -744,8 +750,6 @@ class MediaEngine:
         if not n:
             return
         self.stats["received"] += n
-        h = parse(rx.data[:n], rx.length[:n])
-        self.stats["malformed"] += int(n - np.count_nonzero(h.valid))
         row = np.full(n, -1, dtype=np.int64)
         for pair, first, last in spans:
             if pair.shared:
@@ -757,13 +761,19 @@ class MediaEngine:
             else:
                 (leg,) = pair.legs
                 row[first:last] = leg.row
+        secure = np.flatnonzero(row >= 0)
+        secure = secure[self.srtp[row[secure]]]
+        if len(secure):  # SRTP legs' packets: verified and decrypted in their rows
+            self._decrypt(secure, row, now)
+        h = parse(rx.data[:n], rx.length[:n])
+        self.stats["malformed"] += int(n - np.count_nonzero(h.valid & (row != REFUSED)))
         if self._contesting:
             self._streams_meet(rx, row)
         tail = row == ENDED
         if tail.any():  # an ended call's last packets: dropped, not reported
             self.stats["strays_ended"] += int(np.count_nonzero(tail))
             row[tail] = -4
-        bad = h.valid & (row < 0) & (row != -4)
+        bad = h.valid & (row < 0) & (row != -4) & (row != REFUSED)
         if bad.any():
             self._strays_unowned(np.flatnonzero(bad), row, now)
         take = np.flatnonzero(h.valid & (row >= 0))
@@ -802,6 +812,28 @@ class MediaEngine:
             self._keys(take[keys], r[keys], h)
         if audio.any():
             self._queue(take[audio], r[audio], h, now)
+
+    def _decrypt(self, packets: Ints, row: Ints, now: float) -> None:
+        """Verify and decrypt SRTP packets in place; one that does not verify (forged,
+        replayed, another key) is dropped (its row set to REFUSED), counted on its leg,
+        and reported once per source per burst. Nothing of it is parsed or decoded, and
+        it cannot move the leg's latched source."""
+        rx, by_row = self.rx, self._by_row
+        contexts = [by_row[r].srtp_in for r in row[packets].tolist()]
+        failed, status = unprotect_rows(contexts, rx.data, packets, rx.length)
+        if not failed:
+            return
+        for k, rc in zip(failed, status, strict=True):
+            leg = by_row[int(row[k])]
+            why = reason(rc)
+            self._count_strays(why)
+            self.stats["srtp_refused"] += 1
+            if leg is not None:
+                leg.counters.srtp_refused += 1
+                source = (address_text(rx.ip[k].tobytes()), int(rx.port[k]))
+                if self._strays(source, now):
+                    self._report(leg, source, why)
+            row[k] = REFUSED
 
     def _resolve(self, pair: PortPair, ips: npt.NDArray[np.uint8], now: float) -> Ints:
         """Rows for packets from an IP several legs claim, at a port none of them latched
@@ -1076,6 +1108,9 @@ class MediaEngine:
             )
             tx.ip[s] = self.dst_ip[s]
             tx.port[s] = self.dst_port[s]
+            secure = s[self.srtp[s]]
+            if len(secure):
+                s = self._encrypt(s, secure)
             sent = 0
             if len(self._pair_by_id) == 1:  # one shared port: every row goes out there
                 (only,) = self._pair_by_id.values()
@@ -1096,6 +1131,17 @@ class MediaEngine:
             self.stats["sent"] += sent
             self.stats["dropped"] += len(s) - sent
         self.ts[rows] = (self.ts[rows] + self.step[rows]) & 0xFFFFFFFF
+
+    def _encrypt(self, rows: Ints, secure: Ints) -> Ints:
+        """Protect the SRTP legs' packets of ``rows`` in place (one libsrtp call each, on
+        the row); a packet libsrtp refuses (a key used up) is not sent."""
+        by_row = self._by_row
+        contexts = [by_row[r].srtp_out for r in secure.tolist()]
+        failed = protect_rows(contexts, self.tx.data, secure, self.tx.length)
+        if failed:
+            self.stats["srtp_refused"] += len(failed)
+            rows = rows[~np.isin(rows, failed)]
+        return rows
 
     # -- RTCP --------------------------------------------------------------------------------
 
@@ -1147,8 +1193,11 @@ class MediaEngine:
         target = leg.remote_rtcp
         if target is None:
             return
+        packet = build_compound(self.rtcp_packets(leg, now, bye=bye))
+        if leg.srtp_out is not None:
+            packet = leg.srtp_out.protect_rtcp(packet)
         try:
-            leg.ports.rtcp.sock.sendto(build_compound(self.rtcp_packets(leg, now, bye=bye)), target)
+            leg.ports.rtcp.sock.sendto(packet, target)
         except OSError:
             return
         leg.counters.rtcp_sent += 1
@@ -1184,8 +1233,19 @@ class MediaEngine:
             if verdict.report:
                 self._report(leg, source, verdict.reason or "rtcp_foreign")
             return
+        data = batch.data[i, : batch.length[i]].tobytes()
+        if leg.srtp_in is not None:
+            plain = leg.srtp_in.unprotect_rtcp(data)
+            if plain is None:
+                leg.counters.srtp_refused += 1
+                self.stats["srtp_refused"] += 1
+                self._count_strays("srtp_auth")
+                if self._strays(source, now):
+                    self._report(leg, source, "srtp_auth")
+                return
+            data = plain
         try:
-            packets = parse_rtcp(batch.data[i, : batch.length[i]].tobytes())
+            packets = parse_rtcp(data)
         except PacketError:
             leg.counters.malformed += 1
             self.stats["malformed"] += 1

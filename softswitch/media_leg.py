@@ -29,7 +29,8 @@ from rtp.jitter_rows import FRAME, LOST
 from rtp.packet import (
     ReportBlock,
 )
-from sip import entropy
+from rtp.srtp import SrtpContext
+from sip import entropy, sdes
 
 from .media_ports import PortPair
 from .media_sources import LegSource, PlayerSource, Source
@@ -75,6 +76,7 @@ class LegCounters:
     ssrc_changes: int = 0
     rtcp_received: int = 0
     rtcp_sent: int = 0
+    srtp_refused: int = 0  # SRTP/SRTCP that did not verify (forged, replayed): dropped
 
 
 class MediaLeg:
@@ -127,6 +129,11 @@ class MediaLeg:
         self.moved_from: Address | None = None  # that address, once moved off it
         # called once when RTP comes from the contested address (the PBX then moves it)
         self.on_contested: Callable[[], None] | None = None
+        # SRTP (sip.sdes keys of the last offer/answer): None for plain RTP
+        self.srtp: sip.SrtpKeys | None = None
+        self.srtp_in: SrtpContext | None = None  # verifies and decrypts the phone's packets
+        self.srtp_out: SrtpContext | None = None  # protects ours
+        self._key: bytes | None = None
 
     # -- addresses -------------------------------------------------------------------------
 
@@ -171,6 +178,14 @@ class MediaLeg:
 
     # -- negotiation -----------------------------------------------------------------------
 
+    @property
+    def key(self) -> bytes:
+        """Our SRTP master key material for this leg's offers and answers (made on first
+        use; every offer and answer of the leg names the same key)."""
+        if self._key is None:
+            self._key = sdes.new_key()
+        return self._key
+
     def configure(self, stream: sip.AudioStream, *, signalling: str | None = None) -> None:
         """Apply the result of offer/answer (codec, payload types, peer address);
         ``signalling``: see :attr:`signalling` (kept for later offers when None)."""
@@ -204,7 +219,21 @@ class MediaLeg:
         self._inband = stream.dtmf_payload_type is None
         self._detect_at_8k = StreamResampler(self.rate, 8000) if self.rate != 8000 else None
         self._sending = stream.sends
+        self._encrypt(stream.srtp)
         self.engine._configured(self)
+
+    def _encrypt(self, keys: sip.SrtpKeys | None) -> None:
+        """SRTP contexts for ``keys`` (new ones only when a key or the suite changed: a
+        re-INVITE that names the same keys keeps the replay windows and rollover counts)."""
+        if keys == self.srtp:
+            return
+        self.srtp = keys
+        if keys is None:
+            self.srtp_in = self.srtp_out = None
+        else:
+            self.srtp_in = SrtpContext(keys.suite, keys.remote, inbound=True)
+            self.srtp_out = SrtpContext(keys.suite, keys.local, inbound=False)
+        self.engine.srtp[self.row] = keys is not None
 
     # -- what it sends -----------------------------------------------------------------------
 
@@ -453,6 +482,7 @@ class MediaLeg:
         self.taps = []
         # the PBX's hooks close over the call's party, which holds this leg
         self.on_rejected_source = self.on_contested = None
+        self.srtp_in = self.srtp_out = None
         for other in list(self.dependents):
             self.engine._classify(other)
         self.dependents.clear()

@@ -23,7 +23,7 @@ import sip
 from media.clock import MediaClock
 from rtp import PortAllocator
 
-from . import codec_policy
+from . import certificates, codec_policy, encryption
 from .banner import print_demo_accounts as print_demo_accounts  # moved; kept importable
 from .binding_store import SqliteBindingStore
 from .call_limit import RETRY_AFTER, CallLimit
@@ -66,12 +66,19 @@ class Pbx:
         )
         self.clock = MediaClock()
         self.ports = PortAllocator(*server.rtp_ports)
+        # one TLS context for every tls: listener, its certificate reloaded in place
+        self.tls_context = (
+            certificates.server_context(server, self.tls_hosts(config))
+            if any(spec.startswith("tls:") for spec in server.listen)
+            else None
+        )
         self.ua = sip.UserAgent(
             server.listen,
             user="pbx",
             domain=server.domain,
             local_address=server.public_address,
             user_agent="softswitch-pbx/0.1",
+            tls_context=self.tls_context,
             timers=sip.Timers(t1=server.sip_t1, t2=8 * server.sip_t1),
             connection_limits=sip.ConnectionLimits(
                 idle_timeout=server.tcp_idle_timeout,
@@ -123,6 +130,37 @@ class Pbx:
         """A new configuration for what is read live (users' settings)."""
         self._config = config
 
+    @staticmethod
+    def tls_hosts(config: Config) -> list[str]:
+        """The names a demo certificate carries: the domain, the advertised address and
+        the TLS listeners' addresses (not a wildcard)."""
+        hosts = [config.server.domain, *filter(None, [config.server.public_address])]
+        for spec in config.server.listen:
+            if spec.startswith("tls:"):
+                host = spec[4:].rpartition(":")[0].strip("[]")
+                if host not in ("0.0.0.0", "::"):
+                    hosts.append(host)
+        return hosts
+
+    def tls_fingerprint(self) -> str | None:
+        """SHA-256 of the certificate the TLS listeners present (None: no TLS)."""
+        if self.tls_context is None:
+            return None
+        return certificates.fingerprint(self.config.server, self.tls_hosts(self.config))
+
+    def _reload_certificate(self, config: Config) -> None:
+        """The certificate on disk again (replaced, renewed): checked in a context of its
+        own first, so that one that does not load leaves the running one in place."""
+        if self.tls_context is None:
+            return
+        hosts = self.tls_hosts(config)
+        certificates.server_context(config.server, hosts)  # raises ConfigError
+        certificates.load(self.tls_context, config.server, hosts)
+        log.info(
+            "event=tls_certificate_loaded fingerprint=%s",
+            certificates.fingerprint(config.server, hosts),
+        )
+
     def _core_endpoints(self) -> dict[str, Endpoint]:
         return {
             "user": UserEndpoint(self.devices, lambda p: self.svc.caller_id(p)),
@@ -145,6 +183,7 @@ class Pbx:
                 config = config.model_copy(
                     update={"server": config.server.model_copy(update=running)}
                 )
+            self._reload_certificate(config)
             await self._apply(config)
             log.info(
                 "event=config_applied users=%d numbers=%d restart_needed=%s",
@@ -346,6 +385,11 @@ class Pbx:
             except sip.ParseError as exc:
                 call.reject(488, f"Not Acceptable Here ({exc})")
                 return
+        secure = encryption.effective(
+            encryption.configured(self.config, caller, device, trunk), call.incoming.source[0]
+        )
+        if not self._encryption_fits(call, offer, secure, who):
+            return
         dialled = called = call.invite.uri.user or ""
         if trunk is not None and (dialled.startswith("*") or dialled not in self.registry.numbers):
             dialled = trunk.inbound_extension or ""  # the provider reaches numbers, not codes
@@ -353,6 +397,7 @@ class Pbx:
         party = await self._party_for_incoming(call, offer, caller, device)
         if party is None:
             return
+        party.encryption = secure
         try:
             dial = Dial(party, dialled, caller, on_behalf=caller, called=called)
             outcome = await self.svc.dial(dial)
@@ -371,6 +416,35 @@ class Pbx:
             if party.peer is None and not party.ended:
                 await party.call.hangup()
 
+    def _encryption_fits(
+        self,
+        call: sip.IncomingCall,
+        offer: sip.SessionDescription | None,
+        secure: encryption.Encryption,
+        who: str | None,
+    ) -> bool:
+        """SRTP keys sent where anyone on the path reads them are refused (and logged);
+        an offer that the caller's policy leaves nothing of (RTP/SAVP with SRTP off, plain
+        RTP with SRTP required) gets 488 before anything rings."""
+        if offer is None:
+            if not secure.impossible:
+                return True
+        elif not secure.keys and any(m.attribute("crypto") is not None for m in offer.media):
+            self.ua.security_event(
+                "request_refused",
+                call.incoming.source,
+                user=who,
+                method="INVITE",
+                reason="srtp_keys_over_" + call.incoming.source[0],
+            )
+        if offer is not None:
+            dry = encryption.srtp_check(offer, secure)
+            if dry:
+                return True
+        log.info("event=invite_refused reason=encryption policy=%s", secure.policy)
+        call.reject(488, "Not Acceptable Here (SRTP policy)")
+        return False
+
     async def _party_for_incoming(
         self,
         call: sip.IncomingCall,
@@ -380,7 +454,7 @@ class Pbx:
     ) -> Party | None:
         host = self.ua.local_host(call.incoming.source)
         try:
-            leg = await self.engine.new_leg(host, offer_peers(call.incoming.source[0], offer))
+            leg = await self.engine.new_leg(host, offer_peers(call.incoming.source[1], offer))
         except OSError:
             call.reject(503, "Service Unavailable (no RTP port)")
             return None

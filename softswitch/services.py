@@ -26,11 +26,12 @@ from ivr import Prompt, collect_digits
 from media.clock import MediaClock
 from rtp import PortAllocator
 
-from . import codec_policy
-from .calls import Party, bridge, on_reinvite, unbridge
+from . import codec_policy, encryption
+from .calls import Party, bridge, on_reinvite, srtp_terms, unbridge
 from .config import Config, User
 from .devices import Devices
 from .dialplan import classify, parse_destination
+from .encryption import Encryption
 from .feature import Connected, Dial, Done, Failed, Fork, Outcome, Target
 from .hours import is_open
 from .keypad import Claim, InCallKeypad, Relay
@@ -283,7 +284,7 @@ class Services(OfficeView):
         """An INVITE without SDP: our offer goes in the 200, the answer comes in the ACK."""
         partner = [party.partner_codec] if party.partner_codec else []
         ours = codec_policy.offer_codecs(party.codecs, partner, party.partner_max_bitrate)
-        offer = sip.make_offer(party.host, party.leg.local[1], ours)
+        offer = sip.make_offer(party.host, party.leg.local[1], ours, **party.srtp_terms())
         call.answer(bytes(offer))
         try:
             await asyncio.wait_for(call.acked.wait(), 64 * self.config.server.sip_t1)
@@ -416,8 +417,16 @@ class Services(OfficeView):
 
         async def one(fork: Fork) -> None:
             mine = fork.codecs or codec_policy.preference(self.config, user=fork.user)
+            secure = self.fork_encryption(fork)
+            if secure.impossible:  # SRTP required, but this contact is not reached by TLS
+                statuses.append(488)
+                log.info("event=fork_refused target=%s reason=srtp_needs_tls", fork.uri)
+                return
             offer = sip.make_offer(
-                caller.host, leg.local[1], codec_policy.offer_codecs(mine, partner, limit)
+                caller.host,
+                leg.local[1],
+                codec_policy.offer_codecs(mine, partner, limit),
+                **srtp_terms(secure, leg),
             )
             try:
                 out = await self.ua.invite(
@@ -435,6 +444,7 @@ class Services(OfficeView):
                 log.info("event=fork_failed target=%s error=%s", fork.uri, exc)
                 return
             party = Party(out, leg, fork.user, label=fork.label, device=fork.device, codecs=mine)
+            party.encryption = secure
             offers[id(party)] = (offer, mine)
             parties.append(party)
             out.on_progress.add(lambda r: on_progress(party, r))
@@ -529,6 +539,18 @@ class Services(OfficeView):
             return RingResult("busy")
         return RingResult("unreachable")
 
+    def fork_encryption(self, fork: Fork) -> Encryption:
+        """SRTP towards a fork's callee: its device's, user's or trunk's policy on the
+        transport the INVITE takes."""
+        if fork.destination is not None:
+            transport = fork.destination[0]
+        else:
+            transport = fork.uri.transport or ("tls" if fork.uri.scheme == "sips" else "udp")
+        policy = fork.encryption or encryption.configured(
+            self.config, user=fork.user, device=fork.device
+        )
+        return encryption.effective(policy, transport)
+
     async def _move_media(self, party: Party, codec: sip.Codec) -> None:
         """A callee answered with an RTP address another call on the shared port expects
         (one peer, several calls, one port), and RTP now comes from there: its leg moves
@@ -540,7 +562,9 @@ class Services(OfficeView):
         if contested is None:
             return
         self.engine.move_to_own_port(leg)
-        offer = sip.make_offer(party.host, leg.local[1], (codec,), session_version=1)
+        offer = sip.make_offer(
+            party.host, leg.local[1], (codec,), session_version=1, **party.srtp_terms()
+        )
         try:
             response = await party.call.reinvite(bytes(offer))
         except (OSError, TimeoutError, sip.ParseError, sip.SipUsageError) as exc:

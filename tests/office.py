@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
@@ -199,10 +200,13 @@ async def demo_pbx(
     port = free_port()
     rtp = worker_rtp(rtp)
     text = (
-        cfg.DEMO.replace(
-            'listen = ["udp:127.0.0.1:5060", "tcp:127.0.0.1:5060"]',
+        re.sub(
+            r"^listen = \[.*\]$",
             f'listen = ["udp:127.0.0.1:{port}", "tcp:127.0.0.1:{port}"]\n'
-            f"rtp_ports = [{rtp}, {rtp + 400}]\n{server}",
+            f"rtp_ports = [{rtp}, {rtp + 400}]\n{server}".replace("\\", "\\\\"),
+            cfg.DEMO,
+            count=1,
+            flags=re.M,
         ).replace("[features]\n", f"[features]\n{settings}\n")
         + extra
     )

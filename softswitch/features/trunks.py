@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping
 
 import sip
 
-from .. import codec_policy
+from .. import codec_policy, encryption
 from ..calls import Party
 from ..config import Trunk, User
 from ..dialplan import classify, permitted
@@ -153,5 +153,6 @@ class Trunks(BaseFeature):
                 credentials=credentials,
                 label=f"trunk:{target.value}",
                 codecs=codec_policy.preference(self.config, trunk=trunk),
+                encryption=encryption.configured(self.config, trunk=trunk),
             )
         ]

@@ -155,7 +155,7 @@ class ConferenceService:
             return
         host = self.svc.ua.local_host(call.incoming.source)
         chosen = codec_policy.answer_codecs(self.codecs, offer)
-        source = call.incoming.source[0]
+        source = call.incoming.source[1]  # the IP its SIP came from
         try:
             leg = await self.engine.new_leg(host, offer_peers(source, offer))
         except OSError:
