@@ -604,7 +604,8 @@ class IncomingCall(Call):
 
     def _dialog(self) -> Dialog:
         if self.dialog is None:
-            contact = self.ua.contact_uri(self.incoming.source, self.invite.uri.user)
+            sips = self.invite.uri.scheme == "sips"
+            contact = self.ua.contact_uri(self.incoming.source, self.invite.uri.user, sips=sips)
             self.dialog = Dialog.from_uas(self.invite, self.to_tag, contact)
         return self.dialog
 

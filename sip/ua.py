@@ -105,7 +105,8 @@ class IncomingRequest:
     ) -> Response:
         response = make_response(self.request, status, reason, to_tag=to_tag, body=body)
         if contact:
-            response.headers.add("Contact", NameAddr(self.ua.contact_uri(self.source)))
+            sips = self.request.uri.scheme == "sips"
+            response.headers.add("Contact", NameAddr(self.ua.contact_uri(self.source, sips=sips)))
         for name, value in headers or ():
             response.headers.add(name, value)
         if content_type is not None:
@@ -298,13 +299,19 @@ class UserAgent:
         listener = self.transport.listener_for(destination)
         return f"{_bracket(self.local_host(destination))}:{listener.port}"
 
-    def contact_uri(self, destination: Address, user: str | None = None) -> URI:
+    def contact_uri(
+        self, destination: Address, user: str | None = None, *, sips: bool = False
+    ) -> URI:
+        """Our Contact toward ``destination``: ``sip:...;transport=tls`` over TLS (what
+        phones expect; baresip 1.0 cannot even ACK a ``sips:`` Contact), a SIPS URI only
+        where the request was one (``sips``, RFC 3261 §8.1.1.8)."""
         listener = self.transport.listener_for(destination)
         params: dict[str, str | None] = {}
-        if listener.transport in ("tcp", "tls"):
+        secure = sips and listener.transport == "tls"
+        if listener.transport in ("tcp", "tls") and not secure:
             params["transport"] = listener.transport
         return URI(
-            "sips" if listener.transport == "tls" else "sip",
+            "sips" if secure else "sip",
             user if user is not None else self.user,
             host=_bracket(self.local_host(destination)),
             port=listener.port,
@@ -393,7 +400,8 @@ class UserAgent:
         request.headers.prepend("Via", via)
         if request.method in _CONTACT_METHODS and "Contact" not in request.headers:
             user = request.from_.uri.user if request.method == "REGISTER" else None
-            request.headers.add("Contact", NameAddr(self.contact_uri(destination, user)))
+            sips = request.uri.scheme == "sips"
+            request.headers.add("Contact", NameAddr(self.contact_uri(destination, user, sips=sips)))
 
     def send_request(
         self,

@@ -40,6 +40,8 @@ class Office:
     args: tuple[str, ...] = ()  # more options for `softswitch run`
     port: int = 0
     rtp: int = 0
+    tls: bool = False  # listen on TLS too (tls_port), with the demo's self-signed certificate
+    tls_port: int = 0
     proc: Daemon | None = None
     _stack: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
 
@@ -52,9 +54,10 @@ class Office:
         return self.tmp / "office.toml"
 
     def write_config(self) -> None:
+        tls = f', "tls:127.0.0.1:{self.tls_port}"' if self.tls else ""
         text = f"""
 [server]
-listen = ["udp:127.0.0.1:{self.port}", "tcp:127.0.0.1:{self.port}"]
+listen = ["udp:127.0.0.1:{self.port}", "tcp:127.0.0.1:{self.port}"{tls}]
 domain = "office.test"
 data_dir = "{self.data_dir}"
 rtp_ports = [{self.rtp}, {self.rtp + 400}]
@@ -75,6 +78,7 @@ permission = "national"
     def start(self) -> Daemon:
         if not self.port:
             self.port = free_port()
+            self.tls_port = free_port() if self.tls else 0
             self.rtp = rtp_base()
             self.write_config()
         check = subprocess.run(
@@ -131,15 +135,20 @@ permission = "national"
         codecs: str = "PCMU,PCMA",
         srate: int = 8000,
         signal_of: Callable[[int], np.ndarray] | None = None,
+        tls: bool = False,
+        mediaenc: str | None = None,
     ) -> Phone:
         """A baresip phone registered as ``ext`` (a user's extension, or a device's
         username with its ``password``) that sends ``tone_hz`` (a file at ``srate``) and
         offers ``codecs`` (SDP names, e.g. ``G722,PCMU`` or ``opus``); ``signal_of(rate)``
-        replaces the tone."""
+        replaces the tone. ``tls``: registered over TLS; ``mediaenc``: baresip's media
+        encryption (``srtp``: SDES when offered, ``srtp-mand``: RTP/SAVP only)."""
         password = password or USERS[ext][1]
+        where = f"127.0.0.1:{self.tls_port};transport=tls" if tls else f"127.0.0.1:{self.port}"
         account = (
-            f"<sip:{ext}@127.0.0.1:{self.port}>;auth_pass={password};regint=300;"
+            f"<sip:{ext}@{where}>;auth_pass={password};regint=300;"
             f"answermode={answer};audio_codecs={baresip_codecs(codecs)}"
+            + (f";mediaenc={mediaenc}" if mediaenc else "")
         )
         directory = self.tmp / f"phone-{name}"
         directory.mkdir(parents=True, exist_ok=True)
@@ -152,7 +161,7 @@ permission = "national"
         names = codecs.lower()
         modules = tuple(
             module for codec, module in (("g722", "g722.so"), ("opus", "opus.so")) if codec in names
-        )
+        ) + (("srtp.so",) if mediaenc else ())
         return Phone(
             name,
             directory,

@@ -1,0 +1,281 @@
+"""Encrypted calls end to end: baresip phones over SIP/TLS with SRTP (SDES) through the
+daemon, to plain and to encrypted phones; what travels on the loopback wire is captured
+with a raw socket (as root) and checked by content: nothing of a tone where the leg is
+SRTP, the tone itself where it is plain. Policies: a phone of a user who requires SRTP
+gets 488 for plain RTP, keys sent over UDP are refused and logged. The TLS certificate is
+replaced and reloaded under a running call."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import socket
+import ssl
+import struct
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from media import g711
+
+from .audio import active, dominant_frequency
+from .baresip import Phone
+from .netutil import ROOT
+from .office import Office, segment
+
+pytestmark = pytest.mark.interop
+
+ETH_P_ALL = 0x0003
+PACKET_OUTGOING = 4
+
+
+@pytest.fixture
+async def office(tmp_path: Path) -> AsyncIterator[Office]:
+    o = Office(tmp_path, tls=True)
+    yield o
+    o.stop()
+
+
+async def started(*phones: Phone) -> None:
+    for p in phones:
+        await p.start()
+    for p in phones:
+        await p.wait_event("REGISTER_OK")
+
+
+async def stop_all(*phones: Phone) -> None:
+    for p in phones:
+        await p.stop()
+
+
+def frequency(path: Path, start: float, end: float | None = None) -> float:
+    audio, rate = segment(path, start, end)
+    return dominant_frequency(active(audio), rate)
+
+
+@dataclass
+class Tap:
+    """UDP datagrams on the loopback interface to or from ``ports`` (a raw packet socket:
+    root only), each once (the outgoing copy of a looped-back frame is skipped)."""
+
+    ports: set[int]
+    packets: list[tuple[int, int, bytes]] = field(default_factory=list)  # (src, dst, data)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
+        sock.bind(("lo", 0))
+        sock.settimeout(0.2)
+
+        def run() -> None:
+            with sock:
+                while not self._stop.is_set():
+                    try:
+                        frame, meta = sock.recvfrom(65535)
+                    except TimeoutError:
+                        continue
+                    if meta[2] == PACKET_OUTGOING or frame[12:14] != b"\x08\x00":
+                        continue
+                    ip = frame[14:]
+                    if ip[9] != 17:  # UDP
+                        continue
+                    udp = ip[(ip[0] & 0x0F) * 4 :]
+                    src, dst = struct.unpack("!HH", udp[:4])
+                    if src in self.ports or dst in self.ports:
+                        self.packets.append((src, dst, bytes(udp[8:])))
+
+        self._thread = threading.Thread(target=run, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
+
+    def payloads(self, *, sent_by: set[int]) -> bytes:
+        """The RTP payloads (after a 12-byte header) of packets sent from ``sent_by``."""
+        return b"".join(d[12:] for s, _, d in self.packets if s in sent_by and len(d) > 100)
+
+
+def tone_share(payload: bytes, hz: float) -> float:
+    """How much of the energy of ``payload`` read as G.711 u-law is within 20 Hz of
+    ``hz``: most of it for a tone sent in the clear, next to nothing for ciphertext."""
+    samples = g711.ULAW_DECODE[np.frombuffer(payload, np.uint8)].astype(np.float64)
+    assert len(samples) > 8000, "not even a second of packets captured"
+    spectrum = np.abs(np.fft.rfft(samples - samples.mean())) ** 2
+    freqs = np.fft.rfftfreq(len(samples), 1 / 8000)
+    return float(spectrum[np.abs(freqs - hz) < 20].sum() / spectrum.sum())
+
+
+def rtp_ports(phone: Phone) -> set[int]:
+    return set(range(phone.rtp_start, phone.rtp_start + 21))
+
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="a raw packet socket needs root")
+
+
+@needs_root
+async def test_an_srtp_phone_over_tls_calls_a_plain_phone(office: Office) -> None:
+    office.start()
+    alice = office.phone("alice", "100", 1000.0, tls=True, mediaenc="srtp-mand")
+    bob = office.phone("bob", "101", 600.0)
+    tap = Tap(rtp_ports(alice) | rtp_ports(bob))
+    tap.start()
+    await started(alice, bob)
+    try:
+        await alice.command("dial", f"sip:101@127.0.0.1:{office.tls_port};transport=tls")
+        await alice.wait_event("CALL_ESTABLISHED")
+        await bob.wait_event("CALL_ESTABLISHED")
+        await asyncio.sleep(3)
+        await alice.command("hangup")
+        await bob.wait_event("CALL_CLOSED")
+    finally:
+        tap.stop()
+        await stop_all(alice, bob)
+    assert abs(frequency(alice.recording(), 0.5) - 600) < 10  # Alice hears Bob's tone
+    assert abs(frequency(bob.recording(), 0.5) - 1000) < 10  # and Bob hears Alice's
+    # on the wire: Alice's leg is ciphertext both ways, Bob's plain G.711 both ways
+    assert tone_share(tap.payloads(sent_by=rtp_ports(alice)), 1000) < 0.05
+    assert tone_share(tap.payloads(sent_by=rtp_ports(bob)), 600) > 0.5
+    to_alice = b"".join(d[12:] for _, dst, d in tap.packets if dst in rtp_ports(alice))
+    to_bob = b"".join(d[12:] for _, dst, d in tap.packets if dst in rtp_ports(bob))
+    assert tone_share(to_alice, 600) < 0.05  # Bob's tone, encrypted for Alice
+    assert tone_share(to_bob, 1000) > 0.5  # Alice's tone, decrypted for Bob
+    log = "".join(office.proc.lines) if office.proc else ""
+    assert "Traceback" not in log
+
+
+@needs_root
+async def test_two_srtp_phones_over_tls(office: Office) -> None:
+    # Bob's phone takes RTP/SAVP only (srtp-mand): its user requires SRTP, so it is
+    # offered RTP/SAVP (with "optional", phones are offered RTP/AVP with keys)
+    office.user_extra = {"101": 'media_encryption = "required"'}
+    office.start()
+    alice = office.phone("alice", "100", 1000.0, tls=True, mediaenc="srtp-mand")
+    bob = office.phone("bob", "101", 600.0, tls=True, mediaenc="srtp-mand")
+    tap = Tap(rtp_ports(alice) | rtp_ports(bob))
+    tap.start()
+    await started(alice, bob)
+    try:
+        await alice.command("dial", f"sip:101@127.0.0.1:{office.tls_port};transport=tls")
+        await alice.wait_event("CALL_ESTABLISHED")
+        await bob.wait_event("CALL_ESTABLISHED")  # called over its TLS connection
+        await asyncio.sleep(3)
+        await bob.command("hangup")
+        await alice.wait_event("CALL_CLOSED")
+    finally:
+        tap.stop()
+        await stop_all(alice, bob)
+    assert abs(frequency(alice.recording(), 0.5) - 600) < 10
+    assert abs(frequency(bob.recording(), 0.5) - 1000) < 10
+    assert tone_share(tap.payloads(sent_by=rtp_ports(alice)), 1000) < 0.05
+    assert tone_share(tap.payloads(sent_by=rtp_ports(bob)), 600) < 0.05
+    to_alice = b"".join(d[12:] for _, dst, d in tap.packets if dst in rtp_ports(alice))
+    to_bob = b"".join(d[12:] for _, dst, d in tap.packets if dst in rtp_ports(bob))
+    assert tone_share(to_alice, 600) < 0.05 and tone_share(to_bob, 1000) < 0.05
+
+
+async def test_policies_refuse_plain_rtp_and_keys_in_the_clear(office: Office) -> None:
+    office.user_extra = {"100": 'media_encryption = "required"'}
+    office.start()
+    plain_tls = office.phone("alice", "100", 1000.0, tls=True)  # TLS, plain RTP
+    keys_udp = office.phone("bob", "101", 600.0, mediaenc="srtp-mand")  # SRTP over UDP
+    carol = office.phone("carol", "102", 800.0)
+    await started(plain_tls, keys_udp, carol)
+    try:
+        await plain_tls.command("dial", f"sip:102@127.0.0.1:{office.tls_port};transport=tls")
+        closed = await plain_tls.wait_event("CALL_CLOSED")
+        assert "488" in closed.get("param", ""), closed
+        await keys_udp.command("dial", f"sip:102@127.0.0.1:{office.port}")
+        closed = await keys_udp.wait_event("CALL_CLOSED")
+        assert "488" in closed.get("param", ""), closed
+        assert not carol.seen("CALL_INCOMING")  # nothing rang
+    finally:
+        await stop_all(plain_tls, keys_udp, carol)
+    assert office.proc is not None
+    log = "".join(office.proc.lines)
+    assert "event=request_refused src=127.0.0.1:" in log
+    assert "reason=srtp_keys_over_udp" in log
+    assert "event=invite_refused reason=encryption policy=required" in log
+
+
+def peer_fingerprint(port: int) -> str:
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=5) as raw,
+        context.wrap_socket(raw) as tls,
+    ):
+        der = tls.getpeercert(binary_form=True)
+    assert der is not None
+    digest = hashlib.sha256(der).hexdigest().upper()
+    return ":".join(digest[i : i + 2] for i in range(0, len(digest), 2))
+
+
+def make_certificate(directory: Path, name: str) -> tuple[Path, Path]:
+    cert, key = directory / f"{name}.pem", directory / f"{name}.key"
+    subprocess.run(
+        [
+            *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key)),
+            *("-out", str(cert), "-days", "2", "-subj", f"/CN={name}"),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return cert, key
+
+
+async def test_a_replaced_certificate_is_loaded_on_reload_and_the_call_goes_on(
+    office: Office, tmp_path: Path
+) -> None:
+    first = make_certificate(tmp_path, "first")
+    office.user_extra = {"101": 'media_encryption = "required"'}
+    office.start()
+    assert office.proc is not None
+    # the demo certificate: made at start, its fingerprint in the banner
+    banner_fp = peer_fingerprint(office.tls_port)
+    assert f"SHA-256 {banner_fp}" in "".join(office.proc.lines)
+    alice = office.phone("alice", "100", 1000.0, tls=True, mediaenc="srtp-mand")
+    bob = office.phone("bob", "101", 600.0, tls=True, mediaenc="srtp-mand")
+    await started(alice, bob)
+    try:
+        await alice.command("dial", f"sip:101@127.0.0.1:{office.tls_port};transport=tls")
+        await alice.wait_event("CALL_ESTABLISHED")
+        await bob.wait_event("CALL_ESTABLISHED")
+        t0 = time.monotonic()
+        # the configuration now names a certificate; the daemon reloads
+        text = office.config_path.read_text().replace(
+            "[server]\n", f'[server]\ntls_certificate = "{first[0]}"\ntls_key = "{first[1]}"\n', 1
+        )
+        office.config_path.write_text(text)
+        reload = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "softswitch.cli", "reload", "--config", str(office.config_path)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+        )
+        assert reload.returncode == 0, reload.stderr
+        assert peer_fingerprint(office.tls_port) != banner_fp  # new connections: new cert
+        wanted = hashlib.sha256(ssl.PEM_cert_to_DER_cert(first[0].read_text())).hexdigest().upper()
+        assert peer_fingerprint(office.tls_port).replace(":", "") == wanted
+        t_reload = time.monotonic() - t0
+        await asyncio.sleep(2.5)
+        await alice.command("hangup")
+        await bob.wait_event("CALL_CLOSED")
+        assert not alice.seen("CALL_CLOSED")[:-1]  # one call, closed once, by the hangup
+    finally:
+        await stop_all(alice, bob)
+    # the call went on over its TLS connections, SRTP both ways, after the reload
+    assert abs(frequency(bob.recording(), t_reload + 0.5) - 1000) < 10
+    assert abs(frequency(alice.recording(), t_reload + 0.5) - 600) < 10
