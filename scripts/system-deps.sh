@@ -12,6 +12,8 @@ fi
 if [ "${1:-}" != "venv" ]; then
 command -v sipp >/dev/null || need+=(sip-tester)
 command -v baresip >/dev/null || need+=(baresip-core)
+# a third SIP and media stack for the encrypted-call tests (liblinphone: belle-sip, mediastreamer2)
+command -v linphonec >/dev/null || need+=(linphone-cli)
 command -v sox >/dev/null || need+=(sox)
 command -v espeak-ng >/dev/null || need+=(espeak-ng)
 command -v openssl >/dev/null || need+=(openssl)

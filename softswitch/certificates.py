@@ -8,6 +8,7 @@ open ones (calls, registrations) go on with theirs.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import hashlib
 import ipaddress
@@ -94,10 +95,11 @@ def demo_certificate(directory: Path, hosts: list[str]) -> tuple[Path, Path]:
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])])
     alt_names: list[x509.GeneralName] = []
     for name in names:
-        try:
+        # an address is named twice: as an address, and as a "DNS name" for TLS stacks
+        # that match only those (mbedTLS 2, in linphone, refuses the certificate otherwise)
+        with contextlib.suppress(ValueError):
             alt_names.append(x509.IPAddress(ipaddress.ip_address(name)))
-        except ValueError:
-            alt_names.append(x509.DNSName(name))
+        alt_names.append(x509.DNSName(name))
     certificate = (
         x509.CertificateBuilder()
         .subject_name(subject)
@@ -107,7 +109,13 @@ def demo_certificate(directory: Path, hosts: list[str]) -> tuple[Path, Path]:
         .not_valid_before(now - datetime.timedelta(minutes=5))
         .not_valid_after(now + datetime.timedelta(days=DEMO_DAYS))
         .add_extension(x509.SubjectAlternativeName(alt_names), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        # its own CA (phones are given it as their trusted root): key identifiers as
+        # `openssl req -x509` writes them, which mbedTLS (linphone) needs to build the path
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(key.public_key()), critical=False
+        )
         .sign(key, hashes.SHA256())
     )
     pem_key = key.private_bytes(

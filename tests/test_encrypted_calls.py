@@ -11,6 +11,7 @@ import asyncio
 import hashlib
 import os
 import socket
+import sqlite3
 import ssl
 import struct
 import subprocess
@@ -23,12 +24,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile
 
 from media import g711
+from media.tones import sine_mix
+from softswitch.features.hold_music import builtin_music
 
-from .audio import active, dominant_frequency
+from .audio import active, best_correlation, dominant_frequency
 from .baresip import Phone
-from .netutil import ROOT
+from .linphone import Linphone
+from .netutil import ROOT, free_port, rtp_base
 from .office import Office, segment
 
 pytestmark = pytest.mark.interop
@@ -279,3 +284,120 @@ async def test_a_replaced_certificate_is_loaded_on_reload_and_the_call_goes_on(
     # the call went on over its TLS connections, SRTP both ways, after the reload
     assert abs(frequency(bob.recording(), t_reload + 0.5) - 1000) < 10
     assert abs(frequency(alice.recording(), t_reload + 0.5) - 600) < 10
+
+
+async def test_linphone_over_tls_with_srtp_calls_an_srtp_baresip(
+    office: Office, tmp_path: Path
+) -> None:
+    """A third SIP and media stack (liblinphone: belle-sip, mediastreamer2, its own
+    libsrtp use) registers over TLS, checking the daemon's certificate, and calls a
+    baresip phone; both legs SRTP, tones both ways."""
+    office.user_extra = {"101": 'media_encryption = "required"'}
+    office.start()
+    bob = office.phone("bob", "101", 600.0, tls=True, mediaenc="srtp-mand")
+    tone = tmp_path / "tone1000.wav"
+    soundfile.write(tone, sine_mix((1000.0,), 8000 * 30, 8000, -12), 8000, subtype="PCM_16")
+    heard = tmp_path / "linphone-heard.wav"
+    alice = Linphone(
+        tmp_path / "linphone",
+        "100",
+        free_port(),
+        rtp_base(span=2, low=40000, high=50000),
+        office.data_dir / "tls" / "cert.pem",  # the demo certificate, made at start
+    )
+    await started(bob)
+    await alice.start()
+    try:
+        await alice.register(f"sip:127.0.0.1:{office.tls_port};transport=tls", "alice100")
+        await alice.command("soundcard use files")
+        await alice.command(f"call sip:101@127.0.0.1:{office.tls_port};transport=tls")
+        await alice.wait_for("Media streams established")
+        await bob.wait_event("CALL_ESTABLISHED")
+        await alice.command(f"play {tone}")
+        await alice.command(f"record {heard}")
+        await asyncio.sleep(4)
+        await alice.command("terminate")
+        await bob.wait_event("CALL_CLOSED")
+    finally:
+        await alice.stop()
+        await stop_all(bob)
+    assert abs(frequency(heard, 0.5) - 600) < 10  # linphone hears baresip's tone
+    assert abs(frequency(bob.recording(), 0.5) - 1000) < 10  # and baresip linphone's
+    assert office.proc is not None
+    assert "Traceback" not in "".join(office.proc.lines)
+
+
+@pytest.mark.timeout(180)
+async def test_hold_music_voicemail_recording_and_a_conference_on_srtp_calls(
+    office: Office, tmp_path: Path
+) -> None:
+    """An SRTP phone (TLS, RTP/SAVP only, its user requires SRTP and records every call)
+    is held and hears the music, leaves a message, and meets a plain phone in a
+    conference, its keys (RFC 4733, inside SRTP) entering the codes."""
+    music = builtin_music(8000)
+    moh = tmp_path / "moh.wav"
+    soundfile.write(moh, music, 8000, subtype="PCM_16")
+    office.extra = f'[hold_music]\ndefault = "{moh}"\n'
+    office.user_extra = {
+        "100": 'media_encryption = "required"\nconference_host_code = "1001"\n'
+        'conference_code = "2001"\n[users.recording]\nmode = "always"\n'
+    }
+    office.start()
+    alice = office.phone("alice", "100", 1000.0, tls=True, mediaenc="srtp-mand")
+    bob = office.phone("bob", "101", 600.0)
+    await started(alice, bob)
+    tls = f"127.0.0.1:{office.tls_port};transport=tls"
+    try:
+        # held by a plain phone: the music, encrypted
+        await alice.command("dial", f"sip:101@{tls}")
+        await alice.wait_event("CALL_ESTABLISHED")
+        t0 = time.monotonic()
+        await bob.wait_event("CALL_ESTABLISHED")
+        await asyncio.sleep(2.0)
+        await bob.command("hold")
+        t_hold = time.monotonic() - t0
+        await asyncio.sleep(4.0)
+        await bob.command("resume")
+        t_resume = time.monotonic() - t0
+        await asyncio.sleep(2.0)
+        await alice.command("hangup")
+        await bob.wait_event("CALL_CLOSED")
+        held_call = alice.recording()
+        # a message for Carol, who has no phone: her voicemail
+        await alice.command("dial", f"sip:102@{tls}")
+        await alice.wait_event("CALL_ESTABLISHED", count=2, timeout=30)
+        await asyncio.sleep(8.5 + 3)  # greeting and beep, then the tone
+        await alice.command("hangup")
+        await alice.wait_event("CALL_CLOSED", count=2)
+        # the conference: Alice hosts (SRTP), Bob joins (plain)
+        for phone, code in ((alice, "1001#"), (bob, "2001#")):
+            await phone.command(
+                "dial", f"sip:800@{tls if phone is alice else f'127.0.0.1:{office.port}'}"
+            )
+            await phone.wait_event("CALL_ESTABLISHED", count=3 if phone is alice else 2)
+            await asyncio.sleep(1.0)
+            for key in code:
+                await phone.command("sndcode", key)
+                await asyncio.sleep(0.3)
+        await asyncio.sleep(5.0)
+        await alice.command("hangup")
+        await bob.command("hangup")
+    finally:
+        await stop_all(alice, bob)
+    assert abs(frequency(held_call, 0.5, t_hold - 0.3) - 600) < 10
+    held, _ = segment(held_call, t_hold + 1.0, t_resume - 0.5)
+    assert best_correlation(held, music[8000:24000]) > 0.6  # the hold music, decrypted
+    # the message, recorded from the SRTP leg
+    with sqlite3.connect(office.data_dir / "voicemail.sqlite") as db:
+        [(path,)] = db.execute("SELECT path FROM messages WHERE mailbox = '102'").fetchall()
+    message, rate = soundfile.read(path, dtype="int16")
+    assert abs(dominant_frequency(active(message), rate) - 1000) < 10
+    # the first call, recorded: Alice's and Bob's tones, one on each channel
+    with sqlite3.connect(office.data_dir / "recordings.sqlite") as db:
+        paths = [p for (p,) in db.execute("SELECT path FROM recordings ORDER BY rowid")]
+    stereo, rate = soundfile.read(paths[0], dtype="int16")
+    heard = {round(dominant_frequency(active(stereo[:, ch]), rate) / 100) * 100 for ch in (0, 1)}
+    assert heard == {600, 1000}
+    # in the conference each hears the other (the last seconds of each one's last call)
+    assert abs(frequency(alice.recording(), 4.0) - 600) < 10
+    assert abs(frequency(bob.recording(), 4.0) - 1000) < 10

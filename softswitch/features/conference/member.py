@@ -21,6 +21,7 @@ import sip
 from media import codecs
 from media.audio import Player, load_audio
 
+from ...encryption import PLAIN
 from ...media_engine import MediaLeg, PlayerSource, Source
 
 if TYPE_CHECKING:
@@ -35,6 +36,7 @@ class Member:
         self.call = call
         self.started = time.time()  # wall clock: the dashboard's time in the bridge
         self.waiting_music = waiting_music
+        self.encryption = PLAIN  # SRTP with its phone: a re-INVITE keeps to the same terms
         self.room: Room | None = None
         self.mixer_row: int | None = None
         self.host = False

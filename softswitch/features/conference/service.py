@@ -22,6 +22,8 @@ import sip
 from ivr.digits import collect_digits
 
 from ... import codec_policy
+from ...calls import srtp_terms
+from ...encryption import PLAIN, Encryption
 from ...feature import BaseFeature, Dial, Done, Failed, Handler, Outcome
 from ...media_engine import offer_peers
 from ...services import Services
@@ -75,7 +77,12 @@ class Conference(BaseFeature):
             return Failed(488, "refused", "Not Acceptable Here (the bridge needs an SDP offer)")
         self.services.detach(party)  # conference legs share the bridge's one port
         # the bridge answers the call itself: listeners (the call history) hear it here
-        await self.service.serve(call, party.offer, lambda: self.services.emit("answered", party))
+        await self.service.serve(
+            call,
+            party.offer,
+            lambda: self.services.emit("answered", party),
+            party.encryption,
+        )
         return Done()
 
 
@@ -149,6 +156,7 @@ class ConferenceService:
         call: sip.IncomingCall,
         offer: sip.SessionDescription,
         answered: Callable[[], None] | None = None,
+        encryption: Encryption = PLAIN,
     ) -> None:
         if len(self.legs) >= self.capacity:
             call.reject(503, "Service Unavailable (conference bridge full)")
@@ -161,7 +169,9 @@ class ConferenceService:
         except OSError:
             call.reject(503, "Service Unavailable (no RTP port for the bridge)")
             return
-        answer, stream = sip.answer(offer, host, leg.local[1], chosen)
+        answer, stream = sip.answer(
+            offer, host, leg.local[1], chosen, **srtp_terms(encryption, leg)
+        )
         if stream is None:
             leg.close()
             call.reject(488)
@@ -169,6 +179,7 @@ class ConferenceService:
         leg.on_rejected_source = self.svc.report_rtp(None)
         leg.configure(stream, signalling=source)
         member = Member(leg, call, self.waiting_music)
+        member.encryption = encryption
         self.legs.add(member)
         call.on_dtmf.add(member.digit)
         call.on_reinvite = lambda c, request: self._reinvite(member, request)
@@ -192,7 +203,8 @@ class ConferenceService:
         leg = member.leg
         current = leg.codec.name if leg.codec else None
         chosen = codec_policy.answer_codecs(self.codecs, offer, current)
-        answer, stream = sip.answer(offer, leg.local[0], leg.local[1], chosen)
+        terms = srtp_terms(member.encryption, leg)
+        answer, stream = sip.answer(offer, leg.local[0], leg.local[1], chosen, **terms)
         if stream is None:
             raise sip.RequestRefused(488)
         leg.configure(stream)  # held (sendonly, inactive): nothing until it resumes
