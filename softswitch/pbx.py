@@ -294,6 +294,8 @@ class Pbx:
             "tasks": len(asyncio.all_tasks()),
             "rtp_ports": self.ports.in_use,
             "rtp_kernel_drops": self.engine.kernel_drops(),
+            "rtp_strays": self.engine.stats["strays"],  # packets no leg took (strict RTP)
+            "srtp_refused": self.engine.stats["srtp_refused"],  # forged or replayed SRTP
             "transactions": len(self.ua.transactions),
             "dialogs": len(self.ua.calls),
             "overload_refused": self.ua.overload.stats.refused if self.ua.overload else 0,

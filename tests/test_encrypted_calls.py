@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import os
 import socket
 import sqlite3
@@ -128,8 +129,42 @@ def rtp_ports(phone: Phone) -> set[int]:
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="a raw packet socket needs root")
 
 
+def spoof(source: tuple[str, int], target: tuple[str, int], payload: bytes) -> None:
+    """Send a UDP datagram that claims to come from ``source`` (a raw IP socket: root)."""
+    udp = struct.pack("!HHHH", source[1], target[1], 8 + len(payload), 0) + payload
+    header = struct.pack(
+        "!BBHHHBBH4s4s",
+        0x45,
+        0,
+        20 + len(udp),
+        0,
+        0,
+        64,
+        socket.IPPROTO_UDP,
+        0,  # the kernel fills in the checksum
+        socket.inet_aton(source[0]),
+        socket.inet_aton(target[0]),
+    )
+    with socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW) as raw:
+        raw.sendto(header + udp, (target[0], 0))
+
+
+def forge(tap: Tap, phone: Phone, count: int) -> tuple[int, int]:
+    """An attacker who sees the phone's SRTP on the wire sends ``count`` packets of its
+    own as that phone (its address, SSRC and next sequence numbers, a made-up payload and
+    tag) to the daemon's port for it. Returns the phone's and the daemon's RTP ports."""
+    src, dst, data = next((s, d, p) for s, d, p in reversed(tap.packets) if s in rtp_ports(phone))
+    version, pt, seq, ts, ssrc = struct.unpack("!BBHII", data[:12])
+    for k in range(1, count + 1):
+        header = struct.pack("!BBHII", version, pt, (seq + k) & 0xFFFF, ts + 160 * k, ssrc)
+        spoof(("127.0.0.1", src), ("127.0.0.1", dst), header + os.urandom(170))
+    return src, dst
+
+
 @needs_root
 async def test_an_srtp_phone_over_tls_calls_a_plain_phone(office: Office) -> None:
+    stats = office.tmp / "stats.json"
+    office.args = ("--stats-file", str(stats))
     office.start()
     alice = office.phone("alice", "100", 1000.0, tls=True, mediaenc="srtp-mand")
     bob = office.phone("bob", "101", 600.0)
@@ -140,12 +175,24 @@ async def test_an_srtp_phone_over_tls_calls_a_plain_phone(office: Office) -> Non
         await alice.command("dial", f"sip:101@127.0.0.1:{office.tls_port};transport=tls")
         await alice.wait_event("CALL_ESTABLISHED")
         await bob.wait_event("CALL_ESTABLISHED")
-        await asyncio.sleep(3)
+        await asyncio.sleep(1.5)
+        # forged packets as Alice (spoofed address, her SSRC): never heard, counted, logged
+        alice_port, _ = forge(tap, alice, 200)
+        await asyncio.sleep(1.5)
         await alice.command("hangup")
         await bob.wait_event("CALL_CLOSED")
+        counters = json.loads(stats.read_text())
     finally:
         tap.stop()
         await stop_all(alice, bob)
+    assert counters["srtp_refused"] >= 200
+    assert office.proc is not None
+    rejected = [
+        line
+        for line in office.proc.lines
+        if f"event=rtp_source_rejected src=127.0.0.1:{alice_port}" in line
+    ]
+    assert len(rejected) == 1 and "reason=srtp_auth" in rejected[0]  # once for the burst
     assert abs(frequency(alice.recording(), 0.5) - 600) < 10  # Alice hears Bob's tone
     assert abs(frequency(bob.recording(), 0.5) - 1000) < 10  # and Bob hears Alice's
     # on the wire: Alice's leg is ciphertext both ways, Bob's plain G.711 both ways
