@@ -102,6 +102,7 @@ class ConfigFile:
             config = cfg.resolve_paths(config, target.parent)
             config = config.model_copy(update={"source": target})
         cfg.check_audio(config, name)
+        check_certificate(config.server, name)
         config = self._overridden(config, sections_of(features))
         Registry(config, features)  # numbers, codes and destinations resolve
         return config
@@ -239,6 +240,19 @@ RESTART_KEYS = (
     "registration_max_expires",
     "keepalive_interval",
 )
+
+
+def check_certificate(server: cfg.Server, source: str) -> None:
+    """A configured TLS certificate must load with its key (``check``, ``run`` and a
+    reload refuse it otherwise, naming the key)."""
+    if server.tls_certificate is None:
+        return
+    from .certificates import server_context
+
+    try:
+        server_context(server, [])
+    except cfg.ConfigError as exc:
+        raise cfg.ConfigError(f"{source}: {exc}") from None
 
 
 def needs_restart(old: cfg.Config, new: cfg.Config) -> list[str]:

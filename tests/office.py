@@ -200,18 +200,21 @@ async def demo_pbx(
     extra: str = "",
     rtp: int = 33000,
     features: Sequence[FeatureType] | None = None,
+    tls: bool = False,
 ) -> Pbx:
     """The embedded demo office, in this process, on a free port, started.
 
     ``server`` adds lines to its [server] table, ``settings`` to its [features] table,
     ``extra`` whole tables; ``features``
-    replaces the built-in feature modules."""
+    replaces the built-in feature modules; ``tls`` listens on TLS too (its listener
+    last, the demo certificate made in the data directory)."""
     port = free_port()
+    tls_listen = f', "tls:127.0.0.1:{free_port()}"' if tls else ""
     rtp = worker_rtp(rtp)
     text = (
         re.sub(
             r"^listen = \[.*\]$",
-            f'listen = ["udp:127.0.0.1:{port}", "tcp:127.0.0.1:{port}"]\n'
+            f'listen = ["udp:127.0.0.1:{port}", "tcp:127.0.0.1:{port}"{tls_listen}]\n'
             f"rtp_ports = [{rtp}, {rtp + 400}]\n{server}".replace("\\", "\\\\"),
             cfg.DEMO,
             count=1,
