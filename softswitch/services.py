@@ -10,6 +10,7 @@ call events to every listener. Features never see the PBX itself.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import secrets
 import zoneinfo
@@ -411,7 +412,7 @@ class Services(OfficeView):
                 caller.call.ring()
             self.emit("ringing", party)
 
-        def lost(party: Party) -> None:
+        def lost(party: Party, *_: object) -> None:
             if not winner or winner[0] is not party:  # the winner's end is track()'s
                 self.emit("ended", party)
 
@@ -422,44 +423,57 @@ class Services(OfficeView):
                 statuses.append(488)
                 log.info("event=fork_refused target=%s reason=srtp_needs_tls", fork.uri)
                 return
-            offer = sip.make_offer(
-                caller.host,
-                leg.local[1],
-                codec_policy.offer_codecs(mine, partner, limit),
-                **srtp_terms(secure, leg),
-            )
-            try:
-                out = await self.ua.invite(
-                    fork.uri,
-                    bytes(offer),
-                    wait=False,
-                    destination=fork.destination,
-                    credentials=fork.credentials,
-                    from_=fork.from_ or self.caller_id(caller),
-                    to=fork.to,
-                    headers=[*fork.headers, *headers] or None,
+            # "optional" offers RTP/AVP with keys (RFC 4568 best effort); a phone that takes
+            # RTP/SAVP alone refuses it with 488 and is offered RTP/SAVP once more
+            attempts = [secure]
+            if secure.policy == "optional" and secure.keys:
+                attempts.append(Encryption("required", True))
+            for attempt, terms in enumerate(attempts):
+                offer = sip.make_offer(
+                    caller.host,
+                    leg.local[1],
+                    codec_policy.offer_codecs(mine, partner, limit),
+                    **srtp_terms(terms, leg),
                 )
-            except (OSError, sip.SipUsageError) as exc:
-                statuses.append(503)
-                log.info("event=fork_failed target=%s error=%s", fork.uri, exc)
+                try:
+                    out = await self.ua.invite(
+                        fork.uri,
+                        bytes(offer),
+                        wait=False,
+                        destination=fork.destination,
+                        credentials=fork.credentials,
+                        from_=fork.from_ or self.caller_id(caller),
+                        to=fork.to,
+                        headers=[*fork.headers, *headers] or None,
+                    )
+                except (OSError, sip.SipUsageError) as exc:
+                    statuses.append(503)
+                    log.info("event=fork_failed target=%s error=%s", fork.uri, exc)
+                    return
+                party = Party(
+                    out, leg, fork.user, label=fork.label, device=fork.device, codecs=mine
+                )
+                party.encryption = terms
+                offers[id(party)] = (offer, mine)
+                parties.append(party)
+                out.on_progress.add(functools.partial(on_progress, party))
+                out.on_end.add(functools.partial(lost, party))
+                self.emit("trying", party)
+                try:
+                    await out.wait_answer()
+                except sip.RequestFailed as exc:
+                    again = exc.status == 488 and attempt + 1 < len(attempts)
+                    if again and not winner and not caller.ended:
+                        log.info("event=fork_retry target=%s reason=srtp_savp_only", fork.uri)
+                        continue
+                    statuses.append(exc.status)
+                    return
+                if winner or ringing.picked.done():
+                    await out.bye()  # a second device answered too late
+                else:
+                    winner.append(party)
+                    wake.set()
                 return
-            party = Party(out, leg, fork.user, label=fork.label, device=fork.device, codecs=mine)
-            party.encryption = secure
-            offers[id(party)] = (offer, mine)
-            parties.append(party)
-            out.on_progress.add(lambda r: on_progress(party, r))
-            out.on_end.add(lambda _: lost(party))
-            self.emit("trying", party)
-            try:
-                await out.wait_answer()
-            except sip.RequestFailed as exc:
-                statuses.append(exc.status)
-                return
-            if winner or ringing.picked.done():
-                await out.bye()  # a second device answered too late
-            else:
-                winner.append(party)
-                wake.set()
 
         def finished(_: asyncio.Task[None]) -> None:
             nonlocal pending

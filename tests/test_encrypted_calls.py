@@ -208,9 +208,8 @@ async def test_an_srtp_phone_over_tls_calls_a_plain_phone(office: Office) -> Non
 
 @needs_root
 async def test_two_srtp_phones_over_tls(office: Office) -> None:
-    # Bob's phone takes RTP/SAVP only (srtp-mand): its user requires SRTP, so it is
-    # offered RTP/SAVP (with "optional", phones are offered RTP/AVP with keys)
-    office.user_extra = {"101": 'media_encryption = "required"'}
+    # Bob's phone takes RTP/SAVP only (srtp-mand) but his user's policy is the default
+    # "optional": the RTP/AVP offer with keys gets 488, and RTP/SAVP is offered once more
     office.start()
     alice = office.phone("alice", "100", 1000.0, tls=True, mediaenc="srtp-mand")
     bob = office.phone("bob", "101", 600.0, tls=True, mediaenc="srtp-mand")
@@ -234,6 +233,8 @@ async def test_two_srtp_phones_over_tls(office: Office) -> None:
     to_alice = b"".join(d[12:] for _, dst, d in tap.packets if dst in rtp_ports(alice))
     to_bob = b"".join(d[12:] for _, dst, d in tap.packets if dst in rtp_ports(bob))
     assert tone_share(to_alice, 600) < 0.05 and tone_share(to_bob, 1000) < 0.05
+    assert office.proc is not None
+    assert "event=fork_retry target=sip:101-" in "".join(office.proc.lines)  # its contact
 
 
 async def test_policies_refuse_plain_rtp_and_keys_in_the_clear(office: Office) -> None:
