@@ -24,6 +24,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from .connections import ConnectionLimits, ConnectionTable
 from .errors import ParseError
@@ -354,6 +355,16 @@ class TransportLayer:
                     seconds, nanoseconds = _STAMP.unpack_from(data)
                     oldest = max(oldest, now - (seconds + nanoseconds * 1e-9))
         return oldest
+
+    def peer_certificate(self, source: Address) -> dict[str, Any] | None:
+        """The certificate the TLS peer at ``source`` presented and the server context
+        verified (``ssl.SSLSocket.getpeercert``'s form), None when none was (another
+        transport, no connection, or a client that sent none)."""
+        connection = self._connections.get(source)
+        if connection is None or connection.transport is None or source[0] != "tls":
+            return None
+        cert = connection.transport.get_extra_info("peercert")
+        return cert or None
 
     def listener_for(self, destination: Address) -> Listener:
         """The listener whose transport and address family fit ``destination``."""

@@ -16,6 +16,7 @@ import logging
 import os
 import ssl
 from pathlib import Path
+from typing import Any
 
 from .config import ConfigError, Server
 
@@ -33,6 +34,19 @@ def server_context(server: Server, hosts: list[str]) -> ssl.SSLContext:
     context.options |= ssl.OP_NO_COMPRESSION | ssl.OP_CIPHER_SERVER_PREFERENCE
     load(context, server, hosts)
     return context
+
+
+def names(cert: dict[str, Any]) -> set[str]:
+    """The names a peer certificate (``getpeercert()``'s form) carries: its subject's
+    common names and its DNS subject alternative names, lower case."""
+    found = {
+        value.lower()
+        for rdn in cert.get("subject", ())
+        for key, value in rdn
+        if key == "commonName"
+    }
+    found |= {value.lower() for kind, value in cert.get("subjectAltName", ()) if kind == "DNS"}
+    return found
 
 
 def paths(server: Server, hosts: list[str]) -> tuple[Path, Path | None]:
@@ -54,6 +68,22 @@ def load(context: ssl.SSLContext, server: Server, hosts: list[str]) -> None:
             f"{name} ({cert}{', key ' + str(key) if key else ''}): cannot load a PEM"
             f" certificate chain and its private key: {exc}"
         ) from None
+    load_client_ca(context, server)
+
+
+def load_client_ca(context: ssl.SSLContext, server: Server) -> None:
+    """With ``tls_client_ca``, peers may present a certificate checked against it (phones
+    need not: it is asked for, not required); a file that does not load raises
+    :class:`ConfigError`."""
+    if server.tls_client_ca is None:
+        return
+    try:
+        context.load_verify_locations(cafile=server.tls_client_ca)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(
+            f"server.tls_client_ca ({server.tls_client_ca}): cannot load PEM CA certificates: {exc}"
+        ) from None
+    context.verify_mode = ssl.CERT_OPTIONAL
 
 
 def fingerprint(server: Server, hosts: list[str]) -> str:

@@ -269,6 +269,9 @@ class Trunk(Strict):
     inbound_extension: Extension | None = None  # where calls from the trunk ring
     codecs: Codecs | None = None  # e.g. ["PCMA", "PCMU"]; unset: server.codecs
     media_encryption: Encryption | None = None  # SRTP with the provider; unset: server's
+    # requests from the trunk's addresses must come over TLS with a client certificate,
+    # verified against server.tls_client_ca, that names this (its subject or a DNS name)
+    tls_client_name: str | None = Field(None, min_length=1, max_length=253)
 
 
 class Dialplan(Strict):
@@ -349,6 +352,9 @@ class Server(Strict):
     # in data_dir/tls for the demo. Reloaded with the configuration (SIGHUP).
     tls_certificate: Path | None = None
     tls_key: Path | None = None
+    # CA certificates (PEM) that client certificates are checked against: TLS peers may
+    # then present one (phones need not), and a trunk's tls_client_name requires it
+    tls_client_ca: Path | None = None
     # SRTP unless a user, device or trunk says otherwise: "optional" takes keys a phone
     # offers over TLS and offers them to phones reached over TLS
     media_encryption: Encryption = "optional"
@@ -727,7 +733,7 @@ def _resolve_paths(config: Config, base: Path) -> Config:
             "data_dir": fix(config.server.data_dir),
             **{
                 key: fix(getattr(config.server, key))
-                for key in ("tls_certificate", "tls_key")
+                for key in ("tls_certificate", "tls_key", "tls_client_ca")
                 if getattr(config.server, key) is not None
             },
         }

@@ -366,6 +366,8 @@ class Pbx:
             caller = identity[0]
             device = identity[1].name if identity[1] is not None else None
         who = caller.extension if caller else call.invite.from_.uri.user
+        if trunk is not None and not self._trunk_certified(trunk, call):
+            return
         if not self.calls.admit(call):
             retry = [("Retry-After", str(RETRY_AFTER))]
             call.reject(503, "Service Unavailable (call limit)", headers=retry, stateless=True)
@@ -417,6 +419,24 @@ class Pbx:
         finally:
             if party.peer is None and not party.ended:
                 await party.call.hangup()
+
+    def _trunk_certified(self, trunk: Trunk, call: sip.IncomingCall) -> bool:
+        """A trunk with ``tls_client_name`` is believed only over TLS with a verified client
+        certificate naming it; anything else from its addresses is refused 403 (logged)."""
+        if trunk.tls_client_name is None:
+            return True
+        cert = self.ua.transport.peer_certificate(call.incoming.source)
+        if cert is not None and trunk.tls_client_name.lower() in certificates.names(cert):
+            return True
+        call.reject(403, "Forbidden (trunk certificate)")
+        self.ua.security_event(
+            "request_refused",
+            call.incoming.source,
+            user=trunk.name,
+            method="INVITE",
+            reason="tls_client_certificate" if cert is None else "tls_client_name",
+        )
+        return False
 
     def _encryption_fits(
         self,

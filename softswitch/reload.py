@@ -243,14 +243,16 @@ RESTART_KEYS = (
 
 
 def check_certificate(server: cfg.Server, source: str) -> None:
-    """A configured TLS certificate must load with its key (``check``, ``run`` and a
-    reload refuse it otherwise, naming the key)."""
-    if server.tls_certificate is None:
-        return
-    from .certificates import server_context
+    """A configured TLS certificate must load with its key, and client CAs must load
+    (``check``, ``run`` and a reload refuse them otherwise, naming the key)."""
+    import ssl
+
+    from .certificates import load_client_ca, server_context
 
     try:
-        server_context(server, [])
+        if server.tls_certificate is not None:
+            server_context(server, [])
+        load_client_ca(ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER), server)
     except cfg.ConfigError as exc:
         raise cfg.ConfigError(f"{source}: {exc}") from None
 

@@ -111,3 +111,68 @@ def test_check_names_a_certificate_that_does_not_load(tmp_path: Path) -> None:
     )
     assert result.returncode == 1
     assert "server.tls_certificate" in result.stderr and "missing.pem" in result.stderr
+
+
+def issue(ca: tuple[Path, Path], directory: Path, name: str) -> tuple[Path, Path]:
+    """A client certificate for ``name`` signed by ``ca``."""
+    key, csr, cert = (directory / f"{name}.{kind}" for kind in ("key", "csr", "pem"))
+    openssl = ["openssl", "req", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key)]
+    subprocess.run([*openssl, "-out", str(csr), "-subj", f"/CN={name}"], check=True)
+    subprocess.run(
+        [
+            *("openssl", "x509", "-req", "-in", str(csr), "-CA", str(ca[0])),
+            *("-CAkey", str(ca[1]), "-CAcreateserial", "-days", "2", "-out", str(cert)),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return cert, key
+
+
+async def test_a_trunk_is_believed_only_with_its_client_certificate(tmp_path: Path) -> None:
+    import sip
+
+    ca = make_certificate(tmp_path, "office-ca")
+    good = issue(ca, tmp_path, "provider.test")
+    other = issue(ca, tmp_path, "other.test")
+    trunk = (
+        '\n[[trunks]]\nname = "provider"\nproxy = "sips:127.0.0.1:5061"\n'
+        'addresses = ["127.0.0.1"]\ninbound_extension = "100"\n'
+        'tls_client_name = "provider.test"\n'
+    )
+    pbx = await demo_pbx(tmp_path, tls=True, server=f'tls_client_ca = "{ca[0]}"', extra=trunk)
+    udp, tls = pbx.ua.listeners[0].port, pbx.ua.listeners[-1].port
+
+    async def invite(transport: str, client: tuple[Path, Path] | None) -> int:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        if client is not None:
+            context.load_cert_chain(*client)
+        # its own TLS listener (Via names it) needs a certificate of its own: any will do
+        own = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        own.load_cert_chain(*(client or ca))
+        async with sip.UserAgent(
+            ["udp:127.0.0.1:0", "tls:127.0.0.1:0"],
+            user="provider",
+            tls_context=own,
+            client_tls_context=context,
+            overload=None,
+        ) as provider:
+            where = f"127.0.0.1:{tls};transport=tls" if transport == "tls" else f"127.0.0.1:{udp}"
+            offer = sip.make_offer("127.0.0.1", 40000)
+            call = await provider.invite(f"sip:0123456789@{where}", bytes(offer), wait=False)
+            try:
+                response = await call.wait_answer(timeout=10)
+            except sip.RequestFailed as exc:
+                return exc.status
+            await call.bye()
+            return response.status
+
+    try:
+        assert await invite("tls", good) != 403  # believed: it rings (or reaches voicemail)
+        assert await invite("tls", None) == 403  # no certificate
+        assert await invite("tls", other) == 403  # another name, same CA
+        assert await invite("udp", None) == 403  # not over TLS at all
+    finally:
+        await pbx.stop()
