@@ -71,6 +71,19 @@ DOCUMENTED = {
     "tcpIpApp.sntp.address.overrideDHCP",
     "tcpIpApp.sntp.gmtOffset",
     "tcpIpApp.sntp.daylightSavings.enable",
+    # TLS and SRTP (UC Software 5.x/6.x; Wazo's and FusionPBX's Polycom templates)
+    "device.sec.TLS.customCaCertN",
+    "device.sec.TLS.customCaCertN.set",
+    "device.sec.TLS.profile.caCertListN",
+    "sec.TLS.profileSelection.SIP",
+    "sec.TLS.SIP.strictCertCommonNameValidation",
+    "sec.srtp.enable",
+    "sec.srtp.offer",
+    "sec.srtp.require",
+    "sec.srtp.offer.HMAC_SHA1_80",
+    "sec.srtp.offer.HMAC_SHA1_32",
+    "sec.srtp.requireMatchingTag",
+    "sec.srtp.mki.enabled",
 }
 MASTER_ATTRIBUTES = {
     "APP_FILE_PATH",
@@ -81,6 +94,11 @@ MASTER_ATTRIBUTES = {
     "CONTACTS_DIRECTORY",
     "LICENSE_DIRECTORY",
 }
+
+
+def generic_name(name: str) -> str:
+    """``reg.1.server.1.port`` -> ``reg.N.server.N.port``, ``customCaCert1`` -> ``...N``."""
+    return re.sub(r"(?<=[a-zA-Z.])\d+(?=\.|$)", "N", name)
 
 
 def parameters(xml: bytes) -> dict[str, str]:
@@ -136,7 +154,7 @@ async def test_phone_fetches_its_configuration_with_digest_credentials(
     assert wrong.status_code == 401 and b"reg." not in wrong.content
     assert basic.status_code == 401  # digest is configured: no basic credentials
 
-    generic = {re.sub(r"\.\d+(?=\.|$)", ".N", name) for name in params}
+    generic = {generic_name(name) for name in params}
     assert generic <= DOCUMENTED, generic - DOCUMENTED
     assert params["reg.1.address"] == "100"
     assert params["reg.1.auth.userId"] == "100"
@@ -200,3 +218,35 @@ async def test_check_sync_notify_reaches_the_registered_phone(tmp_path: Path) ->
         await pbx.stop()
     [notify] = got
     assert notify.headers.get("Event") == "check-sync"
+
+
+async def test_phones_of_users_who_require_srtp_get_tls_srtp_and_the_certificate(
+    tmp_path: Path,
+) -> None:
+    http_port = free_port()
+    pbx = await demo_pbx(
+        tmp_path,
+        extra=PHONES.format(port=http_port),
+        server='media_encryption = "required"',
+        rtp=34800,
+        tls=True,
+    )
+    tls_port = pbx.ua.listeners[-1].port
+    cert = (tmp_path / "data" / "tls" / "cert.pem").read_text().strip()
+    try:
+        auth = httpx.DigestAuth("prov", "prov-secret")
+        base = f"http://127.0.0.1:{http_port}"
+        async with httpx.AsyncClient(base_url=base, auth=auth, timeout=5) as client:
+            params = parameters((await client.get(f"/{MAC}-softswitch.cfg")).content)
+    finally:
+        await pbx.stop()
+    generic = {generic_name(name) for name in params}
+    assert generic <= DOCUMENTED, generic - DOCUMENTED
+    assert params["reg.1.server.1.transport"] == "TLS"
+    assert params["reg.1.server.1.port"] == str(tls_port)
+    assert params["device.sec.TLS.customCaCert1"].strip() == cert  # the demo certificate
+    assert params["sec.TLS.profileSelection.SIP"] == "PlatformProfile1"
+    assert params["sec.TLS.SIP.strictCertCommonNameValidation"] == "1"
+    srtp = {k: params[k] for k in ("sec.srtp.enable", "sec.srtp.offer", "sec.srtp.require")}
+    assert srtp == {"sec.srtp.enable": "1", "sec.srtp.offer": "1", "sec.srtp.require": "1"}
+    assert params["sec.srtp.mki.enabled"] == "0"  # the PBX takes no MKI

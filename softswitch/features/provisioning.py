@@ -25,6 +25,7 @@ import hmac
 import logging
 import re
 import xml.etree.ElementTree as ET
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, IPvAnyAddress, IPvAnyNetwork
@@ -35,7 +36,8 @@ from starlette.routing import Route
 
 import sip
 
-from ..config import Config
+from .. import encryption
+from ..config import Config, User
 from ..feature import BaseFeature
 from ..model import Strict
 from ..services import Services
@@ -50,7 +52,20 @@ log = logging.getLogger("softswitch")
 DEFAULT_MASTER = "000000000000.cfg"
 FILE = re.compile(r"^(?P<mac>[0-9a-fA-F]{12})(?P<kind>\.cfg|-softswitch\.cfg)$")
 REALM = "softswitch provisioning"
-TRANSPORTS = {"udp": "UDPOnly", "tcp": "TCPOnly"}
+TRANSPORTS = {"udp": "UDPOnly", "tcp": "TCPOnly", "tls": "TLS"}
+# SRTP as Polycom UC Software names it (sec.srtp.*: enable, offer, require), per policy:
+# "optional" makes a VVX offer RTP/SAVP with keys and an RTP/AVP copy (two m= lines, the
+# PBX answers the first); MKI off (we take no MKI), the 80-bit tag only
+SRTP = {
+    "optional": {"sec.srtp.enable": "1", "sec.srtp.offer": "1", "sec.srtp.require": "0"},
+    "required": {"sec.srtp.enable": "1", "sec.srtp.offer": "1", "sec.srtp.require": "1"},
+}
+SRTP_COMMON = {
+    "sec.srtp.offer.HMAC_SHA1_80": "1",
+    "sec.srtp.offer.HMAC_SHA1_32": "0",
+    "sec.srtp.requireMatchingTag": "1",
+    "sec.srtp.mki.enabled": "0",
+}
 DISPLAY_CACHE = 5.0  # seconds a hot-desk phone's display name is kept by the web process
 HEADERS = {
     "X-Content-Type-Options": "nosniff",
@@ -66,7 +81,8 @@ class ProvisioningSettings(Strict):
     password: str = Field(min_length=8, max_length=128)
     auth: Literal["digest", "basic"] = "digest"  # basic only behind TLS
     sip_server: str | None = None  # default: server.public_address, else the host asked
-    sip_transport: Literal["udp", "tcp"] = "udp"
+    # "tls": every phone registers over TLS; phones of users who require SRTP do anyway
+    sip_transport: Literal["udp", "tcp", "tls"] = "udp"
     sntp_server: str = Field("pool.ntp.org", min_length=1, max_length=255)
     gmt_offset: int = Field(0, ge=-12 * 3600, le=14 * 3600)  # seconds east of UTC
     daylight_saving: bool = False
@@ -112,9 +128,14 @@ def phone_parameters(
     sip_host: str,
     sip_port: int,
     display: str | None = None,
+    tls_port: int | None = None,
+    ca_pem: str | None = None,
 ) -> dict[str, str]:
-    """The Polycom UC Software parameters of ``phone``, by name."""
+    """The Polycom UC Software parameters of ``phone``, by name. ``tls_port``: the SIP
+    TLS listener's (None: none); ``ca_pem``: the certificate the phone is to trust for it
+    (the demo's self-signed one, or the root of the configured chain)."""
     domain = config.server.domain
+    user: User | None = None
     if phone.user is not None:
         user = config.user(phone.user)
         assert user is not None
@@ -122,6 +143,14 @@ def phone_parameters(
     else:
         login, password = phone.login, phone.password or ""
         display = display or phone.label or "Hot desk"
+    policy = encryption.configured(config, user)
+    transport = settings.sip_transport
+    if tls_port is not None and policy == "required":
+        transport = "tls"  # SRTP keys travel only over TLS
+    if transport == "tls" and tls_port is not None:
+        sip_port = tls_port
+    elif transport == "tls":
+        transport = "udp"  # no TLS listener: nothing else can work
     params = {
         "reg.1.address": login,
         "reg.1.label": phone.label or display,
@@ -130,7 +159,7 @@ def phone_parameters(
         "reg.1.auth.password": password,
         "reg.1.server.1.address": sip_host,
         "reg.1.server.1.port": str(sip_port),
-        "reg.1.server.1.transport": TRANSPORTS[settings.sip_transport],
+        "reg.1.server.1.transport": TRANSPORTS[transport],
         "reg.1.server.1.expires": "600",
         "reg.1.server.1.register": "1",
         "msg.mwi.1.subscribe": login,
@@ -150,12 +179,34 @@ def phone_parameters(
         "tcpIpApp.sntp.gmtOffset": str(settings.gmt_offset),
         "tcpIpApp.sntp.daylightSavings.enable": "1" if settings.daylight_saving else "0",
     }
+    if transport == "tls":
+        if ca_pem is not None:  # the server's certificate, trusted for SIP, name checked
+            params["device.sec.TLS.customCaCert1"] = ca_pem
+            params["device.sec.TLS.customCaCert1.set"] = "1"
+            params["device.sec.TLS.profile.caCertList1"] = "Platform1"
+            params["sec.TLS.profileSelection.SIP"] = "PlatformProfile1"
+            params["sec.TLS.SIP.strictCertCommonNameValidation"] = "1"
+        if policy in SRTP:
+            params |= SRTP[policy] | SRTP_COMMON
     for n, extension in enumerate(phone.blf, 1):
         watched = config.user(extension)
         params[f"attendant.resourceList.{n}.address"] = f"{extension}@{domain}"
         params[f"attendant.resourceList.{n}.label"] = watched.name if watched else extension
         params[f"attendant.resourceList.{n}.type"] = "normal"
     return params
+
+
+def trusted_certificate(config: Config) -> str | None:
+    """The certificate a phone must trust for the daemon's TLS: the last of the
+    configured chain (its root, or the certificate itself when self-signed), else the
+    demo's self-signed one; None while there is none (the daemon makes it at start)."""
+    path = config.server.tls_certificate or Path(config.server.data_dir) / "tls" / "cert.pem"
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return None
+    blocks = re.findall(r"-----BEGIN CERTIFICATE-----.*?-----END CERTIFICATE-----", text, re.S)
+    return blocks[-1] if blocks else None
 
 
 def parameters_document(params: dict[str, str]) -> bytes:
@@ -378,8 +429,16 @@ class ProvisioningServer:
         if host is None:
             wildcard = listen_host.strip("[]") in ("0.0.0.0", "::")
             host = asked_host if wildcard and asked_host else listen_host.strip("[]")
+        tls = next((s for s in config.server.listen if s.startswith("tls:")), None)
         return phone_parameters(
-            config, options, phone, sip_host=host, sip_port=int(port), display=display
+            config,
+            options,
+            phone,
+            sip_host=host,
+            sip_port=int(port),
+            display=display,
+            tls_port=int(tls.rpartition(":")[2]) if tls else None,
+            ca_pem=trusted_certificate(config) if tls else None,
         )
 
     @staticmethod
