@@ -370,3 +370,22 @@ def test_srtcp_reports_are_protected_and_verified() -> None:
     finally:
         phone.close()
         engine.close()
+
+
+def test_a_vvx_best_effort_offer_of_two_lines() -> None:
+    """A Polycom VVX with SRTP offered (not required) sends RTP/SAVP with keys and an
+    RTP/AVP copy on the same port: the SAVP line is taken where keys may be used, the
+    copy otherwise; the other line is refused with port 0, order and count kept."""
+    sdp = (
+        "v=0\r\no=- 1 1 IN IP4 192.0.2.10\r\ns=-\r\nc=IN IP4 192.0.2.10\r\nt=0 0\r\n"
+        "m=audio 4000 RTP/SAVP 0\r\n"
+        f"a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:{inline(KEY)}\r\n"
+        "m=audio 4000 RTP/AVP 0\r\n"
+    )
+    ans, stream = answer(parse_sdp(sdp), "192.0.2.1", 30000, encryption="optional", key=KEY)
+    assert stream is not None and stream.srtp is not None and stream.media_index == 0
+    assert [m.port for m in ans.media] == [30000, 0]
+    ans, stream = answer(parse_sdp(sdp), "192.0.2.1", 30000)  # over UDP: plain RTP
+    assert stream is not None and stream.srtp is None and stream.media_index == 1
+    assert [m.port for m in ans.media] == [0, 30000]
+    assert [m.proto for m in ans.media] == ["RTP/SAVP", "RTP/AVP"]
