@@ -321,7 +321,7 @@ def test_banner_columns_line_up() -> None:
 def test_the_readme_shows_the_banner_as_it_is() -> None:
     config = cfg.demo()
     codes = {"100": ("1001", "2001"), "101": ("482113", "905217"), "102": ("730266", "118530")}
-    listen = [("udp", "127.0.0.1", 5060), ("tcp", "127.0.0.1", 5060)]
+    listen = [("udp", "127.0.0.1", 5060), ("tcp", "127.0.0.1", 5060), ("tls", "127.0.0.1", 5061)]
     text = banner.render(
         config,
         Registry(config, builtin()),
@@ -329,6 +329,7 @@ def test_the_readme_shows_the_banner_as_it_is() -> None:
         codes,
         secrets=True,
         title="softswitch demo office",
+        tls_fingerprint="62:7F:9A:C6:7B:A6:BA:C0:7A:04:03:6D:...:C6:86",  # as the README cuts it
     )
     readme = (ROOT / "README.md").read_text()
     assert f"```\n{text}\nsoftswitch running (Ctrl-C stops;" in readme
