@@ -27,11 +27,15 @@ def no_phone_left_running() -> Iterator[None]:
 
 
 @pytest.fixture(autouse=True)
-def no_collector_pause_from_earlier_tests() -> None:
+def no_collector_pause_from_earlier_tests() -> Iterator[None]:
     """Tests that run a PBX and its phones in this process hear a stalled event loop as
     lost audio. A full collection walks every object the session has kept (modules,
     reports, earlier tests' caches: ~120 k objects, 100-170 ms a pass, measured with a
-    gc.callbacks probe), so what has survived so far is collected once and frozen: later
-    passes walk only what the running test made."""
+    gc.callbacks probe), so what has survived so far is collected once and frozen for the
+    test: its passes walk only what it made. After it, everything is collectable again
+    (what the test left behind is freed by the next test's collection, not kept frozen
+    for the rest of the session)."""
     gc.collect()
     gc.freeze()
+    yield
+    gc.unfreeze()
