@@ -16,7 +16,7 @@ from typing import Any
 from .errors import BindError, SipUsageError
 from .transaction import Address
 
-TRANSPORTS = ("udp", "tcp", "tls")
+TRANSPORTS = ("udp", "tcp", "tls", "ws", "wss")  # ws/wss: RFC 7118, listen only
 _EXAMPLE = "e.g. ('udp', '127.0.0.1', 5060)"
 
 
@@ -29,7 +29,8 @@ def checked_destination(value: Any) -> Address:
     transport, host, port = value
     if not isinstance(transport, str) or transport.lower() not in TRANSPORTS:
         raise SipUsageError(
-            f"destination {tuple(value)!r}: transport must be one of udp, tcp, tls ({_EXAMPLE})"
+            f"destination {tuple(value)!r}: transport must be one of"
+            f" {', '.join(TRANSPORTS)} ({_EXAMPLE})"
         )
     if not isinstance(host, str):
         raise SipUsageError(f"destination {tuple(value)!r}: host must be a str ({_EXAMPLE})")

@@ -32,6 +32,7 @@ from .framing import StreamFramer
 from .message import Request, Response, error_response, parse
 from .security import SecurityLog
 from .transaction import Address
+from .websocket import WebSocketFramer
 
 log = logging.getLogger(__name__)
 
@@ -145,6 +146,40 @@ class _StreamProtocol(asyncio.Protocol):
         if self.transport is not None:
             self.transport.close()
         self.layer._forget(self)
+
+
+class _WebSocketProtocol(_StreamProtocol):
+    """A SIP-over-WebSocket connection (RFC 7118): the upgrade handshake, then one SIP
+    message per WebSocket message (:class:`~sip.websocket.WebSocketFramer`, sans-IO)."""
+
+    def __init__(self, layer: TransportLayer, listener: Listener, transport_name: str) -> None:
+        super().__init__(layer, listener, transport_name, inbound=True)
+        self.ws = WebSocketFramer()
+
+    def data_received(self, data: bytes) -> None:
+        assert self.peer is not None and self.transport is not None
+        try:
+            messages, reply = self.ws.feed(data)
+        except ParseError as exc:
+            self.layer.stats.malformed += 1
+            self.layer.security_event("malformed", self.peer, reason=str(exc))
+            if self.transport is not None and not self.transport.is_closing():
+                self.transport.write(self.ws.pending_reply)
+            self.close()
+            return
+        if reply:
+            self.transport.write(reply)
+        self.layer._received(self, len(messages), self.ws.partial)
+        if self.ws.closed:
+            self.close()
+            return
+        for message in messages:
+            self.layer._receive(message, self.peer, self.listener)
+
+    def write(self, data: bytes) -> None:
+        assert self.transport is not None
+        if self.ws.open:
+            self.transport.write(self.ws.frame(data))
 
 
 class _DatagramProtocol(asyncio.DatagramProtocol):
@@ -297,22 +332,29 @@ class TransportLayer:
                 raise
             listener._udp, listener._udp_socket = udp, sock
             listener.port = sock.getsockname()[1]
-        elif transport in ("tcp", "tls"):
-            if transport == "tls" and ssl_context is None:
-                raise ValueError("a TLS listener needs an ssl_context")
+        elif transport in ("tcp", "tls", "ws", "wss"):
+            secure = transport in ("tls", "wss")
+            if secure and ssl_context is None:
+                raise ValueError(f"a {transport.upper()} listener needs an ssl_context")
             listener = Listener(transport, bind, port, ssl_context=ssl_context)
+
+            def protocol() -> _StreamProtocol:
+                if transport in ("ws", "wss"):
+                    return _WebSocketProtocol(self, listener, transport)
+                return _StreamProtocol(self, listener, transport, inbound=True)
+
             server = await loop.create_server(
-                lambda: _StreamProtocol(self, listener, transport, inbound=True),
+                protocol,
                 bind,
                 port,
-                ssl=ssl_context if transport == "tls" else None,
-                ssl_handshake_timeout=self.limits.message_timeout if transport == "tls" else None,
+                ssl=ssl_context if secure else None,
+                ssl_handshake_timeout=self.limits.message_timeout if secure else None,
                 reuse_address=True,
             )
             listener._server = server
             listener.port = server.sockets[0].getsockname()[1]
         else:
-            raise ValueError(f"unknown transport {transport!r}: use udp, tcp or tls")
+            raise ValueError(f"unknown transport {transport!r}: use udp, tcp, tls, ws or wss")
         self.listeners.append(listener)
         log.info("event=listening transport=%s host=%s port=%d", transport, bind, listener.port)
         return listener
@@ -430,6 +472,8 @@ class TransportLayer:
         transport, host, port = destination
         loop = asyncio.get_running_loop()
         try:
+            if transport in ("ws", "wss"):  # RFC 7118: only over the client's connection
+                raise OSError(f"no {transport} connection from {host}:{port} (it has closed)")
             listener = self.listener_for(destination)
             context = None
             if transport == "tls":

@@ -227,7 +227,7 @@ class UserAgent:
                     transport,
                     host,
                     port,
-                    ssl_context=self.tls_context if transport == "tls" else None,
+                    ssl_context=self.tls_context if transport in ("tls", "wss") else None,
                 )
             except OSError as exc:
                 await self.transport.close()
@@ -308,7 +308,7 @@ class UserAgent:
         listener = self.transport.listener_for(destination)
         params: dict[str, str | None] = {}
         secure = sips and listener.transport == "tls"
-        if listener.transport in ("tcp", "tls") and not secure:
+        if listener.transport != "udp" and not secure:
             params["transport"] = listener.transport
         return URI(
             "sips" if secure else "sip",
@@ -913,7 +913,7 @@ def _parse_listen(spec: str) -> tuple[str, str, int]:
     transport = "udp"
     rest = spec
     head, sep, tail = spec.partition(":")
-    if sep and head.lower() in ("udp", "tcp", "tls"):
+    if sep and head.lower() in ("udp", "tcp", "tls", "ws", "wss"):
         transport, rest = head.lower(), tail
     if rest.startswith("["):
         host, _, port = rest[1:].partition("]:")

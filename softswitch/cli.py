@@ -90,7 +90,7 @@ input with --password-stdin.
 
 def _listen_specs(listen: str) -> list[str]:
     """``HOST:PORT`` means UDP and TCP there; ``udp:HOST:PORT`` one transport."""
-    if listen.split(":", 1)[0].lower() in ("udp", "tcp", "tls"):
+    if listen.split(":", 1)[0].lower() in ("udp", "tcp", "tls", "ws", "wss"):
         return [listen]
     return [f"udp:{listen}", f"tcp:{listen}"]
 
@@ -244,8 +244,8 @@ def _parser() -> argparse.ArgumentParser:
         "--listen",
         type=_listen,
         metavar="HOST:PORT",
-        help="HOST:PORT (UDP and TCP) or udp:/tcp:/tls:HOST:PORT, instead of [server] listen;"
-        " 0.0.0.0:5060 lets LAN phones in",
+        help="HOST:PORT (UDP and TCP) or udp:/tcp:/tls:/ws:/wss:HOST:PORT, instead of"
+        " [server] listen; 0.0.0.0:5060 lets LAN phones in",
     )
     run.add_argument(
         "--console-listen",

@@ -79,7 +79,7 @@ _HOST_NAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,252})$")
 
 
 def listen_entry(spec: str) -> str:
-    """``[udp:|tcp:|tls:]HOST:PORT`` as :mod:`sip` binds it (no transport: UDP); anything
+    """``[udp:|tcp:|tls:|ws:|wss:]HOST:PORT`` as :mod:`sip` binds it (no transport: UDP); anything
     else would only fail at start, as an address that "cannot be bound"."""
     head, sep, tail = spec.partition(":")
     rest = tail if sep and head.lower() in TRANSPORTS else spec
@@ -311,7 +311,8 @@ class Conference(Strict):
 
 
 class Server(Strict):
-    # [udp:|tcp:|tls:]HOST:PORT each (no transport: UDP)
+    # [udp:|tcp:|tls:|ws:|wss:]HOST:PORT each (no transport: UDP; wss: and tls: share
+    # the TLS certificate; ws: and wss: are SIP over WebSocket, RFC 7118)
     listen: list[ListenEntry] = ["udp:127.0.0.1:5060", "tcp:127.0.0.1:5060"]
     domain: str = "softswitch.local"
     public_address: str | None = None  # advertised in Via/Contact/SDP (NAT, multihoming)

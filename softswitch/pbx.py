@@ -69,7 +69,7 @@ class Pbx:
         # one TLS context for every tls: listener, its certificate reloaded in place
         self.tls_context = (
             certificates.server_context(server, self.tls_hosts(config))
-            if any(spec.startswith("tls:") for spec in server.listen)
+            if any(spec.startswith(("tls:", "wss:")) for spec in server.listen)
             else None
         )
         self.ua = sip.UserAgent(
@@ -136,7 +136,7 @@ class Pbx:
         the TLS listeners' addresses (not a wildcard)."""
         hosts = [config.server.domain, *filter(None, [config.server.public_address])]
         for spec in config.server.listen:
-            if spec.startswith("tls:"):
+            if spec.startswith(("tls:", "wss:")):
                 host = spec[4:].rpartition(":")[0].strip("[]")
                 if host not in ("0.0.0.0", "::"):
                     hosts.append(host)

@@ -201,15 +201,18 @@ async def demo_pbx(
     rtp: int = 33000,
     features: Sequence[FeatureType] | None = None,
     tls: bool = False,
+    ws: bool = False,
 ) -> Pbx:
     """The embedded demo office, in this process, on a free port, started.
 
     ``server`` adds lines to its [server] table, ``settings`` to its [features] table,
     ``extra`` whole tables; ``features``
     replaces the built-in feature modules; ``tls`` listens on TLS too (its listener
-    last, the demo certificate made in the data directory)."""
+    last, the demo certificate made in the data directory), ``ws`` on ws: and wss:."""
     port = free_port()
     tls_listen = f', "tls:127.0.0.1:{free_port()}"' if tls else ""
+    if ws:  # SIP over WebSocket, plain and secure (the demo certificate)
+        tls_listen += f', "ws:127.0.0.1:{free_port()}", "wss:127.0.0.1:{free_port()}"'
     rtp = worker_rtp(rtp)
     text = (
         re.sub(

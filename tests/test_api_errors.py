@@ -29,7 +29,7 @@ JUNK_MP3 = b"ID3\x03\x00\x00\x00\x00\x00\x0a" + b"\x00" * 10 + b"\xff\xfb\x90\x6
     [
         (("127.0.0.1", 5060), r"destination must be \(transport, host, port\), e\.g\."),
         ("udp:127.0.0.1:5060", r"destination must be \(transport, host, port\)"),
-        (("sctp", "127.0.0.1", 5060), "transport must be one of udp, tcp, tls"),
+        (("sctp", "127.0.0.1", 5060), "transport must be one of udp, tcp, tls, ws, wss"),
         (("udp", "pbx.example.com", 5060), r"host must be an IP address; resolve a name first"),
         (("udp", "127.0.0.1", "5060"), "port must be an int in 1-65535"),
         (("udp", "127.0.0.1", 70000), "port must be an int in 1-65535"),

@@ -228,17 +228,21 @@ def test_check_and_users_take_config_and_still_a_file(
 def test_listen_entries_are_checked_by_the_model(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    for good in ("udp:127.0.0.1:5060", "127.0.0.1:5060", "tcp:[::1]:5060", "tls:pbx.lan:5061"):
+    for good in (
+        *("udp:127.0.0.1:5060", "127.0.0.1:5060", "tcp:[::1]:5060", "tls:pbx.lan:5061"),
+        *("ws:127.0.0.1:8080", "wss:0.0.0.0:8089"),
+    ):
         assert cfg.parse(f'[server]\nlisten = ["{good}"]\n').server.listen == [good]
     path = tmp_path / "office.toml"
     path.write_text(
-        '[server]\ndomain = "x"\nlisten = ["udp:127.0.0.1:5060", "ws:127.0.0.1:15092"]\n'
+        '[server]\ndomain = "x"\nlisten = ["udp:127.0.0.1:5060", "sctp:127.0.0.1:15092"]\n'
     )
     code, _, err = run_cli(capsys, "check", "--config", str(path))
     assert code == 1
     assert err == (
-        f"{path}: server.listen[1]: 'ws:127.0.0.1:15092': unknown transport 'ws' (one of udp,"
-        " tcp, tls, e.g. 'tcp:127.0.0.1:15092') (listen[1] is the second listen entry, line 3)\n"
+        f"{path}: server.listen[1]: 'sctp:127.0.0.1:15092': unknown transport 'sctp' (one of"
+        " udp, tcp, tls, ws, wss, e.g. 'tcp:127.0.0.1:15092') (listen[1] is the second listen"
+        " entry, line 3)\n"
     )
     for bad, why in (
         ("udp:127.0.0.1", "expected [udp:|tcp:|tls:]HOST:PORT"),
@@ -248,8 +252,10 @@ def test_listen_entries_are_checked_by_the_model(
         with pytest.raises(cfg.ConfigError, match=re.escape(why)):
             cfg.parse(f'[server]\nlisten = ["{bad}"]\n')
     # --listen is checked the same way, before anything starts
-    code, _, err = run_cli(capsys, "run", "--listen", "ws:127.0.0.1:15092")
-    assert code == 2 and "argument --listen: 'ws:127.0.0.1:15092': unknown transport 'ws'" in err
+    code, _, err = run_cli(capsys, "run", "--listen", "sctp:127.0.0.1:15092")
+    assert (
+        code == 2 and "argument --listen: 'sctp:127.0.0.1:15092': unknown transport 'sctp'" in err
+    )
 
 
 def test_config_errors_count_from_one_and_give_the_line(

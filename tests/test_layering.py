@@ -28,6 +28,7 @@ PURE = [
     "sip/session_timer.py",
     "sip/transaction.py",
     "sip/uri.py",
+    "sip/websocket.py",
     "rtp/columns.py",
     "rtp/dtmf.py",
     "rtp/jitter.py",
