@@ -27,6 +27,11 @@ $(STAMP): $(RUNSTAMP)
 
 venv: $(STAMP)
 
+# the browser SIP library the tests drive (JsSIP, pinned by js/package-lock.json)
+JSSTAMP := js/node_modules/.installed
+$(JSSTAMP): js/package.json js/package-lock.json
+	@echo "installing js/ (npm ci)..."; cd js && npm ci --silent --no-audit --no-fund && touch node_modules/.installed
+
 # Foreign SIP peers and audio tools the interop tests drive (apt-get when missing).
 system-deps:
 	scripts/system-deps.sh
@@ -43,6 +48,7 @@ lint: $(STAMP)
 # two workers side by side (most tests wait on phones and timers, not on the CPU; each
 # worker has its own ports: tests/netutil.py), then the tests that time something alone
 test: $(STAMP) system-deps
+	$(MAKE) $(JSSTAMP)
 	$(MAKE) lint
 	$(VENV)/bin/pytest -q --durations=20 -n 2 --dist worksteal -m "not serial"
 	$(VENV)/bin/pytest -q --durations=5 -m serial

@@ -17,6 +17,9 @@ command -v linphonec >/dev/null || need+=(linphone-cli)
 command -v sox >/dev/null || need+=(sox)
 command -v espeak-ng >/dev/null || need+=(espeak-ng)
 command -v openssl >/dev/null || need+=(openssl)
+# Node.js runs the browser SIP library (JsSIP) against the WebSocket transport
+command -v node >/dev/null || need+=(nodejs)
+command -v npm >/dev/null || need+=(npm)
 # the console's browser tests (Playwright drives Debian's chromium: no browser download)
 command -v chromium >/dev/null || need+=(chromium)
 # the tests use fail2ban-regex alone, to check deploy/fail2ban against the daemon's log

@@ -6,6 +6,9 @@ bounded: no ``sip`` subprotocol, an oversized message, requests without credenti
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
+import shutil
 import ssl
 from pathlib import Path
 
@@ -23,6 +26,7 @@ from wsproto.events import (
 import sip
 from sip.websocket import WebSocketFramer
 
+from .netutil import ROOT
 from .office import demo_pbx
 
 
@@ -185,3 +189,46 @@ def test_the_framer_refuses_before_a_long_message_is_complete() -> None:
     assert framer.feed(first) == ([], b"") and framer.partial
     with pytest.raises(sip.ParseError):
         framer.feed(client.send(Message(data="b" * 60, message_finished=True)))
+
+
+async def jssip_register(url: str, user: str, password: str) -> str:
+    """JsSIP's registration over ``url``, run by Node (js/, installed by ``make test``)."""
+    node = shutil.which("node")
+    assert node is not None, "node is not installed: run scripts/system-deps.sh"
+    script = ROOT / "js" / "jssip_register.js"
+    proc = await asyncio.create_subprocess_exec(
+        node,
+        str(script),
+        url,
+        user,
+        password,
+        "demo.softswitch",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+        env={**os.environ, "NODE_TLS_REJECT_UNAUTHORIZED": "0"},  # the demo certificate
+        cwd=ROOT / "js",
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), 20)
+    return out.decode().strip()
+
+
+async def test_jssip_registers_over_ws_and_wss(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """JsSIP, the SIP library of browser phones (not written here), registers with digest
+    auth over both WebSocket listeners; a wrong password is refused."""
+    caplog.set_level(logging.INFO, logger="softswitch")
+    pbx = await demo_pbx(tmp_path, ws=True)
+    ws, wss = (next(x.port for x in pbx.ua.listeners if x.transport == t) for t in ("ws", "wss"))
+    try:
+        assert await jssip_register(f"ws://127.0.0.1:{ws}", "100", "alice100") == "registered"
+        assert await jssip_register(f"wss://127.0.0.1:{wss}", "101", "bob101") == "registered"
+        refused = await jssip_register(f"ws://127.0.0.1:{ws}", "102", "wrong")
+        assert refused.startswith("registrationFailed"), refused
+        registered = [
+            r.getMessage() for r in caplog.records if "event=registered" in r.getMessage()
+        ]
+        for aor in ("sip:100@demo.softswitch", "sip:101@demo.softswitch"):
+            assert any(aor in line and "transport=ws" in line for line in registered), registered
+    finally:
+        await pbx.stop()
