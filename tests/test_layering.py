@@ -30,6 +30,7 @@ PURE = [
     "sip/uri.py",
     "sip/websocket.py",
     "rtp/columns.py",
+    "rtp/dtls_srtp.py",
     "rtp/dtmf.py",
     "rtp/jitter.py",
     "rtp/jitter_rows.py",
