@@ -18,13 +18,30 @@ same generator with every end calling benchmarks/io_floor.py (a bare batched ech
 recvmmsg and one sendmmsg per tick), so the same 2N streams in and 2N out;
 ``ratio_to_floor`` is the daemon's CPU over the floor's (target <= 2).
 
+``--srtp`` measures, in the same run and on a daemon of its own, the same load with every
+leg SRTP (RFC 3711 with SDES keys, RFC 4568): both users require it (``media_encryption =
+"required"``), so the daemon offers and accepts only RTP/SAVP with ``a=crypto`` on each of
+the 2N legs; SIP goes over TLS (the daemon's self-signed demo certificate, not checked;
+keys are only exchanged over TLS), the same PCMU relay / PCMU<->PCMA transcoding mix. The
+generator is an SRTP phone at both ends: callers offer RTP/SAVP with keys, callees answer
+with keys of their own, every tick's packets are protected in place in the send batch's
+rows (``rtp.srtp.protect_rows``, one libsrtp call per packet, as the engine does) and what
+the recorded ends receive (the other ends' sockets are never read, as in the plain run) is
+verified and decrypted in the rows of a receive batch (``unprotect_rows``) before the same
+tone check: each end must hear the other's tone after decryption. Packets that fail to
+verify are counted at both ends (``generator_srtp_failed``, the daemon's
+``daemon_srtp_refused``) and flagged under the table. Reported under ``"srtp"``: the
+daemon's CPU, its late ticks %, its ratio to the same (plain) floor, and ``srtp_ratio``:
+the daemon's CPU with SRTP over its CPU plain for the same N (goal <= 1.5 at 200 calls).
+A traceback in either daemon's log fails the benchmark (exit status 1, traceback printed).
+
 rtpengine (the relay a user would pick instead) is run side by side on the same load
 when ``rtpengine`` is installed (Debian: ``apt-get install rtpengine-daemon``): userspace
 forwarding (``--table=-1``), calls set up over its ng control protocol (bencoded offer
 and answer over UDP), all PCMU (it does not transcode here). ``--no-rtpengine`` skips it.
 
     python benchmarks/call_relay.py [--calls 100 | --calls 50,250,500] [--seconds 30]
-                                    [--json] [--no-floor] [--no-rtpengine]
+                                    [--json] [--no-floor] [--no-rtpengine] [--srtp]
 """
 
 from __future__ import annotations
@@ -49,7 +66,8 @@ sys.path.insert(0, str(ROOT))
 
 import sip  # noqa: E402
 from media import g711  # noqa: E402
-from softswitch.loadgen import ConferenceLoad, Leg, tone_frames  # noqa: E402
+from sip.sdes import new_key  # noqa: E402
+from softswitch.loadgen import ConferenceLoad, Leg, tls_user_agent, tone_frames  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import conference_load  # noqa: E402
@@ -88,14 +106,29 @@ class RelayLoad(ConferenceLoad):
     """Legs 0..N-1 call, legs N..2N-1 answer (every other one with PCMA only)."""
 
     def __init__(
-        self, target: str, calls: int, record: tuple[int, ...], transcoded: float = 0.5
+        self,
+        target: str,
+        calls: int,
+        record: tuple[int, ...],
+        transcoded: float = 0.5,
+        srtp: bool = False,
     ) -> None:
         super().__init__(
-            target, user=CALLER[0], password=CALLER[1], legs=2 * calls, talkers=0, record=record
+            target,
+            user=CALLER[0],
+            password=CALLER[1],
+            legs=2 * calls,
+            talkers=0,
+            record=record,
+            srtp=srtp,
         )
         self.calls = calls
         self.transcoded = transcoded
-        self.callee_ua = sip.UserAgent("udp:127.0.0.1:0", user=CALLEE[0])
+        self.callee_ua = (
+            tls_user_agent("127.0.0.1", CALLEE[0])
+            if srtp
+            else sip.UserAgent("udp:127.0.0.1:0", user=CALLEE[0])
+        )
         self.answered = 0
         self.pcmu = tone_frames(CALLER_HZ, 2.0, "PCMU")
         self.callee_tones = {0: tone_frames(CALLEE_HZ, 2.0, "PCMU")}
@@ -127,11 +160,15 @@ class RelayLoad(ConferenceLoad):
     def answer(self, leg: Leg, call: sip.IncomingCall, pcma: bool) -> None:
         codec = sip.PCMA if pcma else sip.PCMU
         offer = sip.parse_sdp(call.remote_sdp or b"")
-        answer, stream = sip.answer(offer, leg.ip, leg.port, (codec,))
+        key = new_key() if self.srtp else None
+        answer, stream = sip.answer(
+            offer, leg.ip, leg.port, (codec,), encryption=self.encryption, key=key
+        )
         if stream is None:
             call.reject(488)
-            leg.failed = "no common codec"
+            leg.failed = "no common codec" + (" with SRTP keys" if self.srtp else "")
             return
+        leg.secure(stream.srtp)
         leg.pt = stream.payload_type
         leg.tone = self.callee_tones[8 if pcma else 0]
         leg.remote = (stream.remote_address, stream.remote_port)
@@ -153,13 +190,14 @@ class RelayLoad(ConferenceLoad):
                 if codec_of is not None and leg.index >= self.calls:
                     leg.pt = codec.static_pt or 0
                     leg.tone = self.callee_tones[leg.pt]
-                offer = bytes(sip.make_offer(leg.ip, leg.port, (codec,)))
+                offer = bytes(self.offer(leg, (codec,)))
                 call = await self.invite(leg, offer)
                 if call is None:
                     return
                 stream = sip.process_answer(
                     sip.parse_sdp(offer), sip.parse_sdp(call.remote_sdp or b"")
                 )
+                leg.secure(stream.srtp)
                 leg.remote = (stream.remote_address, stream.remote_port)
                 leg.remote_bytes = None
                 leg.call = call
@@ -169,11 +207,7 @@ class RelayLoad(ConferenceLoad):
         return time.monotonic() - started
 
     def _drain(self, leg: Leg) -> None:
-        while True:
-            try:
-                data = leg.sock.recv(2048)
-            except (BlockingIOError, InterruptedError, OSError):
-                return
+        for data in self.received(leg):  # SRTP: verified and decrypted
             if len(data) > 12 and data[1] & 0x7F in (0, 8):
                 leg.heard.append(bytes([data[1] & 0x7F]) + data[12:])
 
@@ -198,7 +232,7 @@ class RelayLoad(ConferenceLoad):
 async def generate(args: argparse.Namespace) -> None:
     n = args.calls
     record = (0, 1, n, n + 1)
-    load = RelayLoad(args.target, n, record, args.transcoded)
+    load = RelayLoad(args.target, n, record, args.transcoded, srtp=args.srtp)
     await load.start()
     if args.floor:
         # every end dials the echo itself: the same 2N streams in and out
@@ -214,6 +248,7 @@ async def generate(args: argparse.Namespace) -> None:
                 "event": "up",
                 "seconds": round(took, 2),
                 "legs_up": up,
+                "srtp_legs": sum(1 for leg in load.legs if leg.srtp_out is not None),
                 "transcoded": sum(1 for pt in load.kinds.values() if pt == 8),
                 "failed": [leg.failed for leg in load.legs if leg.failed][:5],
             }
@@ -223,7 +258,9 @@ async def generate(args: argparse.Namespace) -> None:
     await asyncio.sleep(args.seconds)
     heard = {str(i): round(dominant_hz(load.heard_audio(i, 2.0)), 1) for i in record}
     print(json.dumps({"event": "heard", "hz": heard}), flush=True)
-    print(json.dumps({"event": "done", "late_ticks": load.late, "ticks": load.ticks}), flush=True)
+    done = {"event": "done", "late_ticks": load.late, "ticks": load.ticks}
+    done |= {"srtp_verified": load.srtp_verified, "srtp_failed": load.srtp_failed}
+    print(json.dumps(done), flush=True)
     await load.stop()
 
 
@@ -323,13 +360,33 @@ def stop(proc: subprocess.Popen[str]) -> None:
         proc.wait(10)
 
 
-def run_pbx(calls: int, seconds: float, work: Path) -> dict[str, object]:
+def free_tcp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def run_pbx(calls: int, seconds: float, work: Path, srtp: bool = False) -> dict[str, object]:
+    """The daemon under the load; with ``srtp`` both users' phones must use SRTP
+    (``media_encryption = "required"``) and the generator signals over TLS."""
     port = free_port()
     rtp = random.randrange(20000, 30000, 2)
     config = work / "relay.toml"
+    listen = [f"udp:127.0.0.1:{port}"]
+    where = f"127.0.0.1:{port}"
+    registrar = f"sip:{where}"
+    user_policy = ""
+    extra: list[str] = []
+    if srtp:
+        tls = free_tcp_port()
+        listen.append(f"tls:127.0.0.1:{tls}")
+        where = f"127.0.0.1:{tls};transport=tls"
+        registrar = f"sip:127.0.0.1:{tls};transport=tls"
+        user_policy = 'media_encryption = "required"\n'
+        extra = ["--srtp"]
     config.write_text(f"""
 [server]
-listen = ["udp:127.0.0.1:{port}"]
+listen = {json.dumps(listen)}
 domain = "relay.test"
 data_dir = "{work / "data"}"
 rtp_ports = [{rtp}, {rtp + 8 * calls + 200}]
@@ -341,23 +398,17 @@ extension = "{CALLER[0]}"
 name = "Caller"
 password = "{CALLER[1]}"
 pin = "1100"
-
+{user_policy}
 [[users]]
 extension = "{CALLEE[0]}"
 name = "Callee"
 password = "{CALLEE[1]}"
 pin = "1101"
-""")
+{user_policy}""")
     stats_path = work / "stats.json"
     daemon = start_daemon(config, stats_path)
     daemon_lines = Lines(daemon)
-    gen = generator(
-        f"sip:{CALLEE[0]}@127.0.0.1:{port}",
-        calls,
-        seconds,
-        "--registrar",
-        f"sip:127.0.0.1:{port}",
-    )
+    gen = generator(f"sip:{CALLEE[0]}@{where}", calls, seconds, "--registrar", registrar, *extra)
     lines = Lines(gen)
     window = steady_window(daemon, gen, lines, stats_path)
     lines.finish()
@@ -381,8 +432,17 @@ pin = "1101"
     result["tones_ok"] = bool(heard) and all(
         abs(float(heard.get(k, 0.0)) - hz) < 40 for k, hz in want.items()
     )
-    result["generator_late_ticks"] = events.get("done", {}).get("late_ticks")
+    done = events.get("done", {})
+    result["generator_late_ticks"] = done.get("late_ticks")
     result["daemon_errors"] = sum(1 for x in log.splitlines() if " ERROR " in x or "Traceback" in x)
+    result["daemon_log"] = log  # taken out by one() (not reported): tracebacks fail the run
+    if srtp:
+        result["srtp_legs"] = up.get("srtp_legs", 0)
+        # packets the recorded ends verified and decrypted, and any that did not verify
+        result["generator_srtp_verified"] = done.get("srtp_verified", 0)
+        result["generator_srtp_failed"] = done.get("srtp_failed", 0)
+        stats = conference_load.read_stats(stats_path)
+        result["daemon_srtp_refused"] = stats.get("srtp_refused")
     return result
 
 
@@ -565,14 +625,73 @@ async def generate_rtpengine(args: argparse.Namespace) -> None:
     ng.close()
 
 
-def one(calls: int, seconds: float, floor: bool, rtpengine: bool) -> dict[str, object]:
+SRTP_KEYS = {  # the SRTP run's result -> its key under "srtp"
+    "cpu_pct": "daemon_cpu",
+    "late_pct": "late_ticks_pct",
+    "ratio_to_floor": "ratio_to_floor",
+    "generator_cpu_pct": "generator_cpu_pct",
+    "rss_mb": "rss_mb",
+    "measured_s": "measured_s",
+    "ticks": "ticks",
+    "late_ticks": "late_ticks",
+    "skipped_ticks": "skipped_ticks",
+    "legs_up": "legs_up",
+    "srtp_legs": "srtp_legs",
+    "all_up": "all_up",
+    "transcoded_calls": "transcoded_calls",
+    "setup_s": "setup_s",
+    "failed": "failed",
+    "heard_hz": "heard_hz",
+    "tones_ok": "tones_ok",
+    "generator_late_ticks": "generator_late_ticks",
+    "generator_srtp_verified": "generator_srtp_verified",
+    "generator_srtp_failed": "generator_srtp_failed",
+    "daemon_srtp_refused": "daemon_srtp_refused",
+    "daemon_errors": "daemon_errors",
+}
+
+
+def tracebacks(log: str) -> list[str]:
+    """Every traceback in a daemon's log, with the line before it and the lines after it
+    up to the exception's (the first line not indented after the frames)."""
+    lines = log.splitlines()
+    found = []
+    for i, line in enumerate(lines):
+        if line.startswith("Traceback"):
+            end = i + 1
+            while end < len(lines) and lines[end].startswith(" "):
+                end += 1
+            found.append("\n".join(lines[max(0, i - 1) : end + 1]))
+    return found
+
+
+def one(
+    calls: int, seconds: float, floor: bool, rtpengine: bool, srtp: bool = False
+) -> dict[str, object]:
     with tempfile.TemporaryDirectory() as tmp:
         result = run_pbx(calls, seconds, Path(tmp))
+    logs = {"plain": str(result.pop("daemon_log", ""))}
+    secure: dict[str, object] = {}
+    if srtp:  # the same load, every leg SRTP, on a daemon of its own
+        with tempfile.TemporaryDirectory() as tmp:
+            secure = run_pbx(calls, seconds, Path(tmp), srtp=True)
+        logs["srtp"] = str(secure.pop("daemon_log", ""))
+    found = {k: t for k, log in logs.items() if (t := tracebacks(log))}
+    if found:  # main() prints them and fails
+        result["daemon_tracebacks"] = found
     if floor:
         result.update(run_floor(calls, seconds))
         cpu, base = result.get("cpu_pct"), result.get("floor_cpu_pct")
         if isinstance(cpu, float) and isinstance(base, float) and base:
             result["ratio_to_floor"] = round(cpu / base, 2)
+        cpu = secure.get("cpu_pct")
+        if isinstance(cpu, float) and isinstance(base, float) and base:
+            secure["ratio_to_floor"] = round(cpu / base, 2)
+    if srtp:
+        result["srtp"] = {v: secure.get(k) for k, v in SRTP_KEYS.items()}
+        cpu, plain = secure.get("cpu_pct"), result.get("cpu_pct")
+        if isinstance(cpu, float) and isinstance(plain, float) and plain:
+            result["srtp_ratio"] = round(cpu / plain, 2)
     if rtpengine:
         result.update(run_rtpengine(calls, seconds))
         cpu, other = result.get("cpu_pct"), result.get("rtpengine_cpu_pct")
@@ -594,6 +713,11 @@ def main() -> None:
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--no-floor", action="store_true")
     ap.add_argument("--no-rtpengine", action="store_true")
+    ap.add_argument(
+        "--srtp",
+        action="store_true",
+        help="also run the same load with every leg SRTP (SIP over TLS) and compare",
+    )
     ap.add_argument("--generator", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--floor", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--rtpengine", action="store_true", help=argparse.SUPPRESS)
@@ -607,20 +731,54 @@ def main() -> None:
     TRANSCODED[0] = args.transcoded
     with_rtpengine = not args.no_rtpengine and rtpengine_binary() is not None
     results = []
+    srtp_head = (
+        f" {'srtp %':>6} {'late %':>6} {'ratio':>5} {'gen %':>5} {'srtp/plain':>10} {'tones':>5}"
+        if args.srtp
+        else ""
+    )
     print(
         f"{'calls':>5} {'daemon %':>8} {'late %':>6} {'floor %':>7} {'ratio':>5} "
-        f"{'gen %':>5} {'rtpengine %':>11} {'tones':>5}"
+        f"{'gen %':>5} {'rtpengine %':>11} {'tones':>5}{srtp_head}"
     )
+    failures: list[str] = []
     for calls in (int(c) for c in args.calls.split(",")):
-        r = one(calls, args.seconds, not args.no_floor, with_rtpengine)
+        r = one(calls, args.seconds, not args.no_floor, with_rtpengine, args.srtp)
         results.append(r)
+        srtp_row = ""
+        x = r.get("srtp")
+        if isinstance(x, dict):
+            srtp_row = (
+                f" {x.get('daemon_cpu')!s:>6} {x.get('late_ticks_pct')!s:>6} "
+                f"{x.get('ratio_to_floor')!s:>5} {x.get('generator_cpu_pct')!s:>5} "
+                f"{r.get('srtp_ratio')!s:>10} {'ok' if x.get('tones_ok') else 'FAIL':>5}"
+            )
         print(
             f"{calls:5d} {r.get('cpu_pct')!s:>8} {r.get('late_pct')!s:>6} "
             f"{r.get('floor_cpu_pct')!s:>7} {r.get('ratio_to_floor')!s:>5} "
             f"{r.get('generator_cpu_pct')!s:>5} {r.get('rtpengine_cpu_pct')!s:>11} "
-            f"{'ok' if r.get('tones_ok') else 'FAIL':>5}",
+            f"{'ok' if r.get('tones_ok') else 'FAIL':>5}{srtp_row}",
             flush=True,
         )
+        if isinstance(x, dict):
+            if not x.get("all_up") or x.get("srtp_legs") != 2 * calls:
+                failed = x.get("failed")
+                first = failed[0] if isinstance(failed, list) and failed else None
+                print(
+                    f"      SRTP: {x.get('legs_up')} of {2 * calls} legs up, {x.get('srtp_legs')}"
+                    f" of them SRTP (refused: {first}); srtp_ratio compares unequal loads",
+                    flush=True,
+                )
+            bad = (x.get("generator_srtp_failed"), x.get("daemon_srtp_refused"))
+            if any(bad) or not x.get("generator_srtp_verified"):
+                print(
+                    f"      SRTP: recorded ends verified {x.get('generator_srtp_verified')}"
+                    f" packets, refused {bad[0]}; the daemon refused {bad[1]}",
+                    flush=True,
+                )
+        traced = r.get("daemon_tracebacks")
+        if isinstance(traced, dict):
+            for run, found in traced.items():
+                failures += [f"{calls} calls, {run} run: daemon traceback:\n{t}" for t in found]
         if not r.get("all_up"):
             failed = r.get("failed")
             first = failed[0] if isinstance(failed, list) and failed else None
@@ -635,8 +793,17 @@ def main() -> None:
         "daemon/floor/rtpengine % = CPU of one core while every call is up; late % = media"
         " ticks started late; floor = the same generator against a bare batched echo"
     )
+    if args.srtp:
+        print(
+            "srtp % = the daemon's CPU with every leg SRTP (same calls, same mix), its late %"
+            " and ratio to the floor; srtp/plain = srtp % / daemon % (srtp_ratio)"
+        )
     if args.json:
         print(json.dumps({"benchmark": "call_relay", "runs": results}))
+    if failures:
+        for failure in failures:
+            print(failure, file=sys.stderr)
+        sys.exit("FAILED: the daemon logged a traceback (above)")
 
 
 if __name__ == "__main__":

@@ -52,9 +52,12 @@ class Registration:
         if self._call_id is None:
             self._call_id = new_call_id(self.registrar.host)
         self._cseq += 1
+        # the registrar's URI without its parameters but its transport (RFC 3261
+        # §10.2: no user part; ;transport=tls keeps the REGISTER on TLS)
+        kept = {k: v for k, v in self.registrar.params.items() if k.lower() == "transport"}
         request = self.ua.new_request(
             "REGISTER",
-            self.registrar.copy(params={}, headers={}),
+            self.registrar.copy(params=kept, headers={}),
             from_=NameAddr(self.aor.copy()),
             to=NameAddr(self.aor.copy()),
             call_id=self._call_id,

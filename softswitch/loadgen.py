@@ -11,6 +11,14 @@ bound that the kernel fills and drops (read only for the legs chosen for recordi
 whose received audio is decoded and kept). A share of the legs may be wideband (G.722,
 16 kHz: ``--wideband 0.1``), as desk phones are.
 
+With ``ConferenceLoad(..., srtp=True)`` every leg is an SRTP phone (RFC 3711, SDES keys of RFC
+4568): the UA signals over TLS (a throwaway self-signed certificate for its own listener,
+the PBX's not checked: target URIs name ``;transport=tls``), offers RTP/SAVP with keys,
+and each tick's packets are protected in place in the send batch's rows
+(``rtp.srtp.protect_rows``, as the media engine does) before the one ``sendmmsg``; what a
+recorded leg receives is read into the rows of a batch and verified and decrypted there
+(``unprotect_rows``), a packet that does not verify dropped and counted (``srtp_failed``).
+
     python -m softswitch.loadgen --target sip:800@127.0.0.1:5060 --user 100 --password x \\
         --code 2001 --legs 100 --talkers 3 --seconds 30
 """
@@ -19,10 +27,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import socket
+import ssl
+import tempfile
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
@@ -33,6 +45,8 @@ from media.tones import sine_mix
 from rtp import DtmfSender
 from rtp.batch import Batch, BatchSocket, address_bytes
 from rtp.columns import write_headers
+from rtp.srtp import SrtpContext, protect_rows, unprotect_rows
+from sip.sdes import new_key
 
 SILENCE = b"\xff" * 160  # µ-law zero
 TALKER_TONES = (400.0, 1000.0, 1700.0, 2300.0, 300.0, 2700.0, 500.0, 1200.0, 1900.0, 2500.0)
@@ -66,6 +80,47 @@ class Leg:
     failed: str | None = None
     remote_bytes: bytes | None = None  # remote's IP as the batch columns hold it
     source_bytes: bytes = b""  # this leg's IPv4 address (IP_PKTINFO)
+    srtp_out: SrtpContext | None = None  # SRTP: what this leg sends is protected with it
+    srtp_in: SrtpContext | None = None  # and what it receives verified and decrypted
+
+    def secure(self, keys: sip.SrtpKeys | None) -> None:
+        """SRTP with ``keys`` (offer/answer's ``AudioStream.srtp``; None: plain RTP) from
+        the next packet on, both ways."""
+        if keys is None:
+            self.srtp_out = self.srtp_in = None
+            return
+        self.srtp_out = SrtpContext(keys.suite, keys.local, inbound=False)
+        self.srtp_in = SrtpContext(keys.suite, keys.remote, inbound=True)
+
+
+@functools.cache
+def tls_contexts(host: str = "127.0.0.1") -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """For a UA on ``host`` that reaches the PBX over TLS: its own listener's context (a
+    self-signed certificate made for the run; a UA's TLS listener needs one, the PBX does
+    not check it) and a client context that checks nothing (the PBX's certificate is its
+    self-signed demo one)."""
+    from softswitch.certificates import demo_certificate
+
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    with tempfile.TemporaryDirectory() as tmp:
+        server.load_cert_chain(*demo_certificate(Path(tmp), [host]))
+    client = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    client.check_hostname = False
+    client.verify_mode = ssl.CERT_NONE
+    return server, client
+
+
+def tls_user_agent(host: str, user: str, domain: str | None = None) -> sip.UserAgent:
+    """A UA listening on UDP and TLS (any ports) of ``host`` that connects over TLS without
+    checking the peer's certificate (see :func:`tls_contexts`)."""
+    server, client = tls_contexts(host)
+    return sip.UserAgent(
+        [f"udp:{host}:0", f"tls:{host}:0"],
+        user=user,
+        domain=domain,
+        tls_context=server,
+        client_tls_context=client,
+    )
 
 
 def tone_frames(freq: float, seconds: float = 2.0, codec: str = "PCMU") -> list[bytes]:
@@ -91,12 +146,21 @@ class ConferenceLoad:
         host: str = "127.0.0.1",
         concurrency: int = 50,
         wideband: float = 0.0,
+        srtp: bool = False,
     ) -> None:
+        """``srtp``: every leg is an SRTP phone (RTP/SAVP with SDES keys, SIP over TLS: the
+        target must name ``;transport=tls``)."""
         self.target = target
         self.credentials = (user, password)
         self.host = host
         self.concurrency = concurrency
-        self.ua = sip.UserAgent(f"udp:{host}:0", user=user, domain="loadgen")
+        self.srtp = srtp
+        self.encryption = "required" if srtp else "off"  # sip.make_offer/answer's policy
+        self.ua = (
+            tls_user_agent(host, user, "loadgen")
+            if srtp
+            else sip.UserAgent(f"udp:{host}:0", user=user, domain="loadgen")
+        )
         self.legs: list[Leg] = []
         # one socket sends every leg's packets (source IP per packet); each leg's IP has a
         # socket on the same port for what the bridge sends back
@@ -105,7 +169,9 @@ class ConferenceLoad:
         out.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
         self.port = out.getsockname()[1]
         self.out = BatchSocket(out)
-        self.batch = Batch(max(legs, 1), 12 + 320)
+        self.batch = Batch(max(legs, 1), 12 + 320)  # room for SRTP's tag (rtp.srtp.TRAILER)
+        self.inbox = Batch(64, 2048)  # a recorded leg's packets, read in turn
+        self.readers: dict[int, BatchSocket] = {}  # recorded leg -> its socket, batched
         for i in range(legs):
             s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             s.bind((leg_ip(i), self.port))
@@ -113,6 +179,8 @@ class ConferenceLoad:
             if i not in record:
                 s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # never read
             leg = Leg(i, s, self.port, leg_ip(i), record=i in record)
+            if leg.record:
+                self.readers[i] = BatchSocket(s)
             leg.ssrc = 0x10000 + i
             # every 1/wideband-th leg is G.722, never a talker nor a recorded one
             every = round(1 / wideband) if wideband > 0 else 0
@@ -126,6 +194,8 @@ class ConferenceLoad:
         self.late = 0
         self.ticks = 0
         self.retried = 0  # INVITEs tried again after a 503
+        self.srtp_failed = 0  # packets received that did not verify (or refused to protect)
+        self.srtp_verified = 0  # SRTP packets received that verified (recorded legs)
         self._sender: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -134,17 +204,23 @@ class ConferenceLoad:
 
     async def call(self, leg: Leg, code: str) -> None:
         codec = sip.G722 if leg.pt == 9 else sip.PCMU
-        offer = bytes(sip.make_offer(leg.ip, leg.port, (codec,)))
+        offer = bytes(self.offer(leg, (codec,)))
         call = await self.invite(leg, offer)
         if call is None:
             return
         answer = sip.parse_sdp(call.remote_sdp or b"")
         stream = sip.process_answer(sip.parse_sdp(offer), answer)
+        leg.secure(stream.srtp)
         leg.remote_bytes = None
         leg.remote = (stream.remote_address, stream.remote_port)
         leg.call = call
         leg.answered_at = time.monotonic()
         leg.dtmf.queue(code + "#", 80)
+
+    def offer(self, leg: Leg, codecs: tuple[sip.Codec, ...]) -> sip.SessionDescription:
+        """``leg``'s SDP offer: RTP/SAVP with keys of its own when the load is SRTP."""
+        key = new_key() if self.srtp else None
+        return sip.make_offer(leg.ip, leg.port, codecs, encryption=self.encryption, key=key)
 
     async def invite(self, leg: Leg, offer: bytes) -> sip.OutgoingCall | None:
         """INVITE the target as a phone would: a 503 (the PBX's overload control) is
@@ -210,6 +286,8 @@ class ConferenceLoad:
         (silence) copied to their rows at once, headers as columns."""
         batch, data = self.batch, self.batch.data
         rows, pts, seqs, tss, ssrcs, sources = [], [], [], [], [], []
+        secure: list[int] = []
+        contexts: list[SrtpContext] = []
         groups: dict[bytes, list[int]] = {}
         for i, leg in enumerate(self.legs):
             if leg.remote is None:
@@ -235,6 +313,9 @@ class ConferenceLoad:
                 leg.remote_bytes = address_bytes(leg.remote[0])
                 leg.source_bytes = address_bytes(leg.ip)[12:]
             sources.append(leg.source_bytes)
+            if leg.srtp_out is not None:
+                secure.append(i)
+                contexts.append(leg.srtp_out)
             leg.seq = (leg.seq + 1) & 0xFFFF
             leg.ts = (leg.ts + 160) & 0xFFFFFFFF
         if not rows:
@@ -251,14 +332,41 @@ class ConferenceLoad:
             batch.ip[i] = np.frombuffer(leg.remote_bytes, dtype=np.uint8)
             batch.port[i] = leg.remote[1]
         source = np.frombuffer(b"".join(sources), dtype=np.uint8).reshape(-1, 4)
+        if secure:  # SRTP: protected in place, rows and lengths as sendmmsg takes them
+            failed = protect_rows(contexts, data, np.array(secure, dtype=np.int64), batch.length)
+            if failed:
+                self.srtp_failed += len(failed)
+                keep = ~np.isin(r, failed)
+                r, source = r[keep], source[keep]
         self.out.send(batch, r, source=source)
 
-    def _drain(self, leg: Leg) -> None:
+    def received(self, leg: Leg) -> list[bytes]:
+        """Every RTP packet a recorded leg got since the last call, read into the rows of
+        :attr:`inbox`; an SRTP leg's verified and decrypted there, those that do not
+        verify dropped (counted in ``srtp_failed``)."""
+        reader, inbox = self.readers.get(leg.index), self.inbox
+        if reader is None:
+            return []
+        packets: list[bytes] = []
         while True:
-            try:
-                data = leg.sock.recv(2048)
-            except (BlockingIOError, InterruptedError, OSError):
-                return
+            inbox.count = 0
+            n = reader.receive(inbox)
+            if not n:
+                return packets
+            rows = np.arange(n, dtype=np.int64)
+            if leg.srtp_in is not None:
+                failed, _ = unprotect_rows([leg.srtp_in] * n, inbox.data, rows, inbox.length)
+                self.srtp_failed += len(failed)
+                self.srtp_verified += n - len(failed)
+                if failed:
+                    rows = rows[~np.isin(rows, failed)]
+            length = inbox.length
+            packets += [inbox.data[i, : length[i]].tobytes() for i in rows.tolist()]
+            if n < inbox.capacity:
+                return packets
+
+    def _drain(self, leg: Leg) -> None:
+        for data in self.received(leg):
             if len(data) > 12 and data[1] & 0x7F == 0:
                 leg.heard.append(data[12:])
 

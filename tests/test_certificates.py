@@ -176,3 +176,34 @@ async def test_a_trunk_is_believed_only_with_its_client_certificate(tmp_path: Pa
         assert await invite("udp", None) == 403  # not over TLS at all
     finally:
         await pbx.stop()
+
+
+async def test_a_ua_registers_over_tls_with_a_transport_parameter(tmp_path: Path) -> None:
+    """``register("sip:HOST:PORT;transport=tls")`` goes over TLS (the Request-URI keeps
+    its transport; it once went over UDP to the TLS port and timed out)."""
+    import sip
+
+    pbx = await demo_pbx(tmp_path, tls=True)
+    tls_port = pbx.ua.listeners[-1].port
+    client = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    client.check_hostname, client.verify_mode = False, ssl.CERT_NONE
+    own = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    own.load_cert_chain(*certificates.paths(pbx.config.server, []))
+    try:
+        async with sip.UserAgent(
+            ["udp:127.0.0.1:0", "tls:127.0.0.1:0"],
+            user="100",
+            tls_context=own,
+            client_tls_context=client,
+        ) as phone:
+            await phone.register(
+                f"sip:127.0.0.1:{tls_port};transport=tls",
+                aor="sip:100@demo.softswitch",
+                username="100",
+                password="alice100",
+                expires=300,
+            )
+            [binding] = pbx.registrar.lookup("sip:100@demo.softswitch", pbx.ua.now())
+            assert binding.source[0] == "tls"
+    finally:
+        await pbx.stop()
