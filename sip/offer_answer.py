@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from . import sdes
+from . import sdes, webrtc
 from .errors import ParseError
 from .sdes import SrtpKeys
 from .sdp import Connection, Media, Origin, RtpMap, SessionDescription
@@ -92,6 +92,7 @@ class AudioStream:
     codecs: list[tuple[int, Codec]] = field(default_factory=list)  # all agreed, best first
     remote_fmtp: str | None = None  # the peer's fmtp for the chosen payload type
     srtp: SrtpKeys | None = None  # SRTP keys, when the stream is encrypted
+    webrtc: webrtc.Peer | None = None  # a browser's ICE/DTLS terms (its keys come by DTLS)
 
     @property
     def sends(self) -> bool:
@@ -115,11 +116,11 @@ ENCRYPTION = ("off", "optional", "required")
 SECURE_PROFILES = ("RTP/SAVP", "RTP/SAVPF")
 
 
-def _audio_media(media: Media) -> bool:
-    return media.media == "audio" and media.proto.upper() in (
-        "RTP/AVP",
-        "RTP/AVPF",
-        *SECURE_PROFILES,
+def _audio_media(media: Media, browsers: bool = False) -> bool:
+    """An audio line we can take (``browsers``: UDP/TLS/RTP/SAVPF too)."""
+    proto = media.proto.upper()
+    return media.media == "audio" and (
+        proto in ("RTP/AVP", "RTP/AVPF", *SECURE_PROFILES) or (browsers and proto == webrtc.PROFILE)
     )
 
 
@@ -258,6 +259,7 @@ def answer(
     username: str = "-",
     encryption: str = "off",
     key: bytes | None = None,
+    browser: webrtc.Local | None = None,
 ) -> tuple[SessionDescription, AudioStream | None]:
     """Answer ``offer``: accept the first audio stream with a common codec that
     ``encryption`` allows (see the module's documentation), keyed from ``key`` when the
@@ -265,7 +267,8 @@ def answer(
 
     Every other media line is refused with port 0, as RFC 3264 §6 requires. Returns the
     answer and the negotiated stream (``None`` when nothing was acceptable; the caller
-    should then send 488).
+    should then send 488). ``browser``: our ICE and DTLS terms, with which a browser's
+    ``UDP/TLS/RTP/SAVPF`` line is taken (:mod:`sip.webrtc`).
     """
     addrtype = _addrtype(address)
     result = SessionDescription(
@@ -278,32 +281,47 @@ def answer(
         agreed: list[tuple[int, Codec]] = []
         dtmf_pt: int | None = None
         keys: tuple[sdes.Crypto, SrtpKeys] | None = None
-        if stream is None and media.port != 0 and _audio_media(media):
-            allowed, keys = _keys_for(media, encryption, key)
+        remote: webrtc.Peer | None = None
+        if stream is None and media.port != 0 and _audio_media(media, browser is not None):
+            if media.proto.upper() == webrtc.PROFILE:
+                remote = webrtc.peer(offer, media)
+                allowed = remote is not None  # its keys come by DTLS, on the media port
+            else:
+                allowed, keys = _keys_for(media, encryption, key)
             if allowed:
                 agreed, dtmf_pt = _match_codecs(media, codecs)
         connection = offer.media_connection(media)
+        if remote is not None and remote.candidates:  # ICE: c= says nothing (0.0.0.0 9)
+            connection = Connection(remote.candidates[0][0][0], _addrtype(address))
         if not agreed or connection is None:
             refused = Media(media.media, 0, media.proto, list(media.formats) or ["0"])
             result.media.append(refused)
             continue
         remote_dir, hold = _remote_direction(offer, media)
+        if remote is not None:  # no RFC 2543 hold by c=0.0.0.0 on an ICE line
+            remote_dir = offer.media_direction(media)
+            hold = remote_dir in ("sendonly", "inactive")
         ours = _ANSWER_DIRECTION[remote_dir][direction]
         ptime = media.ptime or 20
         if not dtmf:
             dtmf_pt = None
         # Answer with just the chosen codec: simpler for peers, no mid-call switching.
-        result.media.append(
-            _audio_section(
-                port, agreed[:1], dtmf_pt, ours, ptime, media.proto, [keys[0]] if keys else None
-            )
+        section = _audio_section(
+            port, agreed[:1], dtmf_pt, ours, ptime, media.proto, [keys[0]] if keys else None
         )
+        remote_port = media.port
+        if remote is not None and browser is not None:
+            section.attributes += webrtc.answer_attributes(browser, remote, address, port)
+            result.attributes += webrtc.session_attributes(offer, remote)
+            if remote.candidates:
+                remote_port = remote.candidates[0][0][1]
+        result.media.append(section)
         pt, codec = agreed[0]
         stream = AudioStream(
             codec,
             pt,
             connection.address,
-            media.port,
+            remote_port,
             ours,
             dtmf_pt,
             ptime,
@@ -312,6 +330,7 @@ def answer(
             agreed,
             media.fmtps.get(pt),
             keys[1] if keys else None,
+            remote,
         )
     return result, stream
 

@@ -28,6 +28,7 @@ PURE = [
     "sip/session_timer.py",
     "sip/transaction.py",
     "sip/uri.py",
+    "sip/webrtc.py",
     "sip/websocket.py",
     "rtp/columns.py",
     "rtp/dtls_srtp.py",

@@ -193,3 +193,60 @@ async def test_dtls_srtp_keys_agree_with_openssl_and_the_fingerprint_is_checked(
     assert suite == "AES_CM_128_HMAC_SHA1_80"
     # RFC 5764 §4.2: client key | server key | client salt | server salt
     assert material == remote[:16] + local[:16] + remote[16:] + local[16:]
+
+
+CHROME_OFFER = (  # what Chromium 156 sends for an audio-only call (JsSIP), candidates kept
+    "v=0\r\no=- 4611731400430051336 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n"
+    "a=group:BUNDLE 0\r\na=extmap-allow-mixed\r\na=msid-semantic: WMS stream\r\n"
+    "m=audio 9 UDP/TLS/RTP/SAVPF 111 63 9 0 8 13 110 126\r\n"
+    "c=IN IP4 0.0.0.0\r\na=rtcp:9 IN IP4 0.0.0.0\r\n"
+    "a=candidate:1 1 udp 2122260223 127.0.0.1 54400 typ host generation 0 network-id 1\r\n"
+    "a=candidate:2 1 udp 2122194687 ::1 54401 typ host generation 0 network-id 2\r\n"
+    "a=ice-ufrag:Hk7a\r\na=ice-pwd:0123456789abcdefghijklmn\r\na=ice-options:trickle\r\n"
+    "a=fingerprint:sha-256 "
+    "AA:BB:CC:DD:EE:FF:00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF:00:11:22:33:44:55:66:77:88:99\r\n"
+    "a=setup:actpass\r\na=mid:0\r\na=sendrecv\r\na=msid:stream track\r\na=rtcp-mux\r\n"
+    "a=rtpmap:111 opus/48000/2\r\na=rtcp-fb:111 transport-cc\r\n"
+    "a=fmtp:111 minptime=10;useinbandfec=1\r\na=rtpmap:63 red/48000/2\r\n"
+    "a=rtpmap:9 G722/8000\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\n"
+    "a=rtpmap:13 CN/8000\r\na=rtpmap:110 telephone-event/48000\r\n"
+    "a=rtpmap:126 telephone-event/8000\r\na=ssrc:1001 cname:abc\r\n"
+)
+
+
+def test_a_browser_offer_is_answered_as_ice_lite_dtls_srtp() -> None:
+    from sip import OPUS, PCMU, answer, parse_sdp, webrtc
+
+    offer = parse_sdp(CHROME_OFFER)
+    local = webrtc.Local("ours", "o" * 24, ("sha-256", "11:22"))
+    sdp, stream = answer(offer, "127.0.0.1", 30000, (OPUS, PCMU), browser=local)
+    assert stream is not None and stream.webrtc is not None
+    assert stream.codec == OPUS and stream.payload_type == 111 and stream.dtmf_payload_type == 126
+    assert (stream.remote_address, stream.remote_port) == ("127.0.0.1", 54400)  # best candidate
+    assert not stream.remote_hold  # c=0.0.0.0 on an ICE line is not a hold
+    peer = stream.webrtc
+    assert (peer.ufrag, peer.pwd, peer.server, peer.mid) == (
+        "Hk7a",
+        "0123456789abcdefghijklmn",
+        True,
+        "0",
+    )
+    text = str(sdp)
+    for line in (
+        "a=ice-lite",
+        "a=group:BUNDLE 0",
+        "m=audio 30000 UDP/TLS/RTP/SAVPF 111 126",
+        "a=mid:0",
+        "a=rtcp-mux",
+        "a=ice-ufrag:ours",
+        "a=fingerprint:sha-256 11:22",
+        "a=setup:passive",
+        "a=candidate:1 1 udp 2130706431 127.0.0.1 30000 typ host",
+    ):
+        assert line in text, line
+    # without our ICE/DTLS terms (a desk phone's answerer) the line is refused: 488
+    _, none = answer(offer, "127.0.0.1", 30000, (OPUS, PCMU))
+    assert none is None
+    # a line that lacks what WebRTC needs (no fingerprint) is refused too
+    broken = parse_sdp(CHROME_OFFER.replace("a=fingerprint", "a=x-fingerprint"))
+    assert answer(broken, "127.0.0.1", 30000, (OPUS, PCMU), browser=local)[1] is None
