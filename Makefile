@@ -30,7 +30,7 @@ venv: $(STAMP)
 # the browser SIP library the tests drive (JsSIP, pinned by js/package-lock.json)
 JSSTAMP := js/node_modules/.installed
 $(JSSTAMP): js/package.json js/package-lock.json
-	@echo "installing js/ (npm ci)..."; cd js && npm ci --silent --no-audit --no-fund && touch node_modules/.installed
+	@echo "installing js/ (npm ci, then the browser bundle)..."; cd js && npm ci --silent --no-audit --no-fund && npm run build --silent && touch node_modules/.installed
 
 # Foreign SIP peers and audio tools the interop tests drive (apt-get when missing).
 system-deps:

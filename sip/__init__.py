@@ -1,6 +1,8 @@
 """The SIP stack: messages, URIs, SDP and digest auth (pure), transactions, dialogs,
 transports and the asyncio user agent."""
 
+from . import sdes as sdes
+from . import webrtc as webrtc
 from .auth import (
     AuthResult,
     Challenge,

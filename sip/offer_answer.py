@@ -191,10 +191,12 @@ def make_offer(
     username: str = "-",
     encryption: str = "off",
     key: bytes | None = None,
+    browser: webrtc.Local | None = None,
 ) -> SessionDescription:
     """An SDP offer for one audio stream; with ``encryption`` other than ``"off"``, SRTP
     keys cut from ``key`` (:func:`sip.sdes.new_key`): RTP/SAVP when required, RTP/AVP
-    with ``a=crypto`` when optional."""
+    with ``a=crypto`` when optional. ``browser``: a WebRTC offer instead (ICE-lite, our
+    one host candidate, DTLS-SRTP with ``setup:actpass``, rtcp-mux)."""
     if encryption not in ENCRYPTION:
         raise ValueError(f"encryption must be one of {ENCRYPTION}")
     if encryption != "off" and key is None:
@@ -210,6 +212,18 @@ def make_offer(
             numbered.append((next_dynamic, codec))
             next_dynamic += 1
     addrtype = _addrtype(address)
+    if browser is not None:
+        section = _audio_section(
+            port, numbered, DEFAULT_DTMF_PT if dtmf else None, direction, ptime, webrtc.PROFILE
+        )
+        section.attributes += webrtc.offer_attributes(browser, address, port)
+        return SessionDescription(
+            origin=Origin(username, session_id, session_version, "IN", addrtype, address),
+            name="softswitch",
+            connection=Connection(address, addrtype),
+            media=[section],
+            attributes=[("ice-lite", None), ("group", "BUNDLE 0")],
+        )
     return SessionDescription(
         origin=Origin(username, session_id, session_version, "IN", addrtype, address),
         name="softswitch",
@@ -341,7 +355,8 @@ def process_answer(offer: SessionDescription, answer_sdp: SessionDescription) ->
     if len(answer_sdp.media) != len(offer.media):
         raise ParseError("SDP answer has a different number of media lines than the offer")
     for index, (ours, theirs) in enumerate(zip(offer.media, answer_sdp.media, strict=True)):
-        if theirs.port == 0 or not _audio_media(theirs) or ours.port == 0:
+        browsers = ours.proto.upper() == webrtc.PROFILE
+        if theirs.port == 0 or not _audio_media(theirs, browsers) or ours.port == 0:
             continue
         offered = {pt: codec for pt, codec in _numbered(ours)}
         agreed, dtmf_pt = _match_codecs(theirs, list(offered.values()))
@@ -352,6 +367,26 @@ def process_answer(offer: SessionDescription, answer_sdp: SessionDescription) ->
             raise ParseError("SDP answer without a connection address")
         remote_dir, hold = _remote_direction(answer_sdp, theirs)
         pt, codec = agreed[0]
+        if browsers:  # our offer to a browser: its keys come by DTLS, its address by ICE
+            peer = webrtc.peer(answer_sdp, theirs, answering=True)
+            if peer is None:
+                raise ParseError("SDP answer to a WebRTC offer lacks ICE or DTLS terms")
+            address, port = peer.candidates[0][0] if peer.candidates else (None, theirs.port)
+            return AudioStream(
+                codec,
+                pt,
+                address or connection.address,
+                port,
+                _REVERSE[answer_sdp.media_direction(theirs)],
+                dtmf_pt,
+                theirs.ptime or ours.ptime or 20,
+                index,
+                answer_sdp.media_direction(theirs) in ("sendonly", "inactive"),
+                agreed,
+                theirs.fmtps.get(pt),
+                None,
+                peer,
+            )
         offered_keys = ours.attribute_values("crypto")
         keys = sdes.accepted(offered_keys, theirs.attribute_values("crypto"))
         if keys is None and ours.proto.upper() in SECURE_PROFILES:

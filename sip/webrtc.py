@@ -54,15 +54,16 @@ def _value(sdp: SessionDescription, media: Media, name: str) -> str | None:
     return value if value is not None else sdp.attribute(name)
 
 
-def peer(sdp: SessionDescription, media: Media) -> Peer | None:
+def peer(sdp: SessionDescription, media: Media, *, answering: bool = False) -> Peer | None:
     """The browser's terms on ``media``, or None when a WebRTC line lacks what it needs
-    (ICE credentials, a fingerprint we can check, rtcp-mux, a DTLS role we can take)."""
+    (ICE credentials, a fingerprint we can check, rtcp-mux, a DTLS role we can take).
+    ``answering``: ``media`` answers our ``actpass`` offer (it must pick a role)."""
     ufrag, pwd = _value(sdp, media, "ice-ufrag"), _value(sdp, media, "ice-pwd")
     found = _FINGERPRINT.match((_value(sdp, media, "fingerprint") or "").strip())
     setup = (_value(sdp, media, "setup") or "actpass").strip().lower()
     if not ufrag or not pwd or found is None or media.attribute("rtcp-mux") is None:
         return None
-    if setup not in ("actpass", "active", "passive"):
+    if setup not in (("active", "passive") if answering else ("actpass", "active", "passive")):
         return None
     candidates: list[tuple[tuple[str, int], int]] = []
     for value in media.attribute_values("candidate")[:MAX_CANDIDATES]:
@@ -97,6 +98,20 @@ def answer_attributes(
         ("end-of-candidates", None),
     ]
     return attributes
+
+
+def offer_attributes(local: Local, address: str, port: int) -> list[tuple[str, str | None]]:
+    """Our offer line's WebRTC attributes (to a browser: it picks the DTLS role)."""
+    return [
+        ("mid", "0"),
+        ("rtcp-mux", None),
+        ("ice-ufrag", local.ufrag),
+        ("ice-pwd", local.pwd),
+        ("fingerprint", f"{local.fingerprint[0]} {local.fingerprint[1]}"),
+        ("setup", "actpass"),
+        ("candidate", f"1 1 udp 2130706431 {address} {port} typ host"),
+        ("end-of-candidates", None),
+    ]
 
 
 def session_attributes(offer: SessionDescription, remote: Peer) -> list[tuple[str, str | None]]:

@@ -98,7 +98,10 @@ class Party:
         if self.peer is not None and self.peer.leg.stream is not None:
             limit = self.peer.leg.stream.options.max_bitrate
         chosen = codec_policy.answer_codecs(self.codecs, offer, keep, limit)
-        return sip.answer(offer, self.host, self.leg.local[1], chosen, **self.srtp_terms())
+        browser = self.leg.browser_terms() if from_browser(offer) else None
+        return sip.answer(
+            offer, self.host, self.leg.local[1], chosen, browser=browser, **self.srtp_terms()
+        )
 
     def srtp_terms(self) -> dict[str, Any]:
         """The ``encryption`` and ``key`` arguments of :func:`sip.answer` and
@@ -107,6 +110,11 @@ class Party:
 
     def __repr__(self) -> str:
         return f"<Party {self.label} {self.call.call_id}>"
+
+
+def from_browser(offer: sip.SessionDescription | None) -> bool:
+    """Whether ``offer`` is a browser's (a WebRTC line: ICE, DTLS-SRTP, sip.webrtc)."""
+    return offer is not None and any(m.proto.upper() == sip.webrtc.PROFILE for m in offer.media)
 
 
 def srtp_terms(encryption: Encryption, leg: MediaLeg) -> dict[str, Any]:

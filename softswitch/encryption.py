@@ -67,5 +67,9 @@ def srtp_check(offer: sip.SessionDescription, encryption: Encryption) -> bool:
     """Whether some audio line of ``offer`` is acceptable under ``encryption`` (codecs
     aside): the early test that refuses an offer with 488 before anything rings."""
     key = DRY_KEY if encryption.keys else None
-    _, stream = sip.answer(offer, "0.0.0.0", 9, ALL_CODECS, encryption=encryption.policy, key=key)
+    # a browser's line is always encrypted (DTLS-SRTP), whatever the policy and transport
+    browser = sip.webrtc.Local("dry", "d" * 22, ("sha-256", "00:00"))
+    _, stream = sip.answer(
+        offer, "0.0.0.0", 9, ALL_CODECS, encryption=encryption.policy, key=key, browser=browser
+    )
     return stream is not None

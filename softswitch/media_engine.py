@@ -34,6 +34,7 @@ phone's decoder follows the state of the encoder whose stream it gets.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import random
@@ -54,6 +55,8 @@ from media.tones import tone
 from rtp import PortAllocator
 from rtp.batch import Batch, address_text
 from rtp.columns import Headers, gather, parse, write_headers
+from rtp.dtls_srtp import Identity
+from rtp.ice_lite import local_ufrag
 from rtp.jitter_rows import FRAME, LOST, JitterRows, Popped
 from rtp.packet import (
     PacketError,
@@ -111,10 +114,14 @@ Ints = npt.NDArray[np.int64]
 Address = tuple[str, int]
 SOUNDS = Path(__file__).resolve().parent / "sounds"
 MAX_PAYLOAD = 480  # bytes of audio per packet kept (60 ms of G.711); longer is refused
-SLOT = 640  # bytes per received datagram
+# bytes per received datagram: a path MTU's worth (a browser's DTLS ClientHello, with its
+# post-quantum key share, comes in fragments of about 1200 bytes; RTP is far smaller)
+SLOT = 1500
 FRAME_WIDTH = 960  # samples of a leg's frame kept per tick (60 ms at 16 kHz)
 AMBIGUOUS = "ambiguous"  # a stray's reason: its IP is claimed by several legs
 REFUSED = -5  # the row of a packet refused by its leg's SRTP (see MediaEngine._decrypt)
+CONSUMED = -6  # the row of a browser leg's STUN, DTLS or muxed RTCP: handled, not RTP
+BROWSER_REASONS = ("stun_unknown", "stun_refused", "dtls_foreign", "dtls_refused")
 
 
 def offer_peers(source: str, offer: sip.SessionDescription | None) -> set[str | Address]:
@@ -176,6 +183,7 @@ _COLUMNS = {  # name: (dtype, fill)
     "in_use": (np.bool_, False),  # a leg holds the row (the tick's rows: where this is set)
     "contest_flag": (np.bool_, False),  # another leg contests an address this one holds
     "srtp": (np.bool_, False),  # SRTP: packets verified and decrypted in, protected out
+    "mux": (np.bool_, False),  # a browser's leg: STUN, DTLS and RTCP on its RTP port too
     # RFC 3550 receiver statistics
     "base": (np.int64, -1),
     "stats_ssrc": (np.int64, -1),
@@ -239,6 +247,7 @@ class MediaEngine:
     heard: npt.NDArray[np.bool_]
     repeats: Ints
     srtp: npt.NDArray[np.bool_]
+    mux: npt.NDArray[np.bool_]
     frames: npt.NDArray[np.int16]  # this tick's audio per leg
 
     def __init__(
@@ -268,7 +277,7 @@ class MediaEngine:
             "own_ports": 0,
             "srtp_refused": 0,
         }
-        reasons = (*REASONS, *SRTP_REASONS, AMBIGUOUS, "ended", "contested")
+        reasons = (*REASONS, *SRTP_REASONS, AMBIGUOUS, "ended", "contested", *BROWSER_REASONS)
         self.stats.update({f"strays_{reason}": 0 for reason in reasons})
         # a source no leg owns (address, reason), at most once per source per burst
         self.on_rejected_source: Callable[[Address, str], None] | None = None
@@ -311,6 +320,10 @@ class MediaEngine:
         self._listeners: dict[MediaLeg, None] = {}
         self.rx = Batch(256, SLOT)
         self._rtcp_rx = Batch(64, SLOT)
+        # browsers' legs: by the ufrag of our ICE-lite agent; those still in DTLS
+        self._ice_legs: dict[str, MediaLeg] = {}
+        self._handshaking: set[MediaLeg] = set()
+        self._identity: Identity | None = None
         self._rng = random.Random()
         self._unsubscribe = clock.subscribe(self._tick, priority=50, idle=self.idle)
 
@@ -348,6 +361,13 @@ class MediaEngine:
         self._marker = np.zeros(capacity, dtype=bool)
         self._pt_out = np.zeros(capacity, dtype=np.int64)
         self._ts_out = np.zeros(capacity, dtype=np.int64)
+
+    @property
+    def identity(self) -> Identity:
+        """Our DTLS certificate for browsers' legs (made once, on first use: an EC key)."""
+        if self._identity is None:
+            self._identity = Identity()
+        return self._identity
 
     def idle(self) -> bool:
         """No leg: the media clock may sleep."""
@@ -604,7 +624,9 @@ class MediaEngine:
         self._unplan(leg)
         source = leg.source
         kind = NOTHING
-        self.sending[leg.row] = leg.sending and leg.stream is not None
+        # a browser's leg sends nothing until DTLS has given its keys
+        ready = leg.dtls is None or leg.srtp_out is not None
+        self.sending[leg.row] = leg.sending and leg.stream is not None and ready
         if leg.stream is None or source is None or not leg.sending:
             kind = PYTHON if leg.key_active and leg.stream is not None else NOTHING
         elif leg.key_active:
@@ -713,6 +735,8 @@ class MediaEngine:
             mixer.mix(tick)
         self._send(tick)
         self._rtcp_tick(now)
+        if self._handshaking:
+            self._retransmit()
 
     def _pairs_to_read(self, rtcp: bool) -> list[PortPair]:
         """The shared pairs, and the own pairs whose socket has packets (looked up by
@@ -761,19 +785,35 @@ class MediaEngine:
             else:
                 (leg,) = pair.legs
                 row[first:last] = leg.row
-        secure = np.flatnonzero(row >= 0)
-        secure = secure[self.srtp[row[secure]]]
+        # STUN and DTLS (RFC 7983); an empty datagram is nothing (malformed RTP below)
+        special = np.flatnonzero((rx.data[:n, 0] < 64) & (rx.length[:n] > 0))
+        if len(special):
+            self._browser_packets(special, spans, row, now)
+        owned = np.flatnonzero(row >= 0)
+        if self._ice_legs and len(owned):  # RTCP muxed on browsers' RTP ports
+            muxed = owned[self.mux[row[owned]]]
+            second = rx.data[muxed, 1]
+            muxed = muxed[(second >= 192) & (second <= 223)]
+            for k in muxed.tolist():
+                owner = self._by_row[int(row[k])]
+                if owner is not None:
+                    source = (address_text(rx.ip[k].tobytes()), int(rx.port[k]))
+                    self._rtcp_data(owner, rx.data[k, : rx.length[k]].tobytes(), source, now)
+                row[k] = CONSUMED
+            owned = np.flatnonzero(row >= 0)
+        secure = owned[self.srtp[row[owned]]]
         if len(secure):  # SRTP legs' packets: verified and decrypted in their rows
             self._decrypt(secure, row, now)
         h = parse(rx.data[:n], rx.length[:n])
-        self.stats["malformed"] += int(n - np.count_nonzero(h.valid & (row != REFUSED)))
+        handled = (row == REFUSED) | (row == CONSUMED)
+        self.stats["malformed"] += int(np.count_nonzero(~h.valid & ~handled))
         if self._contesting:
             self._streams_meet(rx, row)
         tail = row == ENDED
         if tail.any():  # an ended call's last packets: dropped, not reported
             self.stats["strays_ended"] += int(np.count_nonzero(tail))
             row[tail] = -4
-        bad = h.valid & (row < 0) & (row != -4) & (row != REFUSED)
+        bad = h.valid & (row < 0) & (row != -4) & ~handled
         if bad.any():
             self._strays_unowned(np.flatnonzero(bad), row, now)
         take = np.flatnonzero(h.valid & (row >= 0))
@@ -812,6 +852,93 @@ class MediaEngine:
             self._keys(take[keys], r[keys], h)
         if audio.any():
             self._queue(take[audio], r[audio], h, now)
+
+    def _browser_packets(
+        self, packets: Ints, spans: list[tuple[PortPair, int, int]], row: Ints, now: float
+    ) -> None:
+        """STUN and DTLS on the shared ports, one by one (a few per call set-up, then a
+        consent check every few seconds): a connectivity check goes to the leg whose ufrag
+        it names and is answered from the port it came to; DTLS goes to the leg its
+        source is latched to. Neither is ever taken for RTP."""
+        rx = self.rx
+        for k in packets.tolist():
+            pair = next(p for p, first, last in spans if first <= k < last)
+            source = (address_text(rx.ip[k].tobytes()), int(rx.port[k]))
+            data = rx.data[k, : rx.length[k]].tobytes()
+            owner = int(row[k])
+            row[k] = CONSUMED
+            if data[0] < 4:
+                ufrag = local_ufrag(data)
+                leg = self._ice_legs.get(ufrag) if ufrag else None
+                if leg is None or leg.ice is None or leg.ports is not pair:
+                    self._count_strays("stun_unknown")
+                    if self._strays(source, now):
+                        self._report(None, source, "stun_unknown")
+                    continue
+                verdict = leg.ice.answer(data, source)
+                if verdict.reply is None:
+                    self._count_strays("stun_refused")
+                    if self._strays(source, now):
+                        self._report(leg, source, verdict.refused or "stun_refused")
+                    continue
+                self._reply(pair, verdict.reply, source)
+                if verdict.nominated or (leg.remote != source and leg.policy.current is None):
+                    self._ice_reached(leg, source, now)
+                continue
+            leg = self._by_row[owner] if owner >= 0 else None
+            if leg is None or leg.dtls is None:
+                self._count_strays("dtls_foreign")
+                if self._strays(source, now):
+                    self._report(None, source, "dtls_foreign")
+                continue
+            replies = leg.dtls.receive(data)
+            for out in replies:
+                self._reply(pair, out, source)
+            log.debug(
+                "event=dtls_in local=%s bytes=%d replies=%s failed=%s",
+                leg.local,
+                len(data),
+                [len(r) for r in replies],
+                leg.dtls.failed,
+            )
+            self._dtls_progress(leg, source)
+
+    def _reply(self, pair: PortPair, data: bytes, target: Address) -> None:
+        with contextlib.suppress(OSError):
+            pair.rtp.sock.sendto(data, target)
+
+    def _ice_reached(self, leg: MediaLeg, source: Address, now: float) -> None:
+        """A browser's checks reach ``leg`` from ``source`` (nominated, or the first that
+        authenticated): its media, DTLS and RTCP come from there and go there."""
+        leg.policy.expect(source, source[0], now)
+        leg.remote = leg.remote_rtcp = source
+        self._set_destination(leg)
+        self._claim(leg)
+        if not np.isfinite(self.rtcp_due[leg.row]):
+            self.rtcp_due[leg.row] = now + self._interval(initial=True)
+        log.debug("event=ice_reached local=%s remote=%s:%d", leg.local, *source)
+
+    def _dtls_progress(self, leg: MediaLeg, source: Address) -> None:
+        dtls = leg.dtls
+        if dtls is None:
+            return
+        if dtls.keys is not None and leg.srtp is None:
+            self._handshaking.discard(leg)
+            leg.dtls_keys(dtls.keys)
+            log.info("event=dtls_srtp local=%s suite=%s", leg.local, dtls.keys[0])
+        elif dtls.failed is not None and leg in self._handshaking:
+            self._handshaking.discard(leg)
+            self._count_strays("dtls_refused")
+            self._report(leg, source, dtls.failed.split(":", 1)[0])
+
+    def _retransmit(self) -> None:
+        """Lost DTLS flights of the handshakes under way, sent again when due."""
+        for leg in list(self._handshaking):
+            if leg.dtls is None or leg.remote is None:
+                continue
+            for out in leg.dtls.retransmit():
+                self._reply(leg.ports, out, leg.remote)
+            self._dtls_progress(leg, leg.remote)
 
     def _decrypt(self, packets: Ints, row: Ints, now: float) -> None:
         """Verify and decrypt SRTP packets in place; one that does not verify (forged,
@@ -1193,11 +1320,14 @@ class MediaEngine:
         target = leg.remote_rtcp
         if target is None:
             return
+        if leg.dtls is not None and leg.srtp_out is None:
+            return  # a browser's leg before its keys: nothing in the clear
         packet = build_compound(self.rtcp_packets(leg, now, bye=bye))
         if leg.srtp_out is not None:
             packet = leg.srtp_out.protect_rtcp(packet)
+        sock = leg.ports.rtp.sock if leg.browser is not None else leg.ports.rtcp.sock
         try:
-            leg.ports.rtcp.sock.sendto(packet, target)
+            sock.sendto(packet, target)
         except OSError:
             return
         leg.counters.rtcp_sent += 1
@@ -1233,7 +1363,11 @@ class MediaEngine:
             if verdict.report:
                 self._report(leg, source, verdict.reason or "rtcp_foreign")
             return
-        data = batch.data[i, : batch.length[i]].tobytes()
+        self._rtcp_data(leg, batch.data[i, : batch.length[i]].tobytes(), source, now)
+
+    def _rtcp_data(self, leg: MediaLeg, data: bytes, source: Address, now: float) -> None:
+        """An RTCP (or SRTCP) packet ``leg``'s policy accepted, or muxed on a browser's
+        RTP port from its latched address."""
         if leg.srtp_in is not None:
             plain = leg.srtp_in.unprotect_rtcp(data)
             if plain is None:

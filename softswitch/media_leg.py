@@ -24,13 +24,15 @@ from media.dtmf_detect import DtmfDetector
 from media.resample import StreamResampler
 from media.tones import dtmf_tone
 from rtp import DtmfReceiver, SourcePolicy
+from rtp.dtls_srtp import DtlsSrtp
 from rtp.dtmf import DtmfSender, EventPacket
+from rtp.ice_lite import IceLite
 from rtp.jitter_rows import FRAME, LOST
 from rtp.packet import (
     ReportBlock,
 )
 from rtp.srtp import SrtpContext
-from sip import entropy, sdes
+from sip import entropy, sdes, webrtc
 
 from .media_ports import PortPair
 from .media_sources import LegSource, PlayerSource, Source
@@ -134,6 +136,10 @@ class MediaLeg:
         self.srtp_in: SrtpContext | None = None  # verifies and decrypts the phone's packets
         self.srtp_out: SrtpContext | None = None  # protects ours
         self._key: bytes | None = None
+        # a browser's leg (sip.webrtc): ICE-lite answers its checks, DTLS gives the keys
+        self.ice: IceLite | None = None
+        self.dtls: DtlsSrtp | None = None
+        self.browser: webrtc.Peer | None = None
 
     # -- addresses -------------------------------------------------------------------------
 
@@ -178,6 +184,14 @@ class MediaLeg:
 
     # -- negotiation -----------------------------------------------------------------------
 
+    def browser_terms(self) -> webrtc.Local:
+        """Our ICE credentials and DTLS fingerprint for a browser's offer (an ICE-lite
+        agent made on first use and known to the engine by its ufrag)."""
+        if self.ice is None:
+            self.ice = IceLite()
+            self.engine._ice_legs[self.ice.ufrag] = self
+        return webrtc.Local(self.ice.ufrag, self.ice.pwd, self.engine.identity.fingerprint)
+
     @property
     def key(self) -> bytes:
         """Our SRTP master key material for this leg's offers and answers (made on first
@@ -219,8 +233,34 @@ class MediaLeg:
         self._inband = stream.dtmf_payload_type is None
         self._detect_at_8k = StreamResampler(self.rate, 8000) if self.rate != 8000 else None
         self._sending = stream.sends
-        self._encrypt(stream.srtp)
+        if stream.webrtc is not None:
+            self._browser(stream.webrtc)
+        else:
+            self._encrypt(stream.srtp)
         self.engine._configured(self)
+
+    def _browser(self, peer: webrtc.Peer) -> None:
+        """A browser's terms: its ICE ufrag to check, a DTLS endpoint for its certificate
+        (made again only when the certificate or the role changed; keys come from it)."""
+        current = self.browser
+        self.browser = peer
+        if self.ice is not None:
+            self.ice.remote_ufrag = peer.ufrag
+        if current is None or (current.fingerprint, current.server) != (
+            peer.fingerprint,
+            peer.server,
+        ):
+            self.dtls = DtlsSrtp(
+                self.engine.identity, server=peer.server, remote_fingerprint=peer.fingerprint
+            )
+            self._encrypt(None)  # nothing leaves until the handshake gives keys
+            self.engine._handshaking.add(self)
+        self.engine.mux[self.row] = True
+
+    def dtls_keys(self, keys: tuple[str, bytes, bytes]) -> None:
+        """The keys the DTLS handshake exported: SRTP from now on, both ways."""
+        self._encrypt(sip.SrtpKeys(*keys))
+        self.engine._classify(self)
 
     def _encrypt(self, keys: sip.SrtpKeys | None) -> None:
         """SRTP contexts for ``keys`` (new ones only when a key or the suite changed: a
@@ -483,6 +523,10 @@ class MediaLeg:
         # the PBX's hooks close over the call's party, which holds this leg
         self.on_rejected_source = self.on_contested = None
         self.srtp_in = self.srtp_out = None
+        if self.ice is not None:
+            self.engine._ice_legs.pop(self.ice.ufrag, None)
+        self.engine._handshaking.discard(self)
+        self.dtls = None
         for other in list(self.dependents):
             self.engine._classify(other)
         self.dependents.clear()

@@ -428,12 +428,15 @@ class Services(OfficeView):
             attempts = [secure]
             if secure.policy == "optional" and secure.keys:
                 attempts.append(Encryption("required", True))
+            # a browser (registered over WebSocket) gets a WebRTC offer: ICE-lite, DTLS-SRTP
+            browser = leg.browser_terms() if self.fork_transport(fork) in ("ws", "wss") else None
             for attempt, terms in enumerate(attempts):
                 offer = sip.make_offer(
                     caller.host,
                     leg.local[1],
                     codec_policy.offer_codecs(mine, partner, limit),
-                    **srtp_terms(terms, leg),
+                    browser=browser,
+                    **(srtp_terms(terms, leg) if browser is None else {}),
                 )
                 try:
                     out = await self.ua.invite(
@@ -553,13 +556,19 @@ class Services(OfficeView):
             return RingResult("busy")
         return RingResult("unreachable")
 
+    @staticmethod
+    def fork_transport(fork: Fork) -> str:
+        """The transport a fork's INVITE takes."""
+        if fork.destination is not None:
+            return fork.destination[0]
+        return fork.uri.transport or ("tls" if fork.uri.scheme == "sips" else "udp")
+
     def fork_encryption(self, fork: Fork) -> Encryption:
         """SRTP towards a fork's callee: its device's, user's or trunk's policy on the
-        transport the INVITE takes."""
-        if fork.destination is not None:
-            transport = fork.destination[0]
-        else:
-            transport = fork.uri.transport or ("tls" if fork.uri.scheme == "sips" else "udp")
+        transport the INVITE takes (a browser's media is DTLS-SRTP whatever it says)."""
+        transport = self.fork_transport(fork)
+        if transport in ("ws", "wss"):
+            return encryption.PLAIN  # no SDES keys: sip.webrtc, keys by DTLS
         policy = fork.encryption or encryption.configured(
             self.config, user=fork.user, device=fork.device
         )

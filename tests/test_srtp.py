@@ -389,3 +389,22 @@ def test_a_vvx_best_effort_offer_of_two_lines() -> None:
     assert stream is not None and stream.srtp is None and stream.media_index == 1
     assert [m.port for m in ans.media] == [0, 30000]
     assert [m.proto for m in ans.media] == ["RTP/SAVP", "RTP/AVP"]
+
+
+def test_empty_and_short_datagrams_are_malformed_not_a_crash() -> None:
+    """Zero-length datagrams (a NAT keep-alive, or an attacker) and one-byte STUN- or
+    DTLS-looking ones on the shared port: counted as malformed or stray, the tick goes on."""
+    engine = MediaEngine(MediaClock(), PortAllocator(41800, 41900))
+    phone = Phone(5, "AES_CM_128_HMAC_SHA1_80")
+    try:
+        leg = engine._add(engine._shared_pair("127.0.0.1"))
+        leg.configure(stream(phone, sip.PCMU, leg), signalling=phone.address[0])
+        for data in (b"", b"\x00", b"\x16", b"\x16\xfe\xfd" + bytes(10), b"\x00\x01" + bytes(30)):
+            phone.sock.sendto(data, leg.local)
+        engine._tick(0)
+        engine._tick(1)
+        assert engine.stats["received"] == 5
+        assert engine.stats["malformed"] + engine.stats["strays"] == 5
+    finally:
+        phone.close()
+        engine.close()

@@ -17,6 +17,7 @@ import aioice
 import pytest
 from aioice import stun
 
+import sip
 from rtp.dtls_srtp import DtlsSrtp, Identity, fingerprint
 from rtp.ice_lite import IceLite, kind
 
@@ -250,3 +251,23 @@ def test_a_browser_offer_is_answered_as_ice_lite_dtls_srtp() -> None:
     # a line that lacks what WebRTC needs (no fingerprint) is refused too
     broken = parse_sdp(CHROME_OFFER.replace("a=fingerprint", "a=x-fingerprint"))
     assert answer(broken, "127.0.0.1", 30000, (OPUS, PCMU), browser=local)[1] is None
+
+
+def test_our_offer_to_a_browser_and_its_answer() -> None:
+    from sip import OPUS, PCMU, answer, make_offer, parse_sdp, process_answer, webrtc
+
+    ours = webrtc.Local("pbx1", "p" * 24, ("sha-256", "AB:CD"))
+    offer = make_offer("127.0.0.1", 30000, (OPUS, PCMU), browser=ours)
+    text = str(offer)
+    for line in ("a=ice-lite", "m=audio 30000 UDP/TLS/RTP/SAVPF 96 0 101", "a=setup:actpass"):
+        assert line in text, line
+    # the browser's side, played by our own answerer with other terms (setup: it picks)
+    theirs = webrtc.Local("brow", "b" * 24, ("sha-256", "EF:01"))
+    sdp, taken = answer(parse_sdp(text), "127.0.0.2", 40000, (OPUS, PCMU), browser=theirs)
+    assert taken is not None and taken.webrtc is not None and taken.webrtc.server  # it may
+    stream = process_answer(offer, parse_sdp(str(sdp).replace("setup:passive", "setup:active")))
+    assert stream.webrtc is not None and stream.webrtc.server  # the browser opens DTLS
+    assert stream.webrtc.fingerprint == ("sha-256", "EF:01")
+    assert (stream.remote_address, stream.remote_port) == ("127.0.0.2", 40000)
+    with pytest.raises(sip.ParseError):  # an answer must pick a DTLS role, not actpass
+        process_answer(offer, parse_sdp(str(sdp).replace("setup:passive", "setup:actpass")))

@@ -1,0 +1,132 @@
+"""A phone in the browser: headless Chromium (Debian's, under Playwright) runs JsSIP in a
+bare page, registers over WebSocket and calls a baresip desk phone through the PBX, then
+is called by it: ICE-lite, DTLS-SRTP, Opus in the browser, G.711 at the desk phone. The
+browser's fake microphone plays 600 Hz (baresip must hear it), baresip sends 1000 Hz
+(the page must measure it, Web Audio).
+
+Everything runs in a network namespace with loopback alone (tests/netns.py): Chromium
+then offers no candidate of this machine's interfaces."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import soundfile
+from playwright.async_api import async_playwright
+
+from media.tones import sine_mix
+
+from .audio import active, dominant_frequency
+from .baresip import Phone
+from .netns import loopback_only
+from .netutil import ROOT, free_port
+from .office import demo_pbx, segment
+
+pytestmark = [
+    pytest.mark.interop,
+    pytest.mark.skipif(os.geteuid() != 0, reason="a network namespace needs root"),
+]
+CHROMIUM = "/usr/bin/chromium"
+PAGE = Path(__file__).parent / "data" / "browser_phone.html"
+BUNDLE = ROOT / "js" / "dist" / "jssip.js"
+
+
+async def serve_page() -> tuple[asyncio.Server, int]:
+    """The bare page and JsSIP's bundle over HTTP on 127.0.0.1 (a secure context)."""
+    files = {b"/": (PAGE, b"text/html"), b"/jssip.js": (BUNDLE, b"text/javascript")}
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            request = await reader.readuntil(b"\r\n\r\n")
+            path = request.split(b" ", 2)[1]
+            found = files.get(path)
+            if found is None:
+                writer.write(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
+            else:
+                body = found[0].read_bytes()
+                writer.write(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: "
+                    + found[1]
+                    + b"\r\nContent-Length: "
+                    + str(len(body)).encode()
+                    + b"\r\nConnection: close\r\n\r\n"
+                    + body
+                )
+            await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    return server, server.sockets[0].getsockname()[1]
+
+
+async def test_a_browser_calls_a_desk_phone_and_is_called_by_it(tmp_path: Path) -> None:
+    if shutil.which(CHROMIUM) is None:
+        pytest.fail("chromium is not installed: run scripts/system-deps.sh (make test does)")
+    assert BUNDLE.exists(), "js/dist/jssip.js is missing: make test builds it (npm run build)"
+    tone = tmp_path / "tone600.wav"
+    soundfile.write(tone, sine_mix((600.0,), 48000 * 30, 48000, -12), 48000, subtype="PCM_16")
+    bob_tone = tmp_path / "tone1000.wav"
+    soundfile.write(bob_tone, sine_mix((1000.0,), 8000 * 60, 8000, -12), 8000, subtype="PCM_16")
+    with loopback_only():
+        pbx = await demo_pbx(tmp_path, ws=True)
+        sip_port = pbx.ua.listeners[0].port
+        ws_port = next(x.port for x in pbx.ua.listeners if x.transport == "ws")
+        bob = Phone(
+            "bob",
+            tmp_path / "bob",
+            f"<sip:101@127.0.0.1:{sip_port}>;auth_pass=bob101;regint=300;answermode=auto;"
+            "audio_codecs=PCMU",
+            bob_tone,
+            free_port(),
+            free_port(),
+            46000,
+        )
+        http, http_port = await serve_page()
+        try:
+            await bob.start()
+            await bob.wait_event("REGISTER_OK")
+            async with async_playwright() as playwright:
+                browser = await playwright.chromium.launch(
+                    executable_path=CHROMIUM,
+                    args=[
+                        "--no-sandbox",
+                        "--use-fake-ui-for-media-stream",
+                        "--use-fake-device-for-media-stream",
+                        f"--use-file-for-fake-audio-capture={tone}",
+                        "--allow-loopback-in-peer-connection",
+                        "--autoplay-policy=no-user-gesture-required",
+                    ],
+                )
+                try:
+                    page = await browser.new_page()
+                    page.on("console", lambda m: print("page:", m.text))
+                    await page.goto(f"http://127.0.0.1:{http_port}/")
+                    url = f"ws://127.0.0.1:{ws_port}"
+                    assert (
+                        await page.evaluate(
+                            "(u) => register(u, '100', 'alice100', 'demo.softswitch')", url
+                        )
+                        == "registered"
+                    )
+                    # the browser calls the desk phone
+                    assert await page.evaluate("dial('sip:101@demo.softswitch')") == "confirmed"
+                    await bob.wait_event("CALL_ESTABLISHED")
+                    heard = await page.evaluate("measure(2.5)")
+                    await page.evaluate("hangup()")
+                    await bob.wait_event("CALL_CLOSED")
+                    assert abs(heard["hz"] - 1000) < 15, heard  # the page hears baresip
+                finally:
+                    await browser.close()
+        finally:
+            http.close()
+            await bob.stop()
+            await pbx.stop()
+    audio, rate = segment(bob.recording(), 0.5)
+    assert abs(dominant_frequency(active(audio), rate) - 600) < 10  # baresip hears the page
