@@ -885,6 +885,9 @@ class MediaEngine:
                 if verdict.nominated or (leg.remote != source and leg.policy.current is None):
                     self._ice_reached(leg, source, now)
                 continue
+            if owner == ENDED:  # an ended call's last DTLS (its close_notify): quietly
+                self.stats["strays_ended"] += 1
+                continue
             leg = self._by_row[owner] if owner >= 0 else None
             if leg is None or leg.dtls is None:
                 self._count_strays("dtls_foreign")
