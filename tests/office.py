@@ -42,6 +42,8 @@ class Office:
     rtp: int = 0
     tls: bool = False  # listen on TLS too (tls_port), with the demo's self-signed certificate
     tls_port: int = 0
+    ws: bool = False  # listen on SIP over WebSocket too (ws_port): the browser phone
+    ws_port: int = 0
     proc: Daemon | None = None
     _stack: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
 
@@ -55,6 +57,7 @@ class Office:
 
     def write_config(self) -> None:
         tls = f', "tls:127.0.0.1:{self.tls_port}"' if self.tls else ""
+        tls += f', "ws:127.0.0.1:{self.ws_port}"' if self.ws else ""
         text = f"""
 [server]
 listen = ["udp:127.0.0.1:{self.port}", "tcp:127.0.0.1:{self.port}"{tls}]
@@ -79,6 +82,7 @@ permission = "national"
         if not self.port:
             self.port = free_port()
             self.tls_port = free_port() if self.tls else 0
+            self.ws_port = free_port() if self.ws else 0
             self.rtp = rtp_base()
             self.write_config()
         check = subprocess.run(

@@ -141,3 +141,100 @@ async def test_a_browser_calls_a_desk_phone_and_is_called_by_it(tmp_path: Path) 
     for recording in (first_call, bob.recording()):  # baresip hears the page, both calls
         audio, rate = segment(recording, 0.5)
         assert abs(dominant_frequency(active(audio), rate) - 600) < 10, recording
+
+
+MEASURE = """async (seconds) => {
+  const stream = document.getElementById('phone-remote').srcObject;
+  const ctx = new AudioContext();
+  const analyser = ctx.createAnalyser();
+  analyser.fftSize = 8192;
+  ctx.createMediaStreamSource(stream).connect(analyser);
+  await new Promise((r) => setTimeout(r, seconds * 1000));
+  const data = new Float32Array(analyser.frequencyBinCount);
+  analyser.getFloatFrequencyData(data);
+  let best = 1;
+  for (let i = 1; i < data.length; i++) if (data[i] > data[best]) best = i;
+  return best * ctx.sampleRate / analyser.fftSize;
+}"""
+
+
+async def test_the_portal_phone_calls_is_called_and_is_held(tmp_path: Path) -> None:
+    """The user portal's phone page (JsSIP, served by the console): 100 logs in, calls
+    baresip 101 (tones both ways), is called back and answers in the page, is held by 101
+    and hears the hold music (an 800 Hz file here), then hangs up."""
+    from playwright.async_api import expect
+
+    from .office import Office
+
+    tone = tmp_path / "tone600.wav"
+    soundfile.write(tone, sine_mix((600.0,), 48000 * 60, 48000, -12), 48000, subtype="PCM_16")
+    music = tmp_path / "music800.wav"
+    soundfile.write(music, sine_mix((800.0,), 8000 * 30, 8000, -12), 8000, subtype="PCM_16")
+    with loopback_only():
+        office = Office(tmp_path, ws=True)
+        office.extra = (
+            f'[hold_music]\ndefault = "{music}"\n[console]\nlisten = "127.0.0.1:{free_port()}"\n'
+        )
+        proc = office.start()
+        url = proc.wait_for(r"web console (http://\S+)").group(1)
+        bob = office.phone("bob", "101", 1000.0)
+        try:
+            await bob.start()
+            await bob.wait_event("REGISTER_OK")
+            async with async_playwright() as playwright:
+                browser = await playwright.chromium.launch(
+                    executable_path=CHROMIUM,
+                    args=[
+                        "--no-sandbox",
+                        "--use-fake-ui-for-media-stream",
+                        "--use-fake-device-for-media-stream",
+                        f"--use-file-for-fake-audio-capture={tone}",
+                        "--allow-loopback-in-peer-connection",
+                        "--autoplay-policy=no-user-gesture-required",
+                    ],
+                )
+                try:
+                    page = await browser.new_page()
+                    page.set_default_timeout(15_000)
+                    await page.goto(url + "login")
+                    await page.get_by_label("Extension or administrator").fill("100")
+                    await page.get_by_label("Password").fill("alice100")
+                    await page.get_by_role("button", name="Log in").click()
+                    await page.get_by_role("link", name="Phone").click()
+                    state = page.locator("#phone-state")
+                    await expect(state).to_have_text("ready")
+                    # a call from the page
+                    await page.locator("#phone-number").fill("101")
+                    await page.get_by_role("button", name="Call").click()
+                    await bob.wait_event("CALL_ESTABLISHED")
+                    await expect(state).to_have_text("in call")
+                    heard = await page.evaluate(MEASURE, 2.5)
+                    await page.get_by_role("button", name="Hang up").click()
+                    await bob.wait_event("CALL_CLOSED")
+                    assert abs(heard - 1000) < 15, heard
+                    first_call = bob.recording()
+                    # a call to the page: it rings, the user answers
+                    await bob.command("dial", f"sip:100@127.0.0.1:{office.port}")
+                    await expect(state).to_have_text("ringing")
+                    await page.get_by_role("button", name="Answer").click()
+                    await bob.wait_event("CALL_ESTABLISHED", count=2)
+                    await expect(state).to_have_text("in call")
+                    heard_back = await page.evaluate(MEASURE, 2.0)
+                    await bob.command("hold")  # the page hears the hold music
+                    await asyncio.sleep(1.0)
+                    held = await page.evaluate(MEASURE, 2.0)
+                    await bob.command("resume")
+                    await asyncio.sleep(1.0)
+                    await page.get_by_role("button", name="Hang up").click()
+                    await bob.wait_event("CALL_CLOSED", count=2)
+                    await expect(state).to_have_text("ready")
+                    assert abs(heard_back - 1000) < 15, heard_back
+                    assert abs(held - 800) < 15, held
+                finally:
+                    await browser.close()
+        finally:
+            await bob.stop()
+            office.stop()
+    for recording in (first_call, bob.recording()):  # baresip hears the page, both calls
+        audio, rate = segment(recording, 0.5, 2.0)
+        assert abs(dominant_frequency(active(audio), rate) - 600) < 10, recording

@@ -95,6 +95,8 @@ class ConsoleApp:
             Route("/live", self.route(self.live)),
             Route("/live/queues", self.route(self.live_queues)),
             Mount("/static", app=StaticFiles(directory=HERE / "static"), name="static"),
+            # the browser phone's SIP library, when built (softswitch.features.console.portal)
+            Mount("/vendor", app=StaticFiles(directory=portal.VENDOR, check_dir=False)),
         ]
         return mine + admin.routes(self) + portal.routes(self) + api.routes(self)
 

@@ -7,6 +7,7 @@ another extension from the request."""
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
@@ -21,6 +22,7 @@ from ..voicemail import Voicemail
 from . import forms, queues
 from .accounts import PasswordError
 from .admin import cdr
+from .app import HEADERS
 from .edits import EditError, FieldError
 from .mailboxes import mailbox_store, message_file, notify
 from .uploads import UploadError, read_form, save_audio
@@ -65,6 +67,23 @@ def own_values(me: User) -> forms.Values:
         "forward_unreachable": me.forward.unreachable or "",
         "label": "my script",
     }
+
+
+# JsSIP bundled at set-up time (js/: npm ci && npm run build), served at /vendor
+VENDOR = Path(__file__).resolve().parents[3] / "js" / "dist"
+
+
+def websocket_url(listen: list[str], asked_host: str) -> str | None:
+    """Where the browser phone connects: the first ws: or wss: listener (a wildcard
+    address is the host the page was asked from)."""
+    for spec in listen:
+        scheme, _, rest = spec.partition(":")
+        if scheme in ("ws", "wss"):
+            host, _, port = rest.rpartition(":")
+            if host.strip("[]") in ("0.0.0.0", "::"):
+                host = asked_host
+            return f"{scheme}://{host}:{port}"
+    return None
 
 
 def routes(app: ConsoleApp) -> list[BaseRoute]:
@@ -137,6 +156,24 @@ def routes(app: ConsoleApp) -> list[BaseRoute]:
 
     async def home(request: Request, session: Session, me: User) -> Response:
         return await page(request, session, me)
+
+    async def phone(request: Request, session: Session, me: User) -> Response:
+        """The phone in the browser: JsSIP over the PBX's WebSocket listener."""
+        ws_url = websocket_url(app.svc.config.server.listen, request.url.hostname or "")
+        response = app.render(
+            request,
+            "phone.html",
+            session,
+            me=me,
+            ws_url=ws_url,
+            bundle=(VENDOR / "jssip.js").exists(),
+        )
+        if ws_url:  # the page may open that WebSocket (another port: not 'self')
+            csp = HEADERS["Content-Security-Policy"].replace(
+                "connect-src 'self'", f"connect-src 'self' {ws_url}"
+            )
+            response.headers["Content-Security-Policy"] = csp
+        return response
 
     async def settings(request: Request, session: Session, me: User) -> Response:
         form = await app.form(request, session)
@@ -265,6 +302,7 @@ def routes(app: ConsoleApp) -> list[BaseRoute]:
     get, post = ["GET"], ["POST"]
     return [
         Route("/portal", user(home), methods=get),
+        Route("/portal/phone", user(phone), methods=get),
         Route("/portal/settings", user(settings), methods=post),
         Route("/portal/greeting", user(greeting), methods=post),
         Route("/portal/greeting.wav", user(greeting_file), methods=get),
