@@ -38,6 +38,8 @@ system-deps:
 
 # make run ARGS="--listen 0.0.0.0:5060" lets phones on the LAN in; ARGS="--help" lists options
 run: $(RUNSTAMP)
+	@{ command -v npm >/dev/null && $(MAKE) -s $(JSSTAMP); } || \
+		echo "no npm: the portal's browser phone is off (scripts/system-deps.sh installs it)"
 	@$(VENV)/bin/softswitch run $(ARGS)
 
 lint: $(STAMP)

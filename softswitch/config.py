@@ -771,7 +771,7 @@ def check_audio(config: Config, source: str) -> None:
 DEMO = """\
 # The embedded demo office: `softswitch run` with no --config uses this.
 [server]
-listen = ["udp:127.0.0.1:5060", "tcp:127.0.0.1:5060", "tls:127.0.0.1:5061"]
+listen = ["udp:127.0.0.1:5060", "tcp:127.0.0.1:5060", "tls:127.0.0.1:5061", "ws:127.0.0.1:5066"]
 domain = "demo.softswitch"
 data_dir = "data"
 

@@ -321,7 +321,10 @@ def test_banner_columns_line_up() -> None:
 def test_the_readme_shows_the_banner_as_it_is() -> None:
     config = cfg.demo()
     codes = {"100": ("1001", "2001"), "101": ("482113", "905217"), "102": ("730266", "118530")}
-    listen = [("udp", "127.0.0.1", 5060), ("tcp", "127.0.0.1", 5060), ("tls", "127.0.0.1", 5061)]
+    listen = [
+        *(("udp", "127.0.0.1", 5060), ("tcp", "127.0.0.1", 5060)),
+        *(("tls", "127.0.0.1", 5061), ("ws", "127.0.0.1", 5066)),
+    ]
     text = banner.render(
         config,
         Registry(config, builtin()),

@@ -232,3 +232,23 @@ async def test_jssip_registers_over_ws_and_wss(
             assert any(aor in line and "transport=ws" in line for line in registered), registered
     finally:
         await pbx.stop()
+
+
+async def test_a_websocket_flood_is_bounded_and_logged(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """WebSocket connections count against the TCP/TLS limits: from one address, beyond
+    tcp_max_per_address the next are closed at once (logged once per burst)."""
+    pbx = await demo_pbx(tmp_path, ws=True, server="tcp_max_per_address = 4")
+    ws_port = next(x.port for x in pbx.ua.listeners if x.transport == "ws")
+    phones = [WsPhone("100", "alice100", ws_port) for _ in range(12)]
+    try:
+        opened = [await asyncio.wait_for(p.connect(), 5) for p in phones]
+        assert opened.count(True) == 4  # the others were closed before the handshake
+    finally:
+        for p in phones:
+            await p.close()
+        await pbx.stop()
+    refused = [r.getMessage() for r in caplog.records if "event=tcp_refused" in r.getMessage()]
+    assert refused and all("reason=max_per_address" in line for line in refused)
+    assert len(refused) <= 10  # the security log's burst bound, not one line per attempt
