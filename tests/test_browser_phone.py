@@ -238,3 +238,110 @@ async def test_the_portal_phone_calls_is_called_and_is_held(tmp_path: Path) -> N
     for recording in (first_call, bob.recording()):  # baresip hears the page, both calls
         audio, rate = segment(recording, 0.5, 2.0)
         assert abs(dominant_frequency(active(audio), rate) - 600) < 10, recording
+
+
+LEVELS = """async ([seconds, freqs]) => {
+  const stream = document.getElementById('phone-remote').srcObject;
+  const ctx = new AudioContext();
+  const analyser = ctx.createAnalyser();
+  analyser.fftSize = 8192;
+  ctx.createMediaStreamSource(stream).connect(analyser);
+  await new Promise((r) => setTimeout(r, seconds * 1000));
+  const data = new Float32Array(analyser.frequencyBinCount);
+  analyser.getFloatFrequencyData(data);
+  const bin = (hz) => Math.round(hz * analyser.fftSize / ctx.sampleRate);
+  const sorted = Array.from(data).sort((a, b) => a - b);
+  return {median: sorted[sorted.length >> 1], at: freqs.map((hz) => data[bin(hz)])};
+}"""
+
+
+async def test_the_portal_phone_in_a_conference_and_transferring(tmp_path: Path) -> None:
+    """The portal's phone hosts the conference (its code typed on the page's dial pad:
+    RFC 4733 keys inside SRTP), two baresip phones join and it hears both; then it calls
+    one of them and transfers it to the other, who then talks with it."""
+    from playwright.async_api import expect
+
+    from .office import Office
+
+    tone = tmp_path / "tone600.wav"
+    soundfile.write(tone, sine_mix((600.0,), 48000 * 90, 48000, -12), 48000, subtype="PCM_16")
+    with loopback_only():
+        office = Office(
+            tmp_path,
+            ws=True,
+            user_extra={"100": 'conference_host_code = "1001"\nconference_code = "2001"'},
+        )
+        office.extra = f'[console]\nlisten = "127.0.0.1:{free_port()}"\n'
+        proc = office.start()
+        url = proc.wait_for(r"web console (http://\S+)").group(1)
+        bob = office.phone("bob", "101", 1000.0)
+        carol = office.phone("carol", "102", 1400.0)
+        try:
+            for phone in (bob, carol):
+                await phone.start()
+                await phone.wait_event("REGISTER_OK")
+            async with async_playwright() as playwright:
+                browser = await playwright.chromium.launch(
+                    executable_path=CHROMIUM,
+                    args=[
+                        "--no-sandbox",
+                        "--use-fake-ui-for-media-stream",
+                        "--use-fake-device-for-media-stream",
+                        f"--use-file-for-fake-audio-capture={tone}",
+                        "--allow-loopback-in-peer-connection",
+                        "--autoplay-policy=no-user-gesture-required",
+                    ],
+                )
+                try:
+                    page = await browser.new_page()
+                    page.set_default_timeout(15_000)
+                    await page.goto(url + "login")
+                    await page.get_by_label("Extension or administrator").fill("100")
+                    await page.get_by_label("Password").fill("alice100")
+                    await page.get_by_role("button", name="Log in").click()
+                    await page.get_by_role("link", name="Phone").click()
+                    state = page.locator("#phone-state")
+                    await expect(state).to_have_text("ready")
+                    # the conference: the page hosts, typing its code on the dial pad
+                    await page.locator("#phone-number").fill("800")
+                    await page.get_by_role("button", name="Call").click()
+                    await expect(state).to_have_text("in call")
+                    await asyncio.sleep(1.0)
+                    for key in "1001#":
+                        await page.locator(f"#dialpad [data-key='{key}']").click()
+                        await asyncio.sleep(0.3)
+                    for phone in (bob, carol):
+                        await phone.command("dial", f"sip:800@127.0.0.1:{office.port}")
+                        await phone.wait_event("CALL_ESTABLISHED")
+                        await asyncio.sleep(1.0)
+                        for key in "2001#":
+                            await phone.command("sndcode", key)
+                            await asyncio.sleep(0.3)
+                    await asyncio.sleep(2.0)
+                    both = await page.evaluate(LEVELS, [2.0, [1000, 1400]])
+                    await page.get_by_role("button", name="Hang up").click()
+                    for phone in (bob, carol):
+                        await phone.command("hangup")
+                    await expect(state).to_have_text("ready")
+                    # the page calls Bob, then transfers him to Carol
+                    await page.locator("#phone-number").fill("101")
+                    await page.get_by_role("button", name="Call").click()
+                    await bob.wait_event("CALL_ESTABLISHED", count=2)
+                    await expect(state).to_have_text("in call")
+                    await page.locator("#phone-number").fill("102")
+                    await page.get_by_role("button", name="Transfer to the number").click()
+                    await carol.wait_event("CALL_ESTABLISHED", count=2)
+                    await expect(state).to_have_text("ready")  # the page is out of it
+                    await asyncio.sleep(2.5)
+                    await bob.command("hangup")
+                    await carol.wait_event("CALL_CLOSED", count=2)
+                finally:
+                    await browser.close()
+        finally:
+            await bob.stop()
+            await carol.stop()
+            office.stop()
+    # in the conference the page heard both phones, well above the noise floor
+    assert all(level > both["median"] + 30 for level in both["at"]), both
+    audio, rate = segment(carol.recording(), 1.0)  # after the transfer Carol hears Bob
+    assert abs(dominant_frequency(active(audio), rate) - 1000) < 10

@@ -22,7 +22,7 @@ import sip
 from ivr.digits import collect_digits
 
 from ... import codec_policy
-from ...calls import srtp_terms
+from ...calls import from_browser, srtp_terms
 from ...encryption import PLAIN, Encryption
 from ...feature import BaseFeature, Dial, Done, Failed, Handler, Outcome
 from ...media_engine import offer_peers
@@ -169,8 +169,9 @@ class ConferenceService:
         except OSError:
             call.reject(503, "Service Unavailable (no RTP port for the bridge)")
             return
+        browser = leg.browser_terms() if from_browser(offer) else None
         answer, stream = sip.answer(
-            offer, host, leg.local[1], chosen, **srtp_terms(encryption, leg)
+            offer, host, leg.local[1], chosen, browser=browser, **srtp_terms(encryption, leg)
         )
         if stream is None:
             leg.close()
@@ -204,7 +205,10 @@ class ConferenceService:
         current = leg.codec.name if leg.codec else None
         chosen = codec_policy.answer_codecs(self.codecs, offer, current)
         terms = srtp_terms(member.encryption, leg)
-        answer, stream = sip.answer(offer, leg.local[0], leg.local[1], chosen, **terms)
+        browser = leg.browser_terms() if from_browser(offer) else None
+        answer, stream = sip.answer(
+            offer, leg.local[0], leg.local[1], chosen, browser=browser, **terms
+        )
         if stream is None:
             raise sip.RequestRefused(488)
         leg.configure(stream)  # held (sendonly, inactive): nothing until it resumes
