@@ -35,6 +35,22 @@ def kind(first_byte: int) -> str:
     return "other"
 
 
+def local_ufrag(data: bytes) -> str | None:
+    """Our part of a STUN request's USERNAME (``ours:theirs``), read without parsing the
+    rest: which leg a check is for, before that leg's agent judges it."""
+    pos = 20
+    while pos + 4 <= len(data):
+        kind_, length = (
+            int.from_bytes(data[pos : pos + 2], "big"),
+            int.from_bytes(data[pos + 2 : pos + 4], "big"),
+        )
+        if kind_ == 0x0006:  # USERNAME
+            value = data[pos + 4 : pos + 4 + length]
+            return value.split(b":", 1)[0].decode("ascii", "replace")
+        pos += 4 + length + (-length % 4)
+    return None
+
+
 def _ice_string(length: int) -> str:
     return "".join(secrets.choice(_ICE_CHARS) for _ in range(length))
 
