@@ -1,6 +1,7 @@
 """A phone in the browser: headless Chromium (Debian's, under Playwright) runs JsSIP in a
-bare page, registers over WebSocket and calls a baresip desk phone through the PBX, then
-is called by it: ICE-lite, DTLS-SRTP, Opus in the browser, G.711 at the desk phone. The
+bare page, registers over secure WebSocket and calls a baresip desk phone through the
+PBX, then is called by it: ICE-lite, DTLS-SRTP, G.711 at the desk phone; then the user
+portal's phone page does it all (calls, is called, held, conference, transfer). The
 browser's fake microphone plays 600 Hz (baresip must hear it), baresip sends 1000 Hz
 (the page must measure it, Web Audio).
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -77,7 +79,7 @@ async def test_a_browser_calls_a_desk_phone_and_is_called_by_it(tmp_path: Path) 
     with loopback_only():
         pbx = await demo_pbx(tmp_path, ws=True)
         sip_port = pbx.ua.listeners[0].port
-        ws_port = next(x.port for x in pbx.ua.listeners if x.transport == "ws")
+        wss_port = next(x.port for x in pbx.ua.listeners if x.transport == "wss")
         bob = Phone(
             "bob",
             tmp_path / "bob",
@@ -102,13 +104,13 @@ async def test_a_browser_calls_a_desk_phone_and_is_called_by_it(tmp_path: Path) 
                         f"--use-file-for-fake-audio-capture={tone}",
                         "--allow-loopback-in-peer-connection",
                         "--autoplay-policy=no-user-gesture-required",
+                        "--ignore-certificate-errors",  # the daemon's self-signed demo one
                     ],
                 )
                 try:
                     page = await browser.new_page()
-                    page.on("console", lambda m: print("page:", m.text))
                     await page.goto(f"http://127.0.0.1:{http_port}/")
-                    url = f"ws://127.0.0.1:{ws_port}"
+                    url = f"wss://127.0.0.1:{wss_port}"  # SIP over secure WebSocket
                     assert (
                         await page.evaluate(
                             "(u) => register(u, '100', 'alice100', 'demo.softswitch')", url
@@ -161,7 +163,8 @@ MEASURE = """async (seconds) => {
 async def test_the_portal_phone_calls_is_called_and_is_held(tmp_path: Path) -> None:
     """The user portal's phone page (JsSIP, served by the console): 100 logs in, calls
     baresip 101 (tones both ways), is called back and answers in the page, is held by 101
-    and hears the hold music (an 800 Hz file here), then hangs up."""
+    and hears the hold music (an 800 Hz file here), holds 101 (who then hears it), hangs
+    up."""
     from playwright.async_api import expect
 
     from .office import Office
@@ -218,8 +221,18 @@ async def test_the_portal_phone_calls_is_called_and_is_held(tmp_path: Path) -> N
                     await expect(state).to_have_text("ringing")
                     await page.get_by_role("button", name="Answer").click()
                     await bob.wait_event("CALL_ESTABLISHED", count=2)
+                    answered_at = time.monotonic()  # Bob's second recording starts about now
                     await expect(state).to_have_text("in call")
                     heard_back = await page.evaluate(MEASURE, 2.0)
+                    # the page holds Bob: he hears the music while held
+                    t_hold = time.monotonic() - answered_at
+                    await page.get_by_role("button", name="Hold").click()
+                    await asyncio.sleep(2.5)
+                    await page.get_by_role("button", name="Resume").click()
+                    t_resume = time.monotonic() - answered_at
+                    await asyncio.sleep(1.0)
+                    # Bob holds the page: it hears the hold music (baresip records no more
+                    # once it has held a call, so this comes second)
                     await bob.command("hold")  # the page hears the hold music
                     await asyncio.sleep(1.0)
                     held = await page.evaluate(MEASURE, 2.0)
@@ -238,6 +251,8 @@ async def test_the_portal_phone_calls_is_called_and_is_held(tmp_path: Path) -> N
     for recording in (first_call, bob.recording()):  # baresip hears the page, both calls
         audio, rate = segment(recording, 0.5, 2.0)
         assert abs(dominant_frequency(active(audio), rate) - 600) < 10, recording
+    held_by_page, rate = segment(bob.recording(), t_hold + 0.8, t_resume - 0.3)
+    assert abs(dominant_frequency(held_by_page, rate) - 800) < 10  # the music, not the page
 
 
 LEVELS = """async ([seconds, freqs]) => {
