@@ -21,6 +21,7 @@ from softswitch.features import sections_of
 from softswitch.features.voicemail import Voicemail, VoicemailStore
 from softswitch.pbx import Pbx
 
+from .audio import active, dominant_frequency
 from .baresip import Phone
 from .netutil import ROOT, Daemon, daemon, free_port, rtp_base, worker_rtp
 
@@ -243,3 +244,22 @@ def voicemail_store(pbx: Pbx) -> VoicemailStore | None:
     feature = pbx.registry.feature("voicemail")
     assert isinstance(feature, Voicemail)
     return feature.store
+
+
+async def started(*phones: Phone) -> None:
+    """Start baresip phones and wait until each has registered."""
+    for p in phones:
+        await p.start()
+    for p in phones:
+        await p.wait_event("REGISTER_OK")
+
+
+async def stop_all(*phones: Phone) -> None:
+    for p in phones:
+        await p.stop()
+
+
+def frequency(path: Path, start: float, end: float | None = None) -> float:
+    """The dominant frequency of a recording from ``start`` (to ``end``) seconds."""
+    audio, rate = segment(path, start, end)
+    return dominant_frequency(active(audio), rate)

@@ -14,11 +14,12 @@ import asyncio
 import os
 import shutil
 import time
+from collections.abc import Awaitable
 from pathlib import Path
 
 import pytest
 import soundfile
-from playwright.async_api import async_playwright
+from playwright.async_api import Browser, Page, Playwright, async_playwright
 
 from media.tones import sine_mix
 
@@ -68,6 +69,38 @@ async def serve_page() -> tuple[asyncio.Server, int]:
     return server, server.sockets[0].getsockname()[1]
 
 
+def chromium(playwright: Playwright, microphone: Path, *extra: str) -> Awaitable[Browser]:
+    """Headless Chromium whose microphone plays ``microphone`` and whose WebRTC may use
+    loopback addresses (the only ones in the test's namespace)."""
+    return playwright.chromium.launch(
+        executable_path=CHROMIUM,
+        args=[
+            "--no-sandbox",
+            "--use-fake-ui-for-media-stream",
+            "--use-fake-device-for-media-stream",
+            f"--use-file-for-fake-audio-capture={microphone}",
+            "--allow-loopback-in-peer-connection",
+            "--autoplay-policy=no-user-gesture-required",
+            *extra,
+        ],
+    )
+
+
+async def portal_phone(browser: Browser, url: str, user: str, password: str) -> Page:
+    """The user's phone page in the portal, logged in, registered ("ready")."""
+    from playwright.async_api import expect
+
+    page = await browser.new_page()
+    page.set_default_timeout(15_000)
+    await page.goto(url + "login")
+    await page.get_by_label("Extension or administrator").fill(user)
+    await page.get_by_label("Password").fill(password)
+    await page.get_by_role("button", name="Log in").click()
+    await page.get_by_role("link", name="Phone").click()
+    await expect(page.locator("#phone-state")).to_have_text("ready")
+    return page
+
+
 async def test_a_browser_calls_a_desk_phone_and_is_called_by_it(tmp_path: Path) -> None:
     if shutil.which(CHROMIUM) is None:
         pytest.fail("chromium is not installed: run scripts/system-deps.sh (make test does)")
@@ -95,18 +128,7 @@ async def test_a_browser_calls_a_desk_phone_and_is_called_by_it(tmp_path: Path) 
             await bob.start()
             await bob.wait_event("REGISTER_OK")
             async with async_playwright() as playwright:
-                browser = await playwright.chromium.launch(
-                    executable_path=CHROMIUM,
-                    args=[
-                        "--no-sandbox",
-                        "--use-fake-ui-for-media-stream",
-                        "--use-fake-device-for-media-stream",
-                        f"--use-file-for-fake-audio-capture={tone}",
-                        "--allow-loopback-in-peer-connection",
-                        "--autoplay-policy=no-user-gesture-required",
-                        "--ignore-certificate-errors",  # the daemon's self-signed demo one
-                    ],
-                )
+                browser = await chromium(playwright, tone, "--ignore-certificate-errors")
                 try:
                     page = await browser.new_page()
                     await page.goto(f"http://127.0.0.1:{http_port}/")
@@ -185,27 +207,10 @@ async def test_the_portal_phone_calls_is_called_and_is_held(tmp_path: Path) -> N
             await bob.start()
             await bob.wait_event("REGISTER_OK")
             async with async_playwright() as playwright:
-                browser = await playwright.chromium.launch(
-                    executable_path=CHROMIUM,
-                    args=[
-                        "--no-sandbox",
-                        "--use-fake-ui-for-media-stream",
-                        "--use-fake-device-for-media-stream",
-                        f"--use-file-for-fake-audio-capture={tone}",
-                        "--allow-loopback-in-peer-connection",
-                        "--autoplay-policy=no-user-gesture-required",
-                    ],
-                )
+                browser = await chromium(playwright, tone)
                 try:
-                    page = await browser.new_page()
-                    page.set_default_timeout(15_000)
-                    await page.goto(url + "login")
-                    await page.get_by_label("Extension or administrator").fill("100")
-                    await page.get_by_label("Password").fill("alice100")
-                    await page.get_by_role("button", name="Log in").click()
-                    await page.get_by_role("link", name="Phone").click()
+                    page = await portal_phone(browser, url, "100", "alice100")
                     state = page.locator("#phone-state")
-                    await expect(state).to_have_text("ready")
                     # a call from the page
                     await page.locator("#phone-number").fill("101")
                     await page.get_by_role("button", name="Call").click()
@@ -296,27 +301,10 @@ async def test_the_portal_phone_in_a_conference_and_transferring(tmp_path: Path)
                 await phone.start()
                 await phone.wait_event("REGISTER_OK")
             async with async_playwright() as playwright:
-                browser = await playwright.chromium.launch(
-                    executable_path=CHROMIUM,
-                    args=[
-                        "--no-sandbox",
-                        "--use-fake-ui-for-media-stream",
-                        "--use-fake-device-for-media-stream",
-                        f"--use-file-for-fake-audio-capture={tone}",
-                        "--allow-loopback-in-peer-connection",
-                        "--autoplay-policy=no-user-gesture-required",
-                    ],
-                )
+                browser = await chromium(playwright, tone)
                 try:
-                    page = await browser.new_page()
-                    page.set_default_timeout(15_000)
-                    await page.goto(url + "login")
-                    await page.get_by_label("Extension or administrator").fill("100")
-                    await page.get_by_label("Password").fill("alice100")
-                    await page.get_by_role("button", name="Log in").click()
-                    await page.get_by_role("link", name="Phone").click()
+                    page = await portal_phone(browser, url, "100", "alice100")
                     state = page.locator("#phone-state")
-                    await expect(state).to_have_text("ready")
                     # the conference: the page hosts, typing its code on the dial pad
                     await page.locator("#phone-number").fill("800")
                     await page.get_by_role("button", name="Call").click()

@@ -26,8 +26,7 @@ from softswitch.pbx import Pbx
 
 from .audio import active, best_correlation, dominant_frequency
 from .netutil import free_port
-from .office import Office
-from .test_pbx import frequency, started, stop_all
+from .office import Office, frequency, started, stop_all
 from .test_sipp import SCENARIOS, counts, run_sipp
 
 pytestmark = pytest.mark.interop

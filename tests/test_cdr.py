@@ -16,8 +16,7 @@ from softswitch.features.cdr import COLUMNS, from_csv
 
 from .console import login, make_token
 from .netutil import free_port
-from .office import Office
-from .test_pbx import frequency, started, stop_all
+from .office import Office, frequency, started, stop_all
 
 pytestmark = pytest.mark.interop
 

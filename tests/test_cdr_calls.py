@@ -26,8 +26,7 @@ from softswitch.features.cdr import CallHistory, CallRecord, Filter
 from softswitch.pbx import Pbx
 
 from .baresip import Phone
-from .office import Office
-from .test_pbx import started, stop_all
+from .office import Office, started, stop_all
 from .test_pbx_inprocess import SoftPhone
 
 pytestmark = pytest.mark.interop

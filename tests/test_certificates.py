@@ -19,6 +19,7 @@ import pytest
 from softswitch import certificates
 from softswitch import config as cfg
 
+from .certs import make_certificate
 from .netutil import ROOT
 from .office import demo_pbx
 
@@ -39,19 +40,6 @@ def test_the_demo_certificate_is_made_once_and_again_for_a_new_name(tmp_path: Pa
     assert cert.read_bytes() != first
     context = ssl.create_default_context(cafile=str(cert))  # it is its own trusted root
     assert context.get_ca_certs()
-
-
-def make_certificate(directory: Path, name: str) -> tuple[Path, Path]:
-    cert, key = directory / f"{name}.pem", directory / f"{name}.key"
-    subprocess.run(
-        [
-            *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key)),
-            *("-out", str(cert), "-days", "2", "-subj", f"/CN={name}"),
-        ],
-        check=True,
-        capture_output=True,
-    )
-    return cert, key
 
 
 async def handshake(port: int) -> bytes:

@@ -26,9 +26,8 @@ from softswitch.features.hold_music import builtin_music
 
 from .audio import best_correlation
 from .netutil import free_port
-from .office import Office, segment
+from .office import Office, segment, started, stop_all
 from .test_call_handling import TRUNK_IP
-from .test_pbx import started, stop_all
 from .test_sipp import SCENARIOS, counts, run_sipp
 
 pytestmark = pytest.mark.interop

@@ -25,8 +25,8 @@ from playwright.async_api import BrowserContext, Locator, Page, Response, expect
 from softswitch.features.cdr import CallRecord, CdrStore
 from softswitch.features.voicemail import VoicemailStore
 
+from .office import started, stop_all
 from .test_console_browser import ARTIFACTS, browser, console_office, log_in
-from .test_pbx import started, stop_all
 
 pytestmark = pytest.mark.interop
 __all__ = ["browser"]  # the fixture, used here by name

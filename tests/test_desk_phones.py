@@ -16,8 +16,8 @@ import pytest
 import xmlschema
 
 from .netutil import free_port
-from .office import Office
-from .test_pbx import frequency, office, provider_invites, started, stop_all
+from .office import Office, frequency, started, stop_all
+from .test_pbx import office, provider_invites
 from .test_sipp import sipp
 
 pytestmark = pytest.mark.interop

@@ -19,7 +19,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Set
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,9 +33,10 @@ from softswitch.features.hold_music import builtin_music
 
 from .audio import active, best_correlation, dominant_frequency
 from .baresip import Phone
+from .certs import make_certificate
 from .linphone import Linphone
 from .netutil import ROOT, free_port, rtp_base
-from .office import Office, segment
+from .office import Office, frequency, segment, started, stop_all
 
 pytestmark = pytest.mark.interop
 
@@ -48,23 +49,6 @@ async def office(tmp_path: Path) -> AsyncIterator[Office]:
     o = Office(tmp_path, tls=True)
     yield o
     o.stop()
-
-
-async def started(*phones: Phone) -> None:
-    for p in phones:
-        await p.start()
-    for p in phones:
-        await p.wait_event("REGISTER_OK")
-
-
-async def stop_all(*phones: Phone) -> None:
-    for p in phones:
-        await p.stop()
-
-
-def frequency(path: Path, start: float, end: float | None = None) -> float:
-    audio, rate = segment(path, start, end)
-    return dominant_frequency(active(audio), rate)
 
 
 @dataclass
@@ -107,9 +91,14 @@ class Tap:
         if self._thread is not None:
             self._thread.join(5)
 
-    def payloads(self, *, sent_by: set[int]) -> bytes:
-        """The RTP payloads (after a 12-byte header) of packets sent from ``sent_by``."""
-        return b"".join(d[12:] for s, _, d in self.packets if s in sent_by and len(d) > 100)
+    def payloads(
+        self, *, sent_by: Set[int] = frozenset(), sent_to: Set[int] = frozenset()
+    ) -> bytes:
+        """The RTP payloads (after a 12-byte header) of packets sent from ``sent_by`` or
+        to ``sent_to``."""
+        return b"".join(
+            d[12:] for s, t, d in self.packets if (s in sent_by or t in sent_to) and len(d) > 100
+        )
 
 
 def tone_share(payload: bytes, hz: float) -> float:
@@ -198,8 +187,7 @@ async def test_an_srtp_phone_over_tls_calls_a_plain_phone(office: Office) -> Non
     # on the wire: Alice's leg is ciphertext both ways, Bob's plain G.711 both ways
     assert tone_share(tap.payloads(sent_by=rtp_ports(alice)), 1000) < 0.05
     assert tone_share(tap.payloads(sent_by=rtp_ports(bob)), 600) > 0.5
-    to_alice = b"".join(d[12:] for _, dst, d in tap.packets if dst in rtp_ports(alice))
-    to_bob = b"".join(d[12:] for _, dst, d in tap.packets if dst in rtp_ports(bob))
+    to_alice, to_bob = tap.payloads(sent_to=rtp_ports(alice)), tap.payloads(sent_to=rtp_ports(bob))
     assert tone_share(to_alice, 600) < 0.05  # Bob's tone, encrypted for Alice
     assert tone_share(to_bob, 1000) > 0.5  # Alice's tone, decrypted for Bob
     log = "".join(office.proc.lines) if office.proc else ""
@@ -230,8 +218,7 @@ async def test_two_srtp_phones_over_tls(office: Office) -> None:
     assert abs(frequency(bob.recording(), 0.5) - 1000) < 10
     assert tone_share(tap.payloads(sent_by=rtp_ports(alice)), 1000) < 0.05
     assert tone_share(tap.payloads(sent_by=rtp_ports(bob)), 600) < 0.05
-    to_alice = b"".join(d[12:] for _, dst, d in tap.packets if dst in rtp_ports(alice))
-    to_bob = b"".join(d[12:] for _, dst, d in tap.packets if dst in rtp_ports(bob))
+    to_alice, to_bob = tap.payloads(sent_to=rtp_ports(alice)), tap.payloads(sent_to=rtp_ports(bob))
     assert tone_share(to_alice, 600) < 0.05 and tone_share(to_bob, 1000) < 0.05
     assert office.proc is not None
     assert "event=fork_retry target=sip:101-" in "".join(office.proc.lines)  # its contact
@@ -273,19 +260,6 @@ def peer_fingerprint(port: int) -> str:
     assert der is not None
     digest = hashlib.sha256(der).hexdigest().upper()
     return ":".join(digest[i : i + 2] for i in range(0, len(digest), 2))
-
-
-def make_certificate(directory: Path, name: str) -> tuple[Path, Path]:
-    cert, key = directory / f"{name}.pem", directory / f"{name}.key"
-    subprocess.run(
-        [
-            *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key)),
-            *("-out", str(cert), "-days", "2", "-subj", f"/CN={name}"),
-        ],
-        check=True,
-        capture_output=True,
-    )
-    return cert, key
 
 
 async def test_a_replaced_certificate_is_loaded_on_reload_and_the_call_goes_on(

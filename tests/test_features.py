@@ -15,8 +15,8 @@ from softswitch.features.hold_music import builtin_music
 
 from .audio import active, best_correlation, dominant_frequency
 from .baresip import Phone
-from .office import Office, segment
-from .test_pbx import frequency, office, provider_invites, started, stop_all
+from .office import Office, frequency, segment, started, stop_all
+from .test_pbx import office, provider_invites
 from .test_sipp import sipp
 
 pytestmark = pytest.mark.interop

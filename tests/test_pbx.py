@@ -14,7 +14,7 @@ from softswitch.features.hold_music import builtin_music
 
 from .audio import active, best_correlation, dominant_frequency
 from .baresip import Phone
-from .office import Office, segment
+from .office import Office, frequency, segment, started, stop_all
 
 pytestmark = pytest.mark.interop
 
@@ -24,23 +24,6 @@ async def office(tmp_path: Path) -> AsyncIterator[Office]:
     o = Office(tmp_path)
     yield o
     o.stop()
-
-
-async def started(*phones: Phone) -> None:
-    for p in phones:
-        await p.start()
-    for p in phones:
-        await p.wait_event("REGISTER_OK")
-
-
-async def stop_all(*phones: Phone) -> None:
-    for p in phones:
-        await p.stop()
-
-
-def frequency(path: Path, start: float, end: float | None = None) -> float:
-    audio, rate = segment(path, start, end)
-    return dominant_frequency(active(audio), rate)
 
 
 async def test_two_phones_call_each_other(office: Office) -> None:

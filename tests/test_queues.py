@@ -25,8 +25,7 @@ from softswitch.media_engine import prompt_path
 from .audio import active, best_correlation, dominant_frequency
 from .baresip import Phone
 from .netutil import free_port
-from .office import Office, segment
-from .test_pbx import started, stop_all
+from .office import Office, segment, started, stop_all
 from .test_sipp import SCENARIOS, counts, run_sipp
 
 pytestmark = pytest.mark.interop

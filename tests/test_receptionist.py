@@ -20,9 +20,8 @@ from softswitch.pbx import Pbx
 from .audio import best_correlation
 from .baresip import Phone
 from .netutil import daemon, free_port, rtp_base
-from .office import Office, segment
+from .office import Office, frequency, segment, started, stop_all
 from .test_features import caller
-from .test_pbx import frequency, started, stop_all
 
 pytestmark = pytest.mark.interop
 

@@ -22,8 +22,7 @@ from softswitch.media_engine import prompt_path
 
 from .audio import active, best_correlation, dominant_frequency
 from .baresip import Phone
-from .office import Office, demo_pbx
-from .test_pbx import started, stop_all
+from .office import Office, demo_pbx, started, stop_all
 from .test_pbx_inprocess import SoftPhone
 
 pytestmark = pytest.mark.interop

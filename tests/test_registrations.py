@@ -16,8 +16,7 @@ import sip
 from softswitch.binding_store import MemoryBindingStore, SqliteBindingStore, StoredBinding
 from softswitch.registrar import Registrar
 
-from .office import Office, segment
-from .test_pbx import frequency, started, stop_all
+from .office import Office, frequency, segment, started, stop_all
 
 SOURCE = ("udp", "192.0.2.10", 5060)
 
