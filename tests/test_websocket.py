@@ -252,3 +252,34 @@ async def test_a_websocket_flood_is_bounded_and_logged(
     refused = [r.getMessage() for r in caplog.records if "event=tcp_refused" in r.getMessage()]
     assert refused and all("reason=max_per_address" in line for line in refused)
     assert len(refused) <= 10  # the security log's burst bound, not one line per attempt
+
+
+async def test_a_browser_is_one_of_the_users_devices_for_a_ring_group(tmp_path: Path) -> None:
+    """A phone registered over WebSocket rings for a ring group of its user like a desk
+    phone (the group's INVITE arrives over its connection, with a WebRTC offer)."""
+    group = (
+        '\n[[ring_groups]]\nextension = "600"\nname = "Sales"\n'
+        'steps = [ { targets = ["101"], ring_seconds = 10 } ]\n'
+    )
+    pbx = await demo_pbx(tmp_path, ws=True, extra=group)
+    ws_port = next(x.port for x in pbx.ua.listeners if x.transport == "ws")
+    phone = WsPhone("101", "bob101", ws_port)
+    try:
+        assert await phone.connect()
+        assert await phone.register() == 200
+        async with sip.UserAgent("udp:127.0.0.1:0", user="100") as alice:
+            call = await alice.invite(
+                f"sip:600@127.0.0.1:{pbx.ua.listeners[0].port}",
+                bytes(sip.make_offer("127.0.0.1", 40000)),
+                wait=False,
+                credentials=("100", "alice100"),
+            )
+            invite = await phone.receive(timeout=10)
+            assert isinstance(invite, sip.Request) and invite.method == "INVITE"
+            offer = sip.parse_sdp(invite.body)
+            assert offer.media[0].proto == "UDP/TLS/RTP/SAVPF"  # a browser gets WebRTC
+            assert offer.attribute("ice-lite") is not None
+            await call.cancel()
+    finally:
+        await phone.close()
+        await pbx.stop()
