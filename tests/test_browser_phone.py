@@ -36,6 +36,7 @@ pytestmark = [
 CHROMIUM = "/usr/bin/chromium"
 PAGE = Path(__file__).parent / "data" / "browser_phone.html"
 BUNDLE = ROOT / "js" / "dist" / "jssip.js"
+ARTIFACTS = Path(__file__).parent / "artifacts"  # screenshots (not committed)
 
 
 async def serve_page() -> tuple[asyncio.Server, int]:
@@ -216,6 +217,8 @@ async def test_the_portal_phone_calls_is_called_and_is_held(tmp_path: Path) -> N
                     await page.get_by_role("button", name="Call").click()
                     await bob.wait_event("CALL_ESTABLISHED")
                     await expect(state).to_have_text("in call")
+                    ARTIFACTS.mkdir(exist_ok=True)  # the phone page in a call, for people
+                    await page.screenshot(path=str(ARTIFACTS / "portal-phone-in-call.png"))
                     heard = await page.evaluate(MEASURE, 2.5)
                     await page.get_by_role("button", name="Hang up").click()
                     await bob.wait_event("CALL_CLOSED")
