@@ -66,6 +66,7 @@ bench: $(STAMP) system-deps
 	$(PY) benchmarks/conference_load.py
 	$(PY) benchmarks/queue_load.py
 	$(PY) benchmarks/web_stall.py
+	$(PY) benchmarks/webrtc_legs.py
 	$(PY) benchmarks/gil_convoy.py --ticks 50
 
 format: $(STAMP)
