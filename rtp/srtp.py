@@ -92,7 +92,6 @@ def _process(
     limit = width - grows  # libsrtp writes the tag after the packet: it must fit the row
     base = ffi.cast("char *", ffi.from_buffer(data))
     size = ffi.new("int *")
-    call = func  # libsrtp's srtp_protect or srtp_unprotect: (ctx, buffer, int *len)
     sizes = length[rows].tolist()
     failed: list[int] = []
     status: list[int] = []
@@ -102,7 +101,8 @@ def _process(
             failed.append(row)
             status.append(2)  # srtp_err_status_bad_param
             continue
-        rc = call(context.ctx, base + row * width, size)  # type: ignore[operator]
+        # libsrtp's srtp_protect or srtp_unprotect: (ctx, buffer, int *len), in place
+        rc = func(context.ctx, base + row * width, size)  # type: ignore[operator]
         if rc:
             failed.append(row)
             status.append(rc)

@@ -15,6 +15,7 @@ from typing import Any
 
 from .errors import BindError, SipUsageError
 from .transaction import Address
+from .uri import URI
 
 TRANSPORTS = ("udp", "tcp", "tls", "ws", "wss")  # ws/wss: RFC 7118, listen only
 _EXAMPLE = "e.g. ('udp', '127.0.0.1', 5060)"
@@ -69,3 +70,26 @@ def is_ip(host: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def parse_listen(spec: str) -> Address:
+    """A listen address: ``udp:127.0.0.1:5060``, ``tcp:[::1]:5060`` (the host without
+    its brackets), ``127.0.0.1:5060`` (UDP)."""
+    transport = "udp"
+    rest = spec
+    head, sep, tail = spec.partition(":")
+    if sep and head.lower() in TRANSPORTS:
+        transport, rest = head.lower(), tail
+    if rest.startswith("["):
+        host, _, port = rest[1:].partition("]:")
+    else:
+        host, _, port = rest.rpartition(":")
+    if not host or not port.isdigit():
+        raise SipUsageError(f"listen address {spec!r}: expected [transport:]host:port")
+    return transport, host, int(port)
+
+
+def transport_of(uri: URI) -> str:
+    """The transport a request to ``uri`` takes (RFC 3263 without NAPTR): its
+    ``transport`` parameter, else TLS for ``sips:``, else UDP."""
+    return uri.transport or ("tls" if uri.scheme == "sips" else "udp")

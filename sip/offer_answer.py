@@ -138,11 +138,14 @@ def _keys_for(
     return True, chosen
 
 
-def _remote_direction(sdp: SessionDescription, media: Media) -> tuple[str, bool]:
-    """The peer's direction for ``media`` and whether it means hold."""
+def _remote_direction(
+    sdp: SessionDescription, media: Media, *, ice: bool = False
+) -> tuple[str, bool]:
+    """The peer's direction for ``media`` and whether it means hold (``ice``: a WebRTC
+    line, whose c=0.0.0.0 says nothing: ICE gives its address)."""
     direction = sdp.media_direction(media)
     connection = sdp.media_connection(media)
-    legacy_hold = connection is not None and connection.is_hold
+    legacy_hold = connection is not None and connection.is_hold and not ice
     if legacy_hold and direction == "sendrecv":
         direction = "sendonly"  # RFC 2543 hold: the peer does not want our media
     return direction, direction in ("sendonly", "inactive")
@@ -311,10 +314,7 @@ def answer(
             refused = Media(media.media, 0, media.proto, list(media.formats) or ["0"])
             result.media.append(refused)
             continue
-        remote_dir, hold = _remote_direction(offer, media)
-        if remote is not None:  # no RFC 2543 hold by c=0.0.0.0 on an ICE line
-            remote_dir = offer.media_direction(media)
-            hold = remote_dir in ("sendonly", "inactive")
+        remote_dir, hold = _remote_direction(offer, media, ice=remote is not None)
         ours = _ANSWER_DIRECTION[remote_dir][direction]
         ptime = media.ptime or 20
         if not dtmf:
@@ -365,39 +365,29 @@ def process_answer(offer: SessionDescription, answer_sdp: SessionDescription) ->
         connection = answer_sdp.media_connection(theirs)
         if connection is None:
             raise ParseError("SDP answer without a connection address")
-        remote_dir, hold = _remote_direction(answer_sdp, theirs)
+        remote_dir, hold = _remote_direction(answer_sdp, theirs, ice=browsers)
         pt, codec = agreed[0]
+        address, port = connection.address, theirs.port
+        keys: SrtpKeys | None = None
+        peer: webrtc.Peer | None = None
         if browsers:  # our offer to a browser: its keys come by DTLS, its address by ICE
             peer = webrtc.peer(answer_sdp, theirs, answering=True)
             if peer is None:
                 raise ParseError("SDP answer to a WebRTC offer lacks ICE or DTLS terms")
-            address, port = peer.candidates[0][0] if peer.candidates else (None, theirs.port)
-            return AudioStream(
-                codec,
-                pt,
-                address or connection.address,
-                port,
-                _REVERSE[answer_sdp.media_direction(theirs)],
-                dtmf_pt,
-                theirs.ptime or ours.ptime or 20,
-                index,
-                answer_sdp.media_direction(theirs) in ("sendonly", "inactive"),
-                agreed,
-                theirs.fmtps.get(pt),
-                None,
-                peer,
-            )
-        offered_keys = ours.attribute_values("crypto")
-        keys = sdes.accepted(offered_keys, theirs.attribute_values("crypto"))
-        if keys is None and ours.proto.upper() in SECURE_PROFILES:
-            raise ParseError("SDP answer took no SRTP key of the RTP/SAVP offer")
-        if keys is None and theirs.proto.upper() in SECURE_PROFILES:
-            raise ParseError("SDP answer is RTP/SAVP without a key of ours")
+            if peer.candidates:
+                address, port = peer.candidates[0][0]
+        else:
+            offered_keys = ours.attribute_values("crypto")
+            keys = sdes.accepted(offered_keys, theirs.attribute_values("crypto"))
+            if keys is None and ours.proto.upper() in SECURE_PROFILES:
+                raise ParseError("SDP answer took no SRTP key of the RTP/SAVP offer")
+            if keys is None and theirs.proto.upper() in SECURE_PROFILES:
+                raise ParseError("SDP answer is RTP/SAVP without a key of ours")
         return AudioStream(
             codec,
             pt,
-            connection.address,
-            theirs.port,
+            address,
+            port,
             _REVERSE[remote_dir],
             dtmf_pt,
             theirs.ptime or ours.ptime or 20,
@@ -406,6 +396,7 @@ def process_answer(offer: SessionDescription, answer_sdp: SessionDescription) ->
             agreed,
             theirs.fmtps.get(pt),
             keys,
+            peer,
         )
     raise ParseError("SDP answer refused every audio stream")
 

@@ -163,7 +163,7 @@ class _WebSocketProtocol(_StreamProtocol):
         except ParseError as exc:
             self.layer.stats.malformed += 1
             self.layer.security_event("malformed", self.peer, reason=str(exc))
-            if self.transport is not None and not self.transport.is_closing():
+            if not self.transport.is_closing():
                 self.transport.write(self.ws.pending_reply)
             self.close()
             return

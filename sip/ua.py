@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .address import bind_error, checked_destination, is_ip
+from .address import bind_error, checked_destination, is_ip, parse_listen, transport_of
 from .auth import DigestClient, parse_challenge
 from .connections import ConnectionLimits
 from .dialog import Dialog, new_call_id, new_tag
@@ -221,7 +221,7 @@ class UserAgent:
         (and the ones already bound are closed again)."""
         self._loop = asyncio.get_running_loop()
         for spec in self.listen_specs:
-            transport, host, port = _parse_listen(spec)
+            transport, host, port = parse_listen(spec)
             try:
                 await self.transport.listen(
                     transport,
@@ -320,7 +320,7 @@ class UserAgent:
 
     async def resolve(self, uri: URI) -> Address:
         """RFC 3263 without DNS SRV/NAPTR: transport from the URI, A/AAAA for names."""
-        transport = uri.transport or ("tls" if uri.scheme == "sips" else "udp")
+        transport = transport_of(uri)
         if transport not in ("udp", "tcp", "tls"):
             raise SipUsageError(f"unsupported transport {transport!r} in {uri}")
         host = uri.params.get("maddr") or uri.host_bare
@@ -906,19 +906,3 @@ def _name_addr(value: NameAddr | str) -> NameAddr:
     from .headers import parse_name_addr
 
     return parse_name_addr(value)
-
-
-def _parse_listen(spec: str) -> tuple[str, str, int]:
-    """``udp:127.0.0.1:5060``, ``tcp:[::1]:5060``, ``127.0.0.1:5060`` (UDP)."""
-    transport = "udp"
-    rest = spec
-    head, sep, tail = spec.partition(":")
-    if sep and head.lower() in ("udp", "tcp", "tls", "ws", "wss"):
-        transport, rest = head.lower(), tail
-    if rest.startswith("["):
-        host, _, port = rest[1:].partition("]:")
-    else:
-        host, _, port = rest.rpartition(":")
-    if not host or not port.isdigit():
-        raise SipUsageError(f"listen address {spec!r}: expected [transport:]host:port")
-    return transport, host, int(port)

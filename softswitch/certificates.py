@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import hashlib
 import ipaddress
 import logging
 import os
 import ssl
 from pathlib import Path
 from typing import Any
+
+from rtp.dtls_srtp import fingerprint as der_fingerprint
 
 from .config import ConfigError, Server
 
@@ -94,9 +95,9 @@ def fingerprint(server: Server, hosts: list[str]) -> str:
     end = text.find("-----END CERTIFICATE-----", begin)
     if begin < 0 or end < 0:
         return "unknown"
-    der = ssl.PEM_cert_to_DER_cert(text[begin : end + len("-----END CERTIFICATE-----")])
-    digest = hashlib.sha256(der).hexdigest().upper()
-    return ":".join(digest[i : i + 2] for i in range(0, len(digest), 2))
+    return der_fingerprint(
+        ssl.PEM_cert_to_DER_cert(text[begin : end + len("-----END CERTIFICATE-----")])
+    )
 
 
 def demo_certificate(directory: Path, hosts: list[str]) -> tuple[Path, Path]:

@@ -894,16 +894,8 @@ class MediaEngine:
                 if self._strays(source, now):
                     self._report(None, source, "dtls_foreign")
                 continue
-            replies = leg.dtls.receive(data)
-            for out in replies:
+            for out in leg.dtls.receive(data):
                 self._reply(pair, out, source)
-            log.debug(
-                "event=dtls_in local=%s bytes=%d replies=%s failed=%s",
-                leg.local,
-                len(data),
-                [len(r) for r in replies],
-                leg.dtls.failed,
-            )
             self._dtls_progress(leg, source)
 
     def _reply(self, pair: PortPair, data: bytes, target: Address) -> None:
@@ -954,16 +946,19 @@ class MediaEngine:
         if not failed:
             return
         for k, rc in zip(failed, status, strict=True):
-            leg = by_row[int(row[k])]
-            why = reason(rc)
-            self._count_strays(why)
-            self.stats["srtp_refused"] += 1
-            if leg is not None:
-                leg.counters.srtp_refused += 1
-                source = (address_text(rx.ip[k].tobytes()), int(rx.port[k]))
-                if self._strays(source, now):
-                    self._report(leg, source, why)
+            source = (address_text(rx.ip[k].tobytes()), int(rx.port[k]))
+            self._srtp_refused(by_row[int(row[k])], source, reason(rc), now)
             row[k] = REFUSED
+
+    def _srtp_refused(self, leg: MediaLeg | None, source: Address, why: str, now: float) -> None:
+        """An SRTP or SRTCP packet that did not verify: counted (engine, leg, reason) and
+        reported once per source and burst."""
+        self._count_strays(why)
+        self.stats["srtp_refused"] += 1
+        if leg is not None:
+            leg.counters.srtp_refused += 1
+            if self._strays(source, now):
+                self._report(leg, source, why)
 
     def _resolve(self, pair: PortPair, ips: npt.NDArray[np.uint8], now: float) -> Ints:
         """Rows for packets from an IP several legs claim, at a port none of them latched
@@ -1374,11 +1369,7 @@ class MediaEngine:
         if leg.srtp_in is not None:
             plain = leg.srtp_in.unprotect_rtcp(data)
             if plain is None:
-                leg.counters.srtp_refused += 1
-                self.stats["srtp_refused"] += 1
-                self._count_strays("srtp_auth")
-                if self._strays(source, now):
-                    self._report(leg, source, "srtp_auth")
+                self._srtp_refused(leg, source, "srtp_auth", now)
                 return
             data = plain
         try:

@@ -22,6 +22,7 @@ from typing import Any
 import sip
 from media.clock import MediaClock
 from rtp import PortAllocator
+from sip.address import parse_listen
 
 from . import certificates, codec_policy, encryption
 from .banner import print_demo_accounts as print_demo_accounts  # moved; kept importable
@@ -135,11 +136,9 @@ class Pbx:
         """The names a demo certificate carries: the domain, the advertised address and
         the TLS listeners' addresses (not a wildcard)."""
         hosts = [config.server.domain, *filter(None, [config.server.public_address])]
-        for spec in config.server.listen:
-            if spec.startswith(("tls:", "wss:")):
-                host = spec[4:].rpartition(":")[0].strip("[]")
-                if host not in ("0.0.0.0", "::"):
-                    hosts.append(host)
+        for transport, host, _ in map(parse_listen, config.server.listen):
+            if transport in ("tls", "wss") and host not in ("0.0.0.0", "::"):
+                hosts.append(host)
         return hosts
 
     def tls_fingerprint(self) -> str | None:
@@ -451,17 +450,16 @@ class Pbx:
         if offer is None:
             if not secure.impossible:
                 return True
-        elif not secure.keys and any(m.attribute("crypto") is not None for m in offer.media):
-            self.ua.security_event(
-                "request_refused",
-                call.incoming.source,
-                user=who,
-                method="INVITE",
-                reason="srtp_keys_over_" + call.incoming.source[0],
-            )
-        if offer is not None:
-            dry = encryption.srtp_check(offer, secure)
-            if dry:
+        else:
+            if not secure.keys and any(m.attribute("crypto") is not None for m in offer.media):
+                self.ua.security_event(
+                    "request_refused",
+                    call.incoming.source,
+                    user=who,
+                    method="INVITE",
+                    reason="srtp_keys_over_" + call.incoming.source[0],
+                )
+            if encryption.srtp_check(offer, secure):
                 return True
         log.info("event=invite_refused reason=encryption policy=%s", secure.policy)
         call.reject(488, "Not Acceptable Here (SRTP policy)")

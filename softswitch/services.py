@@ -26,6 +26,7 @@ import sip
 from ivr import Prompt, collect_digits
 from media.clock import MediaClock
 from rtp import PortAllocator
+from sip.address import transport_of
 
 from . import codec_policy, encryption
 from .calls import Party, bridge, on_reinvite, srtp_terms, unbridge
@@ -559,9 +560,7 @@ class Services(OfficeView):
     @staticmethod
     def fork_transport(fork: Fork) -> str:
         """The transport a fork's INVITE takes."""
-        if fork.destination is not None:
-            return fork.destination[0]
-        return fork.uri.transport or ("tls" if fork.uri.scheme == "sips" else "udp")
+        return fork.destination[0] if fork.destination is not None else transport_of(fork.uri)
 
     def fork_encryption(self, fork: Fork) -> Encryption:
         """SRTP towards a fork's callee: its device's, user's or trunk's policy on the

@@ -35,6 +35,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 import sip
+from sip.address import parse_listen
 
 from .. import encryption
 from ..config import Config, User
@@ -429,7 +430,7 @@ class ProvisioningServer:
         if host is None:
             wildcard = listen_host.strip("[]") in ("0.0.0.0", "::")
             host = asked_host if wildcard and asked_host else listen_host.strip("[]")
-        tls = next((s for s in config.server.listen if s.startswith("tls:")), None)
+        tls = next((a for a in map(parse_listen, config.server.listen) if a[0] == "tls"), None)
         return phone_parameters(
             config,
             options,
@@ -437,7 +438,7 @@ class ProvisioningServer:
             sip_host=host,
             sip_port=int(port),
             display=display,
-            tls_port=int(tls.rpartition(":")[2]) if tls else None,
+            tls_port=tls[2] if tls else None,
             ca_pem=trusted_certificate(config) if tls else None,
         )
 

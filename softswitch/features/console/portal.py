@@ -15,6 +15,7 @@ from starlette.responses import FileResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from media.audio import load_audio
+from sip.address import parse_listen
 
 from ...config import User
 from ..cdr import Filter
@@ -76,13 +77,11 @@ VENDOR = Path(__file__).resolve().parents[3] / "js" / "dist"
 def websocket_url(listen: list[str], asked_host: str) -> str | None:
     """Where the browser phone connects: the first ws: or wss: listener (a wildcard
     address is the host the page was asked from)."""
-    for spec in listen:
-        scheme, _, rest = spec.partition(":")
+    for scheme, host, port in map(parse_listen, listen):
         if scheme in ("ws", "wss"):
-            host, _, port = rest.rpartition(":")
-            if host.strip("[]") in ("0.0.0.0", "::"):
+            if host in ("0.0.0.0", "::"):
                 host = asked_host
-            return f"{scheme}://{host}:{port}"
+            return f"{scheme}://{f'[{host}]' if ':' in host else host}:{port}"
     return None
 
 
